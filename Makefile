@@ -1,0 +1,42 @@
+# Portique: the two commands a new machine needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest system-deps venv bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make run: the gateway on its embedded defaults (127.0.0.1:2525 -> ./portique-data/outbox/)
+run: $(STAMP)
+	$(BIN)/portique serve
+
+## make test: installs what the tests need (Debian chromium and postfix when root), then lint, types, tests.
+test: $(STAMP) system-deps lint typecheck pytest
+
+system-deps:
+	@bash .ci/system-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway connectors crypto tests load-tests
+	$(BIN)/ruff format --check gateway connectors crypto tests load-tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python load-tests/bench_scan.py
+	$(BIN)/python load-tests/bench_relay.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Outbound connectors: one module per transport, one small interface (connectors.base)."""

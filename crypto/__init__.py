@@ -1,0 +1,1 @@
+"""Key management and every cryptographic operation. Nothing else imports cryptography.hazmat."""

@@ -1,0 +1,126 @@
+"""The scanning core's public data model: what goes in, what comes out.
+
+Trust boundary: field texts are untrusted (decoded from the network). Findings and
+every other type here except `VaultEntry` never contain an identifier's value: a
+finding is a type, a span and a keyed hash. `VaultEntry` carries an identity and
+must only ever be handed to the encrypted vault; its repr is masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class IdentifierKind(StrEnum):
+    NAME = "name"
+    NIR = "nir"  # NIR / INS-NIR, key-checked, or a labelled 13/15-digit number
+    IBAN = "iban"
+    PHONE = "phone"
+    EMAIL = "email"
+    ADDRESS = "address"
+    BIRTH_DATE = "birth_date"
+    PATIENT_ID = "patient_id"  # file or record numbers tied to a patient (DICOM PatientID, ...)
+    BURNED_IN = "burned_in"  # an image flagged as carrying burned-in text
+
+
+class FieldKind(StrEnum):
+    """Where a text came from; detectors weigh context differently per kind."""
+
+    BODY = "body"  # text/plain, HTML text nodes, document text
+    SUBJECT = "subject"
+    DISPLAY_NAME = "display_name"  # To/Cc display names
+    FILENAME = "filename"  # attachment and archive entry names
+    METADATA = "metadata"  # document properties, STL headers, PLY comments, XML values
+    PERSON_NAME = "person_name"  # a field known to hold a person's name (DICOM PN, XML PatientName)
+    IDENTIFIER = "identifier"  # a field known to hold a patient identifier (DICOM PatientID)
+    DATE_OF_BIRTH = "date_of_birth"  # a field known to hold a birth date
+
+
+@dataclass(frozen=True, slots=True)
+class TextField:
+    text: str
+    kind: FieldKind = FieldKind.BODY
+
+    def __repr__(self) -> str:  # the text may be PHI
+        return f"TextField(kind={self.kind.value}, len={len(self.text)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One identifier found in one field. Never holds the value."""
+
+    kind: IdentifierKind
+    field: int  # index into the fields of the scan
+    start: int
+    end: int
+    digest: str  # keyed hash (HMAC-SHA256, hex, truncated) of the normalised value
+    patient: str | None = None  # opaque roster patient key when the roster links it
+
+
+class TypeAction(StrEnum):
+    PSEUDONYMISE = "pseudonymise"  # PAT-XXXXX-XXXXX token for linked identities, else [TYPE]
+    REDACT = "redact"  # [TYPE] label
+    GENERALISE = "generalise"  # dates of birth -> year only; others as redact
+    REMOVE = "remove"  # drop the value
+    KEEP = "keep"  # leave as is
+
+
+@dataclass(frozen=True)
+class TransformPolicy:
+    """How to rewrite findings for one route copy."""
+
+    audience: str  # recipient domain: tokens differ per audience
+    default: TypeAction = TypeAction.PSEUDONYMISE
+    overrides: Mapping[IdentifierKind, TypeAction] = field(default_factory=dict)
+
+    def action_for(self, kind: IdentifierKind) -> TypeAction:
+        return self.overrides.get(kind, self.default)
+
+
+@dataclass(frozen=True)
+class VaultEntry:
+    """token -> identity, for the encrypted vault only."""
+
+    token: str
+    audience: str
+    patient: str  # opaque roster key, or a digest for identities not on the roster
+    identity: str = field(repr=False)  # "NOM Prénom (JJ/MM/AAAA)", PHI
+
+    def __repr__(self) -> str:
+        return f"VaultEntry(token={self.token}, audience={self.audience})"
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    texts: list[str]
+    vault_entries: list[VaultEntry]
+
+    def __repr__(self) -> str:
+        return f"RewriteResult(fields={len(self.texts)}, vault_entries={len(self.vault_entries)})"
+
+
+class ScanEngine(Protocol):
+    """Built once (per config and roster), then shared read-only by every message.
+
+    A message is scanned as a whole: all its fields at once, so that context from one
+    part (a rostered name in the body) informs another (the same patient's birth date
+    in an attachment).
+    """
+
+    def scan_fields(self, fields: Sequence[TextField]) -> list[Finding]: ...
+
+    def rewrite_fields(
+        self,
+        fields: Sequence[TextField],
+        findings: Sequence[Finding],
+        policy: TransformPolicy,
+    ) -> RewriteResult: ...
+
+    def token_for_patient(self, patient: str, audience: str) -> str: ...
+
+    def patient_for_email(self, address: str) -> str | None:
+        """The roster patient whose e-mail this is (for own-data-only routes)."""
+        ...
