@@ -39,7 +39,9 @@ def test_example_config_documents_every_key() -> None:
     documented = set(re.findall(r"^#?\s*([a-z_]+)\s*=", text, flags=re.M))
     documented |= set(re.findall(r"[{,]\s*([a-z_]+)\s*=", text))
     documented |= {
-        h.rsplit(".", 1)[-1] for h in re.findall(r"^#?\s*\[+([a-z_.]+)\]+", text, flags=re.M)
+        part
+        for header in re.findall(r"^#?\s*\[+([a-z_.]+)\]+", text, flags=re.M)
+        for part in header.split(".")
     }
     missing = []
     for section, cls in SECTIONS.items():
