@@ -116,7 +116,14 @@ class ConnectorConfig:
     crl_file: str = ""
     crl_url: str = ""
     tls_min_version: str = "TLSv1.2"
+    # Réf#2 ECO.1.1.2 reads "TLS 1.2 only"; set "TLSv1.2" here to cap it. Empty: no cap.
+    tls_max_version: str = ""
+    # TLS 1.2 suites (OpenSSL names); empty: the four of Réf#2 ECO.1.1.3 (crypto/tls.py).
     ciphers: str = ""
+    # mssante: TLS from the first byte (port 465 style) instead of STARTTLS on 587.
+    implicit_tls: bool = False
+    # mssante: seconds between CRL downloads from crl_url (IGC-Santé CRLs are daily).
+    crl_refresh: float = 3600.0
     nil: str = ""
     annuaire_api_key: str = _secret()
     annuaire_url: str = ""
