@@ -125,9 +125,7 @@ class MSSanteConnector:
         self.trust_error = ""
         self._trust_checked = time.monotonic()
         try:
-            self.trust = TrustListSource(
-                cfg.trust_list, cfg.trust_list_url, verify=cfg.ca_file or True
-            )
+            self.trust = TrustListSource(cfg.trust_list, cfg.trust_list_url, ca_file=cfg.ca_file)
         except TrustListError as exc:
             self.trust_error = str(exc)
         self.crl: CrlStore | None = None
@@ -183,7 +181,7 @@ class MSSanteConnector:
             due = self.crl.crl is None or now - self._crl_checked >= self.cfg.crl_refresh
             if due:
                 self._crl_checked = now
-                await self.crl.refresh(verify=True, http_timeout=self.cfg.timeout)
+                await self.crl.refresh(http_timeout=self.cfg.timeout)
 
     def _context(self) -> ssl.SSLContext:
         identity = self.client_identity()

@@ -291,14 +291,21 @@ class CrlStore:
             return False
         return self._crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
 
-    async def refresh(
-        self, *, verify: ssl.SSLContext | str | bool = True, http_timeout: float = 30.0
-    ) -> bool:
-        """Fetch `crl_url` with httpx; a good CRL replaces the current one (and the file)."""
+    async def refresh(self, *, http_timeout: float = 30.0) -> bool:
+        """Fetch `crl_url` with httpx; a good CRL replaces the current one (and the file).
+
+        CRLs are signed, so plain http:// (as PKIs publish them) is fine; an https://
+        URL is verified against the same CA bundle.
+        """
         if not self.crl_url:
             return False
         import httpx
 
+        try:
+            verify = verified_client_context(self.ca_file)
+        except ConfigError as exc:
+            self.last_error = str(exc)
+            return False
         try:
             async with httpx.AsyncClient(verify=verify, timeout=http_timeout) as client:
                 resp = await client.get(self.crl_url)

@@ -38,7 +38,7 @@ from defusedxml.ElementTree import fromstring
 from stdnum.exceptions import ValidationError
 from stdnum.fr import nir
 
-from gateway.errors import TrustListError
+from gateway.errors import PortiqueError, TrustListError
 
 NAMESPACE = "https://listeblanche.mssante.fr/schema"
 PATIENT_DOMAIN = "patient.mssante.fr"
@@ -208,20 +208,29 @@ async def fetch_trust_list(
     url: str,
     path: str | Path,
     *,
-    verify: Any = True,
+    ca_file: str = "",
     http_timeout: float = 60.0,
     transport: Any = None,
 ) -> TrustList:
     """Download the list over HTTPS, parse it, then replace the file at `path`.
 
     On any failure (network, TLS, HTTP status, malformed XML) raises TrustListError
-    and leaves `path` untouched: the last good copy stays. `verify` is an
-    ssl.SSLContext (the IGC-Santé chain in production) or a CA file path.
+    and leaves `path` untouched: the last good copy stays. The server is verified
+    against `ca_file` (the IGC-Santé chain in production) or, without it, the
+    system trust store.
     """
+    import ssl
+
     import httpx
+
+    from crypto.tls import verified_client_context
 
     if not url.startswith("https://"):
         raise TrustListError("trust list URL must be https://")
+    try:
+        verify = verified_client_context(ca_file) if ca_file else ssl.create_default_context()
+    except PortiqueError as exc:
+        raise TrustListError(f"trust list download: {exc}") from exc
     try:
         async with httpx.AsyncClient(
             verify=verify, timeout=http_timeout, transport=transport, follow_redirects=False
@@ -254,11 +263,11 @@ class TrustListSource:
     """
 
     def __init__(
-        self, path: str | Path, url: str = "", *, verify: Any = True, timeout: float = 60.0
+        self, path: str | Path, url: str = "", *, ca_file: str = "", timeout: float = 60.0
     ) -> None:
         self.path = Path(path)
         self.url = url
-        self.verify = verify
+        self.ca_file = ca_file
         self.timeout = timeout
         self.last_error = ""
         self.current = load_trust_list(self.path)
@@ -277,7 +286,7 @@ class TrustListSource:
             self.current = await fetch_trust_list(
                 self.url,
                 self.path,
-                verify=self.verify,
+                ca_file=self.ca_file,
                 http_timeout=self.timeout,
                 transport=transport,
             )
