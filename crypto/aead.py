@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -52,3 +54,63 @@ class Sealer:
             return cipher.decrypt(_nonce, blob[HEADER_SIZE:], head + aad)
         except InvalidTag as exc:
             raise SealError("sealed blob does not authenticate") from exc
+
+
+# --- chunked sealing for large spool and queue files ------------------------------------
+#
+# A large message is sealed as a sequence of frames so that neither the writer nor the
+# reader holds two whole copies of it. Frame: length (u32 BE) | sealed blob. Each blob's
+# AAD is the caller's aad + frame index (u64 BE) + final flag (1 byte): frames cannot be
+# reordered, dropped, or moved to another file, and a file cut short (no final frame)
+# does not open.
+
+_FRAME_LEN = struct.Struct(">I")
+_FRAME_AAD = struct.Struct(">QB")
+# 1 MiB of plaintext per frame: large enough that the 28-byte frame overhead is noise,
+# small enough that a reader's working set stays bounded.
+STREAM_CHUNK = 1024 * 1024
+
+
+class StreamSealer:
+    """Seals consecutive chunks of one stream; call `seal_chunk(..., final=True)` once, last."""
+
+    def __init__(self, sealer: Sealer, aad: bytes) -> None:
+        self._sealer = sealer
+        self._aad = aad
+        self._index = 0
+        self._finished = False
+
+    def seal_chunk(self, chunk: bytes, *, final: bool = False) -> bytes:
+        if self._finished:
+            raise SealError("stream already finished")
+        blob = self._sealer.seal(chunk, self._aad + _FRAME_AAD.pack(self._index, int(final)))
+        self._index += 1
+        self._finished = final
+        return _FRAME_LEN.pack(len(blob)) + blob
+
+
+def open_stream(sealer: Sealer, fh: BinaryIO, aad: bytes) -> Iterator[bytes]:
+    """Open, frame by frame, a stream written by a StreamSealer from a seekable binary file.
+
+    Yields plaintext chunks in order; raises SealError on any tampering or truncation
+    (the caller must not act on chunks already yielded before the whole stream opened).
+    """
+    start = fh.tell()
+    size = fh.seek(0, 2) - start
+    fh.seek(start)
+    pos = 0
+    index = 0
+    while pos < size:
+        head = fh.read(_FRAME_LEN.size)
+        if len(head) != _FRAME_LEN.size:
+            raise SealError("truncated frame header")
+        (length,) = _FRAME_LEN.unpack(head)
+        blob = fh.read(length)
+        if len(blob) != length:
+            raise SealError("truncated frame")
+        pos += _FRAME_LEN.size + length
+        final = pos == size
+        yield sealer.open(blob, aad + _FRAME_AAD.pack(index, int(final)))
+        index += 1
+    if index == 0:
+        raise SealError("empty sealed stream")

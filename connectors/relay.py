@@ -1,0 +1,234 @@
+"""SMTP relay connector: delivers to an upstream smarthost with aiosmtplib.
+
+Trust boundary: the upstream is reached over the network; its replies are untrusted
+text and are reduced to their status codes before they reach logs, DSNs or events.
+
+Invariants:
+- `tls = "required"` (the default): STARTTLS (or implicit TLS on port 465) with the
+  peer certificate verified against the system store or `ca_file`; no plaintext
+  fallback, ever. A TLS failure is a temporary failure: the message waits.
+- `tls = "starttls-opportunistic"`: STARTTLS when offered, unverified; `tls = "none"`:
+  plaintext, which config validation allows only towards loopback hosts.
+- Connection reuse: idle, authenticated connections to the upstream are kept and
+  reused for the next delivery, at most `POOL_SIZE` of them, each for at most
+  `IDLE_REUSE` seconds (servers time out idle clients after a few minutes).
+- With `smime_cert` set, the message is S/MIME-encrypted (crypto.smime) before it
+  leaves; if encryption fails, nothing is sent (temporary failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosmtplib
+
+from connectors.base import DeliveryItem, DeliveryResult, RecipientResult, Status
+from gateway.config import ConnectorConfig
+from gateway.logging import get_logger
+
+log = get_logger("portique.connectors.relay")
+
+# Idle connections kept per upstream: one per parallel delivery the queue allows by default.
+POOL_SIZE = 4
+# Reuse an idle connection only if it has been idle less than this, in seconds
+# (RFC 5321 4.5.3.2.7: servers wait at least 5 minutes; many wait far less).
+IDLE_REUSE = 20.0
+
+
+@dataclass
+class _Pooled:
+    client: aiosmtplib.SMTP
+    idle_since: float
+
+
+def _short(code: int, message: str, host: str) -> str:
+    """`550 5.1.1 from host`: the reply code and enhanced status only, never the text."""
+    words = message.split()
+    enhanced = words[0] if words and words[0][:1] in "245" and words[0].count(".") == 2 else ""
+    return " ".join(p for p in (str(code), enhanced, f"from {host}") if p)
+
+
+def _status_for(code: int) -> Status:
+    return Status.PERMFAIL if 500 <= code < 600 else Status.TEMPFAIL
+
+
+class RelayConnector:
+    def __init__(self, cfg: ConnectorConfig) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        self._pool: list[_Pooled] = []
+        self._smime_cert: bytes | None = None
+        if cfg.smime_cert:
+            self._smime_cert = Path(cfg.smime_cert).read_bytes()
+
+    def destination(self, item: DeliveryItem) -> str:
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.cfg.tls == "required":
+            ctx = ssl.create_default_context(cafile=self.cfg.ca_file or None)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            return ctx
+        if self.cfg.tls == "starttls-opportunistic":
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        return None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        cfg = self.cfg
+        implicit = cfg.tls == "required" and cfg.port == 465
+        if cfg.tls == "required":
+            start_tls: bool | None = not implicit
+        elif cfg.tls == "starttls-opportunistic":
+            start_tls = None
+        else:
+            start_tls = False
+        client = aiosmtplib.SMTP(
+            hostname=cfg.host,
+            port=cfg.port or (465 if implicit else 25),
+            use_tls=implicit,
+            start_tls=start_tls,
+            tls_context=self._tls_context(),
+            validate_certs=cfg.tls == "required",
+            local_hostname=cfg.helo_name or None,
+            timeout=cfg.timeout,
+        )
+        await client.connect()
+        if cfg.tls == "required" and client.get_transport_info("sslcontext") is None:
+            await client.quit()
+            raise aiosmtplib.SMTPException("TLS required but not negotiated")
+        if cfg.username:
+            await client.login(cfg.username, cfg.password)
+        return client
+
+    async def _client(self) -> tuple[aiosmtplib.SMTP, bool]:
+        now = time.monotonic()
+        while self._pool:
+            pooled = self._pool.pop()
+            if pooled.client.is_connected and now - pooled.idle_since < IDLE_REUSE:
+                return pooled.client, True
+            await _close_quietly(pooled.client)
+        return await self._connect(), False
+
+    def _release(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected and len(self._pool) < POOL_SIZE:
+            self._pool.append(_Pooled(client, time.monotonic()))
+        else:
+            asyncio.ensure_future(_close_quietly(client))
+
+    async def deliver(self, item: DeliveryItem) -> DeliveryResult:
+        data = item.data
+        if self._smime_cert is not None:
+            try:
+                from crypto.smime import encrypt_message
+
+                data = encrypt_message(data, self._smime_cert)
+            except Exception as exc:
+                log.error("smime_encrypt_failed", error=type(exc).__name__)
+                return DeliveryResult.all(
+                    item.recipients, Status.TEMPFAIL, "S/MIME encryption failed"
+                )
+        host = self.cfg.host
+        for attempt in (1, 2):
+            try:
+                client, reused = await self._client()
+            except ssl.SSLError:
+                return DeliveryResult.all(item.recipients, Status.TEMPFAIL, "TLS failure")
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                return DeliveryResult.all(
+                    item.recipients, Status.TEMPFAIL, _short(exc.code, exc.message, host)
+                )
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                return DeliveryResult.all(
+                    item.recipients, Status.TEMPFAIL, _connect_detail(exc, host)
+                )
+            try:
+                errors, _reply = await client.sendmail(item.mail_from, list(item.recipients), data)
+            except aiosmtplib.SMTPServerDisconnected:
+                await _close_quietly(client)
+                if reused and attempt == 1:
+                    continue  # the upstream dropped an idle connection: one fresh try
+                return DeliveryResult.all(
+                    item.recipients, Status.TEMPFAIL, f"disconnected by {host}"
+                )
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                self._release(client)
+                refused = {r.recipient: r for r in exc.recipients}
+                return DeliveryResult(
+                    tuple(
+                        RecipientResult(
+                            rcpt,
+                            _status_for(refused[rcpt].code) if rcpt in refused else Status.TEMPFAIL,
+                            _short(refused[rcpt].code, refused[rcpt].message, host)
+                            if rcpt in refused
+                            else "no answer",
+                        )
+                        for rcpt in item.recipients
+                    )
+                )
+            except aiosmtplib.SMTPResponseException as exc:
+                await _reset_or_close(client, self)
+                return DeliveryResult.all(
+                    item.recipients, _status_for(exc.code), _short(exc.code, exc.message, host)
+                )
+            except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+                await _close_quietly(client)
+                return DeliveryResult.all(
+                    item.recipients, Status.TEMPFAIL, _connect_detail(exc, host)
+                )
+            self._release(client)
+            return DeliveryResult(
+                tuple(
+                    RecipientResult(
+                        rcpt,
+                        _status_for(errors[rcpt].code) if rcpt in errors else Status.DELIVERED,
+                        _short(errors[rcpt].code, errors[rcpt].message, host)
+                        if rcpt in errors
+                        else f"250 from {host}",
+                    )
+                    for rcpt in item.recipients
+                )
+            )
+        return DeliveryResult.all(item.recipients, Status.TEMPFAIL, f"disconnected by {host}")
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, []
+        for pooled in pool:
+            await _close_quietly(pooled.client)
+
+
+def _connect_detail(exc: BaseException, host: str) -> str:
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return f"timeout talking to {host}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {host}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _short(exc.code, exc.message, host)
+    if isinstance(exc, ssl.SSLError) or "TLS" in type(exc).__name__:
+        return f"TLS failure with {host}"
+    if isinstance(exc, aiosmtplib.SMTPException) and "TLS" in str(exc):
+        return f"TLS failure with {host}"
+    return f"cannot connect to {host}"
+
+
+async def _reset_or_close(client: aiosmtplib.SMTP, owner: RelayConnector) -> None:
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        await _close_quietly(client)
+        return
+    owner._release(client)
+
+
+async def _close_quietly(client: aiosmtplib.SMTP) -> None:
+    try:
+        if client.is_connected:
+            await asyncio.wait_for(client.quit(), 5)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()

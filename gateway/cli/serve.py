@@ -1,0 +1,50 @@
+"""`portique serve [-c FILE]`: run the gateway until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("serve", parents=[common], help="run the gateway")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.config import load_config
+    from gateway.logging import configure_logging
+
+    cfg = load_config(args.config)
+    configure_logging(cfg.log_level)
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    return int(runner(_serve(cfg)))
+
+
+async def _serve(cfg: Any) -> int:
+    import asyncio
+    import signal
+
+    from gateway.service import Service
+
+    service = Service(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    print(
+        f"portique: listening on {service.smtp.host}:{service.smtp_port}"  # type: ignore[union-attr]
+        f", data in {cfg.data_dir}",
+        flush=True,
+    )
+    await stop.wait()
+    await service.stop()
+    return 0

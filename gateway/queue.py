@@ -1,0 +1,614 @@
+"""Delivery queue: durable per-copy entries, retries with backoff, DSNs, lockdown.
+
+Trust boundary: entries come from the service (already decided copies); message bytes
+are untrusted and stored only sealed (`<data_dir>/queue/<id>.msg`, AAD `queue:<id>`).
+The index is SQLite (`<data_dir>/queue.db`, schema versioned by gateway/_sqlite.py).
+
+Invariants:
+- `enqueue()` returns only once the data files are fsync'ed and the rows committed
+  (synchronous=FULL); the service removes the spool file only after that.
+- A delivery attempt is recorded before the entry changes: recipients that got
+  through are removed from the entry, the rest are retried or bounced. A crash
+  between a delivery and the update may deliver twice, never lose.
+- Temporary failures retry with exponential backoff (QueueConfig); past
+  `give_up_after`, and on permanent failures, the sender gets a DSN (gateway/dsn.py).
+  Never a bounce of a bounce: entries from `<>` produce no DSN.
+- Per-destination concurrency: at most `per_destination_concurrency` deliveries to
+  one `Connector.destination()` at a time, `max_deliveries` in all.
+- Lockdown pauses all deliveries (persisted in the database, survives restart); mail
+  is still accepted and spooled meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from connectors.base import Connector, DeliveryItem, DeliveryResult, Status
+from crypto.aead import STREAM_CHUNK, Sealer, SealError, StreamSealer, open_stream
+from gateway._sqlite import open_database
+from gateway.config import QueueConfig
+from gateway.dsn import FailedRecipient, build_dsn, status_from_detail
+from gateway.errors import SpoolError
+from gateway.events import EventBus
+from gateway.logging import get_logger
+from gateway.spool import fsync_directory, new_spool_id
+
+log = get_logger("portique.queue")
+
+MIGRATIONS = [
+    """
+    CREATE TABLE entries (
+        id TEXT PRIMARY KEY,
+        spool_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        route TEXT NOT NULL,
+        connector TEXT NOT NULL,
+        mail_from TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        safe_subject TEXT,
+        size INTEGER NOT NULL,
+        created REAL NOT NULL,
+        next_attempt REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX entries_due ON entries (next_attempt);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """,
+]
+
+KIND_MESSAGE = "message"  # a route copy of a received message
+KIND_BOUNCE = "bounce"  # a DSN we generated (from <>)
+KIND_NOTICE = "notice"  # a hold/reject notice we generated (from <>)
+
+# Upper bound on one connector call, in seconds, beyond the connector's own timeouts:
+# a stuck peer must not pin a delivery slot forever (RFC 5321 4.5.3.2.6: 10 min for DATA).
+DELIVERY_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class NewCopy:
+    """One copy to queue: what to send, to whom, through which connector."""
+
+    spool_id: str
+    route: str
+    connector: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    data: bytes = field(repr=False)
+    message_id: str = ""
+    safe_subject: str | None = field(default=None, repr=False)
+    kind: str = KIND_MESSAGE
+    created: float | None = None  # arrival time; defaults to now
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    id: str
+    spool_id: str
+    kind: str
+    route: str
+    connector: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    message_id: str
+    safe_subject: str | None
+    size: int
+    created: float
+    next_attempt: float
+    attempts: int
+    last_error: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "spool_id": self.spool_id,
+            "kind": self.kind,
+            "route": self.route,
+            "connector": self.connector,
+            "mail_from": self.mail_from,
+            "recipients": list(self.recipients),
+            "message_id": self.message_id,
+            "size": self.size,
+            "created": self.created,
+            "next_attempt": self.next_attempt,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+        }
+
+
+_COLUMNS = (
+    "id, spool_id, kind, route, connector, mail_from, recipients, message_id, "
+    "safe_subject, size, created, next_attempt, attempts, last_error"
+)
+
+
+def _entry(row: tuple[object, ...]) -> QueueEntry:
+    values = list(row)
+    values[6] = tuple(json.loads(str(values[6])))
+    return QueueEntry(*values)  # type: ignore[arg-type]
+
+
+def queue_aad(queue_id: str) -> bytes:
+    return f"queue:{queue_id}".encode()
+
+
+class QueueStore:
+    """The durable part: SQLite index + sealed data files. Thread-safe, no asyncio."""
+
+    def __init__(self, data_dir: Path, sealer: Sealer) -> None:
+        self.dir = data_dir / "queue"
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.sealer = sealer
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection = open_database(
+            data_dir / "queue.db", MIGRATIONS, check_same_thread=False
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _path(self, queue_id: str) -> Path:
+        return self.dir / f"{queue_id}.msg"
+
+    def add(self, copies: Sequence[NewCopy], now: float) -> list[QueueEntry]:
+        """Write and fsync every data file, then commit all rows in one transaction."""
+        entries = []
+        written: list[Path] = []
+        try:
+            for c in copies:
+                qid = new_spool_id()
+                path = self._path(qid)
+                self._write_sealed(path, c.data, queue_aad(qid))
+                written.append(path)
+                entries.append(
+                    QueueEntry(
+                        id=qid,
+                        spool_id=c.spool_id,
+                        kind=c.kind,
+                        route=c.route,
+                        connector=c.connector,
+                        mail_from=c.mail_from,
+                        recipients=tuple(c.recipients),
+                        message_id=c.message_id,
+                        safe_subject=c.safe_subject,
+                        size=len(c.data),
+                        created=c.created if c.created is not None else now,
+                        next_attempt=now,
+                        attempts=0,
+                        last_error="",
+                    )
+                )
+            fsync_directory(self.dir)
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for e in entries:
+                        self._db.execute(
+                            f"INSERT INTO entries ({_COLUMNS}) VALUES "
+                            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                e.id,
+                                e.spool_id,
+                                e.kind,
+                                e.route,
+                                e.connector,
+                                e.mail_from,
+                                json.dumps(list(e.recipients)),
+                                e.message_id,
+                                e.safe_subject,
+                                e.size,
+                                e.created,
+                                e.next_attempt,
+                                0,
+                                "",
+                            ),
+                        )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except (OSError, sqlite3.Error) as exc:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise SpoolError("cannot queue a message") from exc
+        return entries
+
+    def _write_sealed(self, path: Path, data: bytes, aad: bytes) -> None:
+        sealer = StreamSealer(self.sealer, aad)
+        view = memoryview(data)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            offset = 0
+            while True:
+                chunk = bytes(view[offset : offset + STREAM_CHUNK])
+                offset += STREAM_CHUNK
+                last = offset >= len(view)
+                fh.write(sealer.seal_chunk(chunk, final=last))
+                if last:
+                    break
+            fh.flush()
+            os.fdatasync(fh.fileno())
+        os.rename(tmp, path)
+
+    def load(self, queue_id: str) -> bytes:
+        try:
+            with open(self._path(queue_id), "rb") as fh:
+                out = bytearray()
+                for chunk in open_stream(self.sealer, fh, queue_aad(queue_id)):
+                    out += chunk
+        except (OSError, SealError) as exc:
+            raise SpoolError(f"queue entry {queue_id} cannot be read") from exc
+        return bytes(out)
+
+    def get(self, queue_id: str) -> QueueEntry | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (queue_id,)
+            ).fetchone()
+        return _entry(row) if row else None
+
+    def all(self) -> list[QueueEntry]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM entries ORDER BY created, id"
+            ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def due(self, now: float, exclude: set[str], limit: int) -> list[QueueEntry]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE next_attempt <= ? "
+                "ORDER BY next_attempt, id LIMIT ?",
+                (now, limit + len(exclude)),
+            ).fetchall()
+        return [e for e in (_entry(r) for r in rows) if e.id not in exclude][:limit]
+
+    def next_due(self) -> float | None:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_attempt) FROM entries").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def reschedule(
+        self, queue_id: str, recipients: Sequence[str], next_attempt: float, error: str
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE entries SET recipients = ?, next_attempt = ?, attempts = attempts + 1, "
+                "last_error = ? WHERE id = ?",
+                (json.dumps(list(recipients)), next_attempt, error, queue_id),
+            )
+
+    def set_next_attempt(self, queue_id: str, when: float) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE entries SET next_attempt = ? WHERE id = ?", (when, queue_id)
+            )
+        return cur.rowcount > 0
+
+    def remove(self, queue_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM entries WHERE id = ?", (queue_id,))
+        self._path(queue_id).unlink(missing_ok=True)
+        return cur.rowcount > 0
+
+    def setting(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+class DeliveryQueue:
+    """Schedules deliveries of the stored entries through the connectors."""
+
+    def __init__(
+        self,
+        store: QueueStore,
+        cfg: QueueConfig,
+        connectors: Mapping[str, Connector],
+        events: EventBus,
+        *,
+        hostname: str,
+        bounce_connector: Callable[[str], str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.connectors = connectors
+        self.events = events
+        self.hostname = hostname
+        self.bounce_connector = bounce_connector
+        self.clock = clock
+        self._in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._per_destination: dict[str, asyncio.Semaphore] = {}
+        self._wake: asyncio.Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._runner = asyncio.create_task(self._run(), name="queue-scheduler")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            try:
+                await self._runner
+            except asyncio.CancelledError:
+                pass
+            self._runner = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    @property
+    def idle(self) -> bool:
+        return not self._in_flight
+
+    # --- operator API -------------------------------------------------------------
+
+    async def enqueue(self, copies: Sequence[NewCopy]) -> list[QueueEntry]:
+        """Durably queue copies (file fsync + commit, off the event loop), then schedule."""
+        if not copies:
+            return []
+        loop = asyncio.get_running_loop()
+        entries = await loop.run_in_executor(None, self.store.add, copies, self.clock())
+        for e in entries:
+            self.events.emit(
+                "queued",
+                spool_id=e.spool_id,
+                queue_id=e.id,
+                route=e.route,
+                connector=e.connector,
+                recipients=list(e.recipients),
+                entry_kind=e.kind,
+            )
+        self.wake()
+        return entries
+
+    def list(self) -> list[QueueEntry]:
+        return self.store.all()
+
+    def show(self, queue_id: str) -> QueueEntry | None:
+        return self.store.get(queue_id)
+
+    def retry(self, queue_id: str) -> bool:
+        ok = self.store.set_next_attempt(queue_id, self.clock())
+        self.wake()
+        return ok
+
+    def delete(self, queue_id: str, user: str = "") -> bool:
+        ok = self.store.remove(queue_id)
+        if ok:
+            self.events.emit("deleted", queue_id=queue_id, user=user)
+        return ok
+
+    @property
+    def lockdown(self) -> bool:
+        return self.store.setting("lockdown") == "on"
+
+    def set_lockdown(self, on: bool, user: str = "") -> None:
+        self.store.set_setting("lockdown", "on" if on else "off")
+        self.events.emit("lockdown", on=on, user=user)
+        self.wake()
+
+    # --- scheduling ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                self.dispatch_due()
+            except Exception as exc:  # a broken row must not stop the scheduler
+                log.error("queue_dispatch_failed", error=type(exc).__name__)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    def dispatch_due(self) -> int:
+        """Start deliveries for entries that are due now. Returns how many started."""
+        if self.lockdown:
+            return 0
+        room = self.cfg.max_deliveries - len(self._in_flight)
+        if room <= 0:
+            return 0
+        started = 0
+        for entry in self.store.due(self.clock(), self._in_flight, room):
+            self._in_flight.add(entry.id)
+            task = asyncio.create_task(self._deliver(entry), name=f"deliver-{entry.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started += 1
+        return started
+
+    def _semaphore(self, destination: str) -> asyncio.Semaphore:
+        sem = self._per_destination.get(destination)
+        if sem is None:
+            sem = asyncio.Semaphore(self.cfg.per_destination_concurrency)
+            self._per_destination[destination] = sem
+        return sem
+
+    async def _deliver(self, entry: QueueEntry) -> None:
+        try:
+            await self._attempt(entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("queue_attempt_failed", queue_id=entry.id, error=type(exc).__name__)
+            self._defer(entry, list(entry.recipients), "internal error")
+        finally:
+            self._in_flight.discard(entry.id)
+            self.wake()
+
+    async def _attempt(self, entry: QueueEntry) -> None:
+        connector = self.connectors.get(entry.connector)
+        if connector is None:
+            self._defer(entry, list(entry.recipients), f"no connector {entry.connector!r}")
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(None, self.store.load, entry.id)
+        except SpoolError:
+            # The entry's data is gone or tampered with: nothing can be sent; tell the sender.
+            log.error("queue_data_unreadable", queue_id=entry.id)
+            await self._bounce(
+                entry,
+                [FailedRecipient(r, "4.3.0", "local storage error") for r in entry.recipients],
+                gave_up=True,
+            )
+            self.store.remove(entry.id)
+            return
+        item = DeliveryItem(
+            queue_id=entry.id,
+            mail_from=entry.mail_from,
+            recipients=entry.recipients,
+            data=data,
+            route=entry.route,
+            attempt=entry.attempts + 1,
+        )
+        del data
+        destination = connector.destination(item)
+        started = time.monotonic()
+        async with self._semaphore(destination):
+            try:
+                result = await asyncio.wait_for(connector.deliver(item), DELIVERY_TIMEOUT)
+            except TimeoutError:
+                result = DeliveryResult.all(entry.recipients, Status.TEMPFAIL, "timeout")
+            except Exception as exc:  # a connector bug is a temporary failure, never a loss
+                log.error("connector_failed", connector=entry.connector, error=type(exc).__name__)
+                result = DeliveryResult.all(entry.recipients, Status.TEMPFAIL, "connector error")
+        latency = time.monotonic() - started
+        for status in (Status.DELIVERED, Status.TEMPFAIL, Status.PERMFAIL):
+            group = result.with_status(status)
+            if group:
+                self.events.emit(
+                    "delivery",
+                    queue_id=entry.id,
+                    connector=entry.connector,
+                    destination=destination,
+                    status=status.value,
+                    detail=group[0].detail,
+                    attempt=item.attempt,
+                    recipients=[r.recipient for r in group],
+                    latency_s=round(latency, 4),
+                    bytes=len(item.data),
+                )
+        answered = {r.recipient for r in result.results}
+        temp = [r for r in result.results if r.status == Status.TEMPFAIL]
+        # A recipient the connector did not report on is retried, never dropped.
+        temp_rcpts = [r.recipient for r in temp] + [
+            r for r in entry.recipients if r not in answered
+        ]
+        perm = result.with_status(Status.PERMFAIL)
+        if perm:
+            await self._bounce(
+                entry,
+                [
+                    FailedRecipient(r.recipient, status_from_detail(r.detail, True), r.detail)
+                    for r in perm
+                ],
+                gave_up=False,
+            )
+        if not temp_rcpts:
+            self.store.remove(entry.id)
+            return
+        detail = temp[0].detail if temp else "no answer for recipient"
+        if self.clock() - entry.created >= self.cfg.give_up_after:
+            await self._bounce(
+                entry,
+                [
+                    FailedRecipient(
+                        r,
+                        status_from_detail(detail, False).replace("4.", "5.", 1),
+                        f"gave up: {detail}",
+                    )
+                    for r in temp_rcpts
+                ],
+                gave_up=True,
+            )
+            self.store.remove(entry.id)
+            return
+        self._defer(entry, temp_rcpts, detail)
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before retry number `attempts + 1`."""
+        delay = self.cfg.retry_initial * (self.cfg.retry_factor ** max(0, attempts))
+        return float(min(delay, self.cfg.retry_max))
+
+    def _defer(self, entry: QueueEntry, recipients: Sequence[str], detail: str) -> None:
+        delay = self.backoff(entry.attempts)
+        self.store.reschedule(entry.id, recipients, self.clock() + delay, detail)
+        self.events.emit(
+            "deferred", queue_id=entry.id, next_attempt_in_s=round(delay, 3), detail=detail
+        )
+
+    async def _bounce(
+        self, entry: QueueEntry, failed: Sequence[FailedRecipient], *, gave_up: bool
+    ) -> None:
+        reason = failed[0].reason if failed else ""
+        if not entry.mail_from or entry.kind != KIND_MESSAGE:
+            # Never a bounce of a bounce (or of our own notices).
+            self.events.emit(
+                "bounced",
+                queue_id=entry.id,
+                reason=reason,
+                recipients=[f.address for f in failed],
+                dsn=False,
+            )
+            return
+        dsn = build_dsn(
+            hostname=self.hostname,
+            sender=entry.mail_from,
+            original_message_id=entry.message_id,
+            arrival=entry.created,
+            failed=failed,
+            gave_up=gave_up,
+            safe_subject=entry.safe_subject,
+        )
+        await self.enqueue(
+            [
+                NewCopy(
+                    spool_id=entry.spool_id,
+                    route="dsn",
+                    connector=self.bounce_connector(entry.mail_from),
+                    mail_from="",
+                    recipients=(entry.mail_from,),
+                    data=dsn,
+                    kind=KIND_BOUNCE,
+                )
+            ]
+        )
+        self.events.emit(
+            "bounced",
+            queue_id=entry.id,
+            reason=reason,
+            recipients=[f.address for f in failed],
+            dsn=True,
+        )

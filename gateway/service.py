@@ -1,0 +1,498 @@
+"""The running gateway: config -> keys -> spool -> processing -> queue -> connectors.
+
+Trust boundary: this is the I/O shell around the sans-IO pipeline. It owns every file,
+socket and task; the pipeline only sees bytes and settings.
+
+Order of work for one message (Postfix's after-queue model):
+1. gateway/smtp streams DATA into the spool; 250 once it is durable.
+2. A processing worker reads it back, plans one copy per route (gateway.routes),
+   and runs `gateway.pipeline.process_message` off the event loop within
+   `scan.message_budget` seconds.
+3. Per copy: PASS/REWRITTEN -> vault entries stored first, then queued for delivery;
+   HOLD -> quarantine + notice to the sender; REJECT -> notice to the sender.
+4. Only when every copy is durably queued, quarantined or noticed is the spool file
+   removed. A crash in between processes the message again: duplicates, never loss.
+
+Invariants:
+- Fail closed: an exception or timeout in the pipeline holds every copy whose action
+  is not `deliver` (deliver copies get the original bytes, as the pipeline would).
+- Events (gateway.events) are the one record of what happened; logs, audit and
+  metrics subscribe to `service.events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from connectors.base import Connector
+from crypto.aead import Sealer
+from crypto.certs import ensure_self_signed
+from crypto.keys import Keyring, init_keys, load_keys
+from gateway.config import Config
+from gateway.dsn import build_notice
+from gateway.errors import PortiqueError, SpoolError
+from gateway.events import EventBus, LogSink
+from gateway.logging import get_logger
+from gateway.pipeline import process_message
+from gateway.pipeline.model import CopyOutcome, MessageOutcome, RouteCopy
+from gateway.quarantine import HeldItem, Quarantine
+from gateway.queue import KIND_NOTICE, DeliveryQueue, NewCopy, QueueStore
+from gateway.routes import find_route, plan_copies
+from gateway.scan.model import ScanEngine, VaultEntry
+from gateway.smtp import Accepted, Gate, SmtpServer, load_tls_context
+from gateway.spool import Envelope, Spool
+from gateway.verdicts import Action, Verdict
+
+log = get_logger("portique.service")
+
+# Processing workers: the pipeline is CPU-bound and runs in threads; two keep both cores
+# of a small practice server busy without starving the event loop.
+PROCESSING_WORKERS = 2
+# Wait before retrying a message whose processing failed on local storage, in seconds.
+PROCESSING_RETRY_DELAY = 30.0
+# SIGTERM: seconds to let in-flight SMTP transactions finish while new ones get 421.
+SHUTDOWN_GRACE = 10.0
+
+
+class VaultStore(Protocol):
+    def store(self, entries: Sequence[VaultEntry]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    spool_id: str
+    queued: tuple[str, ...]
+    held: tuple[str, ...]
+    rejected: int
+
+
+class Service:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        engine: ScanEngine | None = None,
+        vault: VaultStore | None = None,
+        is_mssante: Callable[[str], bool] | None = None,
+        connectors: Mapping[str, Connector] | None = None,
+        clock: Callable[[], float] = time.time,
+        keyring: Keyring | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.vault = vault
+        self.is_mssante = is_mssante
+        self.clock = clock
+        self.events = EventBus()
+        self._keyring = keyring
+        self._given_connectors = connectors
+        self.connectors: Mapping[str, Connector] = {}
+        self._processing: asyncio.Queue[str] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._busy: set[str] = set()
+        self._retry_handles: list[asyncio.TimerHandle] = []
+        self.smtp: SmtpServer | None = None
+        self.control: Any = None
+        self.started = False
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self, *, control_socket: bool = True) -> None:
+        cfg = self.cfg
+        data_dir = cfg.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._keyring is None:
+            created = init_keys(data_dir)
+            if created:
+                log.info("keys_created", keys=created)
+            self._keyring = load_keys(data_dir)
+        self.events.subscribe(LogSink(self._keyring.digest_key))
+        sealer = Sealer(self._keyring)
+        self.spool = Spool(data_dir, sealer, cfg.spool)
+        self.store = QueueStore(data_dir, sealer)
+        self.quarantine = Quarantine(data_dir, sealer)
+        if self._given_connectors is not None:
+            self.connectors = dict(self._given_connectors)
+        else:
+            from connectors.registry import build_connectors
+
+            self.connectors = build_connectors(cfg)
+        self.queue = DeliveryQueue(
+            self.store,
+            cfg.queue,
+            self.connectors,
+            self.events,
+            hostname=cfg.smtp.hostname,
+            bounce_connector=self.notice_connector,
+            clock=self.clock,
+        )
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            PROCESSING_WORKERS, thread_name_prefix="pipeline"
+        )
+        await self.spool.start()
+        self._processing = asyncio.Queue()
+        for spool_id in self.spool.recover():
+            self._processing.put_nowait(spool_id)
+        self._workers = [
+            asyncio.create_task(self._process_loop(), name=f"process-{i}")
+            for i in range(PROCESSING_WORKERS)
+        ]
+        await self.queue.start()
+        gate = Gate(cfg.smtp, self.spool, self._on_accepted, self._tls_context())
+        self.smtp = SmtpServer(gate, cfg.smtp.listen)
+        await self.smtp.start()
+        if control_socket:
+            from gateway.control import ControlServer
+
+            self.control = ControlServer(self, data_dir / "control.sock")
+            await self.control.start()
+        self.started = True
+        log.info(
+            "service_started",
+            listen=f"{self.smtp.host}:{self.smtp.port}",
+            data_dir=str(data_dir),
+            connectors=sorted(self.connectors),
+            lockdown=self.queue.lockdown,
+        )
+
+    def _tls_context(self) -> Any:
+        smtp = self.cfg.smtp
+        if smtp.tls_cert:
+            cert, key = self.cfg.path(smtp.tls_cert), self.cfg.path(smtp.tls_key)
+        else:
+            cert = self.cfg.data_dir / "tls" / "smtp.pem"
+            key = self.cfg.data_dir / "tls" / "smtp.key"
+            ensure_self_signed(cert, key, smtp.hostname)
+        return load_tls_context(smtp, cert, key)
+
+    @property
+    def smtp_port(self) -> int:
+        assert self.smtp is not None
+        return self.smtp.port
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """421 to new sessions, let transactions finish, then stop everything."""
+        if not self.started:
+            return
+        self.started = False
+        assert self.smtp is not None
+        await self.smtp.drain(grace)
+        await self.smtp.stop()
+        if self.control is not None:
+            await self.control.stop()
+        for handle in self._retry_handles:
+            handle.cancel()
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        await self.queue.stop()
+        for connector in self.connectors.values():
+            try:
+                await connector.close()
+            except Exception as exc:
+                log.warning("connector_close_failed", error=type(exc).__name__)
+        await self.spool.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+        self.quarantine.close()
+        log.info("service_stopped")
+
+    # --- acceptance and processing ------------------------------------------------
+
+    def _on_accepted(self, accepted: Accepted) -> None:
+        env = accepted.envelope
+        self.events.emit(
+            "received",
+            spool_id=accepted.spool_id,
+            client=env.client,
+            user=env.user,
+            mail_from=env.mail_from,
+            recipients=list(env.recipients),
+            size=accepted.size,
+            message_id=accepted.message_id,
+        )
+        assert self._processing is not None
+        self._processing.put_nowait(accepted.spool_id)
+
+    async def _process_loop(self) -> None:
+        assert self._processing is not None
+        while True:
+            spool_id = await self._processing.get()
+            if spool_id in self._busy:
+                continue
+            self._busy.add(spool_id)
+            try:
+                await self.process_spooled(spool_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The spool file stays; try again later (and at restart).
+                log.error("processing_failed", spool_id=spool_id, error=type(exc).__name__)
+                loop = asyncio.get_running_loop()
+                self._retry_handles.append(
+                    loop.call_later(PROCESSING_RETRY_DELAY, self._processing.put_nowait, spool_id)
+                )
+            finally:
+                self._busy.discard(spool_id)
+
+    async def _run_pipeline(self, raw: bytes, copies: Sequence[RouteCopy]) -> MessageOutcome:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._executor, process_message, raw, copies, self.engine),
+                self.cfg.scan.message_budget,
+            )
+        except TimeoutError:
+            reason = "processing time budget exceeded"
+        except Exception as exc:
+            log.error("pipeline_failed", error=type(exc).__name__)
+            reason = "content could not be processed"
+        # Fail closed: only `deliver` copies go out, unchanged, as the pipeline would.
+        return MessageOutcome(
+            tuple(
+                CopyOutcome(c, Verdict.PASS, data=raw)
+                if c.action == Action.DELIVER
+                else CopyOutcome(c, Verdict.HOLD, reason=reason)
+                for c in copies
+            )
+        )
+
+    async def process_spooled(self, spool_id: str) -> ProcessResult | None:
+        loop = asyncio.get_running_loop()
+        try:
+            envelope, raw = await loop.run_in_executor(None, self.spool.read, spool_id)
+        except SpoolError:
+            if not (self.spool.active / spool_id).exists():
+                return None  # already processed and removed
+            raise
+        copies = plan_copies(envelope.recipients, self.cfg.effective_routes(), self.is_mssante)
+        outcome = await self._run_pipeline(raw, copies)
+        message_id = _message_id(raw)
+        to_queue: list[NewCopy] = []
+        held: list[str] = []
+        rejected = 0
+        for index, co in enumerate(outcome.copies):
+            copy = co.copy
+            copy_id = f"{spool_id}.{index}"
+            self.events.emit(
+                "decided",
+                spool_id=spool_id,
+                copy_id=copy_id,
+                route=copy.route,
+                action=copy.action.value,
+                connector=copy.connector,
+                verdict=co.verdict.value,
+                recipients=list(copy.recipients),
+                findings=co.counts(),
+                digests=[f.digest for f in co.findings],
+                reason=co.reason,
+                identifies_patient=copy.action in (Action.OWN_DATA_ONLY, Action.REJECT_IF_PHI),
+            )
+            if co.verdict in (Verdict.PASS, Verdict.REWRITTEN) and co.data is not None:
+                if co.vault_entries:
+                    if self.vault is None:
+                        # Tokens without their mapping must never leave: hold instead.
+                        held.append(
+                            await self._hold(
+                                spool_id,
+                                copy_id,
+                                envelope,
+                                co,
+                                raw,
+                                message_id,
+                                "pseudonym vault unavailable",
+                                outcome,
+                            )
+                        )
+                        continue
+                    await loop.run_in_executor(None, self.vault.store, co.vault_entries)
+                to_queue.append(
+                    NewCopy(
+                        spool_id=spool_id,
+                        route=copy.route,
+                        connector=copy.connector,
+                        mail_from=envelope.mail_from,
+                        recipients=copy.recipients,
+                        data=co.data,
+                        message_id=message_id,
+                        safe_subject=outcome.safe_subject,
+                        created=envelope.received_at,
+                    )
+                )
+            elif co.verdict == Verdict.REJECT:
+                rejected += 1
+                self.events.emit(
+                    "bounced",
+                    spool_id=spool_id,
+                    reason=co.reason,
+                    recipients=list(copy.recipients),
+                )
+                to_queue.extend(self._notice(spool_id, envelope, co, "reject", message_id, outcome))
+            else:
+                held.append(
+                    await self._hold(
+                        spool_id,
+                        copy_id,
+                        envelope,
+                        co,
+                        raw,
+                        message_id,
+                        co.reason or "held",
+                        outcome,
+                    )
+                )
+        entries = await self.queue.enqueue(to_queue)
+        self.spool.remove(spool_id)
+        return ProcessResult(spool_id, tuple(e.id for e in entries), tuple(held), rejected)
+
+    async def _hold(
+        self,
+        spool_id: str,
+        copy_id: str,
+        envelope: Envelope,
+        co: CopyOutcome,
+        raw: bytes,
+        message_id: str,
+        reason: str,
+        outcome: MessageOutcome,
+    ) -> str:
+        loop = asyncio.get_running_loop()
+        copy = co.copy
+        item = await loop.run_in_executor(
+            None,
+            lambda: self.quarantine.hold(
+                spool_id=spool_id,
+                route=copy.route,
+                action=copy.action.value,
+                connector=copy.connector,
+                mail_from=envelope.mail_from,
+                recipients=copy.recipients,
+                data=raw,
+                reason=reason,
+                findings=co.counts(),
+                message_id=message_id,
+                created=envelope.received_at,
+            ),
+        )
+        self.events.emit(
+            "held",
+            spool_id=spool_id,
+            copy_id=copy_id,
+            held_id=item.id,
+            route=copy.route,
+            reason=reason,
+            findings=co.counts(),
+        )
+        notices = self._notice(spool_id, envelope, co, "hold", message_id, outcome, reason)
+        await self.queue.enqueue(notices)
+        return item.id
+
+    def _notice(
+        self,
+        spool_id: str,
+        envelope: Envelope,
+        co: CopyOutcome,
+        kind: str,
+        message_id: str,
+        outcome: MessageOutcome,
+        reason: str | None = None,
+    ) -> list[NewCopy]:
+        if not envelope.mail_from:
+            return []  # never notify the null sender
+        data = build_notice(
+            hostname=self.cfg.smtp.hostname,
+            sender=envelope.mail_from,
+            kind=kind,
+            original_message_id=message_id,
+            arrival=envelope.received_at,
+            recipients=co.copy.recipients,
+            reason=reason if reason is not None else (co.reason or kind),
+            finding_counts=co.counts(),
+            safe_subject=outcome.safe_subject,
+        )
+        return [
+            NewCopy(
+                spool_id=spool_id,
+                route="notice",
+                connector=self.notice_connector(envelope.mail_from),
+                mail_from="",
+                recipients=(envelope.mail_from,),
+                data=data,
+                kind=KIND_NOTICE,
+            )
+        ]
+
+    def notice_connector(self, sender: str) -> str:
+        """Where bounces and notices to a practice sender go: its route's connector."""
+        route = find_route(self.cfg.effective_routes(), sender, self.is_mssante)
+        if route is not None and route.connector in self.connectors:
+            return route.connector
+        for name in ("relay", "outbox"):
+            if name in self.connectors:
+                return name
+        return next(iter(self.connectors), "")
+
+    # --- operator actions ---------------------------------------------------------
+
+    async def release_held(self, held_id: str, user: str, reason: str) -> str | None:
+        """Queue a held copy as it was received (an audited admin act). Returns the queue id."""
+        item: HeldItem | None = self.quarantine.show(held_id)
+        if item is None:
+            return None
+        if not reason.strip():
+            raise PortiqueError("a release needs a stated reason")
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, self.quarantine.data, held_id)
+        entries = await self.queue.enqueue(
+            [
+                NewCopy(
+                    spool_id=item.spool_id,
+                    route=item.route,
+                    connector=item.connector or self.notice_connector(item.mail_from),
+                    mail_from=item.mail_from,
+                    recipients=item.recipients,
+                    data=data,
+                    message_id=item.message_id,
+                    created=item.created,
+                )
+            ]
+        )
+        self.quarantine.delete(held_id)
+        self.events.emit(
+            "released",
+            spool_id=item.spool_id,
+            copy_id=held_id,
+            user=user,
+            mode="original",
+            reason=reason,
+        )
+        return entries[0].id
+
+    def delete_held(self, held_id: str, user: str) -> bool:
+        item = self.quarantine.show(held_id)
+        ok = self.quarantine.delete(held_id)
+        if ok and item is not None:
+            self.events.emit("deleted", spool_id=item.spool_id, held_id=held_id, user=user)
+        return ok
+
+    def processing_idle(self) -> bool:
+        """True when the spool is empty and no message is being processed."""
+        assert self._processing is not None
+        return not self.spool.pending_ids() and self._processing.empty() and not self._busy
+
+
+def _message_id(raw: bytes) -> str:
+    """The Message-ID header of the top-level header block, if any (no full parse)."""
+    end = raw.find(b"\r\n\r\n")
+    head = raw[: end if end >= 0 else min(len(raw), 65536)]
+    for line in head.split(b"\r\n"):
+        if line[:11].lower() == b"message-id:":
+            return line[11:].strip().decode("ascii", "replace")[:998]
+    return ""

@@ -1,0 +1,282 @@
+"""Durable, encrypted spool: where an accepted message lives between the 250 and the queue.
+
+Trust boundary: the message bytes and envelope are untrusted input from the network;
+they are stored only sealed (AES-256-GCM, crypto.aead), never in plaintext on disk.
+
+Layout under `<data_dir>/spool/`:
+    incoming/<id>.tmp   a DATA transfer in progress (or one that never got its 250)
+    active/<id>         a committed message: fdatasync'ed, renamed, directory fsync'ed
+
+A spool file is one sealed stream (crypto.aead.StreamSealer, AAD `spool:<id>`): frame 0
+is the envelope as JSON, the following frames are the message bytes, and the last frame
+carries the final flag, so a file cut short does not open.
+
+Invariants:
+- `SpoolWriter.commit()` returns only once the file's data and its name in `active/`
+  are durable; the SMTP layer replies 250 only after that. The rename into `active/`
+  is the completion mark (Postfix's END record): at start, whatever is left in
+  `incoming/` never got a 250 and is deleted unread.
+- Group commit: commits that arrive within `group_commit_window_ms` of each other are
+  made durable by one worker pass that fdatasyncs each file and then fsyncs the
+  `active/` directory once for the whole batch.
+- Spool ids are unique across processes sharing the directory (time, pid, randomness),
+  so several acceptor processes can share one spool later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from crypto.aead import STREAM_CHUNK, Sealer, SealError, StreamSealer, open_stream
+from gateway.config import SpoolConfig
+from gateway.errors import SpoolError
+
+_counter = itertools.count()
+
+
+def new_spool_id() -> str:
+    """Sortable by arrival, unique across processes: ms time, pid, counter, 32 random bits."""
+    return (
+        f"{time.time_ns() // 1_000_000:011x}{os.getpid() & 0xFFFFF:05x}"
+        f"{next(_counter) & 0xFFFF:04x}{secrets.token_hex(4)}"
+    )
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The SMTP envelope of one spooled message. Addresses are kept (needed to deliver)."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    client: str = ""  # peer IP address
+    helo: str = ""
+    user: str = ""  # SMTP AUTH login name, if any
+    tls: bool = False
+    received_at: float = field(default_factory=time.time)
+    smtp_utf8: bool = False
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Envelope:
+        d = json.loads(raw)
+        d["recipients"] = tuple(d["recipients"])
+        return cls(**d)
+
+
+@dataclass
+class SpoolStats:
+    commits: int = 0  # messages made durable
+    batches: int = 0  # group-commit passes (one directory fsync each)
+
+    @property
+    def messages_per_batch(self) -> float:
+        return self.commits / self.batches if self.batches else 0.0
+
+
+@dataclass
+class _PendingCommit:
+    fh: BinaryIO
+    tmp: Path
+    final: Path
+    done: asyncio.Future[None]
+
+
+class SpoolWriter:
+    """Receives one message's bytes during DATA and seals them chunk by chunk."""
+
+    def __init__(self, spool: Spool, spool_id: str, envelope: Envelope) -> None:
+        self.spool_id = spool_id
+        self.envelope = envelope
+        self.size = 0
+        self._spool = spool
+        self._tmp = spool.incoming / f"{spool_id}.tmp"
+        self._sealer = StreamSealer(spool.sealer, spool_aad(spool_id))
+        self._buffer = bytearray()
+        self._closed = False
+        try:
+            self._fh: BinaryIO = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+            self._fh.write(self._sealer.seal_chunk(envelope.to_json()))
+        except OSError as exc:
+            raise SpoolError("cannot create a spool file") from exc
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        self._buffer += data
+        if len(self._buffer) >= STREAM_CHUNK:
+            self._flush_buffer()
+
+    def _flush_buffer(self) -> None:
+        try:
+            self._fh.write(self._sealer.seal_chunk(bytes(self._buffer)))
+        except OSError as exc:
+            raise SpoolError("cannot write to the spool") from exc
+        self._buffer.clear()
+
+    async def commit(self) -> None:
+        """Seal the last frame and return once the message is durable in `active/`."""
+        try:
+            self._fh.write(self._sealer.seal_chunk(bytes(self._buffer), final=True))
+            self._buffer.clear()
+            self._fh.flush()
+        except OSError as exc:
+            self.abort()
+            raise SpoolError("cannot write to the spool") from exc
+        self._closed = True
+        await self._spool._commit(self._fh, self._tmp, self.spool_id)
+
+    def abort(self) -> None:
+        """Drop a transfer that will not get a 250."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        try:
+            self._fh.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
+def spool_aad(spool_id: str) -> bytes:
+    return f"spool:{spool_id}".encode()
+
+
+class Spool:
+    def __init__(self, data_dir: Path, sealer: Sealer, cfg: SpoolConfig) -> None:
+        self.root = data_dir / "spool"
+        self.incoming = self.root / "incoming"
+        self.active = self.root / "active"
+        self.sealer = sealer
+        self.cfg = cfg
+        self.stats = SpoolStats()
+        for d in (self.root, self.incoming, self.active):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._pending: list[_PendingCommit] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Delete transfers that never got a 250; return committed ids, oldest first."""
+        for tmp in self.incoming.iterdir():
+            tmp.unlink(missing_ok=True)
+        return self.pending_ids()
+
+    def pending_ids(self) -> list[str]:
+        return sorted(p.name for p in self.active.iterdir() if not p.name.startswith("."))
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._group_commit_loop(), name="spool-commit")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for p in self._pending:
+            if not p.done.done():
+                p.done.set_exception(SpoolError("spool stopped before commit"))
+        self._pending.clear()
+
+    # --- writing ------------------------------------------------------------------
+
+    def open_writer(self, envelope: Envelope, spool_id: str | None = None) -> SpoolWriter:
+        return SpoolWriter(self, spool_id or new_spool_id(), envelope)
+
+    async def _commit(self, fh: BinaryIO, tmp: Path, spool_id: str) -> None:
+        if self._wake is None:
+            raise SpoolError("spool not started")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_PendingCommit(fh, tmp, self.active / spool_id, done))
+        self._wake.set()
+        await done
+
+    async def _group_commit_loop(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.cfg.group_commit_window_ms > 0:
+                await asyncio.sleep(self.cfg.group_commit_window_ms / 1000)
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                await loop.run_in_executor(None, self._make_durable, batch)
+            except Exception as exc:
+                for p in batch:
+                    p.tmp.unlink(missing_ok=True)
+                    if not p.done.done():
+                        p.done.set_exception(SpoolError("spool commit failed"))
+                del exc
+                continue
+            self.stats.commits += len(batch)
+            self.stats.batches += 1
+            for p in batch:
+                if not p.done.done():
+                    p.done.set_result(None)
+
+    def _make_durable(self, batch: Sequence[_PendingCommit]) -> None:
+        """One pass for a batch: fdatasync each file, rename, one fsync of `active/`."""
+        try:
+            for p in batch:
+                if self.cfg.fsync:
+                    os.fdatasync(p.fh.fileno())
+                p.fh.close()
+            for p in batch:
+                os.rename(p.tmp, p.final)
+            if self.cfg.fsync:
+                fsync_directory(self.active)
+        except OSError as exc:
+            for p in batch:
+                if not p.fh.closed:
+                    p.fh.close()
+            raise SpoolError("spool commit failed") from exc
+
+    # --- reading ------------------------------------------------------------------
+
+    def read(self, spool_id: str) -> tuple[Envelope, bytes]:
+        """Open a committed message. Raises SpoolError if it is missing or does not open."""
+        path = self.active / spool_id
+        try:
+            with open(path, "rb") as fh:
+                chunks = open_stream(self.sealer, fh, spool_aad(spool_id))
+                envelope = Envelope.from_json(next(chunks))
+                body = bytearray()
+                for chunk in chunks:
+                    body += chunk
+        except (OSError, SealError, StopIteration, ValueError, TypeError, KeyError) as exc:
+            raise SpoolError(f"spool entry {spool_id} cannot be read") from exc
+        return envelope, bytes(body)
+
+    def remove(self, spool_id: str) -> None:
+        (self.active / spool_id).unlink(missing_ok=True)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+
+def fsync_directory(path: Path) -> None:
+    """Make renames and creations inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
