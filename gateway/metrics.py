@@ -1,0 +1,408 @@
+"""Prometheus metrics (`portique_*`), fed by events and by the service's setters,
+plus the HTTP endpoints /metrics, /healthz and /readyz.
+
+Trust boundary: /metrics is read by a scraper on the practice network (default
+listen 127.0.0.1:9125). Label values come from events, which the service builds.
+
+Invariants:
+- No patient data in any metric: labels are only route names, actions, verdicts,
+  connector names, finding types, directions and outcomes. Every label value goes
+  through `_label`, which keeps a short identifier-shaped token and turns anything
+  else (an address, free text, an over-long value) into "other", so a bug upstream
+  cannot leak an identifier into a label or blow up cardinality.
+- Event handling never raises into the event bus: unknown kinds are ignored and
+  malformed numeric fields are skipped.
+- /readyz answers 200 only when every readiness check is true; otherwise 503 with
+  the names of the failing checks (never their error text).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from gateway.events import Event
+
+# A label value is a short token: route, connector and finding-type names are config
+# identifiers (letters, digits, "_", "-", "."); 64 characters is far beyond any of them.
+_LABEL = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# queue_id -> (route, action) remembered from "queued"/"decided" events so that delivery
+# outcomes can carry the route. 100,000 entries (~20 MB at most) covers the queue of a
+# large practice for days; older entries are forgotten first (their deliveries are
+# then labelled route="unknown").
+_MAX_REMEMBERED_COPIES = 100_000
+
+# Scan duration: most messages take milliseconds; large DICOM/STL attachments seconds;
+# the scan budget ends the tail.
+SCAN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# End-to-end latency, accept -> delivered: seconds when all is well, hours when a
+# destination defers (retries over up to 5 days).
+LATENCY_BUCKETS = (
+    0.1,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    14400.0,
+    86400.0,
+)
+
+
+def _label(value: Any, default: str = "none") -> str:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(getattr(value, "value", value))
+    if "@" in text or not _LABEL.match(text):
+        return "other"
+    return text
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value != value or value < 0:  # NaN or negative
+        return None
+    return float(value)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, str):
+        return 1
+    if isinstance(value, Iterable):
+        return sum(1 for _ in value)
+    return 0
+
+
+class Metrics:
+    """Every portique_* family. An EventSink; the service also calls the setters."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.messages_received = Counter(
+            "portique_messages_received",
+            "Messages accepted (250) from practice software",
+            ["authenticated"],
+            registry=r,
+        )
+        self.recipients_received = Counter(
+            "portique_recipients_received",
+            "Envelope recipients of accepted messages",
+            registry=r,
+        )
+        self.messages_processed = Counter(
+            "portique_messages_processed",
+            "Route copies decided by the pipeline, by route, action and outcome (verdict)",
+            ["route", "action", "outcome"],
+            registry=r,
+        )
+        self.messages_delivered = Counter(
+            "portique_messages_delivered",
+            "Route copies whose delivery finished, by route, action and outcome"
+            " (delivered, permfail, bounced)",
+            ["route", "action", "outcome"],
+            registry=r,
+        )
+        self.messages_held = Counter(
+            "portique_messages_held",
+            "Route copies held in quarantine, by route",
+            ["route"],
+            registry=r,
+        )
+        self.messages_released = Counter(
+            "portique_messages_released",
+            "Held copies released by an admin, by release mode",
+            ["mode"],
+            registry=r,
+        )
+        self.bounces = Counter(
+            "portique_bounces", "Delivery status notifications sent to senders", registry=r
+        )
+        self.findings = Counter(
+            "portique_findings",
+            "Patient identifiers found, by type",
+            ["type"],
+            registry=r,
+        )
+        self.scan_duration = Histogram(
+            "portique_scan_duration_seconds",
+            "Pipeline time per message (parse, extract, detect, transform)",
+            buckets=SCAN_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "portique_end_to_end_latency_seconds",
+            "Time from acceptance (250) to successful delivery of a copy",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "portique_queue_depth", "Route copies waiting for delivery", registry=r
+        )
+        self.oldest_age = Gauge(
+            "portique_queue_oldest_age_seconds",
+            "Age of the oldest copy waiting for delivery",
+            registry=r,
+        )
+        self.delivery_attempts = Counter(
+            "portique_delivery_attempts",
+            "Delivery attempts, by connector",
+            ["connector"],
+            registry=r,
+        )
+        self.delivery_failures = Counter(
+            "portique_delivery_failures",
+            "Failed delivery attempts, by connector and kind (tempfail, permfail)",
+            ["connector", "kind"],
+            registry=r,
+        )
+        self.tls_failures = Counter(
+            "portique_tls_handshake_failures",
+            "TLS handshakes that failed, by direction (inbound, outbound) and connector",
+            ["direction", "connector"],
+            registry=r,
+        )
+        self.bytes_in = Counter(
+            "portique_bytes_received", "Message bytes accepted from practice software", registry=r
+        )
+        self.bytes_out = Counter(
+            "portique_bytes_sent",
+            "Message bytes delivered, by connector",
+            ["connector"],
+            registry=r,
+        )
+        self.audit_chain_ok = Gauge(
+            "portique_audit_chain_ok",
+            "1 when the audit trail verifies and is writable, 0 otherwise",
+            registry=r,
+        )
+        self.lockdown = Gauge(
+            "portique_lockdown",
+            "1 while the incident switch stops all outbound delivery",
+            registry=r,
+        )
+        self.client_cert_expiry = Gauge(
+            "portique_client_cert_expiry_timestamp_seconds",
+            "Expiry (Unix time) of each connector's client certificate",
+            ["connector"],
+            registry=r,
+        )
+        self.admin_logins = Counter(
+            "portique_admin_logins",
+            "Admin console login attempts, by outcome (success, failure)",
+            ["outcome"],
+            registry=r,
+        )
+        self.reidentifications = Counter(
+            "portique_reidentifications",
+            "Token -> patient look-ups made by an admin (each one is audited)",
+            registry=r,
+        )
+        self.events = Counter(
+            "portique_events", "Events seen by the metrics sink, by kind", ["kind"], registry=r
+        )
+        # An unknown chain state reads as "not ok" until the service reports one.
+        self.audit_chain_ok.set(0)
+        self._copies: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    # -- setters the service calls ------------------------------------------------
+
+    def set_queue_depth(self, n: int) -> None:
+        self.queue_depth.set(max(0, n))
+
+    def set_oldest_age(self, seconds: float) -> None:
+        self.oldest_age.set(max(0.0, seconds))
+
+    def observe_scan_duration(self, seconds: float) -> None:
+        self.scan_duration.observe(max(0.0, seconds))
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency.observe(max(0.0, seconds))
+
+    def set_lockdown(self, on: bool) -> None:
+        self.lockdown.set(1 if on else 0)
+
+    def set_audit_chain_ok(self, ok: bool) -> None:
+        self.audit_chain_ok.set(1 if ok else 0)
+
+    def set_client_cert_expiry(self, connector: str, unix_ts: float) -> None:
+        self.client_cert_expiry.labels(connector=_label(connector)).set(unix_ts)
+
+    def tls_handshake_failure(self, direction: str, connector: str) -> None:
+        self.tls_failures.labels(direction=_label(direction), connector=_label(connector)).inc()
+
+    # -- event sink ------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        handler = _HANDLERS.get(event.kind)
+        self.events.labels(kind=_label(event.kind, "unknown")).inc()
+        if handler is not None:
+            handler(self, event.fields)
+
+    def _remember(self, queue_id: Any, route: Any, action: Any) -> None:
+        if not queue_id:
+            return
+        key = str(queue_id)
+        self._copies[key] = (_label(route, "unknown"), _label(action, "unknown"))
+        self._copies.move_to_end(key)
+        while len(self._copies) > _MAX_REMEMBERED_COPIES:
+            self._copies.popitem(last=False)
+
+    def _route_of(self, fields: Mapping[str, Any]) -> tuple[str, str]:
+        remembered = self._copies.get(str(fields.get("queue_id", "")))
+        route = _label(fields.get("route"), remembered[0] if remembered else "unknown")
+        action = _label(fields.get("action"), remembered[1] if remembered else "unknown")
+        return route, action
+
+    def _on_received(self, f: Mapping[str, Any]) -> None:
+        self.messages_received.labels(authenticated=_label(bool(f.get("user")))).inc()
+        self.recipients_received.inc(_count(f.get("recipients", ())))
+        size = _number(f.get("size"))
+        if size is not None:
+            self.bytes_in.inc(size)
+
+    def _on_decided(self, f: Mapping[str, Any]) -> None:
+        route = _label(f.get("route"), "unknown")
+        action = _label(f.get("action"), "unknown")
+        self.messages_processed.labels(
+            route=route, action=action, outcome=_label(f.get("verdict"), "unknown")
+        ).inc()
+        for name in ("copy_id", "queue_id"):
+            self._remember(f.get(name), route, action)
+        # "queued" names the spool message and route but not the action: link them.
+        if f.get("spool_id"):
+            self._remember(f"{f['spool_id']}/{route}", route, action)
+        findings = f.get("findings")
+        if isinstance(findings, Mapping):
+            for kind, n in findings.items():
+                count = _number(n)
+                if count:
+                    self.findings.labels(type=_label(kind, "unknown")).inc(count)
+
+    def _on_queued(self, f: Mapping[str, Any]) -> None:
+        route = _label(f.get("route"), "unknown")
+        decided = self._copies.get(f"{f.get('spool_id')}/{route}")
+        action = f.get("action") or (decided[1] if decided else None)
+        self._remember(f.get("queue_id"), route, action)
+
+    def _on_delivery(self, f: Mapping[str, Any]) -> None:
+        connector = _label(f.get("connector"), "unknown")
+        status = _label(f.get("status"), "unknown")
+        self.delivery_attempts.labels(connector=connector).inc()
+        route, action = self._route_of(f)
+        if status == "delivered":
+            self.messages_delivered.labels(route=route, action=action, outcome="delivered").inc()
+            sent = _number(f.get("bytes"))
+            if sent is not None:
+                self.bytes_out.labels(connector=connector).inc(sent)
+            self._copies.pop(str(f.get("queue_id", "")), None)
+        else:
+            self.delivery_failures.labels(connector=connector, kind=status).inc()
+            if status == "permfail":
+                self.messages_delivered.labels(route=route, action=action, outcome="permfail").inc()
+
+    def _on_bounced(self, f: Mapping[str, Any]) -> None:
+        self.bounces.inc()
+        if f.get("queue_id"):
+            route, action = self._route_of(f)
+            self.messages_delivered.labels(route=route, action=action, outcome="bounced").inc()
+
+    def _on_held(self, f: Mapping[str, Any]) -> None:
+        self.messages_held.labels(route=_label(f.get("route"), "unknown")).inc()
+
+    def _on_released(self, f: Mapping[str, Any]) -> None:
+        self.messages_released.labels(mode=_label(f.get("mode"), "unknown")).inc()
+
+    def _on_lockdown(self, f: Mapping[str, Any]) -> None:
+        self.set_lockdown(bool(f.get("on")))
+
+    def _on_admin_login(self, f: Mapping[str, Any]) -> None:
+        self.admin_logins.labels(outcome="success" if f.get("ok") else "failure").inc()
+
+    def _on_reidentified(self, _f: Mapping[str, Any]) -> None:
+        self.reidentifications.inc()
+
+
+_HANDLERS: dict[str, Callable[[Metrics, Mapping[str, Any]], None]] = {
+    "received": Metrics._on_received,
+    "decided": Metrics._on_decided,
+    "queued": Metrics._on_queued,
+    "delivery": Metrics._on_delivery,
+    "bounced": Metrics._on_bounced,
+    "held": Metrics._on_held,
+    "released": Metrics._on_released,
+    "lockdown": Metrics._on_lockdown,
+    "admin_login": Metrics._on_admin_login,
+    "reidentified": Metrics._on_reidentified,
+}
+
+
+def build_metrics_app(
+    metrics: Metrics, readiness: Callable[[], dict[str, bool]]
+) -> web.Application:
+    """The aiohttp application serving /metrics, /healthz and /readyz."""
+
+    async def get_metrics(_request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def get_healthz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def get_readyz(_request: web.Request) -> web.Response:
+        try:
+            checks = {str(k): bool(v) for k, v in readiness().items()}
+        except Exception:
+            checks = {"readiness_check": False}
+        failing = sorted(k for k, ok in checks.items() if not ok)
+        status = 503 if failing or not checks else 200
+        body = {"ready": status == 200, "checks": checks, "failing": failing}
+        return web.Response(
+            status=status, text=json.dumps(body, sort_keys=True), content_type="application/json"
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", get_healthz)
+    app.router.add_get("/readyz", get_readyz)
+    return app
+
+
+async def start_metrics_server(
+    metrics: Metrics, listen: str, readiness: Callable[[], dict[str, bool]]
+) -> web.AppRunner:
+    """Serve the metrics app on `listen` ("host:port"; port 0 picks a free one, see
+    `runner.addresses`). The caller stops it with `await runner.cleanup()`."""
+    from gateway.config import parse_listen
+
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(build_metrics_app(metrics, readiness), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
