@@ -140,7 +140,8 @@ def _private_file(data: bytes) -> Iterator[str]:
         os.unlink(name)
 
 
-def _load_identity(ctx: ssl.SSLContext, identity: ClientIdentity) -> None:
+def load_identity_into(ctx: ssl.SSLContext, identity: ClientIdentity) -> None:
+    """Present `identity` as the client certificate of `ctx`."""
     with _private_file(identity.cert_pem) as cert, _private_file(identity.key_pem) as key:
         ctx.load_cert_chain(cert, key)
 
@@ -179,7 +180,7 @@ def verified_client_context(
             ctx.load_verify_locations(cafile=crl)
         ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     if identity is not None:
-        _load_identity(ctx, identity)
+        load_identity_into(ctx, identity)
     return ctx
 
 
