@@ -1,0 +1,60 @@
+"""Office documents (DOCX, XLSX, ODT): ZIP archives of XML parts.
+
+Trust boundary: untrusted bytes. The archive is read under the ZIP limits (gateway/files/
+zip.py); every `.xml`/`.rels` part is rewritten by the XML handler on text nodes only
+(attribute values in OOXML/ODF are styles and references), which covers body text,
+shared strings, headers, comments and document properties (docProps/core.xml,
+meta.xml). Other parts (images, thumbnails) go through their own handlers.
+
+Known gap: Word may split one name across several runs (`<w:t>DUP</w:t><w:t>ONT</w:t>`);
+each run is a separate field, so such a split name is not recognised.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+from gateway.files.base import ExtractedFile, FileHandler, HandlerContext
+from gateway.files.zip import extract_archive, is_zip
+
+_OOXML_MARKERS = ("[Content_Types].xml",)
+_ODF_MIMETYPE = b"application/vnd.oasis.opendocument."
+# Sniffing reads the central directory, which zipfile does without decompressing.
+
+
+def office_kind(data: bytes) -> str | None:
+    if not is_zip(data):
+        return None
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = set(archive.namelist())
+        if any(marker in names for marker in _OOXML_MARKERS):
+            if any(n.startswith("word/") for n in names):
+                return "docx"
+            if any(n.startswith("xl/") for n in names):
+                return "xlsx"
+            if any(n.startswith("ppt/") for n in names):
+                return "pptx"
+        if "mimetype" in names:
+            info = archive.getinfo("mimetype")
+            if info.file_size < 128 and not info.flag_bits & 0x1:
+                if archive.read(info).startswith(_ODF_MIMETYPE):
+                    return "odt"
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, KeyError):
+        return None
+    return None
+
+
+class OfficeHandler(FileHandler):
+    format = "office"
+
+    def sniff(self, data: bytes) -> bool:
+        return office_kind(data) is not None
+
+    def extract(self, data: bytes, ctx: HandlerContext) -> ExtractedFile:
+        kind = office_kind(data) or "office"
+        return extract_archive(data, ctx, kind, open_xml_text_only=True)
+
+
+HANDLER = OfficeHandler()

@@ -1,0 +1,167 @@
+"""XML order and project files: 3Shape `.3ox`, exocad `.dentalProject`, and office parts.
+
+Trust boundary: untrusted bytes. The document is first checked by defusedxml, which
+refuses DTDs, entity declarations and external references (billion laughs, XXE); only a
+well-formed document with none of those is rewritten. Output: the same bytes with only
+text nodes, comments, CDATA and (optionally) attribute values rewritten, re-escaped.
+
+Invariants: tags, namespace prefixes, declarations and whitespace are copied verbatim
+(a lexical rewrite, not a re-serialisation), so consumers that rely on prefixes (OOXML's
+mc:Ignorable) keep working.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+import defusedxml.ElementTree as SafeElementTree
+from defusedxml import DefusedXmlException
+
+from gateway.errors import ContentError
+from gateway.files.base import ExtractedFile, FileHandler, HandlerContext, RewriteSession
+from gateway.scan.model import FieldKind, TextField
+
+_TOKEN = re.compile(
+    r"<!--(?P<comment>.*?)-->"
+    r"|<!\[CDATA\[(?P<cdata>.*?)\]\]>"
+    r"|<\?.*?\?>"
+    r"|<!.*?>"
+    r"|(?P<tag><(?P<close>/?)(?P<name>[^\s/>]+)(?P<attrs>(?:[^>\"']|\"[^\"]*\"|'[^']*')*)>)"
+    r"|(?P<text>[^<]+)",
+    re.S,
+)
+_ATTR = re.compile(r"([^\s=]+)(\s*=\s*)(\"([^\"]*)\"|'([^']*)')")
+_ENCODING_DECL = re.compile(rb"^<\?xml[^>]*encoding=[\"']([A-Za-z0-9._-]+)[\"']")
+_PERSON_NAME_ELEMENTS = re.compile(r"(?i)(patient|first|last|given|family|sur)_?name$")
+_IDENTIFIER_ELEMENTS = re.compile(r"(?i)patient_?(id|number|no)$")
+_BIRTH_ELEMENTS = re.compile(r"(?i)(birth_?date|date_?of_?birth|dob)$")
+# Sniffing reads the first 1 KiB for an XML declaration or a root element.
+_SNIFF_BYTES = 1024
+
+
+def _kind_for(name: str) -> FieldKind:
+    local = name.rpartition(":")[2]
+    if _PERSON_NAME_ELEMENTS.search(local):
+        return FieldKind.PERSON_NAME
+    if _IDENTIFIER_ELEMENTS.search(local):
+        return FieldKind.IDENTIFIER
+    if _BIRTH_ELEMENTS.search(local):
+        return FieldKind.DATE_OF_BIRTH
+    return FieldKind.METADATA
+
+
+def _encoding_of(data: bytes) -> tuple[str, int]:
+    """(codec, BOM length)."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return "utf-8", 3
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16", 0
+    m = _ENCODING_DECL.match(data)
+    return (m.group(1).decode("ascii").lower() if m else "utf-8"), 0
+
+
+@dataclass(frozen=True)
+class _Span:
+    start: int
+    end: int
+    kind: str  # text | cdata | comment | attr
+    quote: str = ""
+
+
+def check_xml(data: bytes) -> None:
+    """Raise ContentError unless `data` is well-formed XML with no DTD or entities."""
+    try:
+        SafeElementTree.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise ContentError("XML with a DTD or entity declarations") from exc
+    except Exception as exc:
+        raise ContentError("XML is not well-formed") from exc
+
+
+def extract_xml(data: bytes, *, attributes: bool, format_name: str = "xml") -> ExtractedFile:
+    check_xml(data)
+    codec, bom = _encoding_of(data)
+    try:
+        text = data[bom:].decode(codec)
+    except (LookupError, UnicodeDecodeError) as exc:
+        raise ContentError("XML encoding is invalid") from exc
+    spans: list[_Span] = []
+    fields: list[TextField] = []
+    current = ""
+    for m in _TOKEN.finditer(text):
+        if m.group("tag") is not None:
+            name = m.group("name")
+            current = "" if m.group("close") else name
+            if attributes and not m.group("close"):
+                base = m.start("attrs")
+                for a in _ATTR.finditer(m.group("attrs")):
+                    if a.group(1).startswith("xmlns"):
+                        continue
+                    group = 4 if a.group(4) is not None else 5
+                    value = a.group(group)
+                    if value.strip():
+                        spans.append(
+                            _Span(base + a.start(group), base + a.end(group), "attr", a.group(3)[0])
+                        )
+                        fields.append(TextField(html.unescape(value), _kind_for(a.group(1))))
+        elif m.group("text") is not None:
+            if m.group("text").strip():
+                spans.append(_Span(m.start("text"), m.end("text"), "text"))
+                fields.append(TextField(html.unescape(m.group("text")), _kind_for(current)))
+        elif m.group("cdata") is not None:
+            if m.group("cdata").strip():
+                spans.append(_Span(m.start("cdata"), m.end("cdata"), "cdata"))
+                fields.append(TextField(m.group("cdata"), _kind_for(current)))
+        elif m.group("comment") is not None and m.group("comment").strip():
+            spans.append(_Span(m.start("comment"), m.end("comment"), "comment"))
+            fields.append(TextField(m.group("comment"), FieldKind.METADATA))
+
+    def rebuild(texts: Sequence[str], session: RewriteSession) -> bytes:
+        out: list[str] = []
+        pos = 0
+        for span, new, old in zip(spans, texts, fields, strict=True):
+            out.append(text[pos : span.start])
+            if new == old.text:
+                out.append(text[span.start : span.end])
+            elif span.kind == "text":
+                out.append(escape(new))
+            elif span.kind == "attr":
+                out.append(escape(new, {span.quote: "&quot;" if span.quote == '"' else "&apos;"}))
+            elif span.kind == "cdata":
+                out.append(new.replace("]]>", "]] >"))
+            else:
+                out.append(new.replace("--", "- -"))
+            pos = span.end
+        out.append(text[pos:])
+        rebuilt = data[:bom] + "".join(out).encode(codec, "xmlcharrefreplace")
+        check_xml(rebuilt)
+        return rebuilt
+
+    return ExtractedFile(format_name, data, tuple(fields), rebuild)
+
+
+class XmlHandler(FileHandler):
+    format = "xml"
+
+    def sniff(self, data: bytes) -> bool:
+        head = data[:_SNIFF_BYTES]
+        if head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+            return True
+        stripped = head.lstrip()
+        lowered = stripped[:32].lower()
+        if b"\x00" in head or lowered.startswith((b"<html", b"<!doctype html")):
+            return False  # HTML is text, handled by the text handler
+        return stripped.startswith(b"<?xml") or (
+            stripped.startswith(b"<")
+            and (stripped[1:2].isalpha() or lowered.startswith(b"<!doctype"))
+        )
+
+    def extract(self, data: bytes, ctx: HandlerContext) -> ExtractedFile:
+        return extract_xml(data, attributes=True)
+
+
+HANDLER = XmlHandler()

@@ -1,0 +1,605 @@
+"""Message analysis: every text a message carries, as fields, and how to put them back.
+
+Trust boundary: input is untrusted bytes (a whole message). `analyse_message` walks the
+MIME tree (gateway/pipeline/mime.py) and collects TextFields from:
+- Subject, and the display names of From/To/Cc (addresses themselves are routing data
+  and are never rewritten);
+- text/plain bodies and HTML text nodes (plus title/alt/href attribute values);
+- attachment file names (Content-Disposition `filename`, Content-Type `name`; RFC 2231
+  and RFC 2047 forms);
+- every attachment, through the file handler its bytes select (gateway/files).
+`MessageAnalysis.rebuild(texts, session)` produces the message with those texts, editing
+only the parts whose texts changed (or whose handler cleans metadata).
+
+Invariants: no field text reaches an exception message; errors are ContentError with a
+fixed reason. Transfer encodings: 7bit, 8bit, binary, quoted-printable, base64 (base64
+is decoded strictly: a malformed body is a ContentError, never silently repaired).
+Charsets: anything Python's codecs know (utf-8, iso-8859-1/15, cp1252, ...); an unknown
+charset or bytes that do not decode in the declared one are a ContentError.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import quopri
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from email.header import Header, decode_header, make_header
+from email.message import Message
+from email.utils import collapse_rfc2231_value, formataddr, getaddresses
+
+from gateway.config import FilesConfig
+from gateway.errors import ContentError, LimitExceeded, UnsupportedContent
+from gateway.files.base import ExtractedFile, RewriteSession
+from gateway.files.dispatch import open_attachment
+from gateway.pipeline.mime import (
+    MimePart,
+    PartEdit,
+    line_ending,
+    parse_message,
+    replace_headers,
+    serialise_part,
+)
+from gateway.scan.model import FieldKind, IdentifierKind, TextField
+
+# SMTP line limit (RFC 5321 4.5.3.1.6): 998 octets plus CRLF. Longer lines need an encoding.
+MAX_LINE_LENGTH = 998
+_ADDRESS_HEADERS = ("from", "to", "cc", "reply-to")
+_WHITESPACE = b" \t\r\n"
+_HTML_TOKEN = re.compile(
+    r"<!--(?P<comment>.*?)-->"
+    r"|(?P<raw><(?P<rawtag>script|style)\b[^>]*>)(?P<rawtext>.*?)(?=</(?P=rawtag)\s*>)"
+    r"|(?P<tag><[^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*>)"
+    r"|(?P<text>[^<]+)"
+    r"|<",
+    re.S | re.I,
+)
+_HTML_ATTR = re.compile(r"""\b(title|alt|href)(\s*=\s*)("([^"]*)"|'([^']*)')""", re.I)
+
+Rebuilder = Callable[[Sequence[str], RewriteSession], dict[int, PartEdit]]
+
+
+@dataclass
+class MessageAnalysis:
+    raw: bytes
+    root: MimePart
+    fields: list[TextField] = field(default_factory=list)
+    locked: set[int] = field(default_factory=set)  # fields that cannot be rewritten (PDF text)
+    notes: list[tuple[IdentifierKind, int]] = field(default_factory=list)  # (kind, field)
+    unknown: int = 0  # files no handler can scan
+    cleaned: bool = False  # some handler removes metadata even without findings
+    subject_field: int | None = None
+    formats: list[str] = field(default_factory=list)
+    # (first field, end field, rebuilder, always): `always` rebuilders run even when their
+    # texts are unchanged (handlers that clean metadata).
+    _rebuilders: list[tuple[int, int, Rebuilder, bool]] = field(default_factory=list)
+
+    def add(self, text: str, kind: FieldKind) -> int:
+        self.fields.append(TextField(text, kind))
+        return len(self.fields) - 1
+
+    def rebuild(self, texts: Sequence[str], session: RewriteSession) -> bytes:
+        """The message with `texts` in place of the fields; the input bytes if unchanged."""
+        if len(texts) != len(self.fields):
+            raise ContentError("rewritten field count does not match the message")
+        edits: dict[int, PartEdit] = {}
+        for first, last, rebuilder, always in self._rebuilders:
+            window = texts[first:last]
+            if always or _differs(window, self.fields[first:last]):
+                edits.update(rebuilder(window, session))
+        if not edits:
+            return self.raw
+        return serialise_part(self.raw, self.root, edits)
+
+
+def _differs(texts: Sequence[str], fields: Sequence[TextField]) -> bool:
+    return any(t != f.text for t, f in zip(texts, fields, strict=True))
+
+
+def analyse_message(
+    raw: bytes,
+    limits: FilesConfig | None = None,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> MessageAnalysis:
+    """Collect every field of `raw`. Raises ContentError (with a fixed reason)."""
+    limits = limits or FilesConfig()
+    root, parts = parse_message(raw, limits)
+    analysis = MessageAnalysis(raw, root)
+    nl = line_ending(raw)
+    walker = _Walker(analysis, raw, nl, limits, deadline, clock)
+    walker.message_headers(root)
+    for part in parts:
+        if part.kind == "message":
+            walker.message_headers(part.children[0])
+    for part in parts:
+        if part.kind == "leaf":
+            walker.leaf(part)
+    return analysis
+
+
+@dataclass
+class _Walker:
+    analysis: MessageAnalysis
+    raw: bytes
+    nl: bytes
+    limits: FilesConfig
+    deadline: float | None
+    clock: Callable[[], float]
+
+    def check_budget(self) -> None:
+        if self.deadline is not None and self.clock() > self.deadline:
+            raise LimitExceeded("message processing time budget exceeded")
+
+    def register(self, first: int, rebuilder: Rebuilder, *, always: bool = False) -> None:
+        last = len(self.analysis.fields)
+        self.analysis._rebuilders.append((first, last, rebuilder, always))
+
+    # --- message headers ------------------------------------------------------------
+
+    def message_headers(self, part: MimePart) -> None:
+        analysis = self.analysis
+        first = len(analysis.fields)
+        subject_raw = part.message.get("Subject")
+        subject_index: int | None = None
+        if subject_raw is not None:
+            subject_index = analysis.add(decode_header_text(str(subject_raw)), FieldKind.SUBJECT)
+            if analysis.subject_field is None:
+                analysis.subject_field = subject_index
+        address_slots: list[tuple[str, list[tuple[str, str]], list[int | None]]] = []
+        for name in _ADDRESS_HEADERS:
+            values = part.message.get_all(name)
+            if not values:
+                continue
+            pairs = getaddresses([decode_header_text(str(v)) for v in values])
+            indices: list[int | None] = []
+            for display, _addr in pairs:
+                indices.append(
+                    analysis.add(display, FieldKind.DISPLAY_NAME) if display.strip() else None
+                )
+            address_slots.append((name, pairs, indices))
+        nl = self.nl
+        raw = self.raw
+
+        def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
+            replacements: dict[str, bytes | None] = {}
+            if subject_index is not None:
+                new_subject = texts[subject_index - first]
+                if new_subject != analysis.fields[subject_index].text:
+                    replacements["subject"] = encode_header("Subject", new_subject, nl)
+            for name, pairs, indices in address_slots:
+                changed = False
+                rendered = []
+                for (display, addr), idx in zip(pairs, indices, strict=True):
+                    if idx is not None and texts[idx - first] != display:
+                        display = texts[idx - first]
+                        changed = True
+                    rendered.append(formataddr((display, addr), charset="utf-8"))
+                if changed:
+                    title = "Reply-To" if name == "reply-to" else name.capitalize()
+                    replacements[name] = fold_plain(title, ", ".join(rendered), nl)
+            if not replacements:
+                return {}
+            block = raw[part.start : part.header_end]
+            return {part.index: PartEdit(header=replace_headers(block, replacements, nl))}
+
+        self.register(first, rebuild)
+
+    # --- leaves ----------------------------------------------------------------------
+
+    def leaf(self, part: MimePart) -> None:
+        self.check_budget()
+        analysis = self.analysis
+        message = part.message
+        first = len(analysis.fields)
+        names = attachment_names(message)
+        name_indices = [analysis.add(n, FieldKind.FILENAME) for _, n in names]
+        cte = str(message.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        payload = decode_body(self.raw[part.header_end : part.end], cte)
+        maintype = message.get_content_maintype()
+        subtype = message.get_content_subtype()
+        body_first = len(analysis.fields)
+        if maintype == "text" and subtype in ("plain", "html") and b"\x00" not in payload:
+            charset = declared_charset(message)
+            text = decode_text(payload, charset)
+            if subtype == "html":
+                segments = html_segments(text)
+                for seg in segments:
+                    analysis.add(seg.text, seg.kind)
+            else:
+                segments = []
+                analysis.add(text, FieldKind.BODY)
+            analysis.formats.append(f"text/{subtype}")
+
+            def render(texts: Sequence[str]) -> str:
+                return rebuild_html(text, segments, texts) if subtype == "html" else texts[0]
+
+            self.register(
+                first,
+                self._text_rebuilder(part, names, name_indices, first, body_first, charset, render),
+            )
+            return
+        if not payload and not names:
+            self.register(first, lambda texts, session: {})
+            return
+        try:
+            extracted: ExtractedFile | None = open_attachment(payload, self.limits)
+        except UnsupportedContent:
+            extracted = None
+            analysis.unknown += 1
+            analysis.formats.append("unknown")
+        if extracted is not None:
+            offset = len(analysis.fields)
+            for f in extracted.fields:
+                analysis.fields.append(f)
+            analysis.locked.update(offset + i for i in extracted.locked)
+            anchor = offset if extracted.fields else (name_indices[0] if name_indices else -1)
+            analysis.notes.extend((kind, anchor) for kind in extracted.notes)
+            analysis.unknown += extracted.unknown
+            analysis.formats.append(extracted.format)
+        rebuilder = self._file_rebuilder(part, names, name_indices, first, body_first, extracted)
+        self.register(first, rebuilder, always=bool(extracted and extracted.cleaned))
+        if extracted is not None and extracted.cleaned:
+            analysis.cleaned = True
+
+    def _trim(self, part: MimePart, body: bytes) -> bytes:
+        """Keep the original's trailing-newline shape (the delimiter brings its own CRLF)."""
+        if not self.raw[part.header_end : part.end].endswith(b"\n"):
+            return body.rstrip(b"\r\n")
+        return body
+
+    def _new_header(
+        self,
+        part: MimePart,
+        names: list[tuple[str, str]],
+        new_names: list[str],
+        extra: dict[str, bytes | None],
+    ) -> bytes:
+        message = part.message
+        replacements = dict(extra)
+        for (where, old), new in zip(names, new_names, strict=True):
+            if new == old:
+                continue
+            header = "Content-Disposition" if where == "filename" else "Content-Type"
+            replacements[header.lower()] = render_param_header(
+                message, header, where, new, self.nl, replacements.get(header.lower())
+            )
+        block = self.raw[part.start : part.header_end]
+        return replace_headers(block, replacements, self.nl)
+
+    def _text_rebuilder(
+        self,
+        part: MimePart,
+        names: list[tuple[str, str]],
+        name_indices: list[int],
+        first: int,
+        body_first: int,
+        charset: str,
+        render: Callable[[Sequence[str]], str],
+    ) -> Rebuilder:
+        fields = self.analysis.fields
+        nl = self.nl
+        cte = str(part.message.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+
+        def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
+            new_names = [texts[i - first] for i in name_indices]
+            body_texts = texts[body_first - first :]
+            originals = fields[body_first : body_first + len(body_texts)]
+            extra: dict[str, bytes | None] = {}
+            body: bytes | None = None
+            if _differs(body_texts, originals):
+                new_text = render(body_texts)
+                try:
+                    payload = new_text.encode(charset)
+                except (UnicodeEncodeError, LookupError):
+                    payload = new_text.encode("utf-8")
+                    extra["content-type"] = render_content_type_charset(part.message, "utf-8", nl)
+                body, new_cte = encode_body(payload, cte, nl)
+                body = self._trim(part, body)
+                if new_cte != cte:
+                    extra["content-transfer-encoding"] = (
+                        f"Content-Transfer-Encoding: {new_cte}".encode()
+                    )
+            if body is None and all(n == o for n, (_, o) in zip(new_names, names, strict=True)):
+                return {}
+            header = self._new_header(part, names, new_names, extra)
+            return {part.index: PartEdit(header=header, body=body)}
+
+        return rebuild
+
+    def _file_rebuilder(
+        self,
+        part: MimePart,
+        names: list[tuple[str, str]],
+        name_indices: list[int],
+        first: int,
+        body_first: int,
+        extracted: ExtractedFile | None,
+    ) -> Rebuilder:
+        nl = self.nl
+        cte = str(part.message.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+
+        def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
+            new_names = [texts[i - first] for i in name_indices]
+            extra: dict[str, bytes | None] = {}
+            body: bytes | None = None
+            if extracted is not None:
+                new_payload = extracted.rebuild(texts[body_first - first :], session)
+                if new_payload is not extracted.original:
+                    body, new_cte = encode_body(new_payload, cte, nl, binary=True)
+                    if new_cte == "base64":
+                        body = self._trim(part, body)
+                    if new_cte != cte:
+                        extra["content-transfer-encoding"] = (
+                            f"Content-Transfer-Encoding: {new_cte}".encode()
+                        )
+            if body is None and all(n == o for n, (_, o) in zip(new_names, names, strict=True)):
+                return {}
+            header = self._new_header(part, names, new_names, extra)
+            return {part.index: PartEdit(header=header, body=body)}
+
+        return rebuild
+
+
+# --- header helpers -----------------------------------------------------------------
+
+
+def decode_header_text(value: str) -> str:
+    """RFC 2047 decoding; unknown charsets are a ContentError."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (LookupError, UnicodeDecodeError, ValueError) as exc:
+        raise ContentError("header in an unknown or invalid charset") from exc
+
+
+def encode_header(name: str, value: str, nl: bytes) -> bytes:
+    value = value.replace("\r", " ").replace("\n", " ")
+    if value.isascii():
+        return fold_plain(name, value, nl)
+    encoded = Header(value, "utf-8", header_name=name).encode(linesep=nl.decode())
+    return f"{name}: {encoded}".encode("ascii")
+
+
+def fold_plain(name: str, value: str, nl: bytes) -> bytes:
+    """`Name: value`, folded at spaces so no line exceeds 78 characters where possible."""
+    value = value.replace("\r", " ").replace("\n", " ")
+    if not value.isascii():
+        return encode_header(name, value, nl)
+    words = value.split(" ")
+    lines: list[str] = []
+    current = f"{name}:"
+    for word in words:
+        if len(current) + 1 + len(word) > 78 and current.strip() != f"{name}:":
+            lines.append(current)
+            current = " " + word
+        else:
+            current += " " + word
+    lines.append(current)
+    return nl.join(line.encode("ascii") for line in lines)
+
+
+def attachment_names(message: Message) -> list[tuple[str, str]]:
+    """[(param, decoded name)] for Content-Disposition filename and Content-Type name."""
+    out: list[tuple[str, str]] = []
+    for param, header in (("filename", "content-disposition"), ("name", "content-type")):
+        try:
+            value = message.get_param(param, None, header=header)
+        except (LookupError, ValueError, UnicodeError) as exc:
+            raise ContentError("file name in an invalid encoding") from exc
+        if value is None:
+            continue
+        try:
+            text = collapse_rfc2231_value(value).strip()
+        except (LookupError, UnicodeError) as exc:
+            raise ContentError("file name in an invalid encoding") from exc
+        out.append((param, decode_header_text(text)))
+    return out
+
+
+def render_param_header(
+    message: Message,
+    header: str,
+    param: str,
+    value: str,
+    nl: bytes,
+    current: bytes | None,
+) -> bytes:
+    """The header with `param` set to `value` (RFC 2231 when not ASCII), others kept."""
+    if current is not None:
+        base = current.decode("ascii").split(":", 1)[1]
+        parsed = Message()
+        parsed[header] = base.strip()
+        params = parsed.get_params(header=header) or []
+    else:
+        params = message.get_params(header=header) or []
+    value = value.replace("\r", " ").replace("\n", " ").replace("/", "_").replace("\\", "_")
+    items: list[str] = []
+    seen = False
+    for index, (key, val) in enumerate(params):
+        if index == 0:
+            items.append(key)  # the type or disposition itself
+            continue
+        if key.lower().rstrip("*") == param:
+            if seen:
+                continue
+            seen = True
+            items.append(_param(param, value))
+        else:
+            items.append(_param(key, collapse_rfc2231_value(val)))
+    if not seen:
+        items.append(_param(param, value))
+    return (f"{header}: " + f";{nl.decode()}\t".join(items)).encode("ascii")
+
+
+def _param(key: str, value: str) -> str:
+    if value.isascii():
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{key}="{quoted}"'
+    from urllib.parse import quote
+
+    return f"{key}*=utf-8''{quote(value, safe='')}"
+
+
+def render_content_type_charset(message: Message, charset: str, nl: bytes) -> bytes:
+    return render_param_header(message, "Content-Type", "charset", charset, nl, None).replace(
+        b'charset="' + charset.encode() + b'"', b"charset=" + charset.encode()
+    )
+
+
+# --- bodies -------------------------------------------------------------------------
+
+
+def decode_body(body: bytes, cte: str) -> bytes:
+    if cte == "base64":
+        compact = body.translate(None, _WHITESPACE)
+        try:
+            return binascii.a2b_base64(compact, strict_mode=True)
+        except binascii.Error as exc:
+            raise ContentError("malformed base64 body") from exc
+    if cte == "quoted-printable":
+        return quopri.decodestring(body)
+    if cte in ("7bit", "8bit", "binary", ""):
+        return body
+    raise ContentError("unsupported transfer encoding")
+
+
+def encode_body(payload: bytes, cte: str, nl: bytes, *, binary: bool = False) -> tuple[bytes, str]:
+    """(encoded body, transfer encoding). Keeps the original encoding where it can."""
+    if cte == "quoted-printable" and not binary:
+        encoded = quopri.encodestring(payload)
+        return (encoded.replace(b"\n", nl) if nl != b"\n" else encoded), cte
+    if cte in ("7bit", "8bit", "binary", "") and _fits_identity(payload, cte):
+        return payload, cte or "7bit"
+    if cte != "base64" and not binary:
+        encoded = quopri.encodestring(payload)
+        return (encoded.replace(b"\n", nl) if nl != b"\n" else encoded), "quoted-printable"
+    encoded = base64.encodebytes(payload)
+    if nl != b"\n":
+        encoded = encoded.replace(b"\n", nl)
+    return encoded, "base64"
+
+
+def _fits_identity(payload: bytes, cte: str) -> bool:
+    if b"\x00" in payload or b"\r" in payload.replace(b"\r\n", b""):
+        return False
+    if cte in ("7bit", "") and not payload.isascii():
+        return False
+    return all(len(line) <= MAX_LINE_LENGTH for line in payload.split(b"\n"))
+
+
+def declared_charset(message: Message) -> str:
+    charset = message.get_content_charset()
+    if charset is None:
+        return ""
+    try:
+        import codecs
+
+        return codecs.lookup(charset).name
+    except LookupError as exc:
+        raise ContentError("text part in an unknown charset") from exc
+
+
+def decode_text(payload: bytes, charset: str) -> str:
+    if not charset or charset == "ascii":
+        # Undeclared or us-ascii with 8-bit bytes: mailers in France mean utf-8 or cp1252.
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError:
+            charset = "cp1252"
+    try:
+        return payload.decode(charset)
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise ContentError("text part does not match its charset") from exc
+
+
+# --- HTML ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HtmlSegment:
+    start: int
+    end: int
+    text: str
+    kind: FieldKind
+    mode: str  # text | raw | attr | comment
+    quote: str = ""
+
+
+def html_segments(source: str) -> list[HtmlSegment]:
+    out: list[HtmlSegment] = []
+    for m in _HTML_TOKEN.finditer(source):
+        if m.group("text") is not None:
+            if m.group("text").strip():
+                out.append(
+                    HtmlSegment(
+                        m.start("text"),
+                        m.end("text"),
+                        html.unescape(m.group("text")),
+                        FieldKind.BODY,
+                        "text",
+                    )
+                )
+        elif m.group("raw") is not None:
+            if m.group("rawtext").strip():
+                out.append(
+                    HtmlSegment(
+                        m.start("rawtext"),
+                        m.end("rawtext"),
+                        m.group("rawtext"),
+                        FieldKind.METADATA,
+                        "raw",
+                    )
+                )
+        elif m.group("comment") is not None:
+            if m.group("comment").strip():
+                out.append(
+                    HtmlSegment(
+                        m.start("comment"),
+                        m.end("comment"),
+                        m.group("comment"),
+                        FieldKind.METADATA,
+                        "comment",
+                    )
+                )
+        elif m.group("tag") is not None:
+            base = m.start("tag")
+            for a in _HTML_ATTR.finditer(m.group("tag")):
+                group = 4 if a.group(4) is not None else 5
+                if a.group(group).strip():
+                    out.append(
+                        HtmlSegment(
+                            base + a.start(group),
+                            base + a.end(group),
+                            html.unescape(a.group(group)),
+                            FieldKind.METADATA,
+                            "attr",
+                            a.group(3)[0],
+                        )
+                    )
+    return out
+
+
+def rebuild_html(source: str, segments: Sequence[HtmlSegment], texts: Sequence[str]) -> str:
+    out: list[str] = []
+    pos = 0
+    for seg, new in zip(segments, texts, strict=True):
+        out.append(source[pos : seg.start])
+        if new == seg.text:
+            out.append(source[seg.start : seg.end])
+        elif seg.mode == "text":
+            out.append(html.escape(new, quote=False))
+        elif seg.mode == "attr":
+            out.append(html.escape(new, quote=True))
+        elif seg.mode == "raw":
+            out.append(new.replace("</", "<\\/"))
+        else:
+            out.append(new.replace("--", "- -"))
+        pos = seg.end
+    out.append(source[pos:])
+    return "".join(out)

@@ -1,0 +1,232 @@
+"""Raw MIME tree: parse a message into parts by byte offsets, serialise it back.
+
+Trust boundary: input is untrusted bytes from the network. Parsing never copies a body:
+every part is a pair of offsets into the one message buffer, so a 50 MB attachment is
+held once. Headers are decoded with the stdlib `email` package (compat32, the parser
+that accepts what real mailers send), bodies are split on boundaries here so that the
+bytes of every part that is not edited are carried over exactly.
+
+Invariants:
+- `serialise_part(root, {})` returns the input bytes unchanged.
+- An edit replaces a part's header block and/or body; everything else (preambles,
+  delimiters, epilogues, sibling parts) is copied byte for byte.
+- Limits (FilesConfig): nesting depth `mime_max_depth` and part count `mime_max_parts`;
+  exceeding either raises LimitExceeded. A multipart without any delimiter or a
+  message/rfc822 with a transfer encoding raises ContentError.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+from gateway.config import FilesConfig
+from gateway.errors import ContentError, LimitExceeded
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_HEADER_START = re.compile(rb"^[^ \t\r\n]", re.M)
+# RFC 2046 5.1.1: a boundary is 1-70 characters; longer ones are refused.
+MAX_BOUNDARY_LENGTH = 70
+
+
+@dataclass
+class MimePart:
+    """One entity. Offsets index the shared message buffer."""
+
+    start: int
+    header_end: int  # first body byte (after the blank line)
+    end: int
+    message: Message  # headers only
+    depth: int
+    kind: str  # "multipart" | "message" | "leaf"
+    children: list[MimePart] = field(default_factory=list)
+    # multipart: raw pieces between children, as offsets: pieces[i] precedes children[i],
+    # pieces[-1] follows the last child.
+    pieces: list[tuple[int, int]] = field(default_factory=list)
+    index: int = 0  # position in parse order (edits are keyed by it)
+
+    @property
+    def content_type(self) -> str:
+        return self.message.get_content_type()
+
+
+@dataclass(frozen=True)
+class PartEdit:
+    header: bytes | None = None  # the new header block, including the blank line
+    body: bytes | None = None
+
+
+@dataclass
+class _ParseState:
+    buf: bytes
+    limits: FilesConfig
+    parts: list[MimePart] = field(default_factory=list)
+
+
+def line_ending(buf: bytes) -> bytes:
+    head = buf[:4096]
+    return b"\r\n" if b"\r\n" in head or b"\n" not in head else b"\n"
+
+
+def parse_message(buf: bytes, limits: FilesConfig) -> tuple[MimePart, list[MimePart]]:
+    """The root part and every part in parse order."""
+    state = _ParseState(buf, limits)
+    root = _parse_entity(state, 0, len(buf), 0)
+    return root, state.parts
+
+
+def _parse_entity(state: _ParseState, start: int, end: int, depth: int) -> MimePart:
+    limits = state.limits
+    if depth > limits.mime_max_depth:
+        raise LimitExceeded("message nested too deeply")
+    if len(state.parts) >= limits.mime_max_parts:
+        raise LimitExceeded("message has too many parts")
+    buf = state.buf
+    if buf.startswith(b"\n", start) or buf.startswith(b"\r\n", start):
+        header_end = start + (1 if buf[start : start + 1] == b"\n" else 2)
+    else:
+        m = _HEADER_END.search(buf, start, end)
+        header_end = m.end() if m else end
+    message = BytesHeaderParser(policy=compat32).parsebytes(buf[start:header_end])
+    part = MimePart(start, header_end, end, message, depth, "leaf", index=len(state.parts))
+    state.parts.append(part)
+    maintype = message.get_content_maintype()
+    if maintype == "multipart":
+        _split_multipart(state, part)
+    elif message.get_content_type() in ("message/rfc822", "message/global"):
+        cte = str(message.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        if cte not in ("7bit", "8bit", "binary"):
+            raise ContentError("encoded embedded message")
+        part.kind = "message"
+        part.children.append(_parse_entity(state, header_end, end, depth + 1))
+    return part
+
+
+def _split_multipart(state: _ParseState, part: MimePart) -> None:
+    boundary = part.message.get_boundary()
+    if not boundary or len(boundary) > MAX_BOUNDARY_LENGTH:
+        raise ContentError("multipart part without a valid boundary")
+    try:
+        token = boundary.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise ContentError("multipart part without a valid boundary") from exc
+    delimiter = re.compile(rb"^--" + re.escape(token) + rb"(--)?[ \t]*\r?$", re.M)
+    buf = state.buf
+    matches = []
+    for m in delimiter.finditer(buf, part.header_end, part.end):
+        matches.append(m)
+        if m.group(1):
+            break
+    if not matches:
+        raise ContentError("multipart part without delimiters")
+    part.kind = "multipart"
+
+    def line_after(m: re.Match[bytes]) -> int:
+        pos = m.end()
+        if buf.startswith(b"\n", pos):
+            return pos + 1
+        return pos
+
+    def before_newline(pos: int) -> int:
+        if pos >= 2 and buf[pos - 2 : pos] == b"\r\n":
+            return pos - 2
+        if pos >= 1 and buf[pos - 1 : pos] == b"\n":
+            return pos - 1
+        return pos
+
+    closed = bool(matches[-1].group(1))
+    opening = matches if not closed else matches[:-1]
+    piece_start = part.header_end
+    for i, m in enumerate(opening):
+        child_start = line_after(m)
+        if i + 1 < len(matches):
+            child_end = max(child_start, before_newline(matches[i + 1].start()))
+        else:
+            child_end = part.end  # no closing delimiter: the last part runs to the end
+        part.pieces.append((piece_start, child_start))
+        part.children.append(_parse_entity(state, child_start, child_end, part.depth + 1))
+        piece_start = child_end
+    part.pieces.append((piece_start, part.end))
+    if not part.children:
+        raise ContentError("multipart part without delimiters")
+
+
+def serialise_part(buf: bytes, part: MimePart, edits: dict[int, PartEdit]) -> bytes:
+    out: list[bytes | memoryview] = []
+    _serialise_into(memoryview(buf), part, edits, out)
+    return b"".join(out)
+
+
+def _changed(part: MimePart, edits: dict[int, PartEdit]) -> bool:
+    if part.index in edits:
+        return True
+    return any(_changed(child, edits) for child in part.children)
+
+
+def _serialise_into(
+    view: memoryview, part: MimePart, edits: dict[int, PartEdit], out: list[bytes | memoryview]
+) -> None:
+    if not _changed(part, edits):
+        out.append(view[part.start : part.end])
+        return
+    edit = edits.get(part.index, PartEdit())
+    out.append(edit.header if edit.header is not None else view[part.start : part.header_end])
+    if edit.body is not None:
+        out.append(edit.body)
+    elif part.kind == "multipart":
+        for (p_start, p_end), child in zip(part.pieces, part.children, strict=False):
+            out.append(view[p_start:p_end])
+            _serialise_into(view, child, edits, out)
+        last_start, last_end = part.pieces[-1]
+        out.append(view[last_start:last_end])
+    elif part.kind == "message":
+        _serialise_into(view, part.children[0], edits, out)
+    else:
+        out.append(view[part.header_end : part.end])
+
+
+def split_header_lines(block: bytes) -> list[bytes]:
+    """Logical header lines (with their folded continuations and line endings)."""
+    starts = [m.start() for m in _HEADER_START.finditer(block)]
+    lines = []
+    for i, s in enumerate(starts):
+        e = starts[i + 1] if i + 1 < len(starts) else len(block)
+        lines.append(block[s:e])
+    return lines
+
+
+def replace_headers(block: bytes, replacements: dict[str, bytes | None], nl: bytes) -> bytes:
+    """A header block with the named headers replaced (first occurrence) or added.
+
+    `replacements` maps a lower-case header name to its new full line (without line
+    ending) or None to remove it. Other lines are copied verbatim.
+    """
+    body_sep_len = 0
+    if block.endswith(b"\r\n\r\n"):
+        body_sep_len = 2
+    elif block.endswith(b"\n\n"):
+        body_sep_len = 1
+    elif block in (b"\r\n", b"\n"):
+        body_sep_len = len(block)
+    head = block[: len(block) - body_sep_len] if body_sep_len else block
+    sep = block[len(block) - body_sep_len :] if body_sep_len else nl
+    lines = split_header_lines(head) if head not in (b"\r\n", b"\n") else []
+    pending = dict(replacements)
+    out: list[bytes] = []
+    for line in lines:
+        name = line.split(b":", 1)[0].strip().lower().decode("latin-1")
+        if name in pending:
+            new = pending.pop(name)
+            if new is not None:
+                out.append(new + nl)
+            continue
+        if name in replacements:  # a duplicate of a replaced header: drop it
+            continue
+        out.append(line if line.endswith(b"\n") else line + nl)
+    for new_line in pending.values():
+        if new_line is not None:
+            out.append(new_line + nl)
+    return b"".join(out) + sep

@@ -1,0 +1,249 @@
+"""process_message: one analysis and one scan per message, one decision per route copy.
+
+Trust boundary: `raw` is untrusted bytes from the network; `copies` and the engine come
+from Portique's configuration. Output: one CopyOutcome per copy, whose `reason` is always
+one of the fixed, PHI-free phrases below (or a handler's fixed ContentError reason) and
+whose `data` is the original bytes only for PASS.
+
+Stages, in order (plain functions, fail closed at each):
+1. analyse: MIME walk + file handlers -> fields (gateway/pipeline/message.py);
+2. scan: `engine.scan_fields` over every field of the message at once;
+3. decide per copy (action table below); on transforming routes, rewrite with the copy's
+   TransformPolicy, rebuild, then verify: the output must parse again and a rescan must
+   find nothing the policy should have transformed (a second line of defence against a
+   handler that puts a value back).
+Any exception in a stage makes every copy that needs inspection HOLD; only `deliver`
+copies get the original bytes without inspection.
+
+Time budget: `budget_seconds` is checked between parts and stages (sans-IO code cannot
+interrupt a running handler; the I/O shell enforces a hard timeout around the call).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from gateway.config import FilesConfig
+from gateway.errors import ContentError, LimitExceeded
+from gateway.files.base import RewriteSession
+from gateway.pipeline.message import MessageAnalysis, analyse_message
+from gateway.pipeline.model import CopyOutcome, MessageOutcome, RouteCopy
+from gateway.scan.model import (
+    Finding,
+    IdentifierKind,
+    ScanEngine,
+    TextField,
+    TransformPolicy,
+    TypeAction,
+)
+from gateway.verdicts import Action, Verdict
+
+# Fixed reasons: shown to senders and written to the audit trail; never carry content.
+REASON_ROUTE_HOLDS = "route holds all mail for review"
+REASON_ROUTE_REJECTS = "route rejects all mail"
+REASON_NO_SCANNER = "content scanner unavailable"
+REASON_INTERNAL = "internal error while processing the message"
+REASON_UNKNOWN_FILE = "attachment of a type that cannot be scanned"
+REASON_BURNED_IN = "image with burned-in annotations cannot be cleaned"
+REASON_LOCKED = "document with patient identifiers cannot be rewritten safely (PDF)"
+REASON_NOT_OWN = "message contains identifiers of another patient"
+REASON_BAD_OVERRIDES = "route identifier overrides are invalid"
+REASON_VERIFY = "rewritten message failed verification"
+DEFAULT_BUDGET_SECONDS = 60.0  # matches ScanConfig.message_budget's default
+
+_INSPECTING = frozenset(
+    {Action.PSEUDONYMISE, Action.REDACT, Action.REJECT_IF_PHI, Action.OWN_DATA_ONLY}
+)
+_TRANSFORMING = frozenset({Action.PSEUDONYMISE, Action.REDACT})
+
+
+def process_message(
+    raw: bytes,
+    copies: Sequence[RouteCopy],
+    engine: ScanEngine | None,
+    *,
+    limits: FilesConfig | None = None,
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    verify: bool = True,
+) -> MessageOutcome:
+    """Decide every copy of one message. Never raises for bad content."""
+    deadline = clock() + budget_seconds
+    analysis: MessageAnalysis | None = None
+    findings: list[Finding] = []
+    failure = ""
+    try:
+        analysis = analyse_message(raw, limits or FilesConfig(), deadline, clock)
+        if engine is None:
+            failure = REASON_NO_SCANNER
+        else:
+            findings = list(engine.scan_fields(analysis.fields))
+            findings += note_findings(analysis)
+            if clock() > deadline:
+                raise LimitExceeded("message processing time budget exceeded")
+    except ContentError as exc:
+        failure = str(exc) or REASON_INTERNAL
+    except Exception:
+        failure = REASON_INTERNAL
+
+    outcomes = []
+    for copy in copies:
+        try:
+            outcome = decide_copy(
+                raw, copy, engine, analysis, findings, failure, limits, deadline, clock, verify
+            )
+        except ContentError as exc:
+            outcome = CopyOutcome(copy, Verdict.HOLD, reason=str(exc) or REASON_INTERNAL)
+        except Exception:
+            outcome = CopyOutcome(copy, Verdict.HOLD, reason=REASON_INTERNAL)
+        outcomes.append(outcome)
+    return MessageOutcome(tuple(outcomes), safe_subject=safe_subject(analysis, findings, engine))
+
+
+def note_findings(analysis: MessageAnalysis) -> list[Finding]:
+    """Findings a handler reported without text (BURNED_IN)."""
+    return [
+        Finding(kind=kind, field=max(anchor, 0), start=0, end=0, digest="")
+        for kind, anchor in analysis.notes
+    ]
+
+
+def policy_for(copy: RouteCopy) -> TransformPolicy:
+    default = TypeAction.PSEUDONYMISE if copy.action == Action.PSEUDONYMISE else TypeAction.REDACT
+    overrides = parse_overrides(copy.overrides)
+    return TransformPolicy(audience=copy.audience, default=default, overrides=overrides)
+
+
+def parse_overrides(raw: Mapping[str, str]) -> dict[IdentifierKind, TypeAction]:
+    try:
+        return {IdentifierKind(k): TypeAction(v) for k, v in raw.items()}
+    except ValueError as exc:
+        raise ContentError(REASON_BAD_OVERRIDES) from exc
+
+
+def counts_phrase(findings: Sequence[Finding]) -> str:
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f.kind.value] = counts.get(f.kind.value, 0) + 1
+    return ", ".join(f"{kind} x{n}" for kind, n in sorted(counts.items()))
+
+
+def decide_copy(
+    raw: bytes,
+    copy: RouteCopy,
+    engine: ScanEngine | None,
+    analysis: MessageAnalysis | None,
+    findings: list[Finding],
+    failure: str,
+    limits: FilesConfig | None,
+    deadline: float,
+    clock: Callable[[], float],
+    verify: bool,
+) -> CopyOutcome:
+    action = copy.action
+    if action == Action.DELIVER:
+        return CopyOutcome(copy, Verdict.PASS, data=raw)
+    if action == Action.HOLD:
+        return CopyOutcome(copy, Verdict.HOLD, reason=REASON_ROUTE_HOLDS)
+    if action == Action.REJECT or action not in _INSPECTING:
+        return CopyOutcome(copy, Verdict.REJECT, reason=REASON_ROUTE_REJECTS)
+    if failure or analysis is None or engine is None:
+        return CopyOutcome(copy, Verdict.HOLD, reason=failure or REASON_INTERNAL)
+    found = tuple(findings)
+    if analysis.unknown:
+        unknown_policy = copy.unknown_files or "hold"
+        if unknown_policy == "reject":
+            return CopyOutcome(copy, Verdict.REJECT, findings=found, reason=REASON_UNKNOWN_FILE)
+        if unknown_policy != "pass":
+            return CopyOutcome(copy, Verdict.HOLD, findings=found, reason=REASON_UNKNOWN_FILE)
+
+    if action == Action.REJECT_IF_PHI:
+        if findings:
+            reason = "patient identifiers found: " + counts_phrase(findings)
+            return CopyOutcome(copy, Verdict.REJECT, findings=found, reason=reason)
+        return CopyOutcome(copy, Verdict.PASS, data=raw)
+    if action == Action.OWN_DATA_ONLY:
+        if not findings:
+            return CopyOutcome(copy, Verdict.PASS, data=raw)
+        if copy.own_patient is not None and all(f.patient == copy.own_patient for f in findings):
+            return CopyOutcome(copy, Verdict.PASS, data=raw, findings=found)
+        return CopyOutcome(copy, Verdict.REJECT, findings=found, reason=REASON_NOT_OWN)
+
+    # pseudonymise / redact
+    policy = policy_for(copy)
+    if any(f.kind == IdentifierKind.BURNED_IN for f in findings):
+        return CopyOutcome(copy, Verdict.HOLD, findings=found, reason=REASON_BURNED_IN)
+    text_findings = [f for f in findings if f.kind != IdentifierKind.BURNED_IN]
+    if any(
+        f.field in analysis.locked and policy.action_for(f.kind) != TypeAction.KEEP
+        for f in text_findings
+    ):
+        return CopyOutcome(copy, Verdict.HOLD, findings=found, reason=REASON_LOCKED)
+    if not text_findings and not analysis.cleaned:
+        return CopyOutcome(copy, Verdict.PASS, data=raw)
+    result = engine.rewrite_fields(analysis.fields, text_findings, policy)
+    if clock() > deadline:
+        raise LimitExceeded("message processing time budget exceeded")
+    session = RewriteSession(salt=uid_salt(raw, copy.audience))
+    data = analysis.rebuild(result.texts, session)
+    if data is raw or data == raw:
+        return CopyOutcome(copy, Verdict.PASS, data=raw, findings=found)
+    if verify:
+        verify_output(data, engine, policy, limits)
+    return CopyOutcome(
+        copy,
+        Verdict.REWRITTEN,
+        data=data,
+        findings=found,
+        vault_entries=tuple(result.vault_entries),
+    )
+
+
+def uid_salt(raw: bytes, audience: str) -> bytes:
+    return hashlib.sha256(
+        b"portique-uid\x00" + hashlib.sha256(raw).digest() + audience.encode()
+    ).digest()
+
+
+def verify_output(
+    data: bytes, engine: ScanEngine, policy: TransformPolicy, limits: FilesConfig | None
+) -> None:
+    """The rebuilt message must parse, and a rescan must find nothing left to transform."""
+    try:
+        again = analyse_message(data, limits or FilesConfig())
+    except ContentError as exc:
+        raise ContentError(REASON_VERIFY) from exc
+    for f in engine.scan_fields(again.fields):
+        if policy.action_for(f.kind) == TypeAction.KEEP:
+            continue
+        value = again.fields[f.field].text[f.start : f.end]
+        if value.startswith("PAT-") or (value.startswith("[") and value.endswith("]")):
+            continue  # the engine's own tokens and labels
+        raise ContentError(REASON_VERIFY)
+
+
+def safe_subject(
+    analysis: MessageAnalysis | None, findings: Sequence[Finding], engine: ScanEngine | None
+) -> str | None:
+    """The Subject with every finding redacted to its type label, for bounce notices."""
+    if analysis is None or engine is None:
+        return None
+    index = analysis.subject_field
+    if index is None:
+        return ""
+    subject = analysis.fields[index]
+    own = [replace(f, field=0) for f in findings if f.field == index and f.end > f.start]
+    if not own:
+        return subject.text
+    try:
+        result = engine.rewrite_fields(
+            [TextField(subject.text, subject.kind)],
+            own,
+            TransformPolicy(audience="", default=TypeAction.REDACT),
+        )
+    except Exception:
+        return None
+    return result.texts[0] if result.texts else None
