@@ -3,6 +3,7 @@
 No sockets, no asyncio, no file access: text and settings in, findings and text out.
 """
 
+from gateway.scan.engine import Engine, build_engine
 from gateway.scan.model import (
     FieldKind,
     Finding,
@@ -14,8 +15,12 @@ from gateway.scan.model import (
     TypeAction,
     VaultEntry,
 )
+from gateway.scan.patients import RosterPatient
 
 __all__ = [
+    "Engine",
+    "RosterPatient",
+    "build_engine",
     "FieldKind",
     "Finding",
     "IdentifierKind",

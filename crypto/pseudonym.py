@@ -1,0 +1,56 @@
+"""Keyed pseudonyms: patient tokens, patient keys and finding digests (HMAC-SHA256).
+
+Trust boundary: inputs are identities (PHI) and secret keys; outputs are opaque
+strings that may be logged, audited and sent to labs.
+
+Invariants:
+- A token is `PAT-` + 10 Crockford base32 characters in two groups of 5 (50 bits of
+  HMAC-SHA256(pseudonym_key, audience + "\\n" + patient)). Same patient and audience
+  give the same token; another audience gives an unrelated token.
+- Digests are HMAC-SHA256 under the digest key, never a plain hash: identifier spaces
+  (NIR, phone numbers) are small enough to brute-force an unkeyed hash.
+- Nothing here logs or raises with an input value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+TOKEN_PATTERN = re.compile(r"PAT-[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}")
+# 50 bits: collisions become likely only around 2^25 (33 million) patients per lab.
+TOKEN_BITS = 50
+# Digest length in hex characters: 64 bits, enough to tell values apart in an audit.
+DIGEST_HEX = 16
+
+
+def _hmac(key: bytes, message: str) -> bytes:
+    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+
+
+def normalise_audience(audience: str) -> str:
+    return audience.strip().lower()
+
+
+def patient_token(pseudonym_key: bytes, audience: str, patient: str) -> str:
+    """The stable token of `patient` (an opaque patient key) for one audience."""
+    raw = int.from_bytes(_hmac(pseudonym_key, normalise_audience(audience) + "\n" + patient)[:8])
+    value = raw >> (64 - TOKEN_BITS)
+    chars = [CROCKFORD[(value >> shift) & 31] for shift in range(45, -5, -5)]
+    return "PAT-" + "".join(chars[:5]) + "-" + "".join(chars[5:])
+
+
+def patient_key(pseudonym_key: bytes, normalised_identity: str) -> str:
+    """Opaque, stable patient key from a normalised identity ("nom|prenom|aaaa-mm-jj").
+
+    Keyed with the pseudonym key so that the key, like the tokens, survives a data-key
+    rotation and cannot be recomputed without the keyring.
+    """
+    return "p-" + _hmac(pseudonym_key, "patient\n" + normalised_identity).hex()[:24]
+
+
+def value_digest(digest_key: bytes, kind: str, normalised_value: str) -> str:
+    """Keyed hash of an identifier value, safe to log and audit."""
+    return _hmac(digest_key, kind + "\n" + normalised_value).hex()[:DIGEST_HEX]

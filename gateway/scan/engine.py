@@ -1,0 +1,600 @@
+"""The scan engine: find patient identifiers in a whole message, then rewrite them.
+
+Trust boundary: field texts are untrusted. Findings carry kind, span, keyed digest
+and an opaque patient key, never a value. `RewriteResult.vault_entries` carries
+identities and goes only to the encrypted vault.
+
+Invariants:
+- Built once per config and roster (`build_engine`); the matcher's databases are
+  compiled then, never per message. Scanning holds no mutable state, so one engine
+  serves every message (and thread).
+- Both matchers ("hyperscan", "re") yield the same candidates, so the same findings.
+- Findings of one field never overlap: a higher-priority kind (NIR, IBAN, e-mail,
+  phone) wins over a name, which wins over an address, which wins over a date.
+- The practice's own details and the names after "Dr" are never findings.
+- Rewriting replaces every finding's span; nothing of the span survives unless the
+  action is KEEP (or GENERALISE keeps a birth year).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from crypto.pseudonym import patient_token, value_digest
+from gateway.config import PracticeConfig
+from gateway.scan import names as name_rules
+from gateway.scan import validators
+from gateway.scan._fold import alnum_key, fold
+from gateway.scan.matchers import CandidateMatcher, make_matcher
+from gateway.scan.model import (
+    FieldKind,
+    Finding,
+    IdentifierKind,
+    RewriteResult,
+    TextField,
+    TransformPolicy,
+    TypeAction,
+    VaultEntry,
+)
+from gateway.scan.patients import (
+    RosterIndex,
+    RosterPatient,
+    normalise_email,
+    normalise_name,
+    normalise_phone,
+)
+from gateway.scan.shapes import ShapeName
+
+LABELS: dict[IdentifierKind, str] = {
+    IdentifierKind.NAME: "[NOM]",
+    IdentifierKind.NIR: "[NIR]",
+    IdentifierKind.IBAN: "[IBAN]",
+    IdentifierKind.PHONE: "[TEL]",
+    IdentifierKind.EMAIL: "[EMAIL]",
+    IdentifierKind.ADDRESS: "[ADRESSE]",
+    IdentifierKind.BIRTH_DATE: "[DDN]",
+    IdentifierKind.PATIENT_ID: "[ID]",
+    IdentifierKind.BURNED_IN: "[IMAGE]",
+}
+# Lower number wins an overlap.
+_PRIORITY = {
+    IdentifierKind.NIR: 0,
+    IdentifierKind.IBAN: 0,
+    IdentifierKind.EMAIL: 1,
+    IdentifierKind.PHONE: 2,
+    IdentifierKind.PATIENT_ID: 2,
+    IdentifierKind.NAME: 3,
+    IdentifierKind.ADDRESS: 4,
+    IdentifierKind.BIRTH_DATE: 5,
+    IdentifierKind.BURNED_IN: 6,
+}
+# Kinds replaced by the patient's token when pseudonymised (issue 3: "a name, and the
+# NIR/phone/email of the same patient"); other kinds get their type label.
+_TOKEN_KINDS = frozenset(
+    {
+        IdentifierKind.NAME,
+        IdentifierKind.NIR,
+        IdentifierKind.PHONE,
+        IdentifierKind.EMAIL,
+        IdentifierKind.PATIENT_ID,
+    }
+)
+_PRACTICE = "\x00practice"  # literal owner marking the practice's own names
+# Fields where a rostered surname alone is a name: short, name-bearing places.
+_NAME_BEARING = frozenset(
+    {FieldKind.SUBJECT, FieldKind.DISPLAY_NAME, FieldKind.FILENAME, FieldKind.METADATA}
+)
+_CIVILITY_BEFORE = re.compile(
+    r"(?:\bm\.|\bmr\.?|\bmme\.?|\bmlle\.?|\bmadame|\bmonsieur|\bmademoiselle|\bpatiente?|"
+    r"\bpour|\bbonjour|\bcher|\bchere|\bnom)[ :]{1,3}$"
+)
+_PAIR_GAP = re.compile(r"[ ,]{1,3}")
+_ADDRESS_GAP = re.compile(r"[ ,\n\r-]{1,4}")
+_LINE_START = re.compile(r"(?:^|[\n\r,]) *$")
+_PARTICLES = frozenset("de du des la le l d aux au en sur sous saint st sainte ste les".split())
+
+
+@dataclass(frozen=True)
+class _Span:
+    kind: IdentifierKind
+    start: int
+    end: int
+    value: str  # normalised value: digest input, never stored
+    patient: str | None = None
+
+
+def _literal_variants(normalised: str) -> list[str]:
+    """How a normalised multi-word name may be written: spaces, hyphens or apostrophes."""
+    parts = normalised.split(" ")
+    if len(parts) == 1:
+        return [normalised]
+    variants = {" ".join(parts), "-".join(parts)}
+    if len(parts) == 2:
+        variants.add("'".join(parts))
+    return sorted(variants)
+
+
+class Engine:
+    """`ScanEngine` implementation; see the module docstring."""
+
+    def __init__(
+        self,
+        patients: Sequence[RosterPatient],
+        practice: PracticeConfig,
+        digest_key: bytes,
+        pseudonym_key: bytes,
+        engine: str,
+    ) -> None:
+        self._digest_key = digest_key
+        self._pseudonym_key = pseudonym_key
+        self.roster = RosterIndex.build(patients)
+        literal_owner: dict[str, str] = {}
+        for word in self.roster.literals():
+            for variant in _literal_variants(word):
+                literal_owner.setdefault(variant, word)
+        for text in (practice.name, *(p.name for p in practice.practitioners)):
+            key = normalise_name(text)
+            if key:
+                for variant in _literal_variants(key):
+                    literal_owner[variant] = _PRACTICE
+        self._literals = sorted(literal_owner)
+        self._literal_owner = [literal_owner[lit] for lit in self._literals]
+        self.matcher: CandidateMatcher = make_matcher(engine, self._literals)
+        self._practice_phones = {normalise_phone(p) for p in practice.phones}
+        self._practice_emails = {normalise_email(e) for e in practice.emails}
+        self._practice_addresses = [alnum_key(a) for a in practice.addresses if alnum_key(a)]
+        self._practice_ids = {
+            "".join(ch for ch in p.rpps if ch.isdigit()) for p in practice.practitioners if p.rpps
+        }
+
+    @property
+    def engine_name(self) -> str:
+        return self.matcher.name
+
+    # -- ScanEngine ----------------------------------------------------------------
+
+    def token_for_patient(self, patient: str, audience: str) -> str:
+        return patient_token(self._pseudonym_key, audience, patient)
+
+    def patient_for_email(self, address: str) -> str | None:
+        if "<" in address and ">" in address:
+            address = address[address.rindex("<") + 1 : address.rindex(">")]
+        return self.roster.email.get(normalise_email(address))
+
+    def scan_fields(self, fields: Sequence[TextField]) -> list[Finding]:
+        folded_fields = [self._fold_field(f) for f in fields]
+        spans: list[list[_Span]] = [[] for _ in fields]
+        candidates: list[list[tuple[ShapeName, int, int]]] = []
+        literal_hits: list[list[tuple[int, int, int]]] = []
+        for index, (field, folded) in enumerate(zip(fields, folded_fields, strict=True)):
+            whole = self._whole_field(field, folded)
+            if whole is not None:
+                spans[index].append(whole)
+                candidates.append([])
+                literal_hits.append([])
+                continue
+            data = folded.encode("ascii")
+            candidates.append(self.matcher.shapes(folded, data))
+            literal_hits.append(self.matcher.literals(folded, data))
+
+        protected = [
+            self._protected_spans(folded_fields[i], candidates[i], literal_hits[i])
+            for i in range(len(fields))
+        ]
+        named: set[str] = set()
+        roster_words = [
+            self._roster_words(folded_fields[i], literal_hits[i], protected[i])
+            for i in range(len(fields))
+        ]
+        for index in range(len(fields)):
+            spans[index].extend(self._full_names(folded_fields[index], roster_words[index], named))
+        for index, field in enumerate(fields):
+            spans[index].extend(
+                self._single_names(field, folded_fields[index], roster_words[index], named)
+            )
+        born = {self.roster.birth_dates[key] for key in named if key in self.roster.birth_dates}
+        for index, field in enumerate(fields):
+            spans[index].extend(
+                self._validate(
+                    field, folded_fields[index], candidates[index], protected[index], born
+                )
+            )
+        findings: list[Finding] = []
+        for index, field_spans in enumerate(spans):
+            for span in _resolve_overlaps(_merge_addresses(field_spans, folded_fields[index])):
+                findings.append(
+                    Finding(
+                        kind=span.kind,
+                        field=index,
+                        start=span.start,
+                        end=span.end,
+                        digest=value_digest(self._digest_key, span.kind.value, span.value),
+                        patient=span.patient,
+                    )
+                )
+        return findings
+
+    def rewrite_fields(
+        self,
+        fields: Sequence[TextField],
+        findings: Sequence[Finding],
+        policy: TransformPolicy,
+    ) -> RewriteResult:
+        by_field: dict[int, list[Finding]] = {}
+        for finding in findings:
+            by_field.setdefault(finding.field, []).append(finding)
+        texts: list[str] = []
+        vault: dict[str, VaultEntry] = {}
+        for index, field in enumerate(fields):
+            text = field.text
+            pieces: list[str] = []
+            cursor = 0
+            for finding in sorted(by_field.get(index, ()), key=lambda f: (f.start, -f.end)):
+                if finding.start < cursor:  # overlapping findings from a caller: covered already
+                    if finding.end > cursor:
+                        cursor = finding.end
+                    continue
+                pieces.append(text[cursor : finding.start])
+                original = text[finding.start : finding.end]
+                pieces.append(self._replacement(finding, original, policy, vault))
+                cursor = finding.end
+            pieces.append(text[cursor:])
+            texts.append("".join(pieces))
+        return RewriteResult(texts=texts, vault_entries=list(vault.values()))
+
+    # -- rewriting -----------------------------------------------------------------
+
+    def _replacement(
+        self,
+        finding: Finding,
+        original: str,
+        policy: TransformPolicy,
+        vault: dict[str, VaultEntry],
+    ) -> str:
+        action = policy.action_for(finding.kind)
+        if action is TypeAction.KEEP:
+            return original
+        if action is TypeAction.REMOVE:
+            return ""
+        if action is TypeAction.GENERALISE and finding.kind is IdentifierKind.BIRTH_DATE:
+            year = re.search(r"(?:19|20)\d\d", original)
+            return year.group() if year else LABELS[finding.kind]
+        if action is TypeAction.PSEUDONYMISE and finding.kind in _TOKEN_KINDS:
+            patient, identity = self._identity(finding, original)
+            if patient is not None:
+                token = self.token_for_patient(patient, policy.audience)
+                vault.setdefault(
+                    token,
+                    VaultEntry(
+                        token=token, audience=policy.audience, patient=patient, identity=identity
+                    ),
+                )
+                return token
+        return LABELS[finding.kind]
+
+    def _identity(self, finding: Finding, original: str) -> tuple[str | None, str]:
+        if finding.patient is not None:
+            patient = self.roster.patients.get(finding.patient)
+            return finding.patient, patient.identity() if patient else original.strip()
+        if finding.kind is IdentifierKind.NAME:
+            # An unrostered name: a stable token from its keyed digest.
+            return "n-" + finding.digest, " ".join(original.split())
+        return None, ""
+
+    # -- detection -----------------------------------------------------------------
+
+    @staticmethod
+    def _fold_field(field: TextField) -> str:
+        folded = fold(field.text)
+        if field.kind is FieldKind.FILENAME:
+            # DUPONT_Jean_2024-11-02.stl: underscores separate words in file names.
+            folded = folded.replace("_", " ")
+        return folded
+
+    def _whole_field(self, field: TextField, folded: str) -> _Span | None:
+        kind = {
+            FieldKind.PERSON_NAME: IdentifierKind.NAME,
+            FieldKind.IDENTIFIER: IdentifierKind.PATIENT_ID,
+            FieldKind.DATE_OF_BIRTH: IdentifierKind.BIRTH_DATE,
+        }.get(field.kind)
+        if kind is None:
+            return None
+        stripped = field.text.strip()
+        if not stripped:
+            return _Span(kind, 0, 0, "")  # nothing to rewrite, but the field is consumed
+        start = field.text.index(stripped[0])
+        end = start + len(stripped)
+        if kind is IdentifierKind.NAME:
+            value = normalise_name(folded[start:end].replace("^", " "))
+            patient = self._patient_for_name_words(value.split())
+            return _Span(kind, start, end, value, patient)
+        return _Span(kind, start, end, alnum_key(stripped))
+
+    def _patient_for_name_words(self, words: list[str]) -> str | None:
+        for cut in range(1, len(words)):
+            left, right = " ".join(words[:cut]), " ".join(words[cut:])
+            for pair in ((left, right), (right, left)):
+                keys = self.roster.full_names.get(pair)
+                if keys:
+                    return sorted(keys)[0]
+        return None
+
+    def _protected_spans(
+        self,
+        folded: str,
+        candidates: list[tuple[ShapeName, int, int]],
+        hits: list[tuple[int, int, int]],
+    ) -> list[tuple[int, int]]:
+        spans = [(s, e) for name, s, e in candidates if name is ShapeName.DOCTOR]
+        spans.extend(
+            (s, e)
+            for index, s, e in hits
+            if self._literal_owner[index] == _PRACTICE and _is_word(folded, s, e)
+        )
+        return spans
+
+    def _roster_words(
+        self, folded: str, hits: list[tuple[int, int, int]], protected: list[tuple[int, int]]
+    ) -> list[tuple[int, int, str]]:
+        """Roster literal hits on word boundaries, longest first at each start, no nesting."""
+        words: list[tuple[int, int, str]] = []
+        for index, start, end in sorted(hits, key=lambda h: (h[1], -h[2])):
+            owner = self._literal_owner[index]
+            if owner == _PRACTICE or not _is_word(folded, start, end):
+                continue
+            if words and start < words[-1][1]:
+                continue  # inside a longer name already taken ("jean" in "jean-pierre")
+            if _inside(start, end, protected):
+                continue
+            words.append((start, end, owner))
+        return words
+
+    def _full_names(
+        self, folded: str, words: list[tuple[int, int, str]], named: set[str]
+    ) -> list[_Span]:
+        found: list[_Span] = []
+        used: set[int] = set()
+        for i in range(len(words) - 1):
+            if i in used:
+                continue
+            (s1, e1, w1), (s2, e2, w2) = words[i], words[i + 1]
+            if not _PAIR_GAP.fullmatch(folded, e1, s2):
+                continue
+            keys = self.roster.full_names.get((w1, w2)) or self.roster.full_names.get((w2, w1))
+            if not keys:
+                continue
+            patient = sorted(keys)[0]
+            named.add(patient)
+            used.update((i, i + 1))
+            found.append(_Span(IdentifierKind.NAME, s1, e2, f"{w1} {w2}", patient))
+        return found
+
+    def _single_names(
+        self,
+        field: TextField,
+        folded: str,
+        words: list[tuple[int, int, str]],
+        named: set[str],
+    ) -> list[_Span]:
+        found: list[_Span] = []
+        for start, end, word in words:
+            owners = self.roster.words.get(word, set())
+            in_message = sorted(key for key, _role in owners if key in named)
+            if in_message:
+                # Any rostered name word of a patient named elsewhere in this message.
+                original = field.text[start:end]
+                if original[:1].isupper() or field.kind in _NAME_BEARING:
+                    found.append(_Span(IdentifierKind.NAME, start, end, word, in_message[0]))
+                continue
+            surnames = sorted(key for key, role in owners if role == "last")
+            if not surnames:
+                continue
+            original = field.text[start:end]
+            before = folded[max(0, start - 16) : start].lower()
+            if (
+                field.kind in _NAME_BEARING
+                or _CIVILITY_BEFORE.search(before)
+                or (len(original) >= 3 and original.isupper())
+            ):
+                patient = surnames[0] if len(surnames) == 1 else None
+                found.append(_Span(IdentifierKind.NAME, start, end, word, patient))
+        return found
+
+    def _validate(
+        self,
+        field: TextField,
+        folded: str,
+        candidates: list[tuple[ShapeName, int, int]],
+        protected: list[tuple[int, int]],
+        born: set[date],
+    ) -> Iterable[_Span]:
+        streets: list[tuple[int, int]] = []
+        for name, start, end in sorted(candidates, key=lambda c: (c[1], c[2])):
+            text = folded[start:end]
+            if name is ShapeName.NIR:
+                nir = validators.nir_value(text, folded[max(0, start - 40) : start])
+                if nir is not None:
+                    yield _Span(
+                        IdentifierKind.NIR,
+                        start,
+                        end,
+                        nir,
+                        self.roster.nir.get(nir) or self.roster.nir.get(nir[:13]),
+                    )
+            elif name is ShapeName.IBAN:
+                iban = validators.iban_value(text)
+                if iban is not None:
+                    yield _Span(IdentifierKind.IBAN, start, start + iban[1], iban[0])
+            elif name in (ShapeName.PHONE_FR, ShapeName.PHONE_INTL):
+                phone = (
+                    validators.phone_fr_value(text)
+                    if name is ShapeName.PHONE_FR
+                    else validators.phone_intl_value(text)
+                )
+                if phone is not None and phone not in self._practice_phones:
+                    yield _Span(
+                        IdentifierKind.PHONE, start, end, phone, self.roster.phone.get(phone)
+                    )
+            elif name is ShapeName.EMAIL:
+                email = normalise_email(text)
+                if email not in self._practice_emails:
+                    yield _Span(
+                        IdentifierKind.EMAIL, start, end, email, self.roster.email.get(email)
+                    )
+            elif name in (ShapeName.DATE_NUMERIC, ShapeName.DATE_ISO, ShapeName.DATE_WORDS):
+                day = validators.parse_date(text)
+                if day is None:
+                    continue
+                if day in born or validators.is_birth_label(folded[max(0, start - 40) : start]):
+                    patient = self._patient_born(day) if day in born else None
+                    yield _Span(IdentifierKind.BIRTH_DATE, start, end, day.isoformat(), patient)
+            elif name is ShapeName.STREET:
+                end = _street_end(field.text, folded, start, end)
+                if end > start and not self._is_practice_address(folded[start:end]):
+                    streets.append((start, end))
+                    yield _Span(IdentifierKind.ADDRESS, start, end, alnum_key(folded[start:end]))
+            elif name is ShapeName.POSTCODE_TOWN:
+                end = _town_end(folded, start, end)
+                after_street = any(_ADDRESS_GAP.fullmatch(folded, e, start) for _s, e in streets)
+                line_start = _LINE_START.search(folded, max(0, start - 40), start) is not None
+                if (after_street or line_start) and not self._is_practice_address(
+                    folded[start:end]
+                ):
+                    yield _Span(IdentifierKind.ADDRESS, start, end, alnum_key(folded[start:end]))
+            elif name in (ShapeName.CIVILITY_NAME, ShapeName.INTRO_NAME):
+                span = name_rules.context_name_span(folded, start, end, skip_first=True)
+                if span is not None and not _overlaps(span[0], span[1], protected):
+                    yield self._context_name(folded, *span)
+            elif name in (ShapeName.UPPER_FIRST, ShapeName.FIRST_UPPER):
+                span = name_rules.pair_span(folded, start, end)
+                if span is not None and not _overlaps(span[0], span[1], protected):
+                    yield self._context_name(folded, *span)
+
+    def _context_name(self, folded: str, start: int, end: int) -> _Span:
+        value = normalise_name(folded[start:end])
+        return _Span(
+            IdentifierKind.NAME, start, end, value, self._patient_for_name_words(value.split())
+        )
+
+    def _patient_born(self, day: date) -> str | None:
+        keys = sorted(k for k, d in self.roster.birth_dates.items() if d == day)
+        return keys[0] if keys else None
+
+    def _is_practice_address(self, folded: str) -> bool:
+        key = alnum_key(folded)
+        return any(key in address for address in self._practice_addresses)
+
+
+def _is_word(folded: str, start: int, end: int) -> bool:
+    before = folded[start - 1] if start > 0 else " "
+    after = folded[end] if end < len(folded) else " "
+    return not before.isalnum() and not after.isalnum()
+
+
+def _inside(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
+    return any(s <= start and end <= e for s, e in spans)
+
+
+def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
+    return any(start < e and s < end for s, e in spans)
+
+
+def _street_end(text: str, folded: str, start: int, end: int) -> int:
+    """Trim a street candidate to its name: capitalised words and particles."""
+    words = list(re.finditer(r"[A-Za-z'-]+", folded[start:end]))
+    # words[0] is the street type ("rue"); the number precedes it.
+    type_index = next(
+        (i for i, w in enumerate(words) if w.group().lower().rstrip(".") in _STREET_TYPE_WORDS),
+        None,
+    )
+    if type_index is None:
+        return start
+    last_end = start + words[type_index].end()
+    taken = False
+    for word in words[type_index + 1 :]:
+        raw = text[start + word.start() : start + word.end()]
+        low = word.group().lower().strip("'-")
+        if low in _PARTICLES or low.split("'")[0] in _PARTICLES:
+            continue
+        if raw[:1].isupper() or raw[:1].isdigit():
+            last_end = start + word.end()
+            taken = True
+            continue
+        break
+    return last_end if taken else start
+
+
+_STREET_TYPE_WORDS = frozenset(
+    (
+        "rue avenue av bd boulevard chemin allee place impasse route quai cours square residence "
+        "lotissement voie passage cite hameau sentier faubourg promenade esplanade parvis chaussee "
+        "rond-point villa clos domaine lieu-dit"
+    ).split()
+)
+
+
+def _town_end(folded: str, start: int, end: int) -> int:
+    """Trim a "75012 Paris Merci" candidate after the town's words."""
+    last = start + 5
+    for m in re.finditer(r"[A-Za-z'-]+", folded[start + 5 : end]):
+        if m.group().lower() in name_rules.STOPWORDS and m.group().lower() not in {
+            "de",
+            "la",
+            "le",
+            "sur",
+            "les",
+            "en",
+        }:
+            break
+        last = start + 5 + m.end()
+    return last
+
+
+def _merge_addresses(spans: list[_Span], folded: str) -> list[_Span]:
+    """Join a street and the postcode + town that follows it into one address."""
+    addresses = sorted(
+        (s for s in spans if s.kind is IdentifierKind.ADDRESS), key=lambda s: s.start
+    )
+    if len(addresses) < 2:
+        return spans
+    others = [s for s in spans if s.kind is not IdentifierKind.ADDRESS]
+    merged: list[_Span] = []
+    for span in addresses:
+        if merged and (
+            span.start <= merged[-1].end
+            or _ADDRESS_GAP.fullmatch(folded, merged[-1].end, span.start)
+        ):
+            prev = merged[-1]
+            end = max(prev.end, span.end)
+            merged[-1] = _Span(
+                IdentifierKind.ADDRESS, prev.start, end, alnum_key(folded[prev.start : end])
+            )
+        else:
+            merged.append(span)
+    return others + merged
+
+
+def _resolve_overlaps(spans: list[_Span]) -> list[_Span]:
+    kept: list[_Span] = []
+    for span in sorted(spans, key=lambda s: (_PRIORITY[s.kind], -(s.end - s.start), s.start)):
+        if span.end <= span.start:  # an empty whole field: consumed, nothing to rewrite
+            continue
+        if any(span.start < k.end and k.start < span.end for k in kept):
+            continue
+        kept.append(span)
+    return sorted(kept, key=lambda s: s.start)
+
+
+def build_engine(
+    *,
+    patients: Sequence[RosterPatient] = (),
+    practice: PracticeConfig = PracticeConfig(),  # noqa: B008 - frozen, shared default is safe
+    digest_key: bytes,
+    pseudonym_key: bytes,
+    engine: str = "auto",
+) -> Engine:
+    """Compile the matchers for this roster and practice. Slow (once); scanning is fast."""
+    return Engine(patients, practice, digest_key, pseudonym_key, engine)

@@ -1,0 +1,87 @@
+"""Patient names: roster literals joined into full names, and names found by context.
+
+Input: folded text and candidate spans (shapes `CIVILITY_NAME`, `INTRO_NAME`,
+`UPPER_FIRST`, `FIRST_UPPER`) or roster literal hits. Output: name spans.
+
+Rules (issue 3, "Patient names"):
+- roster: "NOM Prénom" and "Prénom Nom", case- and accent-insensitive, compound and
+  hyphenated names; a surname alone after a civility, in a subject, a file name or a
+  display name, in capitals, or of a patient already named in the same message;
+- context: civility + capitalised words, "patient(e)", "pour" + NAME, salutations,
+  "SURNAME Firstname" and "Firstname SURNAME";
+- never a patient: the words after "Dr"/"Docteur"/"Pr" and the practice's own names.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Capitalised words that start sentences or name things in dental mail, and capitals
+# used as acronyms: never taken as a person's name on their own.
+STOPWORDS = frozenset(
+    """
+    le la les l un une des du de d au aux et ou a en sur sous dans par pour avec sans chez
+    ce cet cette ces mon ma mes ton ta tes son sa ses notre nos votre vos leur leurs
+    il elle ils elles nous vous je on qui que quoi dont merci bonjour bonsoir cordialement
+    bien salutations madame monsieur mademoiselle mme mlle m mr docteur dr pr professeur
+    patient patiente patients nom prenom objet date total prix facture devis commande
+    bon numero teinte dent dents couronne bridge inlay onlay implant pilier gouttiere
+    empreinte empreintes modele modeles scan fichier fichiers piece pieces jointe jointes
+    rendez vous rdv livraison retour urgent urgence remarque remarques note notes
+    lundi mardi mercredi jeudi vendredi samedi dimanche janvier fevrier mars avril mai
+    juin juillet aout septembre octobre novembre decembre zircone ceramique metal
+    cabinet laboratoire labo dentaire clinique centre sante assurance mutuelle
+    tel fax email mail adresse ref reference cdt ccam tva ht ttc eur euro euros
+    stl ply obj dcm pdf cad cam cfao ok nb ps pj re tr fw fwd info infos cc cci
+    rappel consultation controle soins soin detartrage radio radiographie panoramique
+    cone beam cbct lab labs adjointe conjointe prothese protheses provisoire definitive
+    maxillaire mandibule mandibulaire superieur inferieur droite gauche haut bas
+    merci bonne journee semaine mois annee vous votre veuillez agreer recevoir
+    ars cpam secu nir ins iban rib bic siret finess rpps adeli
+    """.split()
+)
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+
+
+def name_words(folded: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Spans of the words of folded[start:end] that can be part of a name."""
+    words: list[tuple[int, int]] = []
+    for m in _WORD.finditer(folded, start, end):
+        word = m.group().lower().strip("'-")
+        if word in STOPWORDS or len(word) < 2 or not m.group()[0].isupper():
+            words.append((-1, -1))  # a break: names are consecutive words
+        else:
+            words.append((m.start(), m.end()))
+    return words
+
+
+def context_name_span(
+    folded: str, start: int, end: int, skip_first: bool
+) -> tuple[int, int] | None:
+    """The name inside a context candidate: consecutive name words after the trigger.
+
+    `skip_first` drops the trigger word ("Mme", "pour", "Bonjour"). Stops at the first
+    stopword after the name started, so "Mme Dupont Merci" gives "Dupont".
+    """
+    words = name_words(folded, start, end)
+    if skip_first and words:
+        words = words[1:]
+    # Skip a civility inside an intro ("pour Mme Dupont").
+    first = 0
+    while first < len(words) and words[first][0] < 0:
+        first += 1
+    if first == len(words):
+        return None
+    last = first
+    while last + 1 < len(words) and words[last + 1][0] >= 0:
+        last += 1
+    return words[first][0], words[last][1]
+
+
+def pair_span(folded: str, start: int, end: int) -> tuple[int, int] | None:
+    """A "SURNAME Firstname" / "Firstname SURNAME" candidate, unless a word is a stopword."""
+    words = name_words(folded, start, end)
+    if not words or any(w[0] < 0 for w in words):
+        return None
+    return words[0][0], words[-1][1]

@@ -1,0 +1,118 @@
+"""Rostered patients and the lookup tables the engine builds from them (sans-IO).
+
+Trust boundary: a `RosterPatient` holds PHI; it lives only in memory and in the
+encrypted roster file. Its repr is masked. `RosterIndex` maps normalised values
+(names, NIR, phone, e-mail) to opaque patient keys; it is built once per engine.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from gateway.scan._fold import alnum_key, fold_key
+
+_SPACES = re.compile(r"[\s\-']+")
+
+
+@dataclass(frozen=True)
+class RosterPatient:
+    """One patient of the practice. Every field but `key` is PHI."""
+
+    key: str  # opaque stable id (keyed hash of normalised name + birth date)
+    last_name: str = field(repr=False)
+    first_name: str = field(repr=False, default="")
+    birth_date: date | None = field(repr=False, default=None)
+    nir: str = field(repr=False, default="")
+    phone: str = field(repr=False, default="")
+    email: str = field(repr=False, default="")
+    address: str = field(repr=False, default="")
+
+    def __repr__(self) -> str:
+        return f"RosterPatient(key={self.key})"
+
+    def identity(self) -> str:
+        """The identity a re-identification shows: "NOM Prénom (JJ/MM/AAAA)"."""
+        text = f"{self.last_name.upper()} {self.first_name}".strip()
+        if self.birth_date is not None:
+            text += f" ({self.birth_date:%d/%m/%Y})"
+        return text
+
+
+def normalise_name(name: str) -> str:
+    """Folded, lower-case, one space between parts; hyphens and apostrophes count as spaces."""
+    return _SPACES.sub(" ", fold_key(name)).strip()
+
+
+def normalise_identity(last_name: str, first_name: str, birth_date: date | None) -> str:
+    born = birth_date.isoformat() if birth_date else ""
+    return f"{normalise_name(last_name)}|{normalise_name(first_name)}|{born}"
+
+
+def normalise_phone(text: str) -> str:
+    """Digits of a phone number in French national form when it is French (+33 -> 0)."""
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if text.strip().startswith("+"):
+        digits = "+" + digits
+    elif digits.startswith("00"):
+        digits = "+" + digits[2:]
+    if digits.startswith("+33"):
+        rest = digits[3:]
+        if rest.startswith("0"):  # "+33 (0)6 ..."
+            rest = rest[1:]
+        digits = "0" + rest
+    return digits
+
+
+def normalise_email(text: str) -> str:
+    return text.strip().lower()
+
+
+def normalise_nir(text: str) -> str:
+    return alnum_key(text).upper()
+
+
+@dataclass
+class RosterIndex:
+    """Normalised values -> patient keys, and name words -> (patient, role)."""
+
+    patients: dict[str, RosterPatient] = field(default_factory=dict)
+    # normalised name word sequence -> set of (patient key, role) with role "last" or "first"
+    words: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    full_names: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    nir: dict[str, str] = field(default_factory=dict)
+    phone: dict[str, str] = field(default_factory=dict)
+    email: dict[str, str] = field(default_factory=dict)
+    birth_dates: dict[str, date] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, patients: Iterable[RosterPatient]) -> RosterIndex:
+        index = cls()
+        for patient in patients:
+            index.add(patient)
+        return index
+
+    def add(self, patient: RosterPatient) -> None:
+        self.patients[patient.key] = patient
+        last = normalise_name(patient.last_name)
+        first = normalise_name(patient.first_name)
+        if last:
+            self.words.setdefault(last, set()).add((patient.key, "last"))
+        if first:
+            self.words.setdefault(first, set()).add((patient.key, "first"))
+        if last and first:
+            self.full_names.setdefault((last, first), []).append(patient.key)
+        if patient.nir:
+            self.nir[normalise_nir(patient.nir)] = patient.key
+        if patient.phone:
+            self.phone[normalise_phone(patient.phone)] = patient.key
+        if patient.email:
+            self.email[normalise_email(patient.email)] = patient.key
+        if patient.birth_date is not None:
+            self.birth_dates[patient.key] = patient.birth_date
+
+    def literals(self) -> Sequence[str]:
+        """Every name word sequence to find in text, sorted for a stable automaton."""
+        return sorted(self.words)

@@ -1,0 +1,112 @@
+"""Candidate validation: checksums, labels and context for numbers, contacts and dates.
+
+Input: a candidate span of folded text (see `_fold`) and its surroundings.
+Output: a normalised value (for the keyed digest and roster linkage) or None.
+Never raises on bad input; never logs a value.
+
+Checksums come from python-stdnum (NIR key mod 97 with 2A/2B, IBAN ISO 13616) and
+python-phonenumbers (international numbers), as identifiers.md recommends.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum.fr import nir as stdnum_nir
+
+from gateway.scan.patients import normalise_phone
+
+# How far before a number its label may stand ("NIR : ", "n° sécu  "), in characters.
+LABEL_WINDOW = 32
+_NIR_LABEL = re.compile(
+    r"(?:\bnir|\bins(?:-nir)?|\bn ?o? ?ss|\bsecu|securite sociale|\bmatricule|"
+    r"\bimmatriculation|\bnum(?:ero)? ?(?:de )?ss|\bssn?)\b[^a-z0-9]{0,12}$"
+)
+# A birth-date label directly before the date (only separators between them).
+_BIRTH_LABEL = re.compile(
+    r"(?:\bnee?s?|\bne ?\(e\)|\bnee? ?\(e\)|\bddn|\bdate de naissance|\bnaissance|\bdate naiss\.?|"
+    r"\bdob|\bbirth ?date|\bdate of birth|\bborn)\b[ :.,-]{0,4}(?:le[ :]{1,3})?$"
+)
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        "janvier fevrier mars avril mai juin juillet aout septembre octobre novembre decembre".split()
+    )
+}
+
+
+def nir_value(candidate: str, before: str) -> str | None:
+    """Normalised NIR if the candidate is key-valid, or labelled (a wrong key is still suspicious)."""
+    compact = "".join(ch for ch in candidate.upper() if ch.isalnum())
+    if len(compact) == 15 and stdnum_nir.is_valid(compact):
+        return compact
+    if _NIR_LABEL.search(before[-LABEL_WINDOW:].lower()):
+        return compact
+    return None
+
+
+def iban_value(candidate: str) -> tuple[str, int] | None:
+    """(normalised IBAN, length of the candidate kept) or None.
+
+    The shape may swallow a trailing group of capitals ("... 189 CMD1"), so shorter
+    prefixes are tried, group by group.
+    """
+    text = candidate
+    while True:
+        compact = text.replace(" ", "")
+        if len(compact) < 15:
+            return None
+        if stdnum_iban.is_valid(compact):
+            return compact, len(text)
+        cut = text.rfind(" ")
+        if cut <= 4:
+            return None
+        text = text[:cut]
+
+
+def phone_fr_value(candidate: str) -> str | None:
+    number = normalise_phone(candidate)
+    if len(number) == 10 and number[0] == "0" and number[1] != "0":
+        return number
+    return None
+
+
+def phone_intl_value(candidate: str) -> str | None:
+    try:
+        parsed = phonenumbers.parse(
+            "+" + candidate.lstrip("+0") if candidate.startswith("00") else candidate, None
+        )
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return normalise_phone(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def is_birth_label(before: str) -> bool:
+    return _BIRTH_LABEL.search(before[-40:].lower()) is not None
+
+
+def parse_date(candidate: str) -> date | None:
+    """A date written dd/mm/yyyy, dd.mm.yy, yyyy-mm-dd or "12 mars 1984"; None if invalid."""
+    text = candidate.lower()
+    try:
+        if text[:4].isdigit() and text[4:5] == "-":
+            return date(int(text[:4]), int(text[5:7]), int(text[8:10]))
+        words = text.split()
+        if len(words) == 3 and words[1] in _MONTHS:
+            day = int(words[0].removesuffix("er"))
+            return date(int(words[2]), _MONTHS[words[1]], day)
+        parts = re.split(r"[/.-]", text)
+        if len(parts) == 3:
+            day, month, year = (int(p) for p in parts)
+            if len(parts[2]) == 2:
+                # Two-digit years: 00-30 read as 20xx, the rest as 19xx (birth dates skew old).
+                year += 2000 if year <= 30 else 1900
+            return date(year, month, day)
+    except ValueError:
+        return None
+    return None

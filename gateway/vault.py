@@ -1,0 +1,120 @@
+"""The token vault: token -> identity mappings, encrypted, for audited re-identification.
+
+Trust boundary: identities (PHI) enter from `RewriteResult.vault_entries`; they are
+sealed with AES-256-GCM (crypto.aead) before they touch disk and are opened only by
+`lookup`, whose callers (the re-identification command and admin page) audit each use.
+
+Invariants:
+- `store` is idempotent per (token, audience) and durable when it returns (SQLite
+  WAL, synchronous=FULL, one transaction per call): the I/O shell calls it before a
+  copy carrying those tokens is queued, so no token leaves without its mapping.
+- Each sealed identity is bound to its row (AAD = "vault:" token "\\n" audience), so a
+  blob copied to another row does not open.
+- `patient` is an opaque key (never PHI), kept in clear so that `forget_patient`
+  can erase a patient without opening every row.
+
+Storage sits behind this narrow class so a PostgreSQL backend can replace it later.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from crypto.aead import Sealer
+from crypto.keys import Keyring
+from gateway._sqlite import open_database
+from gateway.scan.model import VaultEntry
+
+VAULT_FILE = "vault.sqlite3"
+
+MIGRATIONS = (
+    """
+    CREATE TABLE vault_entries (
+        token TEXT NOT NULL,
+        audience TEXT NOT NULL,
+        patient TEXT NOT NULL,
+        identity BLOB NOT NULL,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+        PRIMARY KEY (token, audience)
+    );
+    CREATE INDEX vault_entries_patient ON vault_entries (patient);
+    CREATE INDEX vault_entries_token ON vault_entries (token)
+    """,
+)
+
+
+def _aad(token: str, audience: str) -> bytes:
+    return f"vault:{token}\n{audience}".encode()
+
+
+class Vault:
+    def __init__(self, conn: sqlite3.Connection, sealer: Sealer) -> None:
+        self._conn = conn
+        self._sealer = sealer
+
+    @classmethod
+    def open(cls, data_dir: Path, keyring: Keyring) -> Vault:
+        return cls(open_database(data_dir / VAULT_FILE, MIGRATIONS), Sealer(keyring))
+
+    def store(self, entries: Sequence[VaultEntry]) -> None:
+        """Record every mapping; an existing (token, audience) is left as it is."""
+        if not entries:
+            return
+        rows = [
+            (
+                e.token,
+                e.audience,
+                e.patient,
+                self._sealer.seal(e.identity.encode(), _aad(e.token, e.audience)),
+            )
+            for e in entries
+        ]
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO vault_entries (token, audience, patient, identity) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def lookup(self, token: str) -> list[tuple[str, str]]:
+        """[(audience, identity)] for a token: PHI, for audited re-identification only."""
+        rows = self._conn.execute(
+            "SELECT audience, identity FROM vault_entries WHERE token = ? ORDER BY audience",
+            (token.strip().upper(),),
+        ).fetchall()
+        return [
+            (audience, self._sealer.open(blob, _aad(token.strip().upper(), audience)).decode())
+            for audience, blob in rows
+        ]
+
+    def patient_for_token(self, token: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT patient FROM vault_entries WHERE token = ? LIMIT 1", (token.strip().upper(),)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def forget_patient(self, patient: str) -> int:
+        """Erase every mapping of one patient (right to erasure). Returns rows removed."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = self._conn.execute("DELETE FROM vault_entries WHERE patient = ?", (patient,))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return cursor.rowcount
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

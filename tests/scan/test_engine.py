@@ -1,0 +1,158 @@
+"""The engine on hand-written messages: what is found, what is kept, how it is rewritten."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from crypto.pseudonym import TOKEN_PATTERN
+from gateway.config import PracticeConfig, Practitioner
+from gateway.scan import (
+    FieldKind,
+    IdentifierKind,
+    RosterPatient,
+    TextField,
+    TransformPolicy,
+    TypeAction,
+    build_engine,
+)
+
+DIGEST_KEY = b"d" * 32
+PSEUDONYM_KEY = b"p" * 32
+PATIENT = RosterPatient(
+    key="p-1",
+    last_name="Dupont",
+    first_name="Marie",
+    birth_date=date(1984, 3, 12),
+    phone="06 11 22 33 44",
+    email="marie.dupont@example.org",
+)
+PRACTICE = PracticeConfig(
+    name="Cabinet du Parc",
+    addresses=("3 place de la Gare, 69002 Lyon",),
+    phones=("04 78 00 00 00",),
+    emails=("contact@cabinet-parc.fr",),
+    practitioners=(Practitioner("Paul Martin", "10005173140"),),
+)
+ENGINES = ["hyperscan", "re"]
+
+
+def _engine(engine: str, patients: tuple[RosterPatient, ...] = (PATIENT,)):  # type: ignore[no-untyped-def]
+    return build_engine(
+        patients=patients,
+        practice=PRACTICE,
+        digest_key=DIGEST_KEY,
+        pseudonym_key=PSEUDONYM_KEY,
+        engine=engine,
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_lab_order_rewritten_traps_kept(engine: str) -> None:
+    text = (
+        "Bonjour, pour Mme Marie DUPONT, née le 12/03/1984, tél. 06 11 22 33 44, "
+        "NIR 2 84 03 75 108 123 47, 12 rue des Lilas, 75012 Paris.\n"
+        "Couronne zircone sur 36, bridge 36-37, teinte A3.5, RDV le 14/11/2024, 450,00 €, "
+        "commande CMD-2024-0456.\n"
+        "Dr Paul Martin, RPPS 10005173140, 3 place de la Gare, 69002 Lyon, 04 78 00 00 00, "
+        "contact@cabinet-parc.fr"
+    )
+    scan = _engine(engine)
+    fields = [TextField(text)]
+    findings = scan.scan_fields(fields)
+    kinds = {f.kind for f in findings}
+    assert {
+        IdentifierKind.NAME,
+        IdentifierKind.BIRTH_DATE,
+        IdentifierKind.PHONE,
+        IdentifierKind.NIR,
+        IdentifierKind.ADDRESS,
+    } <= kinds
+    out = scan.rewrite_fields(fields, findings, TransformPolicy(audience="labo.fr")).texts[0]
+    for planted in ("DUPONT", "Marie", "12/03/1984", "06 11 22 33 44", "108 123", "Lilas", "75012"):
+        assert planted not in out
+    for kept in (
+        "36-37",
+        "A3.5",
+        "14/11/2024",
+        "450,00 €",
+        "CMD-2024-0456",
+        "Dr Paul Martin",
+        "10005173140",
+        "3 place de la Gare, 69002 Lyon",
+        "04 78 00 00 00",
+        "contact@cabinet-parc.fr",
+    ):
+        assert kept in out
+    token = scan.token_for_patient("p-1", "labo.fr")
+    assert TOKEN_PATTERN.fullmatch(token)
+    assert out.count(token) == 2  # the name and the linked phone number
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tokens_stable_per_audience(engine: str) -> None:
+    scan = _engine(engine)
+    fields = [TextField("Patiente : DUPONT Marie")]
+    findings = scan.scan_fields(fields)
+    a1 = scan.rewrite_fields(fields, findings, TransformPolicy(audience="labo-a.fr"))
+    a2 = scan.rewrite_fields(fields, findings, TransformPolicy(audience="LABO-A.fr"))
+    b = scan.rewrite_fields(fields, findings, TransformPolicy(audience="labo-b.fr"))
+    assert a1.texts == a2.texts != b.texts
+    (entry,) = a1.vault_entries
+    assert entry.identity == "DUPONT Marie (12/03/1984)" and entry.patient == "p-1"
+    assert "Marie" not in repr(a1) and "DUPONT" not in repr(entry)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_birth_date_of_rostered_patient_found_across_fields(engine: str) -> None:
+    scan = _engine(engine)
+    fields = [
+        TextField("Commande pour Marie Dupont", FieldKind.SUBJECT),
+        TextField("Modèle du 1984-03-12, livraison 2024-12-01"),
+    ]
+    findings = scan.scan_fields(fields)
+    dates = [f for f in findings if f.kind is IdentifierKind.BIRTH_DATE]
+    assert [(f.field, fields[1].text[f.start : f.end]) for f in dates] == [(1, "1984-03-12")]
+    policy = TransformPolicy(
+        audience="x", overrides={IdentifierKind.BIRTH_DATE: TypeAction.GENERALISE}
+    )
+    assert (
+        scan.rewrite_fields(fields, findings, policy).texts[1]
+        == "Modèle du 1984, livraison 2024-12-01"
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_filename_and_whole_fields(engine: str) -> None:
+    scan = _engine(engine)
+    fields = [
+        TextField("DUPONT_Marie_2024-11-02.stl", FieldKind.FILENAME),
+        TextField("LEGRAND^JEAN", FieldKind.PERSON_NAME),
+        TextField("PID-778", FieldKind.IDENTIFIER),
+        TextField("19500201", FieldKind.DATE_OF_BIRTH),
+        TextField("MOREAU_Lucie_haut.stl", FieldKind.FILENAME),
+    ]
+    findings = scan.scan_fields(fields)
+    out = scan.rewrite_fields(
+        fields, findings, TransformPolicy(audience="lab", default=TypeAction.REDACT)
+    ).texts
+    assert out == ["[NOM]_2024-11-02.stl", "[NOM]", "[ID]", "[DDN]", "[NOM]_haut.stl"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_findings_carry_no_value(engine: str) -> None:
+    scan = _engine(engine)
+    findings = scan.scan_fields([TextField("NIR 2 84 03 75 108 123 47, marie.dupont@example.org")])
+    assert {f.kind for f in findings} == {IdentifierKind.NIR, IdentifierKind.EMAIL}
+    for f in findings:
+        assert "284037510812347" not in repr(f) and "dupont" not in repr(f).lower()
+        assert len(f.digest) == 16
+    assert findings[1].patient == "p-1"  # the e-mail is linked through the roster
+    assert scan.patient_for_email("Marie <Marie.Dupont@example.org>") == "p-1"
+    assert scan.patient_for_email("other@example.org") is None
+
+
+def test_unknown_engine_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown scan engine"):
+        _engine("pcre")

@@ -1,0 +1,55 @@
+"""The vault: sealed identities, idempotent store, lookup, erasure, nothing in clear on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crypto.keys import Keyring
+from gateway.scan.model import VaultEntry
+from gateway.vault import VAULT_FILE, Vault
+
+IDENTITY = "BERTHELOT Zoé (14/07/1961)"
+
+
+def _entry(token: str = "PAT-7KQ3M-2XF9A", audience: str = "labo-a.fr") -> VaultEntry:  # noqa: S107
+    return VaultEntry(token=token, audience=audience, patient="p-abc", identity=IDENTITY)
+
+
+def test_store_then_lookup_returns_identity_per_audience(data_dir: Path, keyring: Keyring) -> None:
+    with Vault.open(data_dir, keyring) as vault:
+        vault.store([_entry(), _entry(audience="labo-b.fr")])
+        assert vault.lookup("PAT-7KQ3M-2XF9A") == [("labo-a.fr", IDENTITY), ("labo-b.fr", IDENTITY)]
+        assert vault.lookup("pat-7kq3m-2xf9a") == vault.lookup("PAT-7KQ3M-2XF9A")
+        assert vault.lookup("PAT-00000-00000") == []
+
+
+def test_store_is_idempotent_and_durable_across_reopen(data_dir: Path, keyring: Keyring) -> None:
+    with Vault.open(data_dir, keyring) as vault:
+        vault.store([_entry()])
+        vault.store([_entry(), _entry()])
+    with Vault.open(data_dir, keyring) as vault:
+        assert vault.lookup("PAT-7KQ3M-2XF9A") == [("labo-a.fr", IDENTITY)]
+
+
+def test_identity_never_in_clear_on_disk(data_dir: Path, keyring: Keyring) -> None:
+    with Vault.open(data_dir, keyring) as vault:
+        vault.store([_entry()])
+    raw = b"".join(p.read_bytes() for p in data_dir.glob(VAULT_FILE + "*"))
+    assert b"BERTHELOT" not in raw and "Zoé".encode() not in raw and b"1961" not in raw
+
+
+def test_forget_patient_removes_every_mapping(data_dir: Path, keyring: Keyring) -> None:
+    with Vault.open(data_dir, keyring) as vault:
+        vault.store([_entry(), _entry(audience="labo-b.fr"), _entry(token="PAT-11111-11111")])
+        other = VaultEntry(token="PAT-22222-22222", audience="x", patient="p-other", identity="X Y")
+        vault.store([other])
+        assert vault.forget_patient("p-abc") == 3
+        assert vault.lookup("PAT-7KQ3M-2XF9A") == []
+        assert vault.lookup("PAT-22222-22222") == [("x", "X Y")]
+
+
+def test_schema_version_recorded(data_dir: Path, keyring: Keyring) -> None:
+    from gateway._sqlite import schema_version
+
+    with Vault.open(data_dir, keyring) as vault:
+        assert schema_version(vault._conn) == 1
