@@ -56,6 +56,7 @@ from gateway.audit.publish import CheckpointPublisher, EmailSender, checkpoint_e
 from gateway.config import AuditConfig
 from gateway.errors import AuditError
 from gateway.events import Event, mask_address
+from gateway.logging import _scrub as scrub_identifiers
 
 DB_NAME = "audit.sqlite"
 GENESIS_HASH = "0" * 64
@@ -199,6 +200,8 @@ def parse_ts(text: str) -> datetime:
     return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
 
 
+# Fields that carry free text (SMTP replies, hold reasons, error summaries).
+_FREE_TEXT_KEYS = frozenset({"reason", "detail", "error", "note"})
 _ANY_ADDRESS = re.compile(r"[^\s<>\"'(),;:@\[\]]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 _PATIENT_ADDRESS = re.compile(
     r"[^\s<>\"'(),;:@\[\]]+@" + re.escape(PATIENT_DOMAIN) + r"\b", re.IGNORECASE
@@ -216,7 +219,13 @@ def mask_patient_addresses(fields: Mapping[str, Any], digest_key: bytes) -> dict
     def mask_text(text: str) -> str:
         return pattern.sub(lambda m: mask_address(m.group(0), digest_key), text)
 
-    return {str(k): _json_safe(v, mask_text, 0) for k, v in fields.items()}
+    stored = {str(k): _json_safe(v, mask_text, 0) for k, v in fields.items()}
+    for key in _FREE_TEXT_KEYS & stored.keys():
+        if isinstance(stored[key], str):
+            # Safety net for free text (a peer's reply, a hold reason): the same
+            # redaction as the last log processor (NIR, IBAN, phone, e-mail local part).
+            stored[key] = scrub_identifiers(stored[key])
+    return stored
 
 
 def _json_safe(value: Any, mask_text: Callable[[str], str], depth: int) -> Any:
