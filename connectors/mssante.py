@@ -16,6 +16,9 @@ Invariants (reliability promise 12, architecture invariant 6):
 - Every message gets `X-MSS-NIL` from config (any X-MSS-NIL already present is
   replaced). X-MSS-CODECDA and X-MSS-INS apply only with an IHE_XDM CDA attached,
   which Portique does not build: they are passed through unchanged if present.
+- Optional Annuaire Santé check (gateway/annuaire.py, off unless annuaire_api_key is
+  set): an address the directory answers "not found" for is PERMFAIL; when the
+  directory cannot answer, the trust list alone decides.
 - Foreign exceptions never escape `deliver`.
 """
 
@@ -31,6 +34,8 @@ import aiosmtplib
 
 from connectors.base import DeliveryItem, DeliveryResult, RecipientResult, Status
 from crypto.tls import ClientIdentity, CrlStore, load_client_identity, mssante_context
+from gateway.annuaire import DEFAULT_URL as ANNUAIRE_URL
+from gateway.annuaire import AnnuaireClient
 from gateway.config import ConnectorConfig
 from gateway.errors import ConfigError, PortiqueError, TrustListError
 from gateway.trustlist import PATIENT_DOMAIN, TrustListSource, is_valid_ins, normalise_domain
@@ -117,6 +122,7 @@ class MSSanteConnector:
         cfg: ConnectorConfig,
         *,
         clock: Callable[[], dt.datetime] | None = None,
+        annuaire: AnnuaireClient | None = None,
     ) -> None:
         self.name = cfg.name
         self.cfg = cfg
@@ -135,6 +141,11 @@ class MSSanteConnector:
             self.crl = CrlStore(cfg.ca_file, cfg.crl_file, cfg.crl_url)
         except ConfigError as exc:
             self.crl_error = str(exc)
+        self.annuaire = annuaire
+        if annuaire is None and cfg.annuaire_api_key:
+            self.annuaire = AnnuaireClient(
+                cfg.annuaire_api_key, cfg.annuaire_url or ANNUAIRE_URL, http_timeout=cfg.timeout
+            )
         if cfg.nil and (len(cfg.nil) > MAX_NIL_LENGTH or "\n" in cfg.nil or "\r" in cfg.nil):
             raise ConfigError(
                 f"connectors.{cfg.name}.nil: one line of at most {MAX_NIL_LENGTH} characters"
@@ -155,7 +166,8 @@ class MSSanteConnector:
         return f"mssante:{self.cfg.host}:{self.cfg.port}"
 
     async def close(self) -> None:
-        return None
+        if self.annuaire is not None:
+            await self.annuaire.close()
 
     # --- recipient policy -------------------------------------------------------------
 
@@ -227,6 +239,13 @@ class MSSanteConnector:
                 results[rcpt] = RecipientResult(rcpt, Status.PERMFAIL, why)
             else:
                 allowed.append(rcpt)
+        if self.annuaire is not None:
+            for rcpt in list(allowed):
+                if await self.annuaire.mailbox_known(rcpt) is False:
+                    results[rcpt] = RecipientResult(
+                        rcpt, Status.PERMFAIL, "not found in the Annuaire Santé"
+                    )
+                    allowed.remove(rcpt)
         data = set_header(item.data, "X-MSS-NIL", self.cfg.nil) if self.cfg.nil else item.data
         for rcpt in list(allowed):
             if _domain(rcpt) == PATIENT_DOMAIN and len(data) > PATIENT_MAX_MESSAGE_BYTES:
