@@ -97,7 +97,7 @@ _STANDARD_UID_ROOT = "1.2.840.10008."
 _KEEP_UID_KEYWORDS = frozenset(
     {"SOPClassUID", "ReferencedSOPClassUID", "MediaStorageSOPClassUID", "TransferSyntaxUID"}
 )
-DEIDENTIFICATION_METHOD = "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile"
+DEIDENTIFICATION_METHOD = "PS3.15 Annex E Basic Application Confidentiality Profile"  # LO: <= 64
 # Max value lengths in characters (PS3.5 table 6.2-1) for the VRs Portique writes text into.
 _MAX_LENGTH = {"LO": 64, "SH": 16, "PN": 64, "ST": 1024, "LT": 10240}
 
@@ -149,13 +149,12 @@ def _parse(data: bytes) -> FileDataset:
 
 
 class _Slot:
-    """One text element scanned and written back."""
+    """Marks a field written back into a kept text element (None: scanned only)."""
 
-    __slots__ = ("dataset", "keyword_or_tag", "vr")
+    __slots__ = ("tag", "vr")
 
-    def __init__(self, dataset: Dataset, tag: Any, vr: str) -> None:
-        self.dataset = dataset
-        self.keyword_or_tag = tag
+    def __init__(self, _unused: None, tag: Any, vr: str) -> None:
+        self.tag = tag
         self.vr = vr
 
 
@@ -194,17 +193,10 @@ class DicomHandler(FileHandler):
                 kind = FieldKind.PERSON_NAME if "Name" in keyword else FieldKind.METADATA
                 add(str(value), kind, None)
         # Every other text element stays, rewritten where the scan finds something.
-        skip = {*ZERO, *REMOVE, "PatientName", "PatientID"}
-        for item in _walk_datasets(ds):
-            for elem in item:
-                if elem.VR not in _TEXT_VRS or elem.tag.is_private or elem.keyword in skip:
-                    continue
-                if elem.VM != 1 or not isinstance(elem.value, str | pydicom.valuerep.PersonName):
-                    continue
-                text = _person_name_text(elem.value) if elem.VR == "PN" else str(elem.value)
-                if text:
-                    kind = FieldKind.PERSON_NAME if elem.VR == "PN" else FieldKind.METADATA
-                    add(text, kind, _Slot(item, elem.tag, elem.VR))
+        for _item, elem in _text_elements(ds):
+            text = _element_text(elem)
+            kind = FieldKind.PERSON_NAME if elem.VR == "PN" else FieldKind.METADATA
+            add(text, kind, _Slot(None, elem.tag, elem.VR))
         burned_in = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> bytes:
@@ -218,6 +210,27 @@ class DicomHandler(FileHandler):
             cleaned=True,
             notes=(IdentifierKind.BURNED_IN,) if burned_in else (),
         )
+
+
+_SKIP_TEXT = frozenset({*ZERO, *REMOVE, "PatientName", "PatientID"})
+
+
+def _element_text(elem: Any) -> str:
+    return _person_name_text(elem.value) if elem.VR == "PN" else str(elem.value)
+
+
+def _text_elements(ds: Dataset) -> list[tuple[Dataset, Any]]:
+    """Text elements kept by the profile, in a fixed order (extract and rebuild agree)."""
+    out = []
+    for item in _walk_datasets(ds):
+        for elem in item:
+            if elem.VR not in _TEXT_VRS or elem.tag.is_private or elem.keyword in _SKIP_TEXT:
+                continue
+            if elem.VM != 1 or not isinstance(elem.value, str | pydicom.valuerep.PersonName):
+                continue
+            if _element_text(elem):
+                out.append((item, elem))
+    return out
 
 
 def _token_in(text: str) -> str:
@@ -241,15 +254,16 @@ def _deidentify(
     name, pid = texts[0], texts[1]
     if name == original_name:
         name = ""  # not recognised by the scan: Z (empty), never the original
-    if pid == original_id:
-        pid = _token_in(name)  # Z/D: the patient's token, or empty
-    for slot, text in zip(slots, texts, strict=True):
-        if slot is None:
-            continue
-        elem = slot.dataset[slot.keyword_or_tag]
-        original = _person_name_text(elem.value) if slot.vr == "PN" else str(elem.value)
-        if text != original:
-            elem.value = _fit(text, slot.vr)
+    # Z/D: the patient's token when the name has one; else the rewritten value; never the
+    # original.
+    pid = _token_in(name) or (pid if pid != original_id else "")
+    kept = [text for slot, text in zip(slots, texts, strict=True) if slot is not None]
+    elements = _text_elements(ds)
+    if len(elements) != len(kept):
+        raise ContentError("DICOM file cannot be rewritten")
+    for (_item, elem), text in zip(elements, kept, strict=True):
+        if text != _element_text(elem):
+            elem.value = _fit(text, elem.VR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds.PatientName = _fit(name, "PN")

@@ -22,6 +22,7 @@ interrupt a running handler; the I/O shell enforces a hard timeout around the ca
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -52,7 +53,9 @@ REASON_LOCKED = "document with patient identifiers cannot be rewritten safely (P
 REASON_NOT_OWN = "message contains identifiers of another patient"
 REASON_BAD_OVERRIDES = "route identifier overrides are invalid"
 REASON_VERIFY = "rewritten message failed verification"
-DEFAULT_BUDGET_SECONDS = 60.0  # matches ScanConfig.message_budget's default
+DEFAULT_BUDGET_SECONDS = 60.0
+# What the engine writes in place of an identifier: PAT-XXXXX-XXXXX tokens, [LABEL]s.
+_OWN_MARKS = re.compile(r"PAT-[0-9A-Z]{5}-[0-9A-Z]{5}|\[[A-Z_]{2,20}\]")  # matches ScanConfig.message_budget's default
 
 _INSPECTING = frozenset(
     {Action.PSEUDONYMISE, Action.REDACT, Action.REJECT_IF_PHI, Action.OWN_DATA_ONLY}
@@ -192,7 +195,10 @@ def decide_copy(
     if data is raw or data == raw:
         return CopyOutcome(copy, Verdict.PASS, data=raw, findings=found)
     if verify:
-        verify_output(data, engine, policy, limits)
+        try:
+            verify_output(data, engine, policy, limits)
+        except ContentError as exc:
+            return CopyOutcome(copy, Verdict.HOLD, findings=found, reason=str(exc))
     return CopyOutcome(
         copy,
         Verdict.REWRITTEN,
@@ -219,9 +225,9 @@ def verify_output(
     for f in engine.scan_fields(again.fields):
         if policy.action_for(f.kind) == TypeAction.KEEP:
             continue
-        value = again.fields[f.field].text[f.start : f.end]
-        if value.startswith("PAT-") or (value.startswith("[") and value.endswith("]")):
-            continue  # the engine's own tokens and labels
+        text = again.fields[f.field].text
+        if any(m.start() < f.end and f.start < m.end() for m in _OWN_MARKS.finditer(text)):
+            continue  # the engine's own tokens and labels, or a part of one
         raise ContentError(REASON_VERIFY)
 
 
