@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from gateway.config import parse_listen
+from gateway.errors import ConfigError
 
 # 5 s per send: a syslog datagram or one small POST; a slower endpoint must not pile
 # up work behind it, and the next checkpoint carries the newer state anyway.
@@ -77,6 +78,8 @@ class CheckpointPublisher:
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._syslog = parse_listen(syslog) if syslog else None
+        if url and not url.lower().startswith("https://"):
+            raise ConfigError("audit.export_url: must be an https:// URL")
         self._url = url
         self._hostname = hostname
         self._verify = verify

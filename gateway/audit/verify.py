@@ -87,6 +87,8 @@ def verify_trail(
         last_checkpoint=state.last_checkpoint,
         checkpoints_checked=state.checkpoints_checked,
         exported_checkpoints_checked=state.exported_checked,
+        last_seq=state.last_seq,
+        last_hash=state.last_hash,
     )
 
 
@@ -96,6 +98,8 @@ class _State:
         self.checkpoints_checked = 0
         self.exported_checked = 0
         self.last_checkpoint: int | None = None
+        self.last_seq = 0
+        self.last_hash = GENESIS_HASH
 
 
 def _anchor_from(
@@ -254,6 +258,7 @@ def _walk(
         state.records += 1
 
     last = expected_seq - 1
+    state.last_seq, state.last_hash = last, prev
     beyond = [a for a in local + exported if a.seq > last]
     if beyond:
         anchor = max(beyond, key=lambda a: a.seq)

@@ -9,11 +9,13 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from crypto.keys import Keyring
 from gateway.audit import AuditTrail, CheckpointPublisher
 from gateway.config import AuditConfig
+from gateway.errors import ConfigError
 
 from .. import conftest
 from ._helpers import fill
@@ -99,3 +101,8 @@ def test_send_now_reports_failure_of_the_post() -> None:
     publisher = CheckpointPublisher(url="https://example.invalid/", post=refuse)
     assert publisher.send_now({"seq": 1}) is False
     assert publisher.failures == 1
+
+
+def test_plain_http_endpoint_is_refused() -> None:
+    with pytest.raises(ConfigError, match="export_url"):
+        CheckpointPublisher(url="http://siem.cabinet.test/checkpoints")
