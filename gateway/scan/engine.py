@@ -197,6 +197,8 @@ class Engine:
             )
         born = {self.roster.birth_dates[key] for key in named if key in self.roster.birth_dates}
         for index, field in enumerate(fields):
+            if field.kind is FieldKind.DISPLAY_NAME:
+                spans[index].extend(self._display_names(folded_fields[index], protected[index]))
             spans[index].extend(
                 self._validate(
                     field, folded_fields[index], candidates[index], protected[index], born
@@ -472,6 +474,19 @@ class Engine:
                 span = name_rules.pair_span(folded, start, end)
                 if span is not None and not _overlaps(span[0], span[1], protected):
                     yield self._context_name(folded, *span)
+
+    def _display_names(self, folded: str, protected: list[tuple[int, int]]) -> Iterable[_Span]:
+        """A display name is a person's name: each run of two or more name words."""
+        run: list[tuple[int, int]] = []
+        for word in [*name_rules.name_words(folded, 0, len(folded)), (-1, -1)]:
+            if word[0] >= 0:
+                run.append(word)
+                continue
+            if len(run) >= 2 or (run and folded[run[0][0] : run[0][1]].isupper()):
+                start, end = run[0][0], run[-1][1]
+                if not _overlaps(start, end, protected):
+                    yield self._context_name(folded, start, end)
+            run = []
 
     def _context_name(self, folded: str, start: int, end: int) -> _Span:
         value = normalise_name(folded[start:end])

@@ -42,17 +42,31 @@ STOPWORDS = frozenset(
 )
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+# Particles of compound surnames ("LE ROUX", "De La Fontaine", "Da Silva"): name words
+# when capitalised and followed by a name word, stopwords otherwise.
+PARTICLES = frozenset("le la de du des da di dos das del della ben van von mac".split())
 
 
 def name_words(folded: str, start: int, end: int) -> list[tuple[int, int]]:
-    """Spans of the words of folded[start:end] that can be part of a name."""
+    """Spans of the words of folded[start:end] that can be part of a name; (-1, -1) breaks."""
+    matches = list(_WORD.finditer(folded, start, end))
     words: list[tuple[int, int]] = []
-    for m in _WORD.finditer(folded, start, end):
+    for m in matches:
         word = m.group().lower().strip("'-")
         if word in STOPWORDS or len(word) < 2 or not m.group()[0].isupper():
             words.append((-1, -1))  # a break: names are consecutive words
         else:
             words.append((m.start(), m.end()))
+    for i in range(len(matches) - 2, -1, -1):
+        m = matches[i]
+        if (
+            words[i][0] < 0
+            and words[i + 1][0] >= 0
+            and m.group()[0].isupper()
+            and m.group().lower() in PARTICLES
+            and matches[i + 1].start() - m.end() == 1
+        ):
+            words[i] = (m.start(), m.end())
     return words
 
 

@@ -48,8 +48,8 @@ class Shape:
 
 
 _SEP = r"[ .-]?"
-_CAP = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"  # Jean, Jean-Pierre, D'Arc
-_UPPER = r"[A-Z]{2,}(?:[-'][A-Z]{2,})*"  # DUPONT, MARTIN-DUBOIS
+_CAP = r"[A-Z](?:[a-z]+|'[A-Z][a-z]+)(?:[-'][A-Z]?[a-z]+)?"  # Jean, Jean-Pierre, N'Diaye
+_UPPER = r"(?:[A-Z]')?[A-Z]{2,}(?:[-'][A-Z]{2,})*"  # DUPONT, MARTIN-DUBOIS, N'DIAYE
 _WORD = r"(?:" + _CAP + "|" + _UPPER + ")"
 _MONTHS = "janvier|fevrier|mars|avril|mai|juin|juillet|aout|septembre|octobre|novembre|decembre"
 _STREET_TYPES = (
