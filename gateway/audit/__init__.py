@@ -22,6 +22,7 @@ from gateway.audit.trail import (
     CheckpointKind,
     VerifyResult,
     mask_patient_addresses,
+    patient_route_predicate,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "VerifyResult",
     "checkpoint_email",
     "mask_patient_addresses",
+    "patient_route_predicate",
 ]

@@ -54,7 +54,7 @@ from crypto.signing import (
 )
 from gateway._sqlite import open_database, schema_version
 from gateway.audit.publish import CheckpointPublisher, EmailSender, checkpoint_email
-from gateway.config import AuditConfig
+from gateway.config import AuditConfig, Config
 from gateway.errors import AuditError
 from gateway.events import Event, mask_address
 from gateway.logging import _scrub as scrub_identifiers
@@ -206,30 +206,64 @@ def parse_ts(text: str) -> datetime:
 
 # Fields that carry free text (SMTP replies, hold reasons, error summaries).
 _FREE_TEXT_KEYS = frozenset({"reason", "detail", "error", "note"})
-_ANY_ADDRESS = re.compile(r"[^\s<>\"'(),;:@\[\]]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
-_PATIENT_ADDRESS = re.compile(
-    r"[^\s<>\"'(),;:@\[\]]+@" + re.escape(PATIENT_DOMAIN) + r"\b", re.IGNORECASE
-)
+_ANY_ADDRESS = re.compile(r"[^\s<>\"'(),;:@\[\]]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# Fields naming the practice's own sender: not checked against patient routes.
+_SENDER_KEYS = frozenset({"mail_from"})
+
+AddressPredicate = Callable[[str], bool]
 
 
-def mask_patient_addresses(fields: Mapping[str, Any], digest_key: bytes) -> dict[str, Any]:
+def mask_patient_addresses(
+    fields: Mapping[str, Any],
+    digest_key: bytes,
+    identifies_patient: AddressPredicate | None = None,
+) -> dict[str, Any]:
     """Fields as stored: JSON-safe, with patient-identifying addresses masked.
 
-    Every `local@patient.mssante.fr` in any string is masked. If the event says
-    `identifies_patient`, every address in any string is masked."""
+    Masked, wherever it appears in a string: every `local@patient.mssante.fr`; every
+    address, if the event says `identifies_patient`; and every recipient address for
+    which `identifies_patient(address)` is true (the routes that send to patients,
+    see `patient_route_predicate`). An address already masked (`#...@`) stays as is."""
     everything = bool(fields.get("identifies_patient"))
-    pattern = _ANY_ADDRESS if everything else _PATIENT_ADDRESS
 
-    def mask_text(text: str) -> str:
-        return pattern.sub(lambda m: mask_address(m.group(0), digest_key), text)
+    def masker(key: str) -> Callable[[str], str]:
+        check = identifies_patient if key not in _SENDER_KEYS else None
 
-    stored = {str(k): _json_safe(v, mask_text, 0) for k, v in fields.items()}
+        def replace(m: re.Match[str]) -> str:
+            address = m.group(0)
+            if address.startswith("#"):
+                return address
+            domain = address.rpartition("@")[2].lower()
+            if everything or domain == PATIENT_DOMAIN or (check is not None and check(address)):
+                return mask_address(address, digest_key)
+            return address
+
+        return lambda text: _ANY_ADDRESS.sub(replace, text) if "@" in text else text
+
+    stored = {str(k): _json_safe(v, masker(str(k)), 0) for k, v in fields.items()}
     for key in _FREE_TEXT_KEYS & stored.keys():
         if isinstance(stored[key], str):
             # Safety net for free text (a peer's reply, a hold reason): the same
             # redaction as the last log processor (NIR, IBAN, phone, e-mail local part).
             stored[key] = scrub_identifiers(stored[key])
     return stored
+
+
+def patient_route_predicate(config: Config) -> AddressPredicate:
+    """True for an address whose route sends to patients (own-data-only, reject-if-phi):
+    the audit trail stores such recipients masked from the first event that names
+    them (`received`), before any route is decided."""
+    from gateway.routes import find_route
+    from gateway.verdicts import Action
+
+    routes = config.effective_routes()
+    patient_actions = {str(Action.OWN_DATA_ONLY), str(Action.REJECT_IF_PHI)}
+
+    def identifies_patient(address: str) -> bool:
+        route = find_route(routes, address)
+        return route is not None and str(route.action) in patient_actions
+
+    return identifies_patient
 
 
 def _json_safe(value: Any, mask_text: Callable[[str], str], depth: int) -> Any:
@@ -290,6 +324,7 @@ class AuditTrail:
         email_sender: EmailSender | None,
         email_from: str,
         clock: Callable[[], datetime],
+        identifies_patient: AddressPredicate | None = None,
     ) -> None:
         self._conn = conn
         self.path = path
@@ -301,6 +336,7 @@ class AuditTrail:
         self._email_sender = email_sender
         self._email_from = email_from
         self._clock = clock
+        self._identifies_patient = identifies_patient
         self._lock = threading.RLock()
         self._log = structlog.get_logger("portique.audit")
         self._closed = False
@@ -335,11 +371,14 @@ class AuditTrail:
         email_from: str = "portique@localhost",
         publisher: CheckpointPublisher | None = None,
         clock: Callable[[], datetime] | None = None,
+        identifies_patient: AddressPredicate | None = None,
     ) -> AuditTrail:
         """Open (creating if needed) `<data_dir>/audit.sqlite`.
 
         `email_sender` receives the daily checkpoint e-mail when `config.export_email`
-        is set; `publisher` defaults to syslog/HTTPS per config; `clock` is for tests."""
+        is set; `publisher` defaults to syslog/HTTPS per config; `identifies_patient`
+        (see `patient_route_predicate`) says which recipient addresses to store
+        masked even in events not flagged `identifies_patient`; `clock` is for tests."""
         path = Path(data_dir) / DB_NAME
         try:
             conn = open_database(path, _MIGRATIONS, check_same_thread=False)
@@ -359,6 +398,7 @@ class AuditTrail:
             email_sender=email_sender,
             email_from=email_from,
             clock=clock or (lambda: datetime.now(UTC)),
+            identifies_patient=identifies_patient,
         )
         trail.apply_retention()
         return trail
@@ -428,7 +468,7 @@ class AuditTrail:
 
     def append(self, kind: str, fields: Mapping[str, Any], *, actor: str = "system") -> int:
         """Append one record durably; returns its number. Raises AuditError on failure."""
-        stored = mask_patient_addresses(fields, self._keyring.digest_key)
+        stored = mask_patient_addresses(fields, self._keyring.digest_key, self._identifies_patient)
         with self._lock:
             if self._closed or self._readonly:
                 raise AuditError("audit trail is closed or opened read-only")
@@ -927,5 +967,6 @@ __all__ = [
     "CheckpointKind",
     "VerifyResult",
     "mask_patient_addresses",
+    "patient_route_predicate",
     "record_hash",
 ]

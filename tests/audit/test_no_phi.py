@@ -126,3 +126,46 @@ def test_masked_records_still_say_what_happened(trail_files: Path, keyring: Keyr
         held, total = trail.search(recipient=PATIENT_PRIVATE)
         assert total == 2
         assert trail.verify().ok
+
+
+def test_recipients_on_patient_routes_are_masked_from_the_first_event(
+    data_dir: Path, keyring: Keyring
+) -> None:
+    """`received` comes before any route decision and carries no flag: the trail
+    itself asks the routes which recipients are patients."""
+    from gateway.audit import patient_route_predicate
+    from gateway.config import Config, RouteConfig
+    from gateway.events import mask_address
+
+    config = Config(
+        routes=(
+            RouteConfig(name="labs", match=("*@labo-dupont.fr",), action="pseudonymise"),
+            RouteConfig(name="patients", match=("*@patient.example",), action="own-data-only"),
+            RouteConfig(name="default", match=("*",), action="reject-if-phi"),
+        )
+    )
+    bus = EventBus()
+    with AuditTrail.open(
+        data_dir,
+        keyring,
+        AuditConfig(),
+        identifies_patient=patient_route_predicate(config),
+    ) as trail:
+        bus.subscribe(trail, required=True)
+        bus.emit(
+            "received",
+            mail_from="dr.martin@cabinet-martin.fr",
+            recipients=["jeanne.durand@patient.example", "labo@labo-dupont.fr", PATIENT_PRIVATE],
+        )
+        [record], _ = trail.search()
+        key = keyring.digest_key
+        assert record.fields["recipients"] == [
+            mask_address("jeanne.durand@patient.example", key),
+            "labo@labo-dupont.fr",
+            mask_address(PATIENT_PRIVATE, key),
+        ]
+        assert record.fields["mail_from"] == "dr.martin@cabinet-martin.fr"
+        assert trail.search(recipient="jeanne.durand@patient.example")[1] == 1
+        assert trail.search(recipient="labo@labo-dupont.fr")[1] == 1
+    for path in data_dir.glob("audit.sqlite*"):
+        assert_clean(path.read_bytes(), path.name)
