@@ -1,0 +1,166 @@
+"""PDF, office documents, XML order files, ZIP archives and photographs."""
+
+from __future__ import annotations
+
+import email
+import io
+import zipfile
+
+import pypdf
+from PIL import Image
+
+from gateway.files import open_attachment, sniff_format
+from gateway.verdicts import Action
+from tests.files import _docs
+from tests.pipeline._helpers import assert_no_planted, copy_for, lab_copy, message, run
+
+
+def _only_attachment(raw: bytes) -> tuple[str, bytes]:
+    msg = email.message_from_bytes(raw)
+    for part in msg.walk():
+        name = part.get_filename()
+        if name:
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            return name, payload
+    raise AssertionError("no attachment")
+
+
+def _send(name: str, data: bytes, *copies: object) -> tuple[object, ...]:
+    raw = message(body="Ci-joint.\n", attachments=[(name, data, "application/octet-stream")])
+    return run(raw, *(copies or (lab_copy(),))).copies  # type: ignore[arg-type]
+
+
+def test_pdf_with_identifiers_is_held_on_transforming_routes_with_the_reason() -> None:
+    pdf = _docs.text_pdf("Patient DUPONT Jean ne le 02/11/1975", title="Fiche DUPONT")
+    lab, redact, screen = _send(
+        "fiche.pdf", pdf, lab_copy(), copy_for(Action.REDACT), copy_for(Action.REJECT_IF_PHI)
+    )
+    assert lab.verdict == "hold" and "PDF" in lab.reason  # type: ignore[attr-defined]
+    assert redact.verdict == "hold"  # type: ignore[attr-defined]
+    assert screen.verdict == "reject"  # type: ignore[attr-defined]
+    assert "DUPONT" not in lab.reason  # type: ignore[attr-defined]
+
+
+def test_clean_pdf_has_its_metadata_removed() -> None:
+    pdf = _docs.text_pdf("Couronne 36 zircone teinte A2", title="Fiche LEGRAND")
+    assert pypdf.PdfReader(io.BytesIO(pdf)).metadata
+    (lab,) = _send("fiche.pdf", pdf)
+    assert lab.verdict == "rewritten", lab.reason  # type: ignore[attr-defined]
+    _, out = _only_attachment(lab.data)  # type: ignore[attr-defined]
+    reader = pypdf.PdfReader(io.BytesIO(out))
+    assert not reader.metadata or "/Title" not in reader.metadata
+    assert "Couronne 36" in reader.pages[0].extract_text()
+    assert b"LEGRAND" not in out
+
+
+def test_docx_text_and_properties_are_rewritten() -> None:
+    data = _docs.docx("Couronne pour DUPONT Jean, dent 36", "DUPONT Jean")
+    assert sniff_format(data).format == "office"  # type: ignore[union-attr]
+    (lab,) = _send("DUPONT_Jean_fiche.docx", data)
+    assert lab.verdict == "rewritten", lab.reason  # type: ignore[attr-defined]
+    name, out = _only_attachment(lab.data)  # type: ignore[attr-defined]
+    assert "DUPONT" not in name
+    archive = zipfile.ZipFile(io.BytesIO(out))
+    document = archive.read("word/document.xml")
+    assert b"DUPONT" not in document and b"dent 36" in document
+    assert b'mc:Ignorable="w14"' in document  # prefixes kept verbatim
+    assert b"DUPONT" not in archive.read("docProps/core.xml")
+
+
+def test_xlsx_and_odt_are_rewritten() -> None:
+    (lab,) = _send("suivi.xlsx", _docs.xlsx("LEGRAND Sophie"))
+    assert lab.verdict == "rewritten", lab.reason  # type: ignore[attr-defined]
+    assert_no_planted(_only_attachment(lab.data)[1])  # type: ignore[attr-defined]
+    (lab,) = _send("suivi.odt", _docs.odt("Patiente LEGRAND Sophie"))
+    assert lab.verdict == "rewritten", lab.reason  # type: ignore[attr-defined]
+    out = _only_attachment(lab.data)[1]  # type: ignore[attr-defined]
+    archive = zipfile.ZipFile(io.BytesIO(out))
+    assert archive.namelist()[0] == "mimetype"
+    assert archive.getinfo("mimetype").compress_type == zipfile.ZIP_STORED
+    assert b"LEGRAND" not in archive.read("content.xml")
+
+
+def test_three_shape_and_exocad_xml_are_rewritten() -> None:
+    for name, data in (
+        ("order.3ox", _docs.three_shape_order("DUPONT Jean")),
+        ("case.dentalProject", _docs.exocad_project("DUPONT Jean")),
+    ):
+        (lab,) = _send(name, data)
+        assert lab.verdict == "rewritten", lab.reason  # type: ignore[attr-defined]
+        out = _only_attachment(lab.data)[1]  # type: ignore[attr-defined]
+        assert_no_planted(out)
+        assert b"20241102-0042" in out or b"ProjectGUID" in out
+
+
+def test_zip_of_scans_recurses_and_rewrites_entry_names() -> None:
+    from stl import Mode
+
+    from tests.files.test_meshes import _numpy_stl
+
+    stl, _ = _numpy_stl("DUPONT_Jean", Mode.BINARY)
+    inner = _docs.zip_of({"order.3ox": _docs.three_shape_order("DUPONT Jean")})
+    data = _docs.zip_of(
+        {
+            "DUPONT_Jean/DUPONT_Jean-UpperJaw.stl": stl,
+            "DUPONT_Jean/order.3oxz": inner,
+        }
+    )
+    (lab,) = _send("DUPONT_Jean.zip", data)
+    assert lab.verdict == "rewritten", lab.reason  # type: ignore[attr-defined]
+    out = _only_attachment(lab.data)[1]  # type: ignore[attr-defined]
+    archive = zipfile.ZipFile(io.BytesIO(out))
+    names = archive.namelist()
+    assert all("DUPONT" not in n for n in names) and len(names) == 2
+    upper = next(n for n in names if n.endswith("-UpperJaw.stl"))
+    assert archive.read(upper)[80:] == stl[80:]
+    nested = zipfile.ZipFile(
+        io.BytesIO(archive.read(next(n for n in names if n.endswith(".3oxz"))))
+    )
+    assert b"DUPONT" not in nested.read("order.3ox")
+
+
+def test_png_text_chunks_are_stripped_and_pixels_kept() -> None:
+    png, pixels = _docs.png_with_text("DUPONT Jean")
+    extracted = open_attachment(png)
+    assert extracted.cleaned and extracted.fields
+    (lab,) = _send("photo.png", png)
+    assert lab.verdict == "rewritten", lab.reason  # type: ignore[attr-defined]
+    out = _only_attachment(lab.data)[1]  # type: ignore[attr-defined]
+    assert b"DUPONT" not in out and b"tEXt" not in out and b"iTXt" not in out
+    assert Image.open(io.BytesIO(out)).tobytes() == pixels
+
+
+def test_jpeg_exif_and_comment_are_stripped_and_scan_data_kept() -> None:
+    jpeg = _docs.jpeg_with_exif("DUPONT Jean")
+    (screen,) = _send("photo.jpg", jpeg, copy_for(Action.REJECT_IF_PHI))
+    assert screen.verdict == "reject"  # type: ignore[attr-defined]  # metadata was scanned
+    (lab,) = _send("photo.jpg", jpeg)
+    out = _only_attachment(lab.data)[1]  # type: ignore[attr-defined]
+    assert b"DUPONT" not in out and b"Exif" not in out
+    sos = jpeg.index(b"\xff\xda")
+    assert out.endswith(jpeg[sos:])  # entropy-coded data verbatim
+    assert Image.open(io.BytesIO(out)).tobytes() == Image.open(io.BytesIO(jpeg)).tobytes()
+
+
+def test_unknown_binary_follows_the_route_setting() -> None:
+    blob = bytes(range(256)) * 4
+    hold, passed, rejected, delivered = _send(
+        "scan.bin",
+        blob,
+        lab_copy(),
+        lab_copy(unknown_files="pass"),
+        lab_copy(unknown_files="reject"),
+        copy_for(Action.DELIVER),
+    )
+    assert hold.verdict == "hold" and "cannot be scanned" in hold.reason  # type: ignore[attr-defined]
+    assert passed.verdict == "pass"  # type: ignore[attr-defined]
+    assert rejected.verdict == "reject"  # type: ignore[attr-defined]
+    assert delivered.verdict == "pass"  # type: ignore[attr-defined]
+
+
+def test_declared_type_is_not_trusted() -> None:
+    pdf = _docs.text_pdf("Patient DUPONT Jean")
+    raw = message(body="Photo.\n", attachments=[("photo.png", pdf, "image/png")])
+    (lab,) = run(raw).copies
+    assert lab.verdict == "hold" and "PDF" in lab.reason
