@@ -1,0 +1,96 @@
+"""Audit trail and metrics benchmark (issue 6): prints records/s and latencies.
+
+Rows:
+- append: durable appends (one fsync'd SQLite transaction each) of a typical
+  `decided` record; a message makes about 4 records (received, decided, queued,
+  delivery), so the relay's 10 msg/s sustained target needs ~40 records/s;
+- verify: full verification (chain, MACs, checkpoint signatures) of the trail;
+- search: one console page (50 records) filtered by recipient, with the total count;
+- status: the incremental check the dashboard and /readyz make after one append;
+- metrics: Metrics.emit of one event (the sink runs inline on the event bus).
+
+`--quick` runs every row on tiny input (used by a test). Usage:
+    .venv/bin/python load-tests/bench_audit.py [--quick] [--records N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from crypto.keys import init_keys, load_keys  # noqa: E402
+from gateway.audit import AuditTrail  # noqa: E402
+from gateway.config import AuditConfig  # noqa: E402
+from gateway.events import Event  # noqa: E402
+from gateway.metrics import Metrics  # noqa: E402
+
+DECIDED = {
+    "spool_id": "20261129T0450-abcdef",
+    "copy_id": "20261129T0450-abcdef.1",
+    "route": "labs",
+    "action": "pseudonymise",
+    "connector": "relay",
+    "verdict": "rewritten",
+    "recipients": ["commandes@labo-dupont.fr"],
+    "findings": {"nir": 1, "name": 3, "birth_date": 1},
+    "digests": ["9f2c4e1a77b0d3e5"] * 5,
+    "message_id": "<20261129.1@cabinet-martin.fr>",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny input, for the test")
+    parser.add_argument("--records", type=int, default=5000)
+    args = parser.parse_args()
+    n = 20 if args.quick else args.records
+
+    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+        data_dir = Path(tmp)
+        init_keys(data_dir)
+        keyring = load_keys(data_dir)
+        trail = AuditTrail.open(data_dir, keyring, AuditConfig())
+        try:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                trail.append("decided", DECIDED)
+            dt = time.perf_counter() - t0
+            print(f"append   {n:>7} records  {n / dt:>9.0f} records/s  {dt / n * 1e3:.2f} ms each")
+
+            t0 = time.perf_counter()
+            result = trail.verify()
+            dt = time.perf_counter() - t0
+            assert result.ok, result.reason
+            print(f"verify   {result.records_checked:>7} records  {n / dt:>9.0f} records/s")
+
+            t0 = time.perf_counter()
+            records, total = trail.search(recipient="commandes@labo-dupont.fr", limit=50)
+            dt = time.perf_counter() - t0
+            print(f"search   {total:>7} matches  {dt * 1e3:>9.1f} ms for a 50-record page")
+
+            trail.append("delivery", {"queue_id": "q1", "status": "delivered"})
+            t0 = time.perf_counter()
+            assert trail.status().ok
+            dt = time.perf_counter() - t0
+            print(f"status   after 1 append  {dt * 1e3:>9.2f} ms")
+        finally:
+            trail.close()
+
+    metrics = Metrics()
+    event = Event("decided", DECIDED)
+    m = n * 10
+    t0 = time.perf_counter()
+    for _ in range(m):
+        metrics.emit(event)
+    dt = time.perf_counter() - t0
+    print(f"metrics  {m:>7} events   {m / dt:>9.0f} events/s  {dt / m * 1e6:.1f} us each")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
