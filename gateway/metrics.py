@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -224,6 +225,8 @@ class Metrics:
         )
         # An unknown chain state reads as "not ok" until the service reports one.
         self.audit_chain_ok.set(0)
+        # Events may come from the event loop and from worker threads (the console).
+        self._copies_lock = threading.Lock()
         self._copies: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
     # -- setters the service calls ------------------------------------------------
@@ -246,6 +249,19 @@ class Metrics:
     def set_audit_chain_ok(self, ok: bool) -> None:
         self.audit_chain_ok.set(1 if ok else 0)
 
+    def watch_audit_chain(self, check: Callable[[], bool]) -> None:
+        """Read the audit-chain state at each scrape instead of being told: `check` is
+        typically `lambda: (s := trail.status()).ok and s.writable` (cheap: it checks
+        only records added since the previous call). A check that raises reads as 0."""
+
+        def read() -> float:
+            try:
+                return 1.0 if check() else 0.0
+            except Exception:
+                return 0.0
+
+        self.audit_chain_ok.set_function(read)
+
     def set_client_cert_expiry(self, connector: str, unix_ts: float) -> None:
         self.client_cert_expiry.labels(connector=_label(connector)).set(unix_ts)
 
@@ -264,10 +280,11 @@ class Metrics:
         if not queue_id:
             return
         key = str(queue_id)
-        self._copies[key] = (_label(route, "unknown"), _label(action, "unknown"))
-        self._copies.move_to_end(key)
-        while len(self._copies) > _MAX_REMEMBERED_COPIES:
-            self._copies.popitem(last=False)
+        with self._copies_lock:
+            self._copies[key] = (_label(route, "unknown"), _label(action, "unknown"))
+            self._copies.move_to_end(key)
+            while len(self._copies) > _MAX_REMEMBERED_COPIES:
+                self._copies.popitem(last=False)
 
     def _route_of(self, fields: Mapping[str, Any]) -> tuple[str, str]:
         remembered = self._copies.get(str(fields.get("queue_id", "")))
@@ -316,7 +333,8 @@ class Metrics:
             sent = _number(f.get("bytes"))
             if sent is not None:
                 self.bytes_out.labels(connector=connector).inc(sent)
-            self._copies.pop(str(f.get("queue_id", "")), None)
+            with self._copies_lock:
+                self._copies.pop(str(f.get("queue_id", "")), None)
         else:
             self.delivery_failures.labels(connector=connector, kind=status).inc()
             if status == "permfail":

@@ -3,7 +3,9 @@ prometheus_client's own parser after feeding the events a few messages produce."
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -11,6 +13,9 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from crypto.keys import Keyring
+from gateway.audit import AuditTrail
+from gateway.config import AuditConfig
 from gateway.events import EventBus
 from gateway.metrics import Metrics, start_metrics_server
 
@@ -276,3 +281,35 @@ def test_remembered_copies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(50):
         emit("queued", queue_id=f"q{i}", route="lab")
     assert len(metrics._copies) == 10
+
+
+async def test_audit_chain_gauge_follows_the_real_trail(data_dir: Path, keyring: Keyring) -> None:
+    trail = AuditTrail.open(data_dir, keyring, AuditConfig())
+    metrics = Metrics()
+    bus = EventBus()
+    bus.subscribe(trail, required=True)
+    bus.subscribe(metrics)
+
+    def chain_ok() -> bool:
+        status = trail.status()
+        return status.ok and status.writable
+
+    metrics.watch_audit_chain(chain_ok)
+    runner = await start_metrics_server(metrics, "127.0.0.1:0", lambda: {"audit": True})
+    url = f"http://127.0.0.1:{port_of(runner)}/metrics"
+    try:
+        bus.emit("received", size=10, recipients=["a@b.test"])
+        _, _, text = await fetch(url)
+        assert value(samples(text), "portique_audit_chain_ok") == 1
+        conn = sqlite3.connect(data_dir / "audit.sqlite", isolation_level=None)
+        conn.execute("DROP TRIGGER records_no_update")
+        # The scrape checks records added since the previous one (a full verify()
+        # covers the older ones): tamper with a record appended after the scrape.
+        bus.emit("received", size=20, recipients=["c@d.test"])
+        conn.execute("UPDATE records SET actor = 'mallory' WHERE seq = 2")
+        conn.close()
+        _, _, text = await fetch(url)
+        assert value(samples(text), "portique_audit_chain_ok") == 0
+    finally:
+        await runner.cleanup()
+        trail.close()
