@@ -41,7 +41,6 @@ from gateway.pipeline.mime import (
     PartEdit,
     line_ending,
     parse_message,
-    replace_headers,
     serialise_part,
 )
 from gateway.scan.model import FieldKind, IdentifierKind, TextField
@@ -90,7 +89,8 @@ class MessageAnalysis:
         for first, last, rebuilder, always in self._rebuilders:
             window = texts[first:last]
             if always or _differs(window, self.fields[first:last]):
-                edits.update(rebuilder(window, session))
+                for index, edit in rebuilder(window, session).items():
+                    edits[index] = edits[index].merged(edit) if index in edits else edit
         if not edits:
             return self.raw
         return serialise_part(self.raw, self.root, edits)
@@ -163,7 +163,6 @@ class _Walker:
                 )
             address_slots.append((name, pairs, indices))
         nl = self.nl
-        raw = self.raw
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
             replacements: dict[str, bytes | None] = {}
@@ -184,8 +183,7 @@ class _Walker:
                     replacements[name] = fold_plain(title, ", ".join(rendered), nl)
             if not replacements:
                 return {}
-            block = raw[part.start : part.header_end]
-            return {part.index: PartEdit(header=replace_headers(block, replacements, nl))}
+            return {part.index: PartEdit(headers=replacements)}
 
         self.register(first, rebuild)
 
@@ -252,13 +250,13 @@ class _Walker:
             return body.rstrip(b"\r\n")
         return body
 
-    def _new_header(
+    def _new_headers(
         self,
         part: MimePart,
         names: list[tuple[str, str]],
         new_names: list[str],
         extra: dict[str, bytes | None],
-    ) -> bytes:
+    ) -> dict[str, bytes | None]:
         message = part.message
         replacements = dict(extra)
         for (where, old), new in zip(names, new_names, strict=True):
@@ -268,8 +266,7 @@ class _Walker:
             replacements[header.lower()] = render_param_header(
                 message, header, where, new, self.nl, replacements.get(header.lower())
             )
-        block = self.raw[part.start : part.header_end]
-        return replace_headers(block, replacements, self.nl)
+        return replacements
 
     def _text_rebuilder(
         self,
@@ -306,8 +303,8 @@ class _Walker:
                     )
             if body is None and all(n == o for n, (_, o) in zip(new_names, names, strict=True)):
                 return {}
-            header = self._new_header(part, names, new_names, extra)
-            return {part.index: PartEdit(header=header, body=body)}
+            headers = self._new_headers(part, names, new_names, extra)
+            return {part.index: PartEdit(headers=headers, body=body)}
 
         return rebuild
 
@@ -339,8 +336,8 @@ class _Walker:
                         )
             if body is None and all(n == o for n, (_, o) in zip(new_names, names, strict=True)):
                 return {}
-            header = self._new_header(part, names, new_names, extra)
-            return {part.index: PartEdit(header=header, body=body)}
+            headers = self._new_headers(part, names, new_names, extra)
+            return {part.index: PartEdit(headers=headers, body=body)}
 
         return rebuild
 

@@ -55,8 +55,15 @@ class MimePart:
 
 @dataclass(frozen=True)
 class PartEdit:
-    header: bytes | None = None  # the new header block, including the blank line
+    # Header lines to replace: lower-case name -> full new line (no line ending), or None
+    # to remove. Several stages may edit one part's headers; their edits are merged.
+    headers: dict[str, bytes | None] = field(default_factory=dict)
     body: bytes | None = None
+
+    def merged(self, other: PartEdit) -> PartEdit:
+        return PartEdit(
+            {**self.headers, **other.headers}, other.body if other.body is not None else self.body
+        )
 
 
 @dataclass
@@ -156,7 +163,7 @@ def _split_multipart(state: _ParseState, part: MimePart) -> None:
 
 def serialise_part(buf: bytes, part: MimePart, edits: dict[int, PartEdit]) -> bytes:
     out: list[bytes | memoryview] = []
-    _serialise_into(memoryview(buf), part, edits, out)
+    _serialise_into(memoryview(buf), part, edits, out, line_ending(buf))
     return b"".join(out)
 
 
@@ -167,23 +174,28 @@ def _changed(part: MimePart, edits: dict[int, PartEdit]) -> bool:
 
 
 def _serialise_into(
-    view: memoryview, part: MimePart, edits: dict[int, PartEdit], out: list[bytes | memoryview]
+    view: memoryview,
+    part: MimePart,
+    edits: dict[int, PartEdit],
+    out: list[bytes | memoryview],
+    nl: bytes,
 ) -> None:
     if not _changed(part, edits):
         out.append(view[part.start : part.end])
         return
     edit = edits.get(part.index, PartEdit())
-    out.append(edit.header if edit.header is not None else view[part.start : part.header_end])
+    block = view[part.start : part.header_end]
+    out.append(replace_headers(bytes(block), edit.headers, nl) if edit.headers else block)
     if edit.body is not None:
         out.append(edit.body)
     elif part.kind == "multipart":
         for (p_start, p_end), child in zip(part.pieces, part.children, strict=False):
             out.append(view[p_start:p_end])
-            _serialise_into(view, child, edits, out)
+            _serialise_into(view, child, edits, out, nl)
         last_start, last_end = part.pieces[-1]
         out.append(view[last_start:last_end])
     elif part.kind == "message":
-        _serialise_into(view, part.children[0], edits, out)
+        _serialise_into(view, part.children[0], edits, out, nl)
     else:
         out.append(view[part.header_end : part.end])
 

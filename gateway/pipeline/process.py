@@ -55,7 +55,9 @@ REASON_BAD_OVERRIDES = "route identifier overrides are invalid"
 REASON_VERIFY = "rewritten message failed verification"
 DEFAULT_BUDGET_SECONDS = 60.0
 # What the engine writes in place of an identifier: PAT-XXXXX-XXXXX tokens, [LABEL]s.
-_OWN_MARKS = re.compile(r"PAT-[0-9A-Z]{5}-[0-9A-Z]{5}|\[[A-Z_]{2,20}\]")  # matches ScanConfig.message_budget's default
+_OWN_MARKS = re.compile(
+    r"PAT-[0-9A-Z]{5}-[0-9A-Z]{5}|\[[A-Z_]{2,20}\]"
+)  # matches ScanConfig.message_budget's default
 
 _INSPECTING = frozenset(
     {Action.PSEUDONYMISE, Action.REDACT, Action.REJECT_IF_PHI, Action.OWN_DATA_ONLY}
@@ -193,6 +195,9 @@ def decide_copy(
     session = RewriteSession(salt=uid_salt(raw, copy.audience))
     data = analysis.rebuild(result.texts, session)
     if data is raw or data == raw:
+        if any(policy.action_for(f.kind) != TypeAction.KEEP for f in text_findings):
+            # Findings the policy transforms, yet nothing changed: never send the original.
+            return CopyOutcome(copy, Verdict.HOLD, findings=found, reason=REASON_VERIFY)
         return CopyOutcome(copy, Verdict.PASS, data=raw, findings=found)
     if verify:
         try:
