@@ -33,7 +33,13 @@ from collections.abc import Callable, Iterable
 import aiosmtplib
 
 from connectors.base import DeliveryItem, DeliveryResult, RecipientResult, Status
-from crypto.tls import ClientIdentity, CrlStore, load_client_identity, mssante_context
+from crypto.tls import (
+    ClientIdentity,
+    CrlStore,
+    load_client_identity,
+    mssante_context,
+    parse_tls_version,
+)
 from gateway.annuaire import DEFAULT_URL as ANNUAIRE_URL
 from gateway.annuaire import AnnuaireClient
 from gateway.config import ConnectorConfig
@@ -126,6 +132,12 @@ class MSSanteConnector:
     ) -> None:
         self.name = cfg.name
         self.cfg = cfg
+        # A wrong TLS policy is a configuration error at start, not a deferral per message.
+        parse_tls_version(
+            cfg.tls_min_version or "TLSv1.2", f"connectors.{cfg.name}.tls_min_version"
+        )
+        if cfg.tls_max_version:
+            parse_tls_version(cfg.tls_max_version, f"connectors.{cfg.name}.tls_max_version")
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.trust: TrustListSource | None = None
         self.trust_error = ""

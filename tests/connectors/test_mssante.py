@@ -18,6 +18,7 @@ from connectors.base import DeliveryItem, Status
 from connectors.mssante import MSSanteConnector, set_header
 from crypto.certs import Issued, issue, make_ca
 from gateway.config import ConnectorConfig
+from gateway.errors import ConfigError
 from tests.conftest import TestPKI as PKI
 from tests.connectors._helpers import (
     LISTED_DOMAIN,
@@ -424,3 +425,21 @@ def test_set_header_replaces_folded_header() -> None:
     assert out == b"X-MSS-NIL: new\r\nSubject: a\r\nTo: b\r\n\r\nX-MSS-NIL: body\r\n"
     with pytest.raises(ValueError):
         set_header(data, "X-MSS-NIL", "a\r\nBcc: x@y")
+
+
+async def test_minimum_version_is_enforced(pki: PKI, tmp_path: Path) -> None:
+    ctx = operator_context(pki.server, pki.ca, tmp_path / "v12", max_version=ssl.TLSVersion.TLSv1_2)
+    async with FakeOperator(ctx) as op:
+        result = await MSSanteConnector(make_cfg(pki, op.port, tls_min_version="TLSv1.3")).deliver(
+            item()
+        )
+    assert result.results[0].status == Status.TEMPFAIL
+    assert "TLS handshake failed" in result.results[0].detail
+    assert op.messages == []
+
+
+def test_bad_tls_policy_is_a_config_error(pki: PKI) -> None:
+    with pytest.raises(ConfigError, match="tls_min_version"):
+        MSSanteConnector(make_cfg(pki, 25, tls_min_version="TLSv1.0"))
+    with pytest.raises(ConfigError, match="tls_max_version"):
+        MSSanteConnector(make_cfg(pki, 25, tls_max_version="SSLv3"))

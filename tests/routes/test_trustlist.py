@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crypto.certs import make_ca
 from gateway.errors import TrustListError
@@ -172,3 +174,25 @@ async def test_refresh_over_https_keeps_the_last_good_copy(pki: PKI, tmp_path: P
 async def test_refresh_refuses_plain_http(tmp_path: Path) -> None:
     with pytest.raises(TrustListError, match="https"):
         await fetch_trust_list("http://127.0.0.1:1/x.xml", tmp_path / "l.xml")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_never_crash_the_parser(data: bytes) -> None:
+    try:
+        trust = parse_trust_list(data)
+    except TrustListError:
+        return
+    assert trust.entries > 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=0, max_value=1000))
+def test_any_truncation_of_a_list_is_rejected_or_complete(cut: int) -> None:
+    full = small_list("a.mssante.fr", "b.mssante.fr")
+    data = full[: max(0, len(full) - cut)]
+    try:
+        trust = parse_trust_list(data)
+    except TrustListError:
+        return
+    assert trust.contains("a.mssante.fr") and trust.contains("b.mssante.fr")
