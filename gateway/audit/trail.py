@@ -400,7 +400,13 @@ class AuditTrail:
             clock=clock or (lambda: datetime.now(UTC)),
             identifies_patient=identifies_patient,
         )
-        trail.apply_retention()
+        try:
+            trail.apply_retention()
+        except BaseException:
+            trail._closed = True
+            trail._publisher.close()
+            conn.close()
+            raise
         return trail
 
     @classmethod
@@ -600,12 +606,14 @@ class AuditTrail:
             through = self._pruned_through()
             if candidate <= through:
                 return 0
-            hash_row = self._conn.execute(
-                "SELECT hash FROM records WHERE seq = ?", (candidate,)
-            ).fetchone()
-            if hash_row is None:
-                raise AuditError(f"cannot prune: record {candidate} is missing")
-            cp = self._sign(CheckpointKind.PRUNED, candidate, hash_row[0])
+            # Never sign a damaged prefix as good: verify what is about to go.
+            from gateway.audit.verify import verify_trail
+
+            check = verify_trail(self._conn, self._public, self._mac_key, through=candidate)
+            if not check.ok:
+                self._chain_ok, self._chain_reason = False, check.reason
+                raise AuditError(f"prune refused, the trail does not verify: {check.reason}")
+            cp = self._sign(CheckpointKind.PRUNED, candidate, check.last_hash)
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -623,7 +631,7 @@ class AuditTrail:
             except sqlite3.Error as exc:
                 raise AuditError(f"cannot prune the audit trail: {type(exc).__name__}") from exc
             if self._checked_seq < candidate:
-                self._checked_seq, self._checked_hash = candidate, hash_row[0]
+                self._checked_seq, self._checked_hash = candidate, check.last_hash
             self._after_checkpoint(cp)
             self._log.info("audit_pruned", through=candidate, removed=removed)
         self.append("audit_pruned", {"through": candidate, "removed": removed})

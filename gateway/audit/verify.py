@@ -59,7 +59,11 @@ def verify_trail(
     public_key: Ed25519PublicKey,
     mac_key: bytes,
     against: Path | None = None,
+    *,
+    through: int | None = None,
 ) -> VerifyResult:
+    """Verify the trail on `conn`; with `through`, only the records up to that number
+    (used before pruning them, so that a damaged prefix is never signed as good)."""
     state = _State()
     try:
         local = _load_local_checkpoints(conn, public_key)
@@ -67,7 +71,7 @@ def verify_trail(
         state.last_checkpoint = max((a.seq for a in local), default=None)
         exported = _load_exported(against, public_key) if against is not None else []
         state.exported_checked = len(exported)
-        _walk(conn, mac_key, local, exported, state)
+        _walk(conn, mac_key, local, exported, state, through)
     except _Bad as bad:
         return VerifyResult(
             ok=False,
@@ -194,6 +198,7 @@ def _walk(
     local: list[_Anchor],
     exported: list[_Anchor],
     state: _State,
+    through: int | None = None,
 ) -> None:
     pruned = [a for a in local if a.kind == str(CheckpointKind.PRUNED)]
     start = max(pruned, key=lambda a: a.seq) if pruned else None
@@ -213,6 +218,8 @@ def _walk(
     last_anchor = expected_seq - 1
 
     for seq, ts, kind, actor, fields, prev_hash, digest, mac in _rows(conn):
+        if through is not None and isinstance(seq, int) and seq > through:
+            break
         if not isinstance(seq, int) or seq < expected_seq:
             if start is not None and isinstance(seq, int):
                 raise _Bad(seq, f"record {seq} is older than the pruned prefix (inserted)")
@@ -259,6 +266,10 @@ def _walk(
 
     last = expected_seq - 1
     state.last_seq, state.last_hash = last, prev
+    if through is not None:
+        if last < through:
+            raise _Bad(last + 1, f"record {last + 1} is missing")
+        return
     beyond = [a for a in local + exported if a.seq > last]
     if beyond:
         anchor = max(beyond, key=lambda a: a.seq)

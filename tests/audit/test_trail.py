@@ -265,3 +265,21 @@ def test_readonly_trail_refuses_writes(data_dir: Path, keyring: Keyring) -> None
         assert trail.search()[1] == 2
     with pytest.raises(AuditError, match="no audit trail"):
         AuditTrail.open_readonly(data_dir / "nowhere", keyring, AuditConfig())
+
+
+def test_prune_refuses_to_sign_a_damaged_prefix(data_dir: Path, keyring: Keyring) -> None:
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    cfg = AuditConfig(checkpoint_every=100, retention_days=0)
+    trail = AuditTrail.open(data_dir, keyring, cfg, clock=clock)
+    for _ in range(6):
+        clock.advance(days=1)
+        fill(trail, 1)
+    conn = sqlite3.connect(data_dir / "audit.sqlite", isolation_level=None)
+    conn.execute("DROP TRIGGER records_no_update")
+    conn.execute("UPDATE records SET actor = 'mallory' WHERE seq = 2")
+    conn.close()
+    with pytest.raises(AuditError, match="prune refused.*record 2"):
+        trail.prune(datetime(2026, 1, 5, tzinfo=UTC))
+    assert trail.search()[1] == 6  # nothing removed
+    assert not trail.status().ok
+    trail.close()
