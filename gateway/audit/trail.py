@@ -65,6 +65,10 @@ PATIENT_DOMAIN = "patient.mssante.fr"
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 # One day between checkpoint e-mails: the issue asks for a daily e-mail.
 EMAIL_INTERVAL = timedelta(days=1)
+# A checkpoint at least hourly while records are added: a quiet practice (~100 records
+# a day) would otherwise take ten days to reach the default checkpoint_every=1000, and
+# only a checkpoint that has left the box bounds what a rewrite on the box can hide.
+CHECKPOINT_INTERVAL = timedelta(hours=1)
 # Rows fetched per round trip while verifying or exporting: bounds memory on a
 # multi-million-record trail (~1 KB per record -> ~1 MB per batch).
 _BATCH_ROWS = 1000
@@ -357,6 +361,8 @@ class AuditTrail:
             self._chain_ok, self._chain_reason = False, str(exc)
         last_cp = self._last_checkpoint()
         self._since_checkpoint = max(0, self._last_seq - (last_cp.seq if last_cp else 0))
+        # Before the first checkpoint ever, the interval runs from opening.
+        self._last_checkpoint_at = last_cp.ts if last_cp else clock()
 
     # -- opening and closing -------------------------------------------------
 
@@ -524,7 +530,21 @@ class AuditTrail:
                 self._since_checkpoint >= self._config.checkpoint_every
             ):
                 self._write_checkpoint(CheckpointKind.PERIODIC)
+            else:
+                self.checkpoint_if_due()
             return seq
+
+    def checkpoint_if_due(self) -> bool:
+        """Sign a checkpoint if records were added and the last checkpoint is older than
+        CHECKPOINT_INTERVAL. Appends call it; the service may also call it from a timer
+        so that a burst followed by silence is covered. Returns True if one was written."""
+        with self._lock:
+            if self._closed or self._readonly or self._since_checkpoint <= 0:
+                return False
+            if self._clock() - self._last_checkpoint_at < CHECKPOINT_INTERVAL:
+                return False
+            self._write_checkpoint(CheckpointKind.PERIODIC)
+            return True
 
     def checkpoint(self) -> None:
         """Sign the current head now (no-op on an empty trail)."""
@@ -542,6 +562,7 @@ class AuditTrail:
         cp = self._sign(kind, seq, digest)
         self._store_checkpoint(cp)
         self._since_checkpoint = 0
+        self._last_checkpoint_at = cp.ts
         self._after_checkpoint(cp)
         return cp
 

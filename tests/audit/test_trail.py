@@ -283,3 +283,21 @@ def test_prune_refuses_to_sign_a_damaged_prefix(data_dir: Path, keyring: Keyring
     assert trail.search()[1] == 6  # nothing removed
     assert not trail.status().ok
     trail.close()
+
+
+def test_quiet_trail_is_checkpointed_hourly(data_dir: Path, keyring: Keyring) -> None:
+    clock = FakeClock(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
+    cfg = AuditConfig(checkpoint_every=1000)
+    with AuditTrail.open(data_dir, keyring, cfg, clock=clock) as trail:
+        fill(trail, 3)
+        clock.advance(minutes=30)
+        fill(trail, 1)
+        assert trail.checkpoints() == []
+        assert not trail.checkpoint_if_due()
+        clock.advance(minutes=31)
+        assert trail.checkpoint_if_due()  # a timer's call covers the burst at once
+        assert [cp.seq for cp in trail.checkpoints()] == [4]
+        assert not trail.checkpoint_if_due()  # nothing new
+        clock.advance(hours=2)
+        fill(trail, 1)  # the first append after a quiet hour signs itself
+        assert [cp.seq for cp in trail.checkpoints()] == [4, 5]
