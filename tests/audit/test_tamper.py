@@ -294,3 +294,30 @@ def test_the_gateway_itself_cannot_update_or_delete_records(
         conn.close()
     with AuditTrail.open_readonly(trail_dir, keyring, AuditConfig()) as trail:
         assert trail.verify().ok
+
+
+def test_installed_command_exits_non_zero_after_tampering(
+    trail_dir: Path, config_file: Path
+) -> None:
+    """The `portique` script itself, as an operator or a cron job runs it."""
+    import subprocess
+    import sys
+
+    portique = Path(sys.executable).parent / "portique"
+    ok = subprocess.run(
+        [str(portique), "audit", "verify", "-c", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    with raw_db(trail_dir) as db:
+        db.execute("DELETE FROM records WHERE seq = 4")
+    bad = subprocess.run(
+        [str(portique), "audit", "verify", "-c", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert "first bad record: 4" in bad.stderr
