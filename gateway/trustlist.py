@@ -15,8 +15,11 @@ Invariants:
   `.mssante.fr` ending proves nothing, and two listed domains end in apicrypt.org.
 - `<INS>@patient.mssante.fr` is an MSSanté address only if the local part is a valid
   NIR/INS with its key (python-stdnum), per Réf#2 ECO.2.2.6.
-- Malformed input raises TrustListError with a message that names the problem, never
-  a partial list. A refresh that fails keeps the last good copy (file and memory).
+- Malformed input (not well-formed, wrong root or namespace, no usable entry) raises
+  TrustListError with a message that names the problem, never a partial list. A
+  single Domaine whose Nom is missing or not a domain name is left out and reported
+  in `skipped_entries` (the real publication has one). A refresh that fails keeps the
+  last good copy (file and memory).
 - The published file (13 March 2025 copy) lacks the closing `</ListeBlancheMSSante>`
   tag after a complete `</ListeDomaines>`. That exact shape is accepted (nothing is
   missing); any other truncation is malformed.
@@ -84,6 +87,8 @@ class TrustList:
     domains: Mapping[str, frozenset[str]] = field(default_factory=dict)
     generated: str = ""  # DateDeGeneration as published (ISO 8601)
     entries: int = 0  # Domaine elements read (one per domain and operator DN)
+    # 1-based positions of Domaine entries left out: Nom missing or not a domain name.
+    skipped_entries: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.domains)
@@ -153,26 +158,33 @@ def parse_trust_list(data: bytes) -> TrustList:
         raise TrustListError("trust list has no ListeDomaines element")
     index: dict[str, set[str]] = {}
     count = 0
+    skipped: list[int] = []
     for i, entry in enumerate(listing):
         if entry.tag != f"{{{NAMESPACE}}}Domaine":
             raise TrustListError(
                 f"trust list entry {i + 1}: unexpected element {_local(entry.tag)!r}"
             )
-        nom = _child_text(entry, "Nom")
-        if not nom:
-            raise TrustListError(f"trust list entry {i + 1}: Domaine without Nom")
-        domain = normalise_domain(nom)
+        count += 1
+        domain = normalise_domain(_child_text(entry, "Nom") or "")
         if len(domain) > MAX_DOMAIN_LENGTH or not _DOMAIN_RE.match(domain):
-            raise TrustListError(f"trust list entry {i + 1}: Nom is not a domain name")
+            # One bad entry must not take the whole list down (the 13 March 2025
+            # publication has a Nom "sessad@ase.ditepbeziers.mssante.fr"); it is left
+            # out, so that name matches nothing, and reported.
+            skipped.append(i + 1)
+            continue
         dn = _child_text(entry, "DNCertificatOperateur") or ""
         index.setdefault(domain, set())
         if dn:
             index[domain].add(dn)
-        count += 1
     if count == 0:
         raise TrustListError("trust list has no Domaine entries")
+    if not index:
+        raise TrustListError("trust list has no valid domain name in any Domaine entry")
     return TrustList(
-        domains={d: frozenset(dns) for d, dns in index.items()}, generated=generated, entries=count
+        domains={d: frozenset(dns) for d, dns in index.items()},
+        generated=generated,
+        entries=count,
+        skipped_entries=tuple(skipped),
     )
 
 

@@ -443,3 +443,12 @@ def test_bad_tls_policy_is_a_config_error(pki: PKI) -> None:
         MSSanteConnector(make_cfg(pki, 25, tls_min_version="TLSv1.0"))
     with pytest.raises(ConfigError, match="tls_max_version"):
         MSSanteConnector(make_cfg(pki, 25, tls_max_version="SSLv3"))
+
+
+async def test_dot_lines_and_bare_newlines_arrive_intact(pki: PKI, op_ctx: ssl.SSLContext) -> None:
+    body = ".ligne qui commence par un point\r\n..deux points\r\n.\r\nfin\r\n"
+    data = message(body=body)
+    async with FakeOperator(op_ctx) as op:
+        result = await MSSanteConnector(make_cfg(pki, op.port, nil="")).deliver(item(data=data))
+    assert result.results[0].status == Status.DELIVERED
+    assert op.messages[0].data == data  # no nil configured: byte-identical

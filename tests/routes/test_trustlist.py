@@ -45,8 +45,12 @@ def small_list(*domains: str, close_root: bool = True) -> bytes:
 def test_reads_the_real_format_sample() -> None:
     trust = load_trust_list(SAMPLE_TRUST_LIST)
     assert trust.generated == "2025-03-13T14:54:10Z"
-    assert trust.entries == 269
+    assert trust.entries == 270
     assert len(trust) == 266  # some domains are served by several operator certificates
+    # The real list holds one entry whose Nom is an address: left out, reported.
+    assert len(trust.skipped_entries) == 1
+    assert not trust.contains("sessad@ase.ditepbeziers.mssante.fr")
+    assert not trust.contains("ase.ditepbeziers.mssante.fr")
     assert trust.contains("patient.mssante.fr")
     assert trust.contains("mssante.apicrypt.org")
     assert trust.contains("INTEROP-MSSANTE.APICRYPT.ORG.")
@@ -81,6 +85,13 @@ def test_patient_addresses_need_a_valid_ins() -> None:
     assert not is_valid_ins("2690299341732")  # 13 characters: a NIR without its key
 
 
+def test_one_bad_entry_is_left_out_not_fatal() -> None:
+    trust = parse_trust_list(small_list("a.mssante.fr", "x@b.mssante.fr", "c.mssante.fr"))
+    assert trust.skipped_entries == (2,)
+    assert sorted(trust.domains) == ["a.mssante.fr", "c.mssante.fr"]
+    assert not trust.is_mssante_address("y@b.mssante.fr")
+
+
 def test_root_close_tag_omitted_as_published_is_accepted() -> None:
     assert b"</ListeBlancheMSSante>" not in SAMPLE_TRUST_LIST.read_bytes()[-100:]
     assert parse_trust_list(small_list("a.mssante.fr", close_root=False)).contains("a.mssante.fr")
@@ -98,10 +109,10 @@ def test_root_close_tag_omitted_as_published_is_accepted() -> None:
             "expected ListeBlancheMSSante",
         ),
         (small_list(), "no Domaine entries"),
-        (small_list("not a domain"), "Nom is not a domain name"),
+        (small_list("not a domain"), "no valid domain name"),
         (
             small_list("a.mssante.fr").replace(b"<Nom>a.mssante.fr</Nom>", b""),
-            "Domaine without Nom",
+            "no valid domain name",
         ),
         (
             b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
