@@ -791,12 +791,13 @@ class AuditTrail:
             ).fetchall()
         out = []
         for seq, kind, payload, signature in rows:
-            data = json.loads(payload)
-            out.append(
-                Checkpoint(
-                    int(seq), str(data.get("hash", "")), parse_ts(data["ts"]), kind, signature, data
-                )
-            )
+            try:
+                data = json.loads(payload)
+                ts = parse_ts(data["ts"])
+                out.append(Checkpoint(int(seq), str(data["hash"]), ts, kind, signature, data))
+            except (TypeError, ValueError, KeyError):
+                # A damaged row: verify() names it; listings skip it.
+                self._log.warning("audit_checkpoint_unreadable", seq=seq)
         return out
 
     def export_checkpoints(self, out: Path) -> int:
@@ -977,15 +978,20 @@ def _text_or_none(value: Any) -> str | None:
 
 def _to_record(row: tuple[Any, ...]) -> AuditRecord:
     seq, ts, kind, actor, fields, prev_hash, digest = row
-    return AuditRecord(
-        seq=int(seq),
-        ts=parse_ts(ts),
-        kind=kind,
-        actor=actor,
-        fields=json.loads(fields),
-        prev_hash=prev_hash,
-        hash=digest,
-    )
+    try:
+        return AuditRecord(
+            seq=int(seq),
+            ts=parse_ts(ts),
+            kind=str(kind),
+            actor=str(actor),
+            fields=dict(json.loads(fields)),
+            prev_hash=str(prev_hash),
+            hash=str(digest),
+        )
+    except (TypeError, ValueError) as exc:
+        raise AuditError(
+            f"audit record {seq} is unreadable (damaged?): run `portique audit verify`"
+        ) from exc
 
 
 __all__ = [

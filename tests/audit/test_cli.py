@@ -120,3 +120,15 @@ def test_verify_without_a_trail_is_a_clear_error(
     config.write_text(f'data_dir = "{empty}"\n')
     assert main(["audit", "verify", "-c", str(config)]) == 2
     assert "no audit trail" in capsys.readouterr().err
+
+
+def test_export_of_a_damaged_record_is_a_clear_error(
+    config_file: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ._helpers import raw_db
+
+    with raw_db(data_dir) as db:
+        db.execute("UPDATE records SET fields = '{not json' WHERE seq = 3")
+    assert main(["audit", "export", "-c", str(config_file)]) == 2
+    assert "record 3 is unreadable" in capsys.readouterr().err
+    assert main(["audit", "verify", "-c", str(config_file)]) == 1
