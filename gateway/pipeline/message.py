@@ -48,7 +48,10 @@ from gateway.scan.model import FieldKind, IdentifierKind, TextField
 # SMTP line limit (RFC 5321 4.5.3.1.6): 998 octets plus CRLF. Longer lines need an encoding.
 MAX_LINE_LENGTH = 998
 _ADDRESS_HEADERS = ("from", "to", "cc", "reply-to")
-_WHITESPACE = b" \t\r\n"
+_BASE64_SHAPE = re.compile(rb"[A-Za-z0-9+/\s]*(?:=\s*){0,2}")
+# Base64 is encoded in slices of 57 * 1024 input bytes: 1024 lines of 76 characters each,
+# so a 50 MB attachment never exists twice in encoded form.
+_BASE64_SLICE = 57 * 1024
 _HTML_TOKEN = re.compile(
     r"<!--(?P<comment>.*?)-->"
     r"|(?P<raw><(?P<rawtag>script|style)\b[^>]*>)(?P<rawtext>.*?)(?=</(?P=rawtag)\s*>)"
@@ -197,7 +200,7 @@ class _Walker:
         names = attachment_names(message)
         name_indices = [analysis.add(n, FieldKind.FILENAME) for _, n in names]
         cte = str(message.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-        payload = decode_body(self.raw[part.header_end : part.end], cte)
+        payload = decode_body(memoryview(self.raw)[part.header_end : part.end], cte)
         maintype = message.get_content_maintype()
         subtype = message.get_content_subtype()
         body_first = len(analysis.fields)
@@ -246,8 +249,10 @@ class _Walker:
 
     def _trim(self, part: MimePart, body: bytes) -> bytes:
         """Keep the original's trailing-newline shape (the delimiter brings its own CRLF)."""
-        if not self.raw[part.header_end : part.end].endswith(b"\n"):
-            return body.rstrip(b"\r\n")
+        if part.end > part.header_end and self.raw[part.end - 1 : part.end] == b"\n":
+            return body
+        if body.endswith(b"\n") and len(body) < _BASE64_SLICE:
+            return body.rstrip(b"\r\n")  # small bodies: a copy costs nothing
         return body
 
     def _new_headers(
@@ -327,9 +332,10 @@ class _Walker:
             if extracted is not None:
                 new_payload = extracted.rebuild(texts[body_first - first :], session)
                 if new_payload is not extracted.original:
-                    body, new_cte = encode_body(new_payload, cte, nl, binary=True)
-                    if new_cte == "base64":
-                        body = self._trim(part, body)
+                    final_newline = self.raw[part.end - 1 : part.end] == b"\n"
+                    body, new_cte = encode_body(
+                        new_payload, cte, nl, binary=True, final_newline=final_newline
+                    )
                     if new_cte != cte:
                         extra["content-transfer-encoding"] = (
                             f"Content-Transfer-Encoding: {new_cte}".encode()
@@ -452,21 +458,28 @@ def render_content_type_charset(message: Message, charset: str, nl: bytes) -> by
 # --- bodies -------------------------------------------------------------------------
 
 
-def decode_body(body: bytes, cte: str) -> bytes:
+def decode_body(body: bytes | memoryview, cte: str) -> bytes:
+    """The decoded payload. `body` may be a memoryview into the message (no copy)."""
     if cte == "base64":
-        compact = body.translate(None, _WHITESPACE)
+        # Strict shape check without copying: alphabet and whitespace only, padding only at
+        # the very end. A lenient decoder would stop at an inner "=" and leave data that
+        # another client may decode, unscanned.
+        if _BASE64_SHAPE.fullmatch(body) is None:
+            raise ContentError("malformed base64 body")
         try:
-            return binascii.a2b_base64(compact, strict_mode=True)
+            return binascii.a2b_base64(body)
         except binascii.Error as exc:
             raise ContentError("malformed base64 body") from exc
     if cte == "quoted-printable":
-        return quopri.decodestring(body)
+        return quopri.decodestring(bytes(body))
     if cte in ("7bit", "8bit", "binary", ""):
-        return body
+        return bytes(body)
     raise ContentError("unsupported transfer encoding")
 
 
-def encode_body(payload: bytes, cte: str, nl: bytes, *, binary: bool = False) -> tuple[bytes, str]:
+def encode_body(
+    payload: bytes, cte: str, nl: bytes, *, binary: bool = False, final_newline: bool = True
+) -> tuple[bytes, str]:
     """(encoded body, transfer encoding). Keeps the original encoding where it can."""
     if cte == "quoted-printable" and not binary:
         encoded = quopri.encodestring(payload)
@@ -476,10 +489,19 @@ def encode_body(payload: bytes, cte: str, nl: bytes, *, binary: bool = False) ->
     if cte != "base64" and not binary:
         encoded = quopri.encodestring(payload)
         return (encoded.replace(b"\n", nl) if nl != b"\n" else encoded), "quoted-printable"
-    encoded = base64.encodebytes(payload)
-    if nl != b"\n":
-        encoded = encoded.replace(b"\n", nl)
-    return encoded, "base64"
+    return encode_base64(payload, nl, final_newline=final_newline), "base64"
+
+
+def encode_base64(payload: bytes, nl: bytes, *, final_newline: bool = True) -> bytes:
+    """RFC 2045 base64 in 76-character lines ending with `nl` (the last one optionally not)."""
+    view = memoryview(payload)
+    chunks = []
+    for offset in range(0, len(payload), _BASE64_SLICE):
+        encoded = base64.encodebytes(view[offset : offset + _BASE64_SLICE])
+        chunks.append(encoded.replace(b"\n", nl) if nl != b"\n" else encoded)
+    if chunks and not final_newline:
+        chunks[-1] = chunks[-1].rstrip(b"\r\n")
+    return b"".join(chunks)
 
 
 def _fits_identity(payload: bytes, cte: str) -> bool:
