@@ -18,11 +18,13 @@ A truncated or unparsable file raises ContentError (-> hold).
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pydicom
+from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as DicomSequence
@@ -30,6 +32,13 @@ from pydicom.sequence import Sequence as DicomSequence
 from gateway.errors import ContentError
 from gateway.files.base import ExtractedFile, FileHandler, HandlerContext, RewriteSession
 from gateway.scan.model import FieldKind, IdentifierKind, TextField
+
+# pydicom reports invalid values by logging them ("Invalid value for VR DA: '<value>'"),
+# and a value here is PHI. Portique validates what it writes itself (`_fit`), so value
+# validation is off and pydicom's logger is silenced: nothing of a file reaches a log.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
+logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
 
 PREAMBLE_SIZE = 128  # bytes before the "DICM" magic (PS3.10 7.1)
 _UNDEFINED_LENGTH = 0xFFFFFFFF

@@ -150,3 +150,21 @@ def test_rebuild_does_not_mutate_between_copies() -> None:
     two = extracted.rebuild(texts, RewriteSession(salt=b"a"))
     three = extracted.rebuild(texts, RewriteSession(salt=b"b"))
     assert one == two and one != three
+
+
+def test_invalid_values_never_reach_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    ds = pydicom.dcmread(io.BytesIO(_shipped("CT_small.dcm")))
+    ds.PatientName = "DUPONT^Jean"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    # A date element holding a name: pydicom would log "Invalid value for VR DA: ...".
+    data = buf.getvalue().replace(b"CT1", b"DUP", 1)
+    raw_ds = pydicom.dcmread(io.BytesIO(data))
+    raw_ds.StudyDate = "DUPONT12"
+    buf = io.BytesIO()
+    raw_ds.save_as(buf)
+    caplog.set_level("DEBUG")
+    raw = message(body="Radio.\n", attachments=[("x.dcm", buf.getvalue(), "application/dicom")])
+    run(raw, lab_copy(), copy_for(Action.REJECT_IF_PHI))
+    for record in caplog.records:
+        assert "DUPONT" not in record.getMessage()
