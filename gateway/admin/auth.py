@@ -11,8 +11,8 @@ Invariants:
 - The session id changes when the user authenticates (no session fixation).
 - Failed logins are counted per user name and per client IP in a sliding window;
   at `max_failures` further attempts are refused without checking the password.
-- Memory is bounded: at most MAX_SESSIONS sessions and MAX_TRACKED_KEYS rate-limit keys;
-  the oldest are evicted first.
+- Memory is bounded: at most MAX_SESSIONS sessions (anonymous ones evicted first, oldest
+  first) and MAX_TRACKED_KEYS rate-limit keys (oldest first).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class SessionStore:
     def new(self) -> Session:
         self._expire()
         while len(self._sessions) >= MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+            self._evict_one()
         s = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), self._clock())
         self._sessions[s.sid] = s
         return s
@@ -104,9 +104,23 @@ class SessionStore:
     def drop(self, s: Session) -> None:
         self._sessions.pop(s.sid, None)
 
+    def _evict_one(self) -> None:
+        """Drop the oldest anonymous session, so that a client opening sessions in a
+        loop cannot log out staff; only if there is none, the oldest of all."""
+        for sid, s in self._sessions.items():
+            if s.stage is Stage.ANONYMOUS:
+                del self._sessions[sid]
+                return
+        self._sessions.popitem(last=False)
+
     def _expire(self) -> None:
+        # Sessions are kept in last-seen order (get/rotate/new move them to the end),
+        # so the expired ones are at the front.
         now = self._clock()
-        for sid in [k for k, v in self._sessions.items() if now - v.last_seen > self._idle]:
+        while self._sessions:
+            sid, oldest = next(iter(self._sessions.items()))
+            if now - oldest.last_seen <= self._idle:
+                return
             del self._sessions[sid]
 
 

@@ -103,18 +103,27 @@ class User:
 class UserStore:
     """Thread-safe: the CLI uses it directly, the console from worker threads."""
 
-    def __init__(self, conn: sqlite3.Connection, sealer: Sealer) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        sealer: Sealer,
+        hasher: argon2.PasswordHasher | None = None,
+    ) -> None:
         self._conn = conn
         self._sealer = sealer
         self._lock = threading.Lock()
-        self._hasher = argon2.PasswordHasher()  # argon2id by default
+        # argon2id with argon2-cffi's defaults; tests pass cheaper parameters. Hashes
+        # carry their parameters, so verification works whatever created them.
+        self._hasher = hasher or argon2.PasswordHasher()
+        if self._hasher.type is not argon2.Type.ID:
+            raise UserError("console passwords must be hashed with argon2id")
         # Verified against when the user does not exist, so timing does not reveal names.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
     @classmethod
-    def open(cls, data_dir: Path) -> UserStore:
+    def open(cls, data_dir: Path, hasher: argon2.PasswordHasher | None = None) -> UserStore:
         conn = open_database(data_dir / "admin" / "users.db", MIGRATIONS, check_same_thread=False)
-        return cls(conn, Sealer(load_keys(data_dir)))
+        return cls(conn, Sealer(load_keys(data_dir)), hasher)
 
     def close(self) -> None:
         with self._lock:

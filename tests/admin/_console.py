@@ -8,12 +8,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import argon2
 import httpx
 import pyotp
 
 from gateway.admin.users import UserStore
 
 PASSWORD = "correct horse battery staple"
+# Still argon2id, with cheap parameters: the tests create and check many passwords on
+# a 2-core machine; production uses argon2-cffi's defaults (64 MiB, t=3).
+FAST_HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 
 

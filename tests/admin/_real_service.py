@@ -28,7 +28,7 @@ from gateway.scan import RosterPatient, build_engine
 from gateway.service import Service
 from gateway.vault import MIGRATIONS as VAULT_MIGRATIONS
 from gateway.vault import VAULT_FILE, Vault
-from tests.admin._console import Account, create_accounts
+from tests.admin._console import FAST_HASHER, Account, create_accounts
 from tests.relay._helpers import Sink, make_config, send_sync
 
 T = TypeVar("T")
@@ -104,7 +104,7 @@ class RealStack:
         self.backend = ServiceBackend.attach(
             self.service, self.trail, self.vault, self.keyring.digest_key
         )
-        self.users = await asyncio.to_thread(UserStore.open, self.data_dir)
+        self.users = await asyncio.to_thread(UserStore.open, self.data_dir, FAST_HASHER)
         self.accounts = await asyncio.to_thread(create_accounts, self.users)
         config = AdminConfig(
             listen="127.0.0.1:0", tls_cert=str(self.tls_cert), tls_key=str(self.tls_key)

@@ -12,7 +12,7 @@ import pytest
 from gateway.admin import start_admin
 from gateway.admin.users import UserStore
 from gateway.config import AdminConfig
-from tests.admin._console import Account, ConsoleClient, create_accounts
+from tests.admin._console import FAST_HASHER, Account, ConsoleClient, create_accounts
 from tests.admin._fake_backend import FakeBackend, sample_quarantine, sample_queue_entry
 from tests.conftest import TestPKI
 
@@ -47,7 +47,7 @@ def admin_config(pki: TestPKI) -> AdminConfig:
 async def console(
     data_dir: Path, pki: TestPKI, admin_config: AdminConfig
 ) -> AsyncIterator[Console]:
-    users = UserStore.open(data_dir)
+    users = UserStore.open(data_dir, FAST_HASHER)
     accounts = create_accounts(users)
     backend = FakeBackend()
     backend.quarantine["h-1"] = sample_quarantine("h-1")
