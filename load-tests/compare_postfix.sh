@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# Side by side: a plain Postfix relay and Portique with a pseudonymising lab route, same
+# machine, same run, same load, same sink.
+#
+# Load: Postfix's smtp-source (C), S sessions, M copies of one 2 KB lab order carrying
+#       invented patient data (load-tests/messages.py), to commandes@labo.test.
+# Sink: Postfix's smtp-sink (C), counting only; it exits after M messages (-M), so the
+#       figure "delivered msg/s" is M / (time from smtp-source's start, i.e. before the
+#       first connection, until smtp-sink has received the last message).
+# Postfix: a private instance (own config_directory, queue_directory, data_directory
+#       under a temp dir). main.cf is Debian's default (/usr/share/postfix/main.cf.debian)
+#       plus only relayhost, mynetworks, inet_interfaces and the private instance's paths;
+#       master.cf is Debian's, with the smtpd listener on a non-standard loopback port and
+#       chroot off (a private queue dir has no chroot jail files).
+# Portique: `portique serve -c FILE` with a route labs -> pseudonymise -> relay to the
+#       same smtp-sink port. A second row with a `deliver` route is labelled
+#       "no scanning" and is NOT the bar.
+# Afterwards (unless --no-verify) the Python driver (load-tests/driver.py) sends a few
+# hundred generated messages through Portique to load-tests/sink.py on the same port and
+# checks that every one arrived and none carries a planted name/NIR/phone/e-mail; then it
+# measures latency at half the rate Portique reached.
+#
+# Usage: load-tests/compare_postfix.sh [-m MESSAGES] [-s SESSIONS] [--only postfix|portique]
+#            [--workers N|auto] [--no-deliver-row] [--no-verify] [--keep] [--timeout SEC]
+# Exit status: 0 when every run delivered every message (and verification passed), else 1.
+# Bounded: each timed run is killed after --timeout seconds (default 300); every process
+# started here is stopped on exit (trap), the temp dir is removed unless --keep.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+PY="${PYTHON:-$REPO/.venv/bin/python}"
+PORTIQUE="${PORTIQUE:-$REPO/.venv/bin/portique}"
+SMTP_SOURCE="${SMTP_SOURCE:-/usr/sbin/smtp-source}"
+SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
+
+MESSAGES=2000        # per timed run; ~10 s of Postfix on 2 cores
+SESSIONS=20          # the issue's load: 20 parallel smtp-source sessions
+TIMEOUT=300          # seconds per timed run, so a stuck relay cannot hang the script
+ONLY=""
+WORKERS="auto"
+DELIVER_ROW=1
+VERIFY=1
+KEEP=0
+VERIFY_MESSAGES=300  # driver verification run through Portique
+LATENCY_SECONDS=20   # fixed-rate latency run at half the measured rate
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -m) MESSAGES="$2"; shift 2 ;;
+    -s) SESSIONS="$2"; shift 2 ;;
+    --only) ONLY="$2"; shift 2 ;;
+    --workers) WORKERS="$2"; shift 2 ;;
+    --no-deliver-row) DELIVER_ROW=0; shift ;;
+    --no-verify) VERIFY=0; shift ;;
+    --verify-messages) VERIFY_MESSAGES="$2"; shift 2 ;;
+    --latency-seconds) LATENCY_SECONDS="$2"; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --timeout) TIMEOUT="$2"; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "unknown option: $1" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "[compare] $*" >&2; }
+
+# --- Postfix from Debian if absent ------------------------------------------------------
+install_postfix() {
+  if [ -x /usr/sbin/postfix ] && [ -x "$SMTP_SOURCE" ] && [ -x "$SMTP_SINK" ]; then return 0; fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "Postfix is not installed and this is not root: apt-get install postfix" >&2
+    exit 2
+  fi
+  log "installing postfix from Debian (No configuration)"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends postfix >/dev/null
+}
+if [ "$ONLY" != "portique" ]; then install_postfix; fi
+[ -x "$SMTP_SOURCE" ] && [ -x "$SMTP_SINK" ] || { echo "need $SMTP_SOURCE and $SMTP_SINK (Debian postfix)" >&2; exit 2; }
+
+WORK="$(mktemp -d /tmp/portique-compare.XXXXXX)"
+chmod 755 "$WORK"
+PIDS=()
+POSTFIX_CONF=""
+cleanup() {
+  set +e
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  if [ -n "$POSTFIX_CONF" ]; then /usr/sbin/postfix -c "$POSTFIX_CONF" stop >/dev/null 2>&1; fi
+  if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_port() {  # wait_port PORT SECONDS
+  local deadline=$((SECONDS + $2))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.1
+  done
+}
+now() { date +%s.%N; }
+
+# The one message smtp-source sends: a 2 KB lab order with planted patient data. LF line
+# ends, because smtp-source -F appends CRLF to each line.
+"$PY" "$HERE/messages.py" --out "$WORK/msg" --mix lab --count 1 --run compare --lf \
+  --roster-csv "$WORK/roster.csv" >/dev/null
+MSG_FILE="$(ls "$WORK"/msg/*.eml)"
+MSG_BYTES=$(wc -c <"$MSG_FILE")
+SINK_PORT=$(free_port)
+
+# timed_run NAME SMTP_PORT: smtp-sink counts M messages, smtp-source sends them.
+# Prints "NAME SECONDS DELIVERED" on stdout.
+timed_run() {
+  local name="$1" port="$2" sink_out="$WORK/sink-$1.out" sink_pid src_rc=0 t0 t1 got
+  "$SMTP_SINK" -u nobody -c -M "$MESSAGES" "127.0.0.1:$SINK_PORT" 256 >"$sink_out" 2>&1 &
+  sink_pid=$!
+  PIDS+=("$sink_pid")
+  wait_port "$SINK_PORT" 10 || { log "smtp-sink did not start"; return 1; }
+  t0=$(now)
+  timeout "$TIMEOUT" "$SMTP_SOURCE" -s "$SESSIONS" -m "$MESSAGES" -d -F "$MSG_FILE" \
+    -f secretariat@cabinet-dentaire.test -t commandes@labo.test -M load.test \
+    "127.0.0.1:$port" >"$WORK/source-$name.out" 2>&1 || src_rc=$?
+  [ "$src_rc" = 0 ] || log "$name: smtp-source exit $src_rc: $(tail -n 3 "$WORK/source-$name.out" | tr '\n' ' ')"
+  # smtp-sink exits by itself after M messages; bound the wait.
+  local deadline=$((SECONDS + TIMEOUT))
+  while kill -0 "$sink_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.01; done
+  t1=$(now)
+  if kill -0 "$sink_pid" 2>/dev/null; then
+    kill "$sink_pid"; wait "$sink_pid" 2>/dev/null || true
+    got=$(tr '\r' '\n' <"$sink_out" | grep -oE '^ *[0-9]+ +[0-9]+ +[0-9]+' | tail -n 1 | awk '{print $3}')
+    log "$name: timed out; smtp-sink counted ${got:-?} of $MESSAGES"
+    echo "$name $(echo "$t1 - $t0" | bc -l) ${got:-0}"
+    return 0
+  fi
+  wait "$sink_pid" 2>/dev/null || true
+  echo "$name $(echo "$t1 - $t0" | bc -l) $MESSAGES"
+}
+
+# --- Postfix ------------------------------------------------------------------------------
+start_postfix() {
+  local port="$1"
+  POSTFIX_CONF="$WORK/postfix/etc"
+  mkdir -p "$POSTFIX_CONF" "$WORK/postfix/spool" "$WORK/postfix/data"
+  cp /usr/share/postfix/main.cf.debian "$POSTFIX_CONF/main.cf"
+  if [ -f /usr/share/postfix/master.cf.dist ]; then
+    cp /usr/share/postfix/master.cf.dist "$POSTFIX_CONF/master.cf"
+  else
+    cp /etc/postfix/master.cf "$POSTFIX_CONF/master.cf"
+  fi
+  cp -r /etc/postfix/dynamicmaps.cf /etc/postfix/dynamicmaps.cf.d "$POSTFIX_CONF/" 2>/dev/null || true
+  chown root:root "$WORK/postfix" "$POSTFIX_CONF"
+  chown postfix:postfix "$WORK/postfix/data"  # postfix-script refuses to start otherwise
+  postconf -c "$POSTFIX_CONF" -e \
+    "queue_directory = $WORK/postfix/spool" \
+    "data_directory = $WORK/postfix/data" \
+    "relayhost = [127.0.0.1]:$SINK_PORT" \
+    "mynetworks = 127.0.0.0/8" \
+    "inet_interfaces = loopback-only"
+  # The listener on a non-standard port; chroot off because a private queue dir has no
+  # jail files (etc/services, resolv.conf). Everything else is Debian's master.cf.
+  postconf -c "$POSTFIX_CONF" -M# smtp/inet
+  postconf -c "$POSTFIX_CONF" -M "127.0.0.1:$port/inet = 127.0.0.1:$port inet n - n - - smtpd"
+  postconf -c "$POSTFIX_CONF" -F '*/*/chroot = n'
+  /usr/sbin/postfix -c "$POSTFIX_CONF" check
+  /usr/sbin/postfix -c "$POSTFIX_CONF" start >"$WORK/postfix-start.out" 2>&1 \
+    || { cat "$WORK/postfix-start.out" >&2; return 1; }
+  wait_port "$port" 20 || { log "postfix did not listen on $port"; return 1; }
+}
+
+# --- Portique -----------------------------------------------------------------------------
+write_portique_config() {  # write_portique_config FILE PORT ACTION
+  cat >"$1" <<EOF
+# Written by compare_postfix.sh for one benchmark run.
+data_dir = "$WORK/portique-$3"
+workers = "$WORKERS"
+log_level = "warning"
+
+[smtp]
+listen = "127.0.0.1:$2"
+
+[connectors.relay]
+type = "relay"
+host = "127.0.0.1"
+port = $SINK_PORT
+tls = "none"
+
+[[routes]]
+name = "labs"
+match = ["*@labo.test"]
+action = "$3"
+connector = "relay"
+
+[admin]
+enabled = false
+
+[metrics]
+enabled = false
+EOF
+}
+
+PORTIQUE_PID=""
+start_portique() {  # start_portique ACTION PORT
+  local cfg="$WORK/portique-$1.toml"
+  write_portique_config "$cfg" "$2" "$1"
+  "$PORTIQUE" keys init -c "$cfg" >/dev/null
+  if "$PORTIQUE" --help 2>/dev/null | grep -qw roster; then
+    "$PORTIQUE" roster import -c "$cfg" "$WORK/roster.csv" >/dev/null 2>&1 \
+      || log "roster import failed: names may go undetected"
+  fi
+  "$PORTIQUE" serve -c "$cfg" >"$WORK/portique-$1.log" 2>&1 &
+  PORTIQUE_PID=$!
+  PIDS+=("$PORTIQUE_PID")
+  wait_port "$2" 30 || { log "portique did not listen on $2"; tail -n 20 "$WORK/portique-$1.log" >&2; return 1; }
+}
+stop_portique() {
+  [ -n "$PORTIQUE_PID" ] || return 0
+  kill -TERM "$PORTIQUE_PID" 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$PORTIQUE_PID" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+  kill -KILL "$PORTIQUE_PID" 2>/dev/null || true
+  wait "$PORTIQUE_PID" 2>/dev/null || true
+  PORTIQUE_PID=""
+}
+
+# verify ACTION PORT EXPECT: driver + Python verifying sink on SINK_PORT through the gateway.
+verify_through() {
+  local port="$2" expect="$3" rate_json="$WORK/verify-$1.json"
+  "$PY" "$HERE/driver.py" --port "$port" --sink-port "$SINK_PORT" -n "$SESSIONS" \
+    -m "$VERIFY_MESSAGES" --mix lab --expect "$expect" --settle 60 --json "$rate_json"
+}
+
+# --- runs -----------------------------------------------------------------------------------
+declare -A SECS DELIVERED
+STATUS=0
+record() {  # record "NAME SECONDS DELIVERED"
+  local name secs got
+  read -r name secs got <<<"$1"
+  SECS[$name]=$secs
+  DELIVERED[$name]=$got
+  [ "$got" = "$MESSAGES" ] || STATUS=1
+}
+
+if [ "$ONLY" != "portique" ]; then
+  PF_PORT=$(free_port)
+  log "postfix: private instance on 127.0.0.1:$PF_PORT, relayhost [127.0.0.1]:$SINK_PORT"
+  start_postfix "$PF_PORT"
+  record "$(timed_run postfix "$PF_PORT")"
+  /usr/sbin/postfix -c "$POSTFIX_CONF" stop >/dev/null 2>&1 || true
+  POSTFIX_CONF=""
+fi
+
+if [ "$ONLY" != "postfix" ]; then
+  PQ_PORT=$(free_port)
+  log "portique (pseudonymise): 127.0.0.1:$PQ_PORT, workers=$WORKERS"
+  start_portique pseudonymise "$PQ_PORT"
+  record "$(timed_run portique-pseudonymise "$PQ_PORT")"
+  if [ "$VERIFY" = 1 ]; then
+    log "verifying $VERIFY_MESSAGES generated messages through the pseudonymising route"
+    verify_through pseudonymise "$PQ_PORT" pseudonymised >"$WORK/verify.out" 2>&1 || STATUS=1
+    cat "$WORK/verify.out" >&2
+    rate=${SECS[portique-pseudonymise]:+$(echo "$MESSAGES / ${SECS[portique-pseudonymise]} / 2" | bc -l)}
+    if [ -n "${rate:-}" ] && [ "${DELIVERED[portique-pseudonymise]}" = "$MESSAGES" ]; then
+      n=$(printf '%.0f' "$(echo "$rate * $LATENCY_SECONDS" | bc -l)")
+      log "latency at half the measured rate: $(printf '%.1f' "$rate") msg/s for ${LATENCY_SECONDS} s"
+      "$PY" "$HERE/driver.py" --port "$PQ_PORT" --sink-port "$SINK_PORT" -n "$SESSIONS" \
+        --rate "$rate" -m "$n" --mix lab --expect pseudonymised --settle 60 \
+        >"$WORK/latency.out" 2>&1 || STATUS=1
+      cat "$WORK/latency.out" >&2
+    fi
+  fi
+  stop_portique
+  if [ "$DELIVER_ROW" = 1 ]; then
+    PD_PORT=$(free_port)
+    log "portique (deliver, no scanning): 127.0.0.1:$PD_PORT"
+    start_portique deliver "$PD_PORT"
+    record "$(timed_run portique-deliver "$PD_PORT")"
+    stop_portique
+  fi
+fi
+
+# --- table ----------------------------------------------------------------------------------
+rate_of() { echo "${DELIVERED[$1]} / ${SECS[$1]}" | bc -l; }
+echo
+echo "Postfix vs Portique: $MESSAGES x $MSG_BYTES-byte lab orders, smtp-source -s $SESSIONS -> relay -> smtp-sink; nproc=$(nproc)"
+printf '| %-42s | %9s | %9s | %10s |\n' "relay" "delivered" "seconds" "msg/s"
+printf '|%s|%s|%s|%s|\n' "--------------------------------------------" "-----------" "-----------" "------------"
+for name in postfix portique-pseudonymise portique-deliver; do
+  [ -n "${SECS[$name]:-}" ] || continue
+  label="$name"
+  case "$name" in
+    postfix) label="Postfix $(postconf -d -h mail_version 2>/dev/null) (plain relay)" ;;
+    portique-pseudonymise) label="Portique, pseudonymising lab route" ;;
+    portique-deliver) label="Portique, deliver route (no scanning)" ;;
+  esac
+  printf '| %-42s | %9s | %9.2f | %10.1f |\n' "$label" "${DELIVERED[$name]}" "${SECS[$name]}" "$(rate_of "$name")"
+done
+if [ -n "${SECS[postfix]:-}" ] && [ -n "${SECS[portique-pseudonymise]:-}" ]; then
+  printf 'ratio Portique (pseudonymise) / Postfix = %.2f\n' \
+    "$(echo "$(rate_of portique-pseudonymise) / $(rate_of postfix)" | bc -l)"
+fi
+if [ -n "${SECS[postfix]:-}" ] && [ -n "${SECS[portique-deliver]:-}" ]; then
+  printf 'ratio Portique (deliver, no scanning) / Postfix = %.2f\n' \
+    "$(echo "$(rate_of portique-deliver) / $(rate_of postfix)" | bc -l)"
+fi
+exit "$STATUS"
