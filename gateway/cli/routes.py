@@ -23,15 +23,27 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run_test(args: argparse.Namespace) -> int:
+    import sys
+
     from gateway.config import load_config
+    from gateway.errors import TrustListError
     from gateway.routes import explain_route, mssante_predicates
 
     cfg = load_config(args.config)
-    is_mssante, is_listed_domain = mssante_predicates(cfg)
+    trust_error = ""
+    try:
+        is_mssante, is_listed_domain = mssante_predicates(cfg)
+    except TrustListError as exc:
+        # Still show the routing: without a list, @mssante matches nothing (as in serve).
+        is_mssante = is_listed_domain = None
+        trust_error = str(exc)
+        print(f"portique: warning: {exc}; '@mssante' matches nothing", file=sys.stderr)
     status = 0
     for address in args.addresses:
         d = explain_route(address, cfg, is_mssante, is_listed_domain)
-        if d.on_trust_list is None:
+        if trust_error:
+            listed = "trust list unreadable"
+        elif d.on_trust_list is None:
             listed = "no trust list configured"
         else:
             listed = "domain listed" if d.on_trust_list else "domain not listed"

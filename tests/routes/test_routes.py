@@ -262,3 +262,15 @@ def test_cli_routes_test_without_mssante(
 def test_parse_config_route_defaults() -> None:
     cfg = parse_config({"connectors": {"relay": {"host": "127.0.0.1", "tls": "none", "port": 25}}})
     assert [r.connector for r in cfg.effective_routes()] == ["relay"]
+
+
+def test_cli_routes_test_with_unreadable_trust_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write_config(tmp_path)
+    (tmp_path / "liste.xml").write_bytes(b"<ListeBlancheMSSante")
+    assert main(["routes", "test", "-c", str(cfg), f"dr.x@{LISTED_DOMAIN}"]) == 1
+    captured = capsys.readouterr()
+    assert "not well-formed" in captured.err
+    assert "rejected, nothing sent" in captured.out  # no catch-all route in this config
+    assert "MSSanté:    trust list unreadable" in captured.out
