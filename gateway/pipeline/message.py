@@ -47,7 +47,63 @@ from gateway.scan.model import FieldKind, IdentifierKind, TextField
 
 # SMTP line limit (RFC 5321 4.5.3.1.6): 998 octets plus CRLF. Longer lines need an encoding.
 MAX_LINE_LENGTH = 998
-_ADDRESS_HEADERS = ("from", "to", "cc", "reply-to")
+_ADDRESS_HEADERS = (
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "sender",
+    "resent-from",
+    "resent-to",
+    "resent-cc",
+)
+# Headers with a machine syntax: never scanned or rewritten (rewriting would break them,
+# and they carry no free text). Every other header (Subject, Thread-Topic, Comments,
+# Keywords, Content-Description, X-*) is scanned as free text: Outlook copies the Subject
+# into Thread-Topic, and practice software adds its own X- headers.
+_STRUCTURED_HEADERS = frozenset(
+    {
+        "received",
+        "return-path",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "date",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "content-id",
+        "content-location",
+        "content-language",
+        "content-md5",
+        "dkim-signature",
+        "domainkey-signature",
+        "authentication-results",
+        "received-spf",
+        "arc-seal",
+        "arc-message-signature",
+        "arc-authentication-results",
+        "delivered-to",
+        "x-original-to",
+        "thread-index",
+        "resent-date",
+        "resent-message-id",
+        "list-id",
+        "list-unsubscribe",
+        "list-post",
+        "list-help",
+        "list-subscribe",
+        "list-owner",
+        "list-archive",
+        "precedence",
+        "auto-submitted",
+        "importance",
+        "priority",
+        "x-priority",
+    }
+)
 _BASE64_SHAPE = re.compile(rb"[A-Za-z0-9+/\s]*(?:=\s*){0,2}")
 # Base64 is encoded in slices of 57 * 1024 input bytes: 1024 lines of 76 characters each,
 # so a 50 MB attachment never exists twice in encoded form.
@@ -114,7 +170,8 @@ def analyse_message(
     root, parts = parse_message(raw, limits)
     analysis = MessageAnalysis(raw, root)
     nl = line_ending(raw)
-    walker = _Walker(analysis, raw, nl, limits, deadline, clock)
+    roots = frozenset({root.index} | {p.children[0].index for p in parts if p.kind == "message"})
+    walker = _Walker(analysis, raw, nl, limits, deadline, clock, roots)
     walker.message_headers(root)
     for part in parts:
         if part.kind == "message":
@@ -133,6 +190,7 @@ class _Walker:
     limits: FilesConfig
     deadline: float | None
     clock: Callable[[], float]
+    message_roots: frozenset[int] = frozenset()
 
     def check_budget(self) -> None:
         if self.deadline is not None and self.clock() > self.deadline:
@@ -145,14 +203,10 @@ class _Walker:
     # --- message headers ------------------------------------------------------------
 
     def message_headers(self, part: MimePart) -> None:
+        """Free-text headers and address display names of one message (root or embedded)."""
         analysis = self.analysis
         first = len(analysis.fields)
-        subject_raw = part.message.get("Subject")
-        subject_index: int | None = None
-        if subject_raw is not None:
-            subject_index = analysis.add(decode_header_text(str(subject_raw)), FieldKind.SUBJECT)
-            if analysis.subject_field is None:
-                analysis.subject_field = subject_index
+        text_slots = self.free_text_headers(part, with_subject=True)
         address_slots: list[tuple[str, list[tuple[str, str]], list[int | None]]] = []
         for name in _ADDRESS_HEADERS:
             values = part.message.get_all(name)
@@ -168,11 +222,7 @@ class _Walker:
         nl = self.nl
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
-            replacements: dict[str, bytes | None] = {}
-            if subject_index is not None:
-                new_subject = texts[subject_index - first]
-                if new_subject != analysis.fields[subject_index].text:
-                    replacements["subject"] = encode_header("Subject", new_subject, nl)
+            replacements = self.free_text_replacements(text_slots, texts, first)
             for name, pairs, indices in address_slots:
                 changed = False
                 rendered = []
@@ -182,13 +232,49 @@ class _Walker:
                         changed = True
                     rendered.append(formataddr((display, addr), charset="utf-8"))
                 if changed:
-                    title = "Reply-To" if name == "reply-to" else name.capitalize()
+                    title = "-".join(w.capitalize() for w in name.split("-"))
                     replacements[name] = fold_plain(title, ", ".join(rendered), nl)
             if not replacements:
                 return {}
             return {part.index: PartEdit(headers=replacements)}
 
         self.register(first, rebuild)
+
+    def free_text_headers(
+        self, part: MimePart, *, with_subject: bool
+    ) -> list[tuple[str, int, int]]:
+        """[(header name as written, occurrence, field index)] for scanned headers."""
+        analysis = self.analysis
+        slots: list[tuple[str, int, int]] = []
+        seen: dict[str, int] = {}
+        for raw_name, value in part.message.items():
+            name = raw_name.strip().lower()
+            occurrence = seen.get(name, 0)
+            seen[name] = occurrence + 1
+            if name in _STRUCTURED_HEADERS or name in _ADDRESS_HEADERS:
+                continue
+            if name == "subject" and not with_subject:
+                continue
+            text = decode_header_text(str(value))
+            if not text.strip():
+                continue
+            kind = FieldKind.SUBJECT if name == "subject" else FieldKind.METADATA
+            index = analysis.add(text, kind)
+            if name == "subject" and analysis.subject_field is None:
+                analysis.subject_field = index
+            slots.append((raw_name.strip(), occurrence, index))
+        return slots
+
+    def free_text_replacements(
+        self, slots: list[tuple[str, int, int]], texts: Sequence[str], first: int
+    ) -> dict[str, bytes | None]:
+        replacements: dict[str, bytes | None] = {}
+        for raw_name, occurrence, index in slots:
+            new = texts[index - first]
+            if new != self.analysis.fields[index].text:
+                key = f"{raw_name.lower()}#{occurrence}"
+                replacements[key] = encode_header(raw_name, new, self.nl)
+        return replacements
 
     # --- leaves ----------------------------------------------------------------------
 
@@ -199,6 +285,13 @@ class _Walker:
         first = len(analysis.fields)
         names = attachment_names(message)
         name_indices = [analysis.add(n, FieldKind.FILENAME) for _, n in names]
+        # A message's own headers were scanned by message_headers; a body part's free-text
+        # headers (Content-Description, X-*) are scanned here.
+        header_slots = (
+            []
+            if part.index in self.message_roots
+            else self.free_text_headers(part, with_subject=True)
+        )
         cte = str(message.get("Content-Transfer-Encoding", "7bit")).strip().lower()
         payload = decode_body(memoryview(self.raw)[part.header_end : part.end], cte)
         maintype = message.get_content_maintype()
@@ -221,7 +314,9 @@ class _Walker:
 
             self.register(
                 first,
-                self._text_rebuilder(part, names, name_indices, first, body_first, charset, render),
+                self._text_rebuilder(
+                    part, names, name_indices, header_slots, first, body_first, charset, render
+                ),
             )
             return
         if not payload and not names:
@@ -242,7 +337,9 @@ class _Walker:
             analysis.notes.extend((kind, anchor) for kind in extracted.notes)
             analysis.unknown += extracted.unknown
             analysis.formats.append(extracted.format)
-        rebuilder = self._file_rebuilder(part, names, name_indices, first, body_first, extracted)
+        rebuilder = self._file_rebuilder(
+            part, names, name_indices, header_slots, first, body_first, extracted
+        )
         self.register(first, rebuilder, always=bool(extracted and extracted.cleaned))
         if extracted is not None and extracted.cleaned:
             analysis.cleaned = True
@@ -278,6 +375,7 @@ class _Walker:
         part: MimePart,
         names: list[tuple[str, str]],
         name_indices: list[int],
+        header_slots: list[tuple[str, int, int]],
         first: int,
         body_first: int,
         charset: str,
@@ -291,7 +389,7 @@ class _Walker:
             new_names = [texts[i - first] for i in name_indices]
             body_texts = texts[body_first - first :]
             originals = fields[body_first : body_first + len(body_texts)]
-            extra: dict[str, bytes | None] = {}
+            extra = self.free_text_replacements(header_slots, texts, first)
             body: bytes | None = None
             if _differs(body_texts, originals):
                 new_text = render(body_texts)
@@ -306,7 +404,8 @@ class _Walker:
                     extra["content-transfer-encoding"] = (
                         f"Content-Transfer-Encoding: {new_cte}".encode()
                     )
-            if body is None and all(n == o for n, (_, o) in zip(new_names, names, strict=True)):
+            unchanged_names = all(n == o for n, (_, o) in zip(new_names, names, strict=True))
+            if body is None and not extra and unchanged_names:
                 return {}
             headers = self._new_headers(part, names, new_names, extra)
             return {part.index: PartEdit(headers=headers, body=body)}
@@ -318,6 +417,7 @@ class _Walker:
         part: MimePart,
         names: list[tuple[str, str]],
         name_indices: list[int],
+        header_slots: list[tuple[str, int, int]],
         first: int,
         body_first: int,
         extracted: ExtractedFile | None,
@@ -327,7 +427,7 @@ class _Walker:
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
             new_names = [texts[i - first] for i in name_indices]
-            extra: dict[str, bytes | None] = {}
+            extra = self.free_text_replacements(header_slots, texts, first)
             body: bytes | None = None
             if extracted is not None:
                 new_payload = extracted.rebuild(texts[body_first - first :], session)
@@ -340,7 +440,8 @@ class _Walker:
                         extra["content-transfer-encoding"] = (
                             f"Content-Transfer-Encoding: {new_cte}".encode()
                         )
-            if body is None and all(n == o for n, (_, o) in zip(new_names, names, strict=True)):
+            unchanged_names = all(n == o for n, (_, o) in zip(new_names, names, strict=True))
+            if body is None and not extra and unchanged_names:
                 return {}
             headers = self._new_headers(part, names, new_names, extra)
             return {part.index: PartEdit(headers=headers, body=body)}

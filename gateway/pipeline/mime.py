@@ -249,10 +249,12 @@ def split_header_lines(block: bytes) -> list[bytes]:
 
 
 def replace_headers(block: bytes, replacements: dict[str, bytes | None], nl: bytes) -> bytes:
-    """A header block with the named headers replaced (first occurrence) or added.
+    """A header block with the named headers replaced, removed or added.
 
-    `replacements` maps a lower-case header name to its new full line (without line
-    ending) or None to remove it. Other lines are copied verbatim.
+    Keys of `replacements` are a lower-case header name (the first occurrence is replaced,
+    later ones dropped, and the header is added when missing) or `name#N` (only the N-th
+    occurrence, counted from 0). A value is the full new line without its line ending, or
+    None to remove the line. Every other line is copied verbatim.
     """
     body_sep_len = 0
     if block.endswith(b"\r\n\r\n"):
@@ -264,10 +266,19 @@ def replace_headers(block: bytes, replacements: dict[str, bytes | None], nl: byt
     head = block[: len(block) - body_sep_len] if body_sep_len else block
     sep = block[len(block) - body_sep_len :] if body_sep_len else nl
     lines = split_header_lines(head) if head not in (b"\r\n", b"\n") else []
-    pending = dict(replacements)
+    pending = {k: v for k, v in replacements.items() if "#" not in k}
+    seen: dict[str, int] = {}
     out: list[bytes] = []
     for line in lines:
         name = line.split(b":", 1)[0].strip().lower().decode("latin-1")
+        occurrence = seen.get(name, 0)
+        seen[name] = occurrence + 1
+        key = f"{name}#{occurrence}"
+        if key in replacements:
+            new = replacements[key]
+            if new is not None:
+                out.append(new + nl)
+            continue
         if name in pending:
             new = pending.pop(name)
             if new is not None:

@@ -287,3 +287,26 @@ def test_redact_route_uses_labels_and_no_vault_entries() -> None:
     assert copy.vault_entries == ()
     lab = run(raw).copies[0]
     assert lab.vault_entries and all(v.audience == "labo.fr" for v in lab.vault_entries)
+
+
+def test_free_text_headers_are_scanned_and_structured_ones_kept() -> None:
+    raw = (
+        b"From: Dr Martin <cabinet@cabinet-martin.fr>\r\nTo: orders@labo.fr\r\n"
+        b"Subject: Couronne\r\nThread-Topic: Couronne DUPONT Jean\r\n"
+        b"Comments: rien\r\nComments: pour DUPONT Jean\r\n"
+        b"X-Patient: DUPONT Jean\r\nMessage-ID: <DUPONT.42@cabinet-martin.fr>\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        b"--B\r\nContent-Type: text/plain\r\n\r\nBonjour\r\n"
+        b"--B\r\nContent-Type: model/stl\r\nContent-Description: arcade de DUPONT Jean\r\n\r\n"
+        b"solid s\nendsolid s\n\r\n--B--\r\n"
+    )
+    copy = run(raw).copies[0]
+    assert copy.verdict == "rewritten", copy.reason
+    assert copy.data is not None
+    head = copy.data.split(b"\r\n\r\n", 1)[0]
+    assert b"Thread-Topic: Couronne PAT-" in head
+    assert b"Comments: rien\r\nComments: pour PAT-" in head
+    assert b"X-Patient: PAT-" in head
+    assert b"Message-ID: <DUPONT.42@cabinet-martin.fr>" in head  # structured: untouched
+    assert b"Content-Description: arcade de PAT-" in copy.data
+    assert copy.data.count(b"DUPONT") == 1
