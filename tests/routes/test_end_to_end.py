@@ -26,6 +26,7 @@ import pytest
 from aiohttp import BodyPartReader, web
 
 from crypto.aead import Sealer
+from crypto.certs import issue, make_ca
 from crypto.keys import Keyring
 from crypto.pseudonym import TOKEN_PATTERN
 from gateway import service as service_module
@@ -129,11 +130,25 @@ async def _start_lab(pki: PKI) -> tuple[web.AppRunner, LabEndpoint]:
 
 @pytest.fixture
 async def rig(
-    pki: PKI, tmp_path: Path, data_dir: Path, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    pki: PKI,
+    tmp_path: Path,
+    data_dir: Path,
+    keyring: Keyring,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Rig]:
+    # Indirect parameter: "untrusted-operator" (operator certificate from another CA) or
+    # "missing-client-cert" (the configured client certificate file is absent).
+    variant = getattr(request, "param", "")
     sink = await Sink().start()
     lab_runner, lab = await _start_lab(pki)
-    op_ctx = operator_context(pki.server, pki.ca, tmp_path / "operator")
+    operator_cert = pki.server
+    if variant == "untrusted-operator":
+        operator_cert = issue(make_ca("Rogue CA"), "localhost", sans=["localhost", "127.0.0.1"])
+    client_cert = pki.client_cert
+    if variant == "missing-client-cert":
+        client_cert = tmp_path / "absent-client.pem"
+    op_ctx = operator_context(operator_cert, pki.ca, tmp_path / "operator")
     operator = FakeOperator(op_ctx)
     await operator.__aenter__()
     raw: dict[str, Any] = {
@@ -146,7 +161,7 @@ async def rig(
             "mssante": {
                 "host": "127.0.0.1",
                 "port": operator.port,
-                "client_cert": str(pki.client_cert),
+                "client_cert": str(client_cert),
                 "client_key": str(pki.client_key),
                 "ca_file": str(pki.ca_file),
                 "trust_list": str(SAMPLE_TRUST_LIST),
@@ -343,3 +358,29 @@ async def test_unreachable_operator_keeps_the_message_queued(rig: Rig) -> None:
     for m in rig.sink.messages:
         assert_no_phi(m.data)
     assert re.search(rb"DUPONT", b"".join(m.data for m in rig.sink.messages)) is None
+
+
+@pytest.mark.parametrize(
+    ("rig", "reason"),
+    [
+        ("untrusted-operator", "operator certificate refused"),
+        ("missing-client-cert", "cannot read"),
+    ],
+    indirect=["rig"],
+)
+async def test_tls_trust_failures_keep_the_message_queued(rig: Rig, reason: str) -> None:
+    await send(rig, [DR, LAB], message(f"{DR}, {LAB}", PHI_BODY))
+    await wait_until(lambda: rig.sink_for(LAB))  # the lab copy is unaffected
+
+    def waiting() -> list[Any]:
+        return [e for e in rig.service.queue.list() if e.connector == "mssante" and e.attempts >= 2]
+
+    await wait_until(waiting)
+    (entry,) = waiting()
+    assert entry.recipients == (DR,)
+    assert reason in entry.last_error
+    assert rig.operator.messages == []
+    # Nothing with the patient's identity went anywhere else.
+    for m in rig.sink.messages:
+        assert_no_phi(m.data)
+        assert DR not in m.recipients
