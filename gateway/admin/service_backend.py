@@ -77,12 +77,24 @@ class ServiceBackend:
 
     @classmethod
     def attach(
-        cls, service: Service, trail: AuditTrail, vault: Vault | None, digest_key: bytes
+        cls,
+        service: Service,
+        trail: AuditTrail,
+        vault: Vault | None,
+        digest_key: bytes,
+        *,
+        alert_email: str = "",
     ) -> ServiceBackend:
-        """A backend for a started service, making sure `trail` hears its events."""
+        """A backend for a started service, making sure `trail` hears its events
+        (as a required sink) and, with `alert_email`, that holds are e-mailed there.
+        Call from the event loop thread."""
+        from gateway.admin.alerts import HoldAlerts
+
         sinks = getattr(service.events, "_sinks", [])
         if not any(sink is trail for sink, _required in sinks):
             service.events.subscribe(trail, required=True)
+        if alert_email:
+            service.events.subscribe(HoldAlerts(service, alert_email))
         return cls(service, trail, vault, digest_key)
 
     # --- reads ------------------------------------------------------------------

@@ -47,6 +47,7 @@ PRACTICE = PracticeConfig(name="Cabinet du Parc", emails=("secretariat@cabinet.t
 SENDER = "secretariat@cabinet.test"
 LAB = "commandes@labo.test"
 REVIEW = "controle@review.test"
+ALERTS = "admin-alertes@cabinet.test"
 ROUTES = [
     {"name": "lab", "match": ["*@labo.test"], "action": "pseudonymise", "connector": "relay"},
     {"name": "review", "match": ["*@review.test"], "action": "hold", "connector": "relay"},
@@ -102,7 +103,7 @@ class RealStack:
         self.service = Service(cfg, engine=engine, vault=self.vault, keyring=self.keyring)
         await self.service.start(control_socket=False)
         self.backend = ServiceBackend.attach(
-            self.service, self.trail, self.vault, self.keyring.digest_key
+            self.service, self.trail, self.vault, self.keyring.digest_key, alert_email=ALERTS
         )
         self.users = await asyncio.to_thread(UserStore.open, self.data_dir, FAST_HASHER)
         self.accounts = await asyncio.to_thread(create_accounts, self.users)

@@ -245,6 +245,8 @@ def test_first_login_enrols_totp(
     log_in(page, real.base_url, account)
     expect(page).to_have_url(real.base_url + "/login/enrol")
     expect(page.locator("img.qr")).to_be_visible()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "enrol.png"), full_page=True)
     uri = page.locator("#otpauth-uri").inner_text()
     assert re.match(r"otpauth://totp/Portique:newadmin\?secret=[A-Z2-7]+", uri)
     secret = pyotp.parse_uri(uri).secret

@@ -12,7 +12,7 @@ import pytest
 
 from crypto.keys import Keyring
 from tests.admin._console import ConsoleClient, csrf_of
-from tests.admin._real_service import LAB, PLANTED, REVIEW, RealStack, lab_order
+from tests.admin._real_service import ALERTS, LAB, PLANTED, REVIEW, RealStack, lab_order
 
 
 @pytest.fixture
@@ -41,6 +41,12 @@ async def test_no_page_but_reidentification_names_the_patient(stack: RealStack) 
     assert "Dupontel" not in body and "DUPONTEL" not in body
     held = stack.service.quarantine.list()
     assert len(held) == 1
+    # The admin address got an alert for the hold, with the id and no patient data.
+    alerts = [m for m in stack.sink.messages if m.recipients == [ALERTS]]
+    assert len(alerts) == 1 and alerts[0].mail_from in ("", "<>")
+    assert held[0].id.encode() in alerts[0].data
+    for planted in PLANTED:
+        assert planted.encode() not in alerts[0].data
 
     client = await _admin(stack)
     try:
