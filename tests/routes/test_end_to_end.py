@@ -254,7 +254,9 @@ def assert_no_phi(data: bytes) -> None:
             assert value not in text, value
 
 
-async def test_three_recipients_three_different_copies(rig: Rig) -> None:
+async def test_three_recipients_three_different_copies(
+    rig: Rig, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = message(f"{DR}, {LAB}, {GMAIL}", PHI_BODY)
     await send(rig, [DR, LAB, GMAIL], data)
 
@@ -287,6 +289,16 @@ async def test_three_recipients_three_different_copies(rig: Rig) -> None:
         ["reidentify", token, "--reason", "le labo demande le dossier", "-c", str(rig.config_file)],
     )
     assert code == 0
+
+    # No planted identifier in any log line written along the way (the reidentify
+    # output itself is the one place an identity is printed, and is left out here).
+    logs = capsys.readouterr()
+    log_text = "\n".join(
+        line for line in (logs.out + logs.err).splitlines() if not line.startswith(token)
+    )
+    assert "decided" in log_text and "delivery" in log_text  # the logs were captured
+    for value in PLANTED:
+        assert value not in log_text, value
 
 
 async def test_reidentify_prints_patient_and_lab(
