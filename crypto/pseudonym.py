@@ -14,7 +14,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 
@@ -27,7 +26,8 @@ DIGEST_HEX = 16
 
 
 def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+    # hmac.digest: the one-shot C path, several times faster than hmac.new for short input.
+    return hmac.digest(key, message.encode("utf-8"), "sha256")
 
 
 def normalise_audience(audience: str) -> str:

@@ -68,6 +68,9 @@ def fold_key(text: str) -> str:
     return fold(text).lower()
 
 
+_ALNUM_ONLY = bytes(c if chr(c).isalnum() else 0 for c in range(128)) + bytes(128)
+
+
 def alnum_key(text: str) -> str:
     """Folded, lower-case, with every separator removed ("01 23.45" -> "012345")."""
-    return "".join(ch for ch in fold_key(text) if ch.isalnum())
+    return fold_bytes(text).lower().translate(_ALNUM_ONLY).replace(b"\x00", b"").decode("ascii")

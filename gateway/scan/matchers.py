@@ -26,6 +26,26 @@ import ahocorasick
 
 from gateway.scan.shapes import SHAPES, Shape, ShapeName
 
+# Literal matching works on a word view of the folded text: letters and digits
+# lower-cased, every other byte a space, one space of padding at each end. A literal is
+# " name words " with a space on each side, so it only matches whole words ("pide"
+# never fires inside "cuspide"), without a per-hit boundary check in Python, and
+# "Jean-Pierre", "jean_pierre" and "JEAN PIERRE" all read " jean pierre ".
+_WORD_VIEW = bytes(
+    (c | 0x20) if chr(c).isascii() and chr(c).isalnum() else 0x20 for c in range(256)
+)
+_LITERAL_SPLIT = re.compile(r"[^0-9a-z]+")
+
+
+def literal_form(normalised: str) -> str:
+    """The word-view form of a roster literal: " jean pierre "."""
+    return " " + " ".join(w for w in _LITERAL_SPLIT.split(normalised.lower()) if w) + " "
+
+
+def word_view(data: bytes) -> bytes:
+    return b" " + data.translate(_WORD_VIEW) + b" "
+
+
 Candidate = tuple[ShapeName, int, int]
 LiteralHit = tuple[int, int, int]  # literal index, start, end
 
@@ -53,7 +73,7 @@ class ReMatcher:
         if literals:
             automaton = ahocorasick.Automaton()
             for index, literal in enumerate(literals):
-                automaton.add_word(literal, (index, len(literal)))
+                automaton.add_word(literal_form(literal), (index, len(literal_form(literal))))
             automaton.make_automaton()
             self._automaton = automaton
 
@@ -66,10 +86,11 @@ class ReMatcher:
     def literals(self, folded: str, data: bytes) -> list[LiteralHit]:
         if self._automaton is None:
             return []
-        lower = folded.lower()
+        view = word_view(data).decode("ascii")
+        # Padded [end + 1 - length, end + 1) is " word "; unpadded, the word itself.
         return [
-            (index, end + 1 - length, end + 1)
-            for end, (index, length) in self._automaton.iter(lower)
+            (index, end + 1 - length, end - 1)
+            for end, (index, length) in self._automaton.iter(view)
         ]
 
 
@@ -84,10 +105,10 @@ class HyperscanMatcher:
         self._compiled = [(shape, compile_shape(shape)) for shape in SHAPES]
         self._shape_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         self._shape_db.compile(
-            expressions=[shape.pattern.encode("ascii") for shape in SHAPES],
+            expressions=[(shape.trigger or shape.pattern).encode("ascii") for shape in SHAPES],
             ids=list(range(len(SHAPES))),
             flags=[
-                (hyperscan.HS_FLAG_SOM_LEFTMOST if s.leftmost_start else 0)
+                (hyperscan.HS_FLAG_SOM_LEFTMOST if s.trigger or s.leftmost_start else 0)
                 | (hyperscan.HS_FLAG_CASELESS if s.caseless else 0)
                 for s in SHAPES
             ],
@@ -97,7 +118,7 @@ class HyperscanMatcher:
         if literals:
             self._literal_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             self._literal_db.compile(
-                expressions=[literal.encode("ascii") for literal in literals],
+                expressions=[literal_form(literal).encode("ascii") for literal in literals],
                 ids=list(range(len(literals))),
                 flags=hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SOM_LEFTMOST,
                 literal=True,
@@ -105,20 +126,40 @@ class HyperscanMatcher:
             self._literal_scratch = hyperscan.Scratch(self._literal_db)
 
     def shapes(self, folded: str, data: bytes) -> list[Candidate]:
+        # Per shape: ranges [low, high] where a match may start (see Shape).
         hits: list[list[tuple[int, int]]] = [[] for _ in SHAPES]
 
         def on_match(shape_id: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-            if not SHAPES[shape_id].leftmost_start:
-                start = max(0, end - SHAPES[shape_id].max_len)
-            hits[shape_id].append((start, end))
+            shape = SHAPES[shape_id]
+            if shape.trigger is not None:
+                hits[shape_id].append((max(0, start - shape.before), start))
+            elif shape.leftmost_start:
+                hits[shape_id].append((start, start))
+            else:
+                hits[shape_id].append((max(0, end - shape.max_len), end))
 
         self._shape_db.scan(data, match_event_handler=on_match, scratch=self._shape_scratch)
         found: list[Candidate] = []
         for (shape, pattern), shape_hits in zip(self._compiled, hits, strict=True):
             if not shape_hits:
                 continue
-            for low, high in _clusters(shape_hits):
-                for m in pattern.finditer(folded, low):
+            if shape.before == 0 and (shape.trigger is not None or shape.leftmost_start):
+                # Exact starts: try the pattern there only, left to right, skipping starts
+                # inside the previous match (as finditer over the whole text would).
+                last_end = 0
+                for start in sorted({low for low, _high in shape_hits}):
+                    if start < last_end:
+                        continue
+                    m = pattern.match(folded, start, start + shape.max_len + 1)
+                    if m is not None:
+                        found.append((shape.name, start, m.end()))
+                        last_end = m.end()
+                continue
+            for low, high in _clusters(shape_hits, shape.max_len):
+                # Matches starting in [low, high] end within max_len of their start, and
+                # a final `\b` reads one character further: cutting the text there
+                # changes no such match, and bounds the re-read.
+                for m in pattern.finditer(folded, low, high + shape.max_len + 1):
                     if m.start() > high:
                         break
                     found.append((shape.name, m.start(), m.end()))
@@ -130,19 +171,25 @@ class HyperscanMatcher:
         hits: list[LiteralHit] = []
 
         def on_match(index: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-            hits.append((index, start, end))
+            hits.append((index, start, end - 2))  # see ReMatcher.literals
 
-        self._literal_db.scan(data, match_event_handler=on_match, scratch=self._literal_scratch)
+        self._literal_db.scan(
+            word_view(data), match_event_handler=on_match, scratch=self._literal_scratch
+        )
         return hits
 
 
-def _clusters(hits: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Merge overlapping (start, end) hits into windows."""
+def _clusters(hits: list[tuple[int, int]], max_len: int) -> list[tuple[int, int]]:
+    """Merge start ranges closer than `max_len`: a match starting in one may run into the next.
+
+    Keeping them together makes `finditer` walk them in one go, exactly as it walks the
+    whole text (a match found from the first range consumes what it covers).
+    """
     hits.sort()
     merged: list[tuple[int, int]] = []
     low, high = hits[0]
     for start, end in hits[1:]:
-        if start <= high:
+        if start <= high + max_len:
             high = max(high, end)
         else:
             merged.append((low, high))

@@ -40,24 +40,38 @@ class Shape:
     name: ShapeName
     pattern: str
     caseless: bool
-    max_len: int  # characters; bounds the re-read window
-    # Hyperscan reports the leftmost start ("SOM") of each match when the pattern allows;
-    # for the two widest patterns it refuses ("Pattern is too large"), and the window
-    # then starts `max_len` before the reported end instead.
+    max_len: int  # characters: no match is longer (every repeat is bounded)
+    # How Hyperscan finds where to re-read (see matchers.HyperscanMatcher):
+    # - `trigger`: a cheap pattern present in every match, whose start lies at most
+    #   `before` characters after the match's start. The full name patterns cost
+    #   Hyperscan ~150 MB/s each on prose; their triggers cost next to nothing, and
+    #   report once per match instead of once per possible end.
+    # - no trigger, `leftmost_start`: the pattern itself, with its exact start (SOM).
+    # - no trigger, no SOM: the pattern itself; the start lies within `max_len` of the end.
+    trigger: str | None = None
+    before: int = 0
     leftmost_start: bool = True
 
 
 _SEP = r"[ .-]?"
-_CAP = r"[A-Z](?:[a-z]+|'[A-Z][a-z]+)(?:[-'][A-Z]?[a-z]+)?"  # Jean, Jean-Pierre, N'Diaye
-_UPPER = r"(?:[A-Z]')?[A-Z]{2,}(?:[-'][A-Z]{2,})*"  # DUPONT, MARTIN-DUBOIS, N'DIAYE
+# Name words, bounded (30 letters per part) so that every match has a maximum length.
+_CAP = r"[A-Z](?:[a-z]{1,30}|'[A-Z][a-z]{1,30})(?:[-'][A-Z]?[a-z]{1,30})?"  # Jean, N'Diaye
+_UPPER = r"(?:[A-Z]')?[A-Z]{2,30}(?:[-'][A-Z]{2,30}){0,3}"  # DUPONT, MARTIN-DUBOIS
+_CAP_LEN = 1 + 32 + 32
+_UPPER_LEN = 2 + 30 + 3 * 31
 _WORD = r"(?:" + _CAP + "|" + _UPPER + ")"
+_WORD_LEN = max(_CAP_LEN, _UPPER_LEN)
 _MONTHS = "janvier|fevrier|mars|avril|mai|juin|juillet|aout|septembre|octobre|novembre|decembre"
 _STREET_TYPES = (
     "rue|avenue|av|bd|boulevard|chemin|allee|place|impasse|route|quai|cours|square|"
     "residence|lotissement|voie|passage|cite|hameau|sentier|faubourg|promenade|"
     "esplanade|parvis|chaussee|rond-point|villa|clos|domaine|lieu-dit"
 )
+_STREET_HEAD = r"\b\d{1,4}(?: ?(?:bis|ter|b))?,? (?:" + _STREET_TYPES + r")\b"
+_POSTCODE = r"\b(?:0[1-9]|[1-8]\d|9[0-5]|97)\d\d\d"
 _CIVILITY = r"(?:M\.|Mr\.?|Mme\.?|Mlle\.?|Madame|Monsieur|Mademoiselle|MME|MR|MLLE|MADAME|MONSIEUR)"
+_INTRO = r"\b(?:[Pp]atiente?|PATIENTE?|[Pp]our|POUR|[Bb]onjour|[Bb]onsoir|[Cc]here?|[Nn]om)(?: ?:)?"
+_DOCTOR = r"\b(?:Dr|DR|Docteur|DOCTEUR|Pr|Professeur)\.?"
 
 SHAPES: tuple[Shape, ...] = (
     Shape(
@@ -79,10 +93,7 @@ SHAPES: tuple[Shape, ...] = (
         24,
     ),
     Shape(
-        ShapeName.IBAN,
-        r"\b[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
-        False,
-        42,
+        ShapeName.IBAN, r"\b[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", False, 44
     ),
     Shape(
         ShapeName.PHONE_FR,
@@ -90,63 +101,67 @@ SHAPES: tuple[Shape, ...] = (
         False,
         24,
     ),
-    Shape(
-        ShapeName.PHONE_INTL,
-        r"(?:\+|\b00)[1-9]\d{0,2}(?:[ .-]?\d){6,13}\b",
-        False,
-        30,
-    ),
+    Shape(ShapeName.PHONE_INTL, r"(?:\+|\b00)[1-9]\d{0,2}(?:[ .-]?\d){6,13}\b", False, 30),
     Shape(
         ShapeName.EMAIL,
         r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,3}\.[A-Za-z]{2,24}\b",
         False,
         64 + 1 + 63 + 3 * 64 + 1 + 24,
-        leftmost_start=False,
+        trigger="@",
+        before=64,
     ),
     Shape(ShapeName.DATE_NUMERIC, r"\b\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d\d)\b", False, 10),
     Shape(ShapeName.DATE_ISO, r"\b(?:19|20)\d\d-\d\d-\d\d\b", False, 10),
-    Shape(
-        ShapeName.DATE_WORDS,
-        r"\b\d{1,2}(?:er)? (?:" + _MONTHS + r") (?:19|20)\d\d\b",
-        True,
-        20,
-    ),
+    Shape(ShapeName.DATE_WORDS, r"\b\d{1,2}(?:er)? (?:" + _MONTHS + r") (?:19|20)\d\d\b", True, 20),
     Shape(
         ShapeName.STREET,
-        r"\b\d{1,4}(?: ?(?:bis|ter|b))?,? (?:" + _STREET_TYPES + r")\.?(?: [A-Za-z'-]{1,30}){1,6}",
+        _STREET_HEAD + r"\.?(?: [A-Za-z'-]{1,30}){1,6}",
         True,
-        4 + 4 + 1 + 1 + 12 + 1 + 6 * 31,
-        leftmost_start=False,
+        4 + 4 + 1 + 1 + 11 + 1 + 6 * 31,
+        trigger=_STREET_HEAD,
     ),
     Shape(
         ShapeName.POSTCODE_TOWN,
-        r"\b(?:0[1-9]|[1-8]\d|9[0-5]|97)\d\d\d [A-Z][A-Za-z'-]{1,40}(?:[ -][A-Z][A-Za-z'-]{1,40}){0,4}",
+        _POSTCODE + r" [A-Z][A-Za-z'-]{1,40}(?:[ -][A-Z][A-Za-z'-]{1,40}){0,4}",
         False,
-        220,
+        5 + 1 + 41 + 4 * 42,
+        trigger=_POSTCODE + " [A-Z]",
     ),
     Shape(
         ShapeName.CIVILITY_NAME,
         r"\b" + _CIVILITY + r"(?: " + _WORD + r"){1,4}",
         False,
-        120,
+        12 + 4 * (1 + _WORD_LEN),
+        trigger=r"\b" + _CIVILITY + " [A-Z]",
     ),
     Shape(
         ShapeName.INTRO_NAME,
-        r"\b(?:[Pp]atiente?|PATIENTE?|[Pp]our|POUR|[Bb]onjour|[Bb]onsoir|[Cc]her|[Cc]here|[Nn]om)"
-        r"(?: ?:)?(?: " + _CIVILITY + r")?(?: " + _WORD + r"){1,4}",
+        _INTRO + r"(?: " + _CIVILITY + r")?(?: " + _WORD + r"){1,4}",
         False,
-        140,
+        10 + 13 + 4 * (1 + _WORD_LEN),
+        trigger=_INTRO + " [A-Z]",
     ),
     Shape(
-        ShapeName.UPPER_FIRST, r"\b" + _UPPER + r"(?: " + _UPPER + r")? " + _CAP + r"\b", False, 80
+        ShapeName.UPPER_FIRST,
+        r"\b" + _UPPER + r"(?: " + _UPPER + r")? " + _CAP + r"\b",
+        False,
+        2 * _UPPER_LEN + 2 + _CAP_LEN,
+        trigger=r"[A-Z][A-Z] [A-Z][a-z]",
+        before=2 * _UPPER_LEN + 1,
     ),
     Shape(
-        ShapeName.FIRST_UPPER, r"\b" + _CAP + r" " + _UPPER + r"(?: " + _UPPER + r")?\b", False, 80
+        ShapeName.FIRST_UPPER,
+        r"\b" + _CAP + r" " + _UPPER + r"(?: " + _UPPER + r")?\b",
+        False,
+        _CAP_LEN + 2 + 2 * _UPPER_LEN,
+        trigger=r"[a-z] (?:[A-Z]')?[A-Z][A-Z]",
+        before=_CAP_LEN,
     ),
     Shape(
         ShapeName.DOCTOR,
-        r"\b(?:Dr|DR|Docteur|DOCTEUR|Pr|Professeur)\.?(?: " + _WORD + r"){1,3}",
+        _DOCTOR + r"(?: " + _WORD + r"){1,3}",
         False,
-        110,
+        11 + 3 * (1 + _WORD_LEN),
+        trigger=_DOCTOR + " [A-Z]",
     ),
 )

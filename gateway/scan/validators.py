@@ -59,7 +59,9 @@ def iban_value(candidate: str) -> tuple[str, int] | None:
         compact = text.replace(" ", "")
         if len(compact) < 15:
             return None
-        if stdnum_iban.is_valid(compact):
+        # ISO 13616 mod 97 and the per-country format; national check digits (RIB key,
+        # Belgian mod 97) are not required: a mistyped national key is still an IBAN.
+        if stdnum_iban.is_valid(compact, check_country=False):
             return compact, len(text)
         cut = text.rfind(" ")
         if cut <= 4:
@@ -75,6 +77,8 @@ def phone_fr_value(candidate: str) -> str | None:
 
 
 def phone_intl_value(candidate: str) -> str | None:
+    if candidate.startswith(("+33", "0033")):
+        return None  # French numbers are the PHONE_FR shape's, with its stricter form
     try:
         parsed = phonenumbers.parse(
             "+" + candidate.lstrip("+0") if candidate.startswith("00") else candidate, None

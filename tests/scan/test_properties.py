@@ -1,0 +1,181 @@
+"""Property tests (hypothesis): every valid NIR/IBAN/phone in every written form is found;
+wrong-key numbers are not NIRs unless labelled; both matchers agree on arbitrary text."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import phonenumbers
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stdnum import iban as stdnum_iban
+from stdnum.fr import nir as stdnum_nir
+
+from crypto.pseudonym import TOKEN_PATTERN, patient_token
+from gateway.scan import Engine, IdentifierKind, TextField, build_engine
+from gateway.scan._fold import fold
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CONTEXT = st.sampled_from(
+    ["", "Bonjour,", "merci de noter :", "voir ci-joint", "(urgent)", "le", "pour la 36 en A3,"]
+)
+
+
+@lru_cache(maxsize=2)
+def engine(kind: str = "auto") -> Engine:
+    return build_engine(digest_key=b"d" * 32, pseudonym_key=b"p" * 32, engine=kind)
+
+
+def _found(text: str, written: str, kind: IdentifierKind) -> bool:
+    start = text.index(written)
+    return any(
+        f.kind is kind and f.start <= start and start + len(written) <= f.end
+        for f in engine().scan_fields([TextField(text)])
+    )
+
+
+@st.composite
+def nir_bodies(draw: st.DrawFn) -> str:
+    sex = draw(st.sampled_from("12"))
+    year = draw(st.integers(0, 99))
+    month = draw(st.one_of(st.integers(1, 12), st.integers(20, 99)))
+    dept = draw(
+        st.one_of(st.integers(1, 95).map(lambda d: f"{d:02d}"), st.sampled_from(["2A", "2B", "97"]))
+    )
+    commune = draw(st.integers(1, 999))
+    order = draw(st.integers(1, 999))
+    return f"{sex}{year:02d}{month:02d}{dept}{commune:03d}{order:03d}"
+
+
+def write_grouped(number: str, separator: str) -> str:
+    cuts = [1, 3, 5, 7, 10, 13]
+    parts = [number[a:b] for a, b in zip([0, *cuts], [*cuts, len(number)], strict=True)]
+    return separator.join(p for p in parts if p)
+
+
+@SETTINGS
+@given(
+    body=nir_bodies(), separator=st.sampled_from(["", " ", ".", "-"]), before=CONTEXT, after=CONTEXT
+)
+def test_every_valid_nir_is_found(body: str, separator: str, before: str, after: str) -> None:
+    written = write_grouped(body + stdnum_nir.calc_check_digits(body), separator)
+    assert _found(f"{before} {written} {after}", written, IdentifierKind.NIR)
+
+
+@SETTINGS
+@given(
+    body=nir_bodies(),
+    wrong=st.integers(0, 99),
+    label=st.sampled_from(["NIR", "INS :", "n° SS", "N° sécu", "numéro de sécurité sociale :"]),
+)
+def test_wrong_key_is_not_a_nir_unless_labelled(body: str, wrong: int, label: str) -> None:
+    key = f"{wrong:02d}"
+    if key == stdnum_nir.calc_check_digits(body):
+        key = f"{(wrong + 1) % 100:02d}"
+    written = body + key
+    assert not _found(f"Référence de lot {written} reçue", written, IdentifierKind.NIR)
+    assert _found(f"Patient {label} {written} reçu", written, IdentifierKind.NIR)
+
+
+@st.composite
+def ibans(draw: st.DrawFn) -> str:
+    country, length = draw(
+        st.sampled_from([("FR", 23), ("DE", 18), ("BE", 12), ("ES", 20), ("IT", 0)])
+    )
+    if country == "IT":  # CIN letter + 22 digits
+        bban = draw(st.sampled_from("ABCDEFGHIJ")) + draw(
+            st.text("0123456789", min_size=22, max_size=22)
+        )
+    elif country == "FR":  # bank (5) branch (5) account (11) RIB key (2)
+        rib = draw(st.text("0123456789", min_size=21, max_size=21))
+        key = 97 - (89 * int(rib[:5]) + 15 * int(rib[5:10]) + 3 * int(rib[10:])) % 97
+        bban = f"{rib}{key:02d}"
+    else:
+        bban = draw(st.text("0123456789", min_size=length, max_size=length))
+    return country + stdnum_iban.calc_check_digits(country + "00" + bban) + bban
+
+
+@SETTINGS
+@given(compact=ibans(), grouped=st.booleans(), before=CONTEXT)
+def test_every_valid_iban_is_found(compact: str, grouped: bool, before: str) -> None:
+    assert stdnum_iban.is_valid(compact, check_country=False)
+    written = (
+        " ".join(compact[i : i + 4] for i in range(0, len(compact), 4)) if grouped else compact
+    )
+    assert _found(f"{before} IBAN {written} merci", written, IdentifierKind.IBAN)
+
+
+@SETTINGS
+@given(
+    digits=st.text("0123456789", min_size=8, max_size=8),
+    lead=st.sampled_from("12345679"),
+    form=st.sampled_from(["spaces", "dots", "dashes", "plain", "+33", "+33(0)", "0033"]),
+    before=CONTEXT,
+)
+def test_every_french_phone_is_found(digits: str, lead: str, form: str, before: str) -> None:
+    national = "0" + lead + digits
+    pairs = [national[i : i + 2] for i in range(0, 10, 2)]
+    written = {
+        "spaces": " ".join(pairs),
+        "dots": ".".join(pairs),
+        "dashes": "-".join(pairs),
+        "plain": national,
+        "+33": "+33 " + lead + " " + " ".join(pairs[1:]),
+        "+33(0)": "+33 (0)" + lead + " " + " ".join(pairs[1:]),
+        "0033": "0033" + national[1:],
+    }[form]
+    assert _found(f"{before} tél. {written} merci", written, IdentifierKind.PHONE)
+
+
+@settings(max_examples=40, deadline=None)
+@given(region=st.sampled_from(["GB", "DE", "US", "BE", "CH", "ES", "IT", "MA", "SN", "CA"]))
+def test_international_phone_with_plus_is_found(region: str) -> None:
+    for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
+        number = phonenumbers.example_number_for_type(region, kind)
+        if number is None:
+            continue
+        written = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+        assert _found(f"Joignable au {written} le soir", written, IdentifierKind.PHONE)
+
+
+ALPHABET = st.sampled_from(
+    list("0123456789 .-/@+()_\n,:'éÉ°")
+    + [
+        "Mme ",
+        "DUPONT ",
+        "Jean ",
+        "rue ",
+        "Dr ",
+        "FR76 ",
+        "né le ",
+        "NIR ",
+        "75012 Paris",
+        "a",
+        "Z",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(ALPHABET, max_size=60))
+def test_hyperscan_and_re_agree_on_arbitrary_text(parts: list[str]) -> None:
+    text = "".join(parts)
+    fields = [TextField(text)]
+    assert engine("hyperscan").scan_fields(fields) == engine("re").scan_fields(fields)
+
+
+@given(st.text())
+def test_fold_keeps_length(text: str) -> None:
+    assert len(fold(text)) == len(text)
+    assert fold(text).isascii()
+
+
+@given(patient=st.text(min_size=1, max_size=40), a=st.text(max_size=20), b=st.text(max_size=20))
+def test_tokens_are_stable_and_per_audience(patient: str, a: str, b: str) -> None:
+    key = b"k" * 32
+    token = patient_token(key, a, patient)
+    assert TOKEN_PATTERN.fullmatch(token)
+    if a.upper().lower() == a.lower():
+        assert patient_token(key, a.upper(), patient) == token  # audiences ignore case
+    if a.strip().lower() != b.strip().lower():
+        assert token != patient_token(key, b, patient)
