@@ -367,3 +367,32 @@ def _strip(part: Message, depth: int = 0) -> int:
     new_payload: list[Message | str] = list(kept)
     part.set_payload(new_payload)
     return removed + sum([_strip(c, depth + 1) for c in kept])
+
+
+async def start_console(
+    service: Service,
+    trail: AuditTrail,
+    vault: Vault | None,
+    digest_key: bytes,
+    *,
+    users: Any = None,
+) -> Any:
+    """Start the console for a started service, per `service.cfg.admin`; returns the
+    aiohttp AppRunner (stop it with `await runner.cleanup()`), or None when the console
+    is disabled. Relative TLS paths resolve like every other config path."""
+    import dataclasses
+
+    from gateway.admin.app import start_admin
+
+    cfg = service.cfg
+    if not cfg.admin.enabled:
+        return None
+    admin = cfg.admin
+    if admin.tls_cert and admin.tls_key:
+        admin = dataclasses.replace(
+            admin, tls_cert=str(cfg.path(admin.tls_cert)), tls_key=str(cfg.path(admin.tls_key))
+        )
+    backend = ServiceBackend.attach(
+        service, trail, vault, digest_key, alert_email=admin.alert_email
+    )
+    return await start_admin(backend, admin, cfg.data_dir, users=users)

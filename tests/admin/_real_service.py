@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 from crypto.aead import Sealer
 from crypto.keys import Keyring
 from gateway._sqlite import open_database
-from gateway.admin import start_admin
-from gateway.admin.service_backend import ServiceBackend
+from gateway.admin.app import BACKEND_KEY
+from gateway.admin.service_backend import ServiceBackend, start_console
 from gateway.admin.users import UserStore
 from gateway.audit import AuditTrail
-from gateway.config import AdminConfig, AuditConfig, PracticeConfig
+from gateway.config import AuditConfig, PracticeConfig
 from gateway.scan import RosterPatient, build_engine
 from gateway.service import Service
 from gateway.vault import MIGRATIONS as VAULT_MIGRATIONS
@@ -86,7 +86,13 @@ class RealStack:
 
     async def start(self) -> RealStack:
         self.sink = await Sink().start()
-        cfg = make_config(self.data_dir, self.sink.port, routes=ROUTES)
+        admin = {
+            "listen": "127.0.0.1:0",
+            "tls_cert": str(self.tls_cert),
+            "tls_key": str(self.tls_key),
+            "alert_email": ALERTS,
+        }
+        cfg = make_config(self.data_dir, self.sink.port, routes=ROUTES, extra={"admin": admin})
         engine = build_engine(
             patients=[PATIENT],
             practice=PRACTICE,
@@ -102,15 +108,13 @@ class RealStack:
         self.trail = AuditTrail.open(self.data_dir, self.keyring, AuditConfig())
         self.service = Service(cfg, engine=engine, vault=self.vault, keyring=self.keyring)
         await self.service.start(control_socket=False)
-        self.backend = ServiceBackend.attach(
-            self.service, self.trail, self.vault, self.keyring.digest_key, alert_email=ALERTS
-        )
         self.users = await asyncio.to_thread(UserStore.open, self.data_dir, FAST_HASHER)
         self.accounts = await asyncio.to_thread(create_accounts, self.users)
-        config = AdminConfig(
-            listen="127.0.0.1:0", tls_cert=str(self.tls_cert), tls_key=str(self.tls_key)
+        # As `portique serve` does it (gateway/admin/service_backend.py).
+        self.runner = await start_console(
+            self.service, self.trail, self.vault, self.keyring.digest_key, users=self.users
         )
-        self.runner = await start_admin(self.backend, config, self.data_dir, users=self.users)
+        self.backend = self.runner.app[BACKEND_KEY]
         self.base_url = f"https://localhost:{self.runner.addresses[0][1]}"
         return self
 

@@ -211,3 +211,13 @@ def test_cli_add_user_and_reset_totp(
     assert main(["admin", "reset-totp", "nobody", "-c", str(config)]) == 2
     assert main(["admin", "list-users", "-c", str(config)]) == 0
     assert "alice\tauditor\t-" in capsys.readouterr().out
+
+
+async def test_console_off_when_disabled_in_config() -> None:
+    from types import SimpleNamespace
+
+    from gateway.admin import start_console
+    from gateway.config import parse_config
+
+    service = SimpleNamespace(cfg=parse_config({"admin": {"enabled": False}}))
+    assert await start_console(service, None, None, b"") is None  # type: ignore[arg-type]
