@@ -660,7 +660,12 @@ async def audit_export(request: web.Request) -> web.StreamResponse:
         {
             "format": fmt,
             "rows": len(rows),
-            **{k: v for k, v in request.query.items() if k != "format"},
+            # Address filters may name a patient: record that they were used, not them.
+            **{
+                k: ("(given)" if k in ("sender", "recipient") else v[:MAX_FILTER_LENGTH])
+                for k, v in request.query.items()
+                if k in (*AUDIT_FILTERS, "since", "until") and v
+            },
         },
         user=session.user,
     )

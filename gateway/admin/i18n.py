@@ -76,8 +76,8 @@ MESSAGES: Mapping[str, tuple[str, str]] = {
         "Form expired or invalid. Reload the page and try again.",
     ),
     "error.internal": (
-        "Erreur interne. L'action n'a pas été effectuée.",
-        "Internal error. The action was not performed.",
+        "Erreur interne : l'action n'a peut-être pas abouti. Vérifiez son état avant de réessayer.",
+        "Internal error: the action may not have completed. Check its state before retrying.",
     ),
     "error.bad_input": ("Saisie invalide : {field}.", "Invalid input: {field}."),
     "error.title": ("Erreur", "Error"),

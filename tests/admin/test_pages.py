@@ -61,16 +61,27 @@ async def test_audit_export_jsonl_and_csv_is_audited(console: Console) -> None:
     rows = [json.loads(line) for line in r.text.splitlines()]
     assert len(rows) == 1200 and rows[0]["kind"] == "received"
     assert rows[5]["fields"]["message_id"] == "<m5@cabinet.test>"
-    r = await client.http.get("/audit/export", params={"format": "csv", "route": "lab"})
+    r = await client.http.get(
+        "/audit/export",
+        params={"format": "csv", "route": "lab", "recipient": "jean@patient.mssante.fr"},
+    )
     table = list(csv.reader(io.StringIO(r.text)))
     assert table[0] == ["seq", "time", "kind", "actor", "fields"]
+    assert len(table) == 1  # nobody by that address
+    r = await client.http.get(
+        "/audit/export", params={"format": "csv", "route": "lab", "kind": "received"}
+    )
+    table = list(csv.reader(io.StringIO(r.text)))
     assert len(table) == 1 + 600
     assert json.loads(table[1][4])["route"] == "lab"
     exports = [row for row in console.backend.audit if row.kind == "exported"]
     assert [(e.actor, e.fields["format"], e.fields["rows"]) for e in exports] == [
         ("bob", "jsonl", 1200),
+        ("bob", "csv", 0),
         ("bob", "csv", 600),
     ]
+    assert exports[1].fields["recipient"] == "(given)"
+    assert "jean" not in str(exports[1].fields)
     r = await client.http.get("/audit/export", params={"format": "xml"})
     assert r.status_code == 400
 
