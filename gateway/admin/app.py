@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import structlog
 from aiohttp import web
 
 from gateway.admin import i18n
@@ -50,11 +49,12 @@ from gateway.admin.backend import (
 )
 from gateway.admin.users import USER_NAME, Role, UserError, UserStore
 from gateway.config import AdminConfig
+from gateway.logging import get_logger
 
 HERE = Path(__file__).parent
 COOKIE = "__Host-portique-session"
 LANG_COOKIE = "portique-lang"
-log = structlog.get_logger("portique.admin")
+log = get_logger("portique.admin")
 
 SECURITY_HEADERS: Mapping[str, str] = {
     # No inline script or style at all; the QR code is a data: image.

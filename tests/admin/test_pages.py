@@ -201,3 +201,32 @@ async def test_logout_ends_the_session(console: Console) -> None:
         replay.http.cookies.set(name, value)
     r = await replay.http.get("/")
     assert (r.status_code, r.headers["location"]) == (303, "/login")
+
+
+async def test_console_logs_carry_no_secret_and_no_identity(console: Console) -> None:
+    from structlog.testing import capture_logs
+
+    console.backend.tokens["PAT-LOG-0001"] = [Identity("labo.test", "LEROY Inès (05/06/1977)")]
+    with capture_logs() as logs:
+        client = console.client()
+        await client.login_password(console.accounts["admin"], password="Wrong-Pass-Leroy-1977")
+        await client.http.post("/login", data={"user": "x", "password": "p", "csrf": "forged"})
+        await client.login(console.accounts["admin"])
+        token = csrf_of((await client.http.get("/reidentify")).text)
+        r = await client.http.post(
+            "/reidentify", data={"csrf": token, "token": "PAT-LOG-0001", "reason": "contrôle"}
+        )
+        assert "LEROY" in r.text
+        console.backend.tokens.clear()
+        console.backend.dashboard = None  # type: ignore[assignment,method-assign]
+        assert (await client.http.get("/")).status_code == 500  # logged by type only
+    text = repr(logs)
+    assert logs, "the CSRF refusal and the internal error are logged"
+    for secret in (
+        "Wrong-Pass-Leroy-1977",
+        "LEROY",
+        "Inès",
+        "1977",
+        client.http.cookies.get("__Host-portique-session") or "?",
+    ):
+        assert secret not in text
