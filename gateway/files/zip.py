@@ -10,7 +10,8 @@ Limits (FilesConfig; each exceeded limit raises LimitExceeded -> hold):
 - compression ratio `zip_max_ratio` for entries above 1 MiB (zip bombs). Declared sizes
   are not trusted: reads are capped at the declared size plus one byte.
 Entry names that could escape an extraction folder (absolute, `..`, backslashes, drive
-letters) and encrypted entries raise ContentError (-> hold with that reason).
+letters), symbolic links and encrypted entries raise ContentError (-> hold with that
+reason).
 
 Invariant: the rebuilt archive has the same entries, order, timestamps and compression
 methods; only rewritten names and rebuilt entry contents differ.
@@ -31,6 +32,10 @@ from gateway.scan.model import FieldKind, IdentifierKind, TextField
 # Ratio checks apply above 1 MiB: small XML parts compress well beyond 200:1 legitimately.
 RATIO_FLOOR = 1024 * 1024  # bytes
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Unix mode bits in the high word of external_attr (zip "version made by" = Unix): an
+# entry that unpacks as a symbolic link can point outside the extraction folder.
+_FILE_TYPE_MASK = 0o170000
+_SYMLINK = 0o120000
 
 
 def check_entry_name(name: str) -> None:
@@ -67,6 +72,8 @@ def read_entries(
         check_entry_name(info.filename)
         if info.flag_bits & 0x1:
             raise ContentError("encrypted archive")
+        if (info.external_attr >> 16) & _FILE_TYPE_MASK == _SYMLINK:
+            raise ContentError("archive contains a symbolic link")
         if info.file_size > limits.zip_max_total_size - total:
             raise LimitExceeded("archive expands beyond the size limit")
         if info.file_size > RATIO_FLOOR and info.file_size > limits.zip_max_ratio * max(

@@ -108,14 +108,10 @@ _BASE64_SHAPE = re.compile(rb"[A-Za-z0-9+/\s]*(?:=\s*){0,2}")
 # Base64 is encoded in slices of 57 * 1024 input bytes: 1024 lines of 76 characters each,
 # so a 50 MB attachment never exists twice in encoded form.
 _BASE64_SLICE = 57 * 1024
-_HTML_TOKEN = re.compile(
-    r"<!--(?P<comment>.*?)-->"
-    r"|(?P<raw><(?P<rawtag>script|style)\b[^>]*>)(?P<rawtext>.*?)(?=</(?P=rawtag)\s*>)"
-    r"|(?P<tag><[^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*>)"
-    r"|(?P<text>[^<]+)"
-    r"|<",
-    re.S | re.I,
-)
+# HTML is tokenised with `find`, in one linear pass: a regex with lazy or quoted-string
+# alternatives rescans to the end of the body at every unterminated `<!--`, `<script` or
+# quote, which hostile input can repeat to make the walk quadratic.
+_HTML_RAW_TEXT = re.compile(r"<(script|style)\b", re.I)
 _HTML_ATTR = re.compile(r"""\b(title|alt|href)(\s*=\s*)("([^"]*)"|'([^']*)')""", re.I)
 
 Rebuilder = Callable[[Sequence[str], RewriteSession], dict[int, PartEdit]]
@@ -652,56 +648,50 @@ class HtmlSegment:
 
 
 def html_segments(source: str) -> list[HtmlSegment]:
+    """Text nodes, comments, script/style content and title/alt/href values, in order."""
     out: list[HtmlSegment] = []
-    for m in _HTML_TOKEN.finditer(source):
-        if m.group("text") is not None:
-            if m.group("text").strip():
-                out.append(
-                    HtmlSegment(
-                        m.start("text"),
-                        m.end("text"),
-                        html.unescape(m.group("text")),
-                        FieldKind.BODY,
-                        "text",
-                    )
-                )
-        elif m.group("raw") is not None:
-            if m.group("rawtext").strip():
-                out.append(
-                    HtmlSegment(
-                        m.start("rawtext"),
-                        m.end("rawtext"),
-                        m.group("rawtext"),
-                        FieldKind.METADATA,
-                        "raw",
-                    )
-                )
-        elif m.group("comment") is not None:
-            if m.group("comment").strip():
-                out.append(
-                    HtmlSegment(
-                        m.start("comment"),
-                        m.end("comment"),
-                        m.group("comment"),
-                        FieldKind.METADATA,
-                        "comment",
-                    )
-                )
-        elif m.group("tag") is not None:
-            base = m.start("tag")
-            for a in _HTML_ATTR.finditer(m.group("tag")):
-                group = 4 if a.group(4) is not None else 5
-                if a.group(group).strip():
-                    out.append(
-                        HtmlSegment(
-                            base + a.start(group),
-                            base + a.end(group),
-                            html.unescape(a.group(group)),
-                            FieldKind.METADATA,
-                            "attr",
-                            a.group(3)[0],
-                        )
-                    )
+    lowered = source.lower()
+    pos, size = 0, len(source)
+
+    def add(start: int, end: int, kind: FieldKind, mode: str, quote: str = "") -> None:
+        raw = source[start:end]
+        if raw.strip():
+            text = html.unescape(raw) if mode in ("text", "attr") else raw
+            out.append(HtmlSegment(start, end, text, kind, mode, quote))
+
+    search = 0
+    while pos < size:
+        lt = source.find("<", search)
+        if lt < 0:
+            add(pos, size, FieldKind.BODY, "text")
+            break
+        following = source[lt + 1 : lt + 2]
+        if not (following.isalpha() or following in ("/", "!", "?")):
+            search = lt + 1  # "a < b": the "<" is text (HTML tokenisation)
+            continue
+        if lt > pos:
+            add(pos, lt, FieldKind.BODY, "text")
+        if source.startswith("<!--", lt):
+            close = source.find("-->", lt + 4)
+            end = close if close >= 0 else size
+            add(lt + 4, end, FieldKind.METADATA, "comment")
+            pos = search = end + 3 if close >= 0 else size
+            continue
+        gt = source.find(">", lt + 1)
+        if gt < 0:
+            add(lt, size, FieldKind.BODY, "text")  # a lone "<" and what follows: text
+            break
+        tag = source[lt : gt + 1]
+        for m in _HTML_ATTR.finditer(tag):
+            group = 4 if m.group(4) is not None else 5
+            add(lt + m.start(group), lt + m.end(group), FieldKind.METADATA, "attr", m.group(3)[0])
+        pos = search = gt + 1
+        raw_open = _HTML_RAW_TEXT.match(tag)
+        if raw_open is not None:
+            close = lowered.find("</" + raw_open.group(1).lower(), pos)
+            end = close if close >= 0 else size
+            add(pos, end, FieldKind.METADATA, "raw")
+            pos = search = end
     return out
 
 

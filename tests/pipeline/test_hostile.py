@@ -221,3 +221,34 @@ def test_invalid_route_overrides_hold() -> None:
 
 def test_planted_values_are_what_we_think() -> None:
     assert "DUPONT" in PLANTED  # guards the helper itself
+
+
+@pytest.mark.parametrize("unit", ["<!--", "<script>", '<a title="', "<", "< x "])
+def test_html_tokeniser_stays_linear_on_unterminated_constructs(unit: str) -> None:
+    import time
+
+    html = "<p>DUPONT Jean</p>" + unit * 50_000
+    raw = message(body="x\n", html=html)
+    started = time.perf_counter()
+    outcome = run(raw, lab_copy(), copy_for(Action.DELIVER))
+    assert time.perf_counter() - started < 10  # quadratic behaviour would take minutes
+    assert outcome.copies[0].verdict in ("rewritten", "hold")
+    if outcome.copies[0].data is not None:
+        assert_no_planted(outcome.copies[0].data)
+
+
+def test_text_between_lone_angle_brackets_is_scanned() -> None:
+    from gateway.pipeline.message import html_segments
+
+    texts = [s.text for s in html_segments("<p>age < 18 et DUPONT Jean > 3</p>")]
+    assert any("DUPONT Jean" in t for t in texts)
+
+
+def test_symlink_in_zip_is_held() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        info = zipfile.ZipInfo("link")
+        info.create_system = 3
+        info.external_attr = 0o120777 << 16
+        archive.writestr(info, "../../../etc/passwd")
+    assert_stopped(_attach("case.zip", buf.getvalue()), "symbolic link")
