@@ -122,8 +122,8 @@ class HeldPart:
     index: int
     content_type: str
     size: int
-    held: bool  # True: this part caused the hold and is dropped by WITHOUT_HELD_PARTS
-    reason: str = ""
+    held: bool  # True: dropped by a WITHOUT_HELD_PARTS release
+    reason: str = ""  # fixed PHI-free phrase, when the backend knows why
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,10 @@ MESSAGES: Mapping[str, tuple[str, str]] = {
     "col.part": ("Partie", "Part"),
     "col.content_type": ("Type de contenu", "Content type"),
     "col.size": ("Taille (octets)", "Size (bytes)"),
-    "col.held": ("Retenue", "Held"),
+    "col.held": (
+        "Retirée par « Libérer sans les parties retenues »",
+        "Dropped by “Release without the held parts”",
+    ),
     "col.audience": ("Destinataire du jeton", "Token audience"),
     "col.identity": ("Patient", "Patient"),
     "yes": ("oui", "yes"),

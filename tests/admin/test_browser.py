@@ -187,6 +187,11 @@ def test_release_a_held_message_and_see_it_delivered(
     page.screenshot(path=str(SCREENSHOTS / "quarantine.png"), full_page=True)
     row.get_by_role("link").click()
     expect(page.locator("#findings")).to_be_visible()
+    parts = page.locator("#parts tbody tr")
+    expect(parts).to_have_count(2)
+    expect(parts.nth(1)).to_contain_text("application/x-unknown-cad")
+    expect(parts.nth(1)).to_contain_text("oui")
+    assert "empreinte" not in page.content()  # no file names
     page.screenshot(path=str(SCREENSHOTS / "quarantine-item.png"), full_page=True)
     before = len(real.sink.messages)
     page.click("#release-default")
