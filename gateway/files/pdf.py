@@ -6,6 +6,10 @@ updates), so page-text fields are `locked`: an identifier in them holds the copy
 transforming route (with that reason). Document metadata (Info dictionary: Title, Author,
 Subject, Keywords, ...; XMP packet) is always removed on a transforming route.
 
+A page that is an image without a text layer (a scanned prescription) cannot be scanned:
+it counts as an unknown file, so the route's unknown-file setting applies (hold by
+default).
+
 Invariants: encrypted PDFs and PDFs pypdf cannot read raise ContentError (-> hold).
 Page content streams are carried over by pypdf's writer unchanged.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import NameObject
@@ -25,6 +30,8 @@ from gateway.scan.model import FieldKind, TextField
 
 # Prescriptions are 1-5 pages; 500 pages bounds text extraction time on hostile files.
 MAX_PAGES = 500
+# Fewer characters than this on a page with images: a scanned page, not a text page.
+MIN_TEXT_CHARS = 20
 # pypdf finds the header within the first KiB (PDF 32000-1 7.5.2 allows leading junk).
 _SNIFF_BYTES = 1024
 
@@ -45,6 +52,14 @@ class PdfHandler(FileHandler):
                 if len(reader.pages) > MAX_PAGES:
                     raise LimitExceeded("PDF has too many pages")
                 pages = [page.extract_text() or "" for page in reader.pages]
+                # A page with images and no text layer is a scan: its content (a
+                # prescription, a name) is pixels no handler reads, so it counts as a file
+                # that cannot be scanned (per-route pass/hold/reject, hold by default).
+                scanned_pages = sum(
+                    1
+                    for page, text in zip(reader.pages, pages, strict=True)
+                    if len(text.strip()) < MIN_TEXT_CHARS and _has_images(page)
+                )
                 info = reader.metadata
                 meta = [str(v) for v in (info or {}).values() if isinstance(v, str) and v]
                 root = reader.trailer["/Root"]
@@ -81,8 +96,27 @@ class PdfHandler(FileHandler):
             return out.getvalue()
 
         return ExtractedFile(
-            "pdf", data, tuple(fields), rebuild, cleaned=has_metadata, locked=locked
+            "pdf",
+            data,
+            tuple(fields),
+            rebuild,
+            cleaned=has_metadata,
+            locked=locked,
+            unknown=scanned_pages,
         )
+
+
+def _has_images(page: Any) -> bool:
+    resources = page.get("/Resources")
+    if resources is None:
+        return False
+    xobjects = resources.get_object().get("/XObject")
+    if xobjects is None:
+        return False
+    for ref in xobjects.get_object().values():
+        if ref.get_object().get("/Subtype") == "/Image":
+            return True
+    return False
 
 
 HANDLER = PdfHandler()

@@ -139,3 +139,10 @@ def jpeg_with_exif(text: str) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="JPEG", exif=exif.tobytes(), comment=text.encode())
     return buf.getvalue()
+
+
+def scanned_pdf() -> bytes:
+    """A one-page PDF whose only content is an image (a scanned prescription)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 20), (255, 255, 255)).save(buf, format="PDF")
+    return buf.getvalue()

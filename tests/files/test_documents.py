@@ -164,3 +164,11 @@ def test_declared_type_is_not_trusted() -> None:
     raw = message(body="Photo.\n", attachments=[("photo.png", pdf, "image/png")])
     (lab,) = run(raw).copies
     assert lab.verdict == "hold" and "PDF" in lab.reason
+
+
+def test_scanned_pdf_without_text_layer_counts_as_unscannable() -> None:
+    pdf = _docs.scanned_pdf()
+    assert open_attachment(pdf).unknown == 1
+    hold, passed = _send("ordonnance.pdf", pdf, lab_copy(), lab_copy(unknown_files="pass"))
+    assert hold.verdict == "hold" and "cannot be scanned" in hold.reason  # type: ignore[attr-defined]
+    assert passed.verdict in ("pass", "rewritten")  # type: ignore[attr-defined]
