@@ -204,6 +204,9 @@ class RelayConnector:
 
 
 def _connect_detail(exc: BaseException, host: str) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, ConnectionRefusedError | ssl.SSLError):
+        exc = cause
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
         return f"timeout talking to {host}"
     if isinstance(exc, ConnectionRefusedError):

@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import sqlite3
@@ -338,9 +339,12 @@ class DeliveryQueue:
         self.bounce_connector = bounce_connector
         self.clock = clock
         self._in_flight: set[str] = set()
+        # Blocking store work (fsync, decrypt) runs here, not in the loop's default pool.
+        self._io = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="queue-io")
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_destination: dict[str, asyncio.Semaphore] = {}
         self._wake: asyncio.Event | None = None
+        self._stopping = False
         self._runner: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------
@@ -350,6 +354,8 @@ class DeliveryQueue:
         self._runner = asyncio.create_task(self._run(), name="queue-scheduler")
 
     async def stop(self) -> None:
+        self._stopping = True
+        self.wake()
         if self._runner is not None:
             self._runner.cancel()
             try:
@@ -361,6 +367,7 @@ class DeliveryQueue:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._io.shutdown(wait=True)
 
     def wake(self) -> None:
         if self._wake is not None:
@@ -377,7 +384,7 @@ class DeliveryQueue:
         if not copies:
             return []
         loop = asyncio.get_running_loop()
-        entries = await loop.run_in_executor(None, self.store.add, copies, self.clock())
+        entries = await loop.run_in_executor(self._io, self.store.add, copies, self.clock())
         for e in entries:
             self.events.emit(
                 "queued",
@@ -421,13 +428,14 @@ class DeliveryQueue:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             try:
                 self.dispatch_due()
             except Exception as exc:  # a broken row must not stop the scheduler
                 log.error("queue_dispatch_failed", error=type(exc).__name__)
             try:
-                await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval)
+                async with asyncio.timeout(self.cfg.poll_interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -474,7 +482,7 @@ class DeliveryQueue:
             return
         loop = asyncio.get_running_loop()
         try:
-            data = await loop.run_in_executor(None, self.store.load, entry.id)
+            data = await loop.run_in_executor(self._io, self.store.load, entry.id)
         except SpoolError:
             # The entry's data is gone or tampered with: nothing can be sent; tell the sender.
             log.error("queue_data_unreadable", queue_id=entry.id)

@@ -135,6 +135,9 @@ class Service:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             PROCESSING_WORKERS, thread_name_prefix="pipeline"
         )
+        self._io = concurrent.futures.ThreadPoolExecutor(
+            PROCESSING_WORKERS, thread_name_prefix="service-io"
+        )
         await self.spool.start()
         self._processing = asyncio.Queue()
         for spool_id in self.spool.recover():
@@ -200,6 +203,7 @@ class Service:
         await self.spool.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._io.shutdown(wait=True)
         self.store.close()
         self.quarantine.close()
         log.info("service_stopped")
@@ -267,7 +271,7 @@ class Service:
     async def process_spooled(self, spool_id: str) -> ProcessResult | None:
         loop = asyncio.get_running_loop()
         try:
-            envelope, raw = await loop.run_in_executor(None, self.spool.read, spool_id)
+            envelope, raw = await loop.run_in_executor(self._io, self.spool.read, spool_id)
         except SpoolError:
             if not (self.spool.active / spool_id).exists():
                 return None  # already processed and removed
@@ -312,7 +316,7 @@ class Service:
                             )
                         )
                         continue
-                    await loop.run_in_executor(None, self.vault.store, co.vault_entries)
+                    await loop.run_in_executor(self._io, self.vault.store, co.vault_entries)
                 to_queue.append(
                     NewCopy(
                         spool_id=spool_id,
@@ -449,7 +453,7 @@ class Service:
         if not reason.strip():
             raise PortiqueError("a release needs a stated reason")
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(None, self.quarantine.data, held_id)
+        data = await loop.run_in_executor(self._io, self.quarantine.data, held_id)
         entries = await self.queue.enqueue(
             [
                 NewCopy(

@@ -359,6 +359,16 @@ def _peer_host(peer: Any) -> str:
     return str(peer or "")
 
 
+# RFC 5321 4.5.3.1.3: a path is at most 256 octets, so an address at most 254.
+ADDRESS_MAX = 254
+_ADDRESS = re.compile(r"^[^\s<>@\x00-\x1f\x7f]+@[^\s<>@\x00-\x1f\x7f]+$")
+
+
+def address_ok(address: str) -> bool:
+    """A usable mailbox: local@domain, no spaces, brackets or control characters."""
+    return len(address) <= ADDRESS_MAX and bool(_ADDRESS.match(address))
+
+
 class _Hooks:
     """aiosmtpd handler hooks: relay control, disk guard and recipient limits."""
 
@@ -376,6 +386,8 @@ class _Hooks:
         if free < DISK_GUARD_FACTOR * gate.cfg.max_message_size:
             log.warning("smtp_disk_low", free_bytes=free)
             return R_DISK_LOW
+        if address != "<>" and not address_ok(address):
+            return "501 5.1.7 Bad sender address syntax"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -386,6 +398,8 @@ class _Hooks:
         if not self.proto.relay_allowed():
             log.info("smtp_relay_denied", client=_peer_host(session.peer))
             return R_RELAY_DENIED
+        if not address_ok(address):
+            return "501 5.1.3 Bad recipient address syntax"
         if len(envelope.rcpt_tos) >= self.proto.gate.cfg.max_recipients:
             return R_TOO_MANY_RCPTS
         envelope.rcpt_tos.append(address)

@@ -26,6 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import json
 import os
@@ -163,6 +164,10 @@ class Spool:
         for d in (self.root, self.incoming, self.active):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._pending: list[_PendingCommit] = []
+        # A thread of its own: durability must not queue behind unrelated blocking work.
+        self._sync_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="spool-sync"
+        )
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -189,6 +194,7 @@ class Spool:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        self._sync_thread.shutdown(wait=True)
         for p in self._pending:
             if not p.done.done():
                 p.done.set_exception(SpoolError("spool stopped before commit"))
@@ -219,7 +225,7 @@ class Spool:
             if not batch:
                 continue
             try:
-                await loop.run_in_executor(None, self._make_durable, batch)
+                await loop.run_in_executor(self._sync_thread, self._make_durable, batch)
             except Exception as exc:
                 for p in batch:
                     p.tmp.unlink(missing_ok=True)

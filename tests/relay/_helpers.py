@@ -93,8 +93,8 @@ class Sink:
     def messages(self) -> list[Received]:
         return self.handler.messages
 
-    async def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, count: int, within: float = 20.0) -> list[Received]:
+        async with asyncio.timeout(within):
             while len(self.handler.messages) < count:
                 self.handler.arrived.clear()
                 await self.handler.arrived.wait()
@@ -163,3 +163,62 @@ def send_sync(
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
         c.ehlo("client.test")
         return c.sendmail(sender, list(rcpts), data)
+
+
+class RawClient:
+    """A byte-level SMTP client for dialogues smtplib refuses to produce."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def reply(self) -> str:
+        lines = []
+        async with asyncio.timeout(10):
+            while True:
+                line = (await self.reader.readline()).decode()
+                if not line:
+                    break
+                lines.append(line.rstrip("\r\n"))
+                if len(line) < 4 or line[3] != "-":
+                    break
+        return "\n".join(lines)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def cmd(self, line: str) -> str:
+        await self.send(line.encode() + b"\r\n")
+        return await self.reply()
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+async def wait_until(predicate: Any, within: float = 20.0, step: float = 0.02) -> None:
+    async with asyncio.timeout(within):
+        while not predicate():
+            await asyncio.sleep(step)
+
+
+class EventLog:
+    """An event sink for tests: every event, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def emit(self, event: Any) -> None:
+        self.events.append(event)
+
+    def kinds(self, kind: str) -> list[dict[str, Any]]:
+        return [dict(e.fields) for e in self.events if e.kind == kind]

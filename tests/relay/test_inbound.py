@@ -1,0 +1,255 @@
+"""Inbound SMTP behaviour on real sockets: relay control, limits, smuggling, TLS, AUTH."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+
+import pytest
+from argon2 import PasswordHasher
+
+from gateway.errors import SpoolError
+from tests.relay._helpers import RawClient, message, send_sync, strip_received
+
+NIR = "1 85 05 78 006 084 36"
+
+
+async def test_fifty_parallel_sessions_all_arrive(portique_factory, sink):
+    svc = await portique_factory(sink.port)
+    datas = [message(subject=f"n{i}", message_id=f"<p{i}@practice.test>") for i in range(50)]
+    results = await asyncio.gather(*(asyncio.to_thread(send_sync, svc.smtp_port, d) for d in datas))
+    assert all(r == {} for r in results)
+    got = await sink.wait_for(50, within=60)
+    assert sorted(strip_received(m.data) for m in got) == sorted(datas)
+
+
+async def test_unlisted_network_without_auth_cannot_relay(portique_factory, sink):
+    svc = await portique_factory(sink.port, smtp={"allowed_networks": ["10.0.0.0/8"]})
+    c = await RawClient.connect(svc.smtp_port)
+    assert (await c.reply()).startswith("220")
+    assert (await c.cmd("EHLO client.test")).startswith("250")
+    assert (await c.cmd("MAIL FROM:<dr@practice.test>")).startswith("250")
+    for rcpt in ("lab@lab.test", "someone@elsewhere.example", "postmaster@portique.test"):
+        assert (await c.cmd(f"RCPT TO:<{rcpt}>")).startswith("554 5.7.1")
+    assert not (await c.cmd("DATA")).startswith("354")
+    await c.close()
+    await asyncio.sleep(0.3)
+    assert sink.messages == []
+
+
+async def test_starttls_then_auth_relays_from_unlisted_network(portique_factory, sink, pki):
+    password = "correct horse battery staple"
+    svc = await portique_factory(
+        sink.port,
+        smtp={
+            "allowed_networks": ["10.0.0.0/8"],
+            "tls_cert": str(pki.server_cert),
+            "tls_key": str(pki.server_key),
+            "users": [{"name": "imaging", "password_hash": PasswordHasher().hash(password)}],
+        },
+    )
+    data = message()
+
+    def dialogue() -> tuple[bool, bool, dict]:
+        with smtplib.SMTP("127.0.0.1", svc.smtp_port, timeout=30) as c:
+            c.ehlo("client.test")
+            auth_before_tls = c.has_extn("auth")
+            c.starttls(context=pki.client_context())
+            c.ehlo("client.test")
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                c.login("imaging", "wrong password")
+            c.login("imaging", password)
+            return (
+                auth_before_tls,
+                c.has_extn("auth"),
+                c.sendmail("dr@practice.test", ["lab@lab.test"], data),
+            )
+
+    before, after, refused = await asyncio.to_thread(dialogue)
+    assert before is False  # AUTH only after STARTTLS
+    assert after is True
+    assert refused == {}
+    (got,) = await sink.wait_for(1)
+    assert b"with ESMTPSA id" in got.data
+    assert strip_received(got.data) == data
+
+
+async def test_self_signed_certificate_is_generated_when_none_configured(portique_factory, sink):
+    svc = await portique_factory(sink.port)
+    assert (svc.cfg.data_dir / "tls" / "smtp.pem").exists()
+    assert (svc.cfg.data_dir / "tls" / "smtp.key").stat().st_mode & 0o077 == 0
+
+    def dialogue() -> dict:
+        ctx = ssl.create_default_context()
+        ctx.load_verify_locations(svc.cfg.data_dir / "tls" / "smtp.pem")
+        ctx.check_hostname = False
+        with smtplib.SMTP("127.0.0.1", svc.smtp_port, timeout=30) as c:
+            c.starttls(context=ctx)
+            return c.sendmail("dr@practice.test", ["lab@lab.test"], message())
+
+    assert await asyncio.to_thread(dialogue) == {}
+    await sink.wait_for(1)
+
+
+async def test_commands_pipelined_with_starttls_are_discarded(portique_factory, sink):
+    svc = await portique_factory(sink.port)
+    c = await RawClient.connect(svc.smtp_port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    # One segment: STARTTLS plus a command an attacker injects before the handshake.
+    await c.send(b"STARTTLS\r\nMAIL FROM:<injected@attacker.test>\r\n")
+    assert (await c.reply()).startswith("220")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    await c.writer.start_tls(ctx)
+    # Had the injected MAIL been executed, RCPT would be accepted.
+    assert (await c.cmd("EHLO client.test")).startswith("250")
+    assert (await c.cmd("RCPT TO:<lab@lab.test>")).startswith("503")
+    await c.close()
+
+
+async def test_oversize_message_gets_552(portique_factory, sink):
+    svc = await portique_factory(sink.port, smtp={"max_message_size": 4096})
+    big = message(body="x" * 70 + "\r\n") * 1
+    big = message(body=("y" * 70 + "\r\n") * 100)
+    # With SIZE declared (smtplib does it), refused at MAIL FROM.
+    with pytest.raises(smtplib.SMTPSenderRefused) as info:
+        await asyncio.to_thread(send_sync, svc.smtp_port, big)
+    assert info.value.smtp_code == 552
+    # Without SIZE, refused at the end of DATA.
+    c = await RawClient.connect(svc.smtp_port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    assert (await c.cmd("MAIL FROM:<dr@practice.test>")).startswith("250")
+    assert (await c.cmd("RCPT TO:<lab@lab.test>")).startswith("250")
+    assert (await c.cmd("DATA")).startswith("354")
+    await c.send(big + b".\r\n")
+    assert (await c.reply()).startswith("552 5.3.4")
+    # The session goes on normally afterwards.
+    assert (await c.cmd("NOOP")).startswith("250")
+    await c.close()
+    await asyncio.sleep(0.3)
+    assert sink.messages == []
+    assert list((svc.cfg.data_dir / "spool" / "incoming").iterdir()) == []
+
+
+async def _data_dialogue(port: int, payload: bytes) -> tuple[str, RawClient]:
+    c = await RawClient.connect(port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    assert (await c.cmd("MAIL FROM:<dr@practice.test>")).startswith("250")
+    assert (await c.cmd("RCPT TO:<lab@lab.test>")).startswith("250")
+    assert (await c.cmd("DATA")).startswith("354")
+    await c.send(payload)
+    return await c.reply(), c
+
+
+SMUGGLED = (
+    b"MAIL FROM:<admin@bank.test>\r\nRCPT TO:<victim@lab.test>\r\nDATA\r\n"
+    b"Subject: smuggled\r\n\r\nsmuggled body\r\n.\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "end",
+    [b"\n.\r\n", b"\r.\n", b"\n.\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r"],
+    ids=["LF.CRLF", "CR.LF", "LF.LF", "CR.CR", "CRLF.LF", "CRLF.CR"],
+)
+async def test_smuggling_end_of_data_variants_never_end_data(portique_factory, sink, end):
+    svc = await portique_factory(sink.port)
+    payload = b"Subject: hello\r\n\r\nfirst" + end + SMUGGLED + b"tail\r\n.\r\n"
+    reply, c = await _data_dialogue(svc.smtp_port, payload)
+    assert reply.startswith("5"), reply
+    await c.close()
+    await asyncio.sleep(0.5)
+    assert sink.messages == []
+
+
+async def test_bare_lf_in_data_gets_5xx(portique_factory, sink):
+    svc = await portique_factory(sink.port)
+    reply, c = await _data_dialogue(svc.smtp_port, b"Subject: x\nTo: y\r\n\r\nbody\r\n.\r\n")
+    assert reply.startswith("550 5.6.11")
+    await c.close()
+    reply, c = await _data_dialogue(svc.smtp_port, b"Subject: x\r\n\r\nbody\rmore\r\n.\r\n")
+    assert reply.startswith("550 5.6.11")
+    await c.close()
+    await asyncio.sleep(0.3)
+    assert sink.messages == []
+
+
+async def test_per_recipient_replies_and_recipient_limit(portique_factory, sink):
+    svc = await portique_factory(sink.port, smtp={"max_recipients": 2})
+    c = await RawClient.connect(svc.smtp_port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    await c.cmd("MAIL FROM:<dr@practice.test>")
+    assert (await c.cmd("RCPT TO:<a@lab.test>")).startswith("250")
+    assert (await c.cmd("RCPT TO:<not an address")).startswith("5")
+    assert (await c.cmd("RCPT TO:<b@lab.test>")).startswith("250")
+    assert (await c.cmd("RCPT TO:<c@lab.test>")).startswith("452 4.5.3")
+    assert (await c.cmd("DATA")).startswith("354")
+    await c.send(message() + b".\r\n")
+    assert (await c.reply()).startswith("250")
+    await c.close()
+    (got,) = await sink.wait_for(1)
+    assert sorted(got.recipients) == ["a@lab.test", "b@lab.test"]
+
+
+async def test_internal_failure_is_451_without_exception_text(portique_factory, sink, monkeypatch):
+    svc = await portique_factory(sink.port)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"patient {NIR} leaked into an exception")
+
+    monkeypatch.setattr(svc.spool, "open_writer", broken)
+    reply, c = await _data_dialogue_no_354(svc.smtp_port)
+    assert reply.startswith("451 4.3.0")
+    assert NIR not in reply and "RuntimeError" not in reply
+    await c.close()
+
+    def spool_full(*args, **kwargs):
+        raise SpoolError("cannot create a spool file")
+
+    monkeypatch.setattr(svc.spool, "open_writer", spool_full)
+    reply, c = await _data_dialogue_no_354(svc.smtp_port)
+    assert reply.startswith("451 4.3.0")
+    await c.close()
+
+
+async def _data_dialogue_no_354(port: int) -> tuple[str, RawClient]:
+    c = await RawClient.connect(port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    await c.cmd("MAIL FROM:<dr@practice.test>")
+    await c.cmd("RCPT TO:<lab@lab.test>")
+    return await c.cmd("DATA"), c
+
+
+async def test_low_disk_gets_452_at_mail_from(portique_factory, sink, monkeypatch):
+    svc = await portique_factory(sink.port, smtp={"max_message_size": 1_000_000})
+    # Seam: the free-space probe. 1.4 x the max size is below the 1.5 x guard.
+    monkeypatch.setattr(svc.spool, "free_bytes", lambda: 1_400_000)
+    c = await RawClient.connect(svc.smtp_port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    assert (await c.cmd("MAIL FROM:<dr@practice.test>")).startswith("452 4.3.1")
+    monkeypatch.setattr(svc.spool, "free_bytes", lambda: 1_600_000)
+    assert (await c.cmd("MAIL FROM:<dr@practice.test>")).startswith("250")
+    await c.close()
+
+
+async def test_null_sender_is_accepted(portique_factory, sink):
+    svc = await portique_factory(sink.port)
+    c = await RawClient.connect(svc.smtp_port)
+    await c.reply()
+    await c.cmd("EHLO mx.test")
+    assert (await c.cmd("MAIL FROM:<>")).startswith("250")
+    assert (await c.cmd("RCPT TO:<dr@practice.test>")).startswith("250")
+    await c.cmd("DATA")
+    await c.send(message() + b".\r\n")
+    assert (await c.reply()).startswith("250")
+    await c.close()
+    (got,) = await sink.wait_for(1)
+    assert got.mail_from == "<>"
