@@ -2,9 +2,11 @@
 
 Trust boundary: input is untrusted bytes (a whole message). `analyse_message` walks the
 MIME tree (gateway/pipeline/mime.py) and collects TextFields from:
-- Subject, and the display names of From/To/Cc (addresses themselves are routing data
-  and are never rewritten);
-- text/plain bodies and HTML text nodes (plus title/alt/href attribute values);
+- every free-text header (Subject, Thread-Topic, Comments, X-*, Content-Description)
+  and the display names of From/To/Cc/Reply-To/Sender/Bcc (addresses themselves are
+  routing data and are never rewritten; structured headers are never touched);
+- text/plain bodies and HTML text nodes, comments, script/style text and title/alt/href
+  attribute values (tokenised in one linear pass; the markup is copied verbatim);
 - attachment file names (Content-Disposition `filename`, Content-Type `name`; RFC 2231
   and RFC 2047 forms);
 - every attachment, through the file handler its bytes select (gateway/files).
@@ -205,7 +207,7 @@ class _Walker:
         text_slots = self.free_text_headers(part, with_subject=True)
         address_slots: list[tuple[str, list[tuple[str, str]], list[int | None]]] = []
         for name in _ADDRESS_HEADERS:
-            values = part.message.get_all(name)
+            values = [v for k, v in part.message.raw_items() if k.strip().lower() == name]
             if not values:
                 continue
             pairs = getaddresses([decode_header_text(str(v)) for v in values])
@@ -243,7 +245,9 @@ class _Walker:
         analysis = self.analysis
         slots: list[tuple[str, int, int]] = []
         seen: dict[str, int] = {}
-        for raw_name, value in part.message.items():
+        # raw_items: the values as received (8-bit bytes as surrogate escapes); items()
+        # would turn those bytes into U+FFFD before we can decode them.
+        for raw_name, value in part.message.raw_items():
             name = raw_name.strip().lower()
             occurrence = seen.get(name, 0)
             seen[name] = occurrence + 1
@@ -449,13 +453,30 @@ class _Walker:
 
 
 def decode_header_text(value: str) -> str:
-    """RFC 2047 decoding; unknown charsets are a ContentError."""
+    """RFC 2047 decoding; raw 8-bit headers (RFC 6532) read as UTF-8, else cp1252.
+
+    Unknown charsets are a ContentError.
+    """
+    if not value.isascii():
+        value = _redecode_8bit(value)
     if "=?" not in value:
         return value
     try:
         return str(make_header(decode_header(value)))
     except (LookupError, UnicodeDecodeError, ValueError) as exc:
         raise ContentError("header in an unknown or invalid charset") from exc
+
+
+def _redecode_8bit(value: str) -> str:
+    """The parser keeps raw 8-bit header bytes as surrogate escapes; decode them for real."""
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return value
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace")
 
 
 def encode_header(name: str, value: str, nl: bytes) -> bytes:

@@ -310,3 +310,17 @@ def test_free_text_headers_are_scanned_and_structured_ones_kept() -> None:
     assert b"Message-ID: <DUPONT.42@cabinet-martin.fr>" in head  # structured: untouched
     assert b"Content-Description: arcade de PAT-" in copy.data
     assert copy.data.count(b"DUPONT") == 1
+
+
+def test_raw_utf8_headers_are_decoded_and_rewritten() -> None:
+    raw = (
+        "From: cabinet@cabinet-martin.fr\r\nTo: Jean DUPONT <jean.dupont@example.org>\r\n"
+        "Subject: Résultats de DUPONT Jean\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        "Bonjour.\r\n"
+    ).encode()
+    copy = run(raw).copies[0]
+    assert copy.verdict == "rewritten", copy.reason
+    assert copy.data is not None and b"DUPONT" not in copy.data
+    subject = _parsed(copy.data)["Subject"]
+    assert str(subject).startswith("Résultats de PAT-")
