@@ -62,7 +62,6 @@ _OWN_MARKS = re.compile(
 _INSPECTING = frozenset(
     {Action.PSEUDONYMISE, Action.REDACT, Action.REJECT_IF_PHI, Action.OWN_DATA_ONLY}
 )
-_TRANSFORMING = frozenset({Action.PSEUDONYMISE, Action.REDACT})
 
 
 def process_message(
@@ -105,7 +104,11 @@ def process_message(
         except Exception:
             outcome = CopyOutcome(copy, Verdict.HOLD, reason=REASON_INTERNAL)
         outcomes.append(outcome)
-    return MessageOutcome(tuple(outcomes), safe_subject=safe_subject(analysis, findings, engine))
+    try:
+        subject = safe_subject(analysis, findings, engine)
+    except Exception:
+        subject = None  # bounces then leave the subject out
+    return MessageOutcome(tuple(outcomes), safe_subject=subject)
 
 
 def note_findings(analysis: MessageAnalysis) -> list[Finding]:

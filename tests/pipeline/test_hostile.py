@@ -252,3 +252,12 @@ def test_symlink_in_zip_is_held() -> None:
         info.external_attr = 0o120777 << 16
         archive.writestr(info, "../../../etc/passwd")
     assert_stopped(_attach("case.zip", buf.getvalue()), "symbolic link")
+
+
+def test_safe_subject_failure_leaves_the_subject_out() -> None:
+    raw = message(body="Bonjour\n", subject="Couronne DUPONT Jean")
+    outcome = process_message(raw, (lab_copy(),), ExplodingEngine("rewrite"))  # type: ignore[arg-type]
+    assert outcome.copies[0].verdict == "hold"
+    assert outcome.safe_subject is None
+    ok = run(raw, lab_copy())
+    assert ok.safe_subject is not None and "DUPONT" not in ok.safe_subject
