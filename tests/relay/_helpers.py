@@ -207,7 +207,7 @@ class RawClient:
 
 async def wait_until(predicate: Any, within: float = 20.0, step: float = 0.02) -> None:
     async with asyncio.timeout(within):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - polling state owned by the code under test
             await asyncio.sleep(step)
 
 

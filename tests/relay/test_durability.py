@@ -1,0 +1,188 @@
+"""Durability: encryption at rest, restart recovery, lockdown, control socket, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from gateway.control import run_command
+from gateway.service import Service
+from tests.relay._helpers import (
+    EventLog,
+    RawClient,
+    Sink,
+    make_config,
+    message,
+    send_sync,
+    wait_until,
+)
+
+MARKER = "PlaintextCanary-7f3a9c"
+
+
+def _all_bytes(root: Path) -> list[tuple[Path, bytes]]:
+    return [(p, p.read_bytes()) for p in root.rglob("*") if p.is_file()]
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def test_spool_queue_and_quarantine_files_hold_no_plaintext(portique_factory, monkeypatch):
+    import gateway.service
+
+    release = threading.Event()
+    real = gateway.service.process_message
+
+    def slow_pipeline(raw, copies, engine):
+        release.wait(10)
+        return real(raw, copies, engine)
+
+    monkeypatch.setattr(gateway.service, "process_message", slow_pipeline)
+    # Relay to a closed port: the copy stays queued on disk.
+    svc = await portique_factory(
+        _closed_port(),
+        routes=[
+            {"name": "labs", "match": ["*@lab.test"], "action": "redact", "connector": "relay"},
+            {"name": "all", "match": ["*"], "action": "deliver", "connector": "relay"},
+        ],
+    )
+    data = message(subject=MARKER, body=(MARKER + " ligne\r\n") * 50)
+    await asyncio.to_thread(send_sync, svc.smtp_port, data, rcpts=("lab@lab.test", "x@other.test"))
+    spool_files = _all_bytes(svc.cfg.data_dir / "spool")
+    assert len(spool_files) == 1  # the committed message, waiting for processing
+    release.set()
+    await wait_until(lambda: svc.processing_idle() and len(svc.queue.list()) >= 2)
+    queue_files = _all_bytes(svc.cfg.data_dir / "queue")
+    held_files = _all_bytes(svc.cfg.data_dir / "quarantine")
+    assert queue_files and held_files
+    for path, content in spool_files + queue_files + held_files:
+        assert MARKER.encode() not in content, path
+        assert b"practice.test" not in content, path
+    # ... and the sealed copies do open to the original.
+    (held,) = svc.quarantine.list()
+    assert svc.quarantine.data(held.id).endswith(data)
+
+
+async def test_restart_resumes_queue_and_spool(tmp_path):
+    data_dir = tmp_path / "data"
+    cfg = make_config(data_dir, _closed_port())
+    svc = Service(cfg)
+    await svc.start()
+    await asyncio.to_thread(send_sync, svc.smtp_port, message())
+    await wait_until(lambda: svc.processing_idle() and svc.queue.list())
+    await svc.stop(grace=0.5)
+    # A committed but unprocessed spool file, as a crash would leave it.
+    (data_dir / "spool" / "incoming" / "dead.tmp").write_bytes(b"half a transfer")
+
+    sink = await Sink().start()
+    try:
+        svc2 = Service(make_config(data_dir, sink.port))
+        await svc2.start()
+        await sink.wait_for(1)
+        assert not (data_dir / "spool" / "incoming" / "dead.tmp").exists()
+        await wait_until(lambda: svc2.queue.list() == [])
+        await svc2.stop(grace=0.5)
+    finally:
+        await sink.stop()
+
+
+async def test_lockdown_pauses_delivery_survives_restart_and_works_offline(tmp_path):
+    data_dir = tmp_path / "data"
+    sink = await Sink().start()
+    try:
+        log = EventLog()
+        svc = Service(make_config(data_dir, sink.port))
+        svc.events.subscribe(log)
+        await svc.start()
+        assert (data_dir / "control.sock").stat().st_mode & 0o777 == 0o600
+        assert (
+            await asyncio.to_thread(run_command, data_dir, "lockdown.on", {"user": "ops"}) is True
+        )
+        assert log.kinds("lockdown") == [{"on": True, "user": "ops"}]
+        await asyncio.to_thread(send_sync, svc.smtp_port, message())  # still accepted
+        await wait_until(lambda: svc.processing_idle() and svc.queue.list())
+        await asyncio.sleep(0.5)
+        assert sink.messages == []
+        listed = await asyncio.to_thread(run_command, data_dir, "queue.list")
+        assert [e["recipients"] for e in listed] == [["lab@lab.test"]]
+        shown = await asyncio.to_thread(
+            run_command, data_dir, "queue.show", {"id": listed[0]["id"]}
+        )
+        assert shown["id"] == listed[0]["id"]
+        await svc.stop(grace=0.5)
+        assert not (data_dir / "control.sock").exists()
+
+        # No gateway running: the same commands act on data_dir directly.
+        assert run_command(data_dir, "lockdown.status") is True
+        assert [e["id"] for e in run_command(data_dir, "queue.list")] == [listed[0]["id"]]
+
+        svc2 = Service(make_config(data_dir, sink.port))
+        await svc2.start()
+        assert svc2.queue.lockdown is True
+        await asyncio.sleep(0.5)
+        assert sink.messages == []
+        assert await asyncio.to_thread(run_command, data_dir, "lockdown.off") is False
+        await sink.wait_for(1)
+        await svc2.stop(grace=0.5)
+    finally:
+        await sink.stop()
+
+
+async def test_queue_retry_and_delete_through_control_socket(portique_factory):
+    svc = await portique_factory(_closed_port(), queue={"retry_initial": 3600.0})
+    await asyncio.to_thread(send_sync, svc.smtp_port, message())
+    await wait_until(lambda: svc.queue.list() and svc.queue.list()[0].attempts == 1)
+    (entry,) = svc.queue.list()
+    data_dir = svc.cfg.data_dir
+    assert await asyncio.to_thread(run_command, data_dir, "queue.retry", {"id": entry.id}) is True
+    await wait_until(lambda: svc.queue.list()[0].attempts == 2)
+    assert await asyncio.to_thread(run_command, data_dir, "queue.delete", {"id": entry.id}) is True
+    assert svc.queue.list() == []
+    assert not list((data_dir / "queue").glob("*.msg"))
+    assert await asyncio.to_thread(run_command, data_dir, "queue.delete", {"id": entry.id}) is False
+
+
+async def test_stop_answers_421_to_new_sessions_and_finishes_open_transactions(
+    portique_factory, sink
+):
+    svc = await portique_factory(sink.port)
+    busy = await RawClient.connect(svc.smtp_port)
+    await busy.reply()
+    await busy.cmd("EHLO client.test")
+    await busy.cmd("MAIL FROM:<dr@practice.test>")
+    await busy.cmd("RCPT TO:<lab@lab.test>")
+    assert (await busy.cmd("DATA")).startswith("354")
+    await busy.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
+
+    stopping = asyncio.create_task(svc.stop(grace=5.0))
+    await asyncio.sleep(0.2)
+    late = await RawClient.connect(svc.smtp_port)
+    assert (await late.reply()).startswith("421 4.3.2")
+    await late.close()
+
+    await busy.send(b"second half\r\n.\r\n")
+    assert (await busy.reply()).startswith("250")
+    await busy.close()
+    await stopping
+    # Accepted during shutdown: durable, delivered after the next start.
+    assert len(list((svc.cfg.data_dir / "spool" / "active").iterdir())) + len(sink.messages) >= 1
+
+
+@pytest.mark.parametrize("size_kib", [1, 3000])
+async def test_spool_round_trip_small_and_multi_chunk(portique_factory, sink, size_kib):
+    svc = await portique_factory(sink.port)
+    line = b"0123456789" * 7 + b"\r\n"
+    body = line * (size_kib * 1024 // len(line))
+    data = message() + body
+    await asyncio.to_thread(send_sync, svc.smtp_port, data)
+    (got,) = await sink.wait_for(1)
+    assert got.data.endswith(data)
