@@ -61,3 +61,19 @@ def test_golden(name: str) -> None:
     # Deterministic: a second run gives the same bytes.
     again = run(raw, lab_copy()).copies[0]
     assert (again.data or f"{again.verdict.value}: {again.reason}\n".encode()) == actual
+
+
+def test_no_identifier_reaches_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    import structlog
+
+    from gateway.verdicts import Action
+    from tests.pipeline._helpers import copy_for
+
+    caplog.set_level("DEBUG")
+    with structlog.testing.capture_logs() as structured:
+        for name in CASES:
+            raw = (GOLDEN / f"{name}.in.eml").read_bytes()
+            run(raw, lab_copy(), copy_for(Action.REDACT), copy_for(Action.REJECT_IF_PHI))
+    lines = [r.getMessage() for r in caplog.records] + [repr(e) for e in structured]
+    for line in lines:
+        assert_no_planted(line, PLANTED + EXTRA_PLANTED)
