@@ -20,8 +20,11 @@
 # checks that every one arrived and none carries a planted name/NIR/phone/e-mail; then it
 # measures latency at half the rate Portique reached.
 #
-# Usage: load-tests/compare_postfix.sh [-m MESSAGES] [-s SESSIONS] [--only postfix|portique]
-#            [--workers N|auto] [--no-deliver-row] [--no-verify] [--keep] [--timeout SEC]
+# Usage: load-tests/compare_postfix.sh [-m MESSAGES] [-s SESSIONS]
+#            [--rows postfix,pseudonymise,deliver] [--workers N|auto] [--no-verify]
+#            [--verify-messages N] [--latency-seconds S] [--settle S] [--keep] [--timeout SEC]
+# The temp dir is made under $TMPDIR (default /tmp); it must be reachable by the postfix
+# and nobody users (smtp-sink drops to nobody).
 # Exit status: 0 when every run delivered every message (and verification passed), else 1.
 # Bounded: each timed run is killed after --timeout seconds (default 300); every process
 # started here is stopped on exit (trap), the temp dir is removed unless --keep.
@@ -37,24 +40,24 @@ SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
 MESSAGES=2000        # per timed run; ~10 s of Postfix on 2 cores
 SESSIONS=20          # the issue's load: 20 parallel smtp-source sessions
 TIMEOUT=300          # seconds per timed run, so a stuck relay cannot hang the script
-ONLY=""
+ROWS="postfix,pseudonymise,deliver"
 WORKERS="auto"
-DELIVER_ROW=1
 VERIFY=1
 KEEP=0
 VERIFY_MESSAGES=300  # driver verification run through Portique
 LATENCY_SECONDS=20   # fixed-rate latency run at half the measured rate
+SETTLE=30            # seconds the driver waits for the last deliveries of a verification run
 
 while [ $# -gt 0 ]; do
   case "$1" in
     -m) MESSAGES="$2"; shift 2 ;;
     -s) SESSIONS="$2"; shift 2 ;;
-    --only) ONLY="$2"; shift 2 ;;
+    --rows) ROWS="$2"; shift 2 ;;
     --workers) WORKERS="$2"; shift 2 ;;
-    --no-deliver-row) DELIVER_ROW=0; shift ;;
     --no-verify) VERIFY=0; shift ;;
     --verify-messages) VERIFY_MESSAGES="$2"; shift 2 ;;
     --latency-seconds) LATENCY_SECONDS="$2"; shift 2 ;;
+    --settle) SETTLE="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
@@ -63,6 +66,10 @@ while [ $# -gt 0 ]; do
 done
 
 log() { echo "[compare] $*" >&2; }
+want() { [[ ",$ROWS," == *",$1,"* ]]; }
+for row in ${ROWS//,/ }; do
+  case "$row" in postfix|pseudonymise|deliver) ;; *) echo "unknown row: $row" >&2; exit 2 ;; esac
+done
 
 # --- Postfix from Debian if absent ------------------------------------------------------
 install_postfix() {
@@ -77,10 +84,10 @@ install_postfix() {
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends postfix >/dev/null
 }
-if [ "$ONLY" != "portique" ]; then install_postfix; fi
+install_postfix  # smtp-source and smtp-sink are the load and the sink for every row
 [ -x "$SMTP_SOURCE" ] && [ -x "$SMTP_SINK" ] || { echo "need $SMTP_SOURCE and $SMTP_SINK (Debian postfix)" >&2; exit 2; }
 
-WORK="$(mktemp -d /tmp/portique-compare.XXXXXX)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/portique-compare.XXXXXX")"
 chmod 755 "$WORK"
 PIDS=()
 POSTFIX_CONF=""
@@ -114,13 +121,17 @@ MSG_FILE="$(ls "$WORK"/msg/*.eml)"
 MSG_BYTES=$(wc -c <"$MSG_FILE")
 SINK_PORT=$(free_port)
 
-# timed_run NAME SMTP_PORT: smtp-sink counts M messages, smtp-source sends them.
-# Prints "NAME SECONDS DELIVERED" on stdout.
+# timed_run NAME SMTP_PORT: smtp-sink takes M messages, smtp-source sends them.
+# smtp-sink dumps each transaction (-d, no fsync) so that the deliveries can be told apart
+# from anything else the relay may send to the same sink (e.g. a hold notice to the
+# sender): only messages for commandes@labo.test count as delivered.
+# Prints "NAME SECONDS DELIVERED OTHER" on stdout.
 timed_run() {
-  local name="$1" port="$2" sink_out="$WORK/sink-$1.out" sink_pid src_rc=0 t0 t1 got
-  "$SMTP_SINK" -u nobody -c -M "$MESSAGES" "127.0.0.1:$SINK_PORT" 256 >"$sink_out" 2>&1 &
+  local name="$1" port="$2" sink_out="$WORK/sink-$1.out" dump="$WORK/dump-$1" sink_pid src_rc=0 t0 t1
+  mkdir -p "$dump"
+  chown nobody "$dump"
+  "$SMTP_SINK" -u nobody -c -M "$MESSAGES" -d "$dump/m." "127.0.0.1:$SINK_PORT" 256 >"$sink_out" 2>&1 &
   sink_pid=$!
-  PIDS+=("$sink_pid")
   wait_port "$SINK_PORT" 10 || { log "smtp-sink did not start"; return 1; }
   t0=$(now)
   timeout "$TIMEOUT" "$SMTP_SOURCE" -s "$SESSIONS" -m "$MESSAGES" -d -F "$MSG_FILE" \
@@ -132,14 +143,15 @@ timed_run() {
   while kill -0 "$sink_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.01; done
   t1=$(now)
   if kill -0 "$sink_pid" 2>/dev/null; then
-    kill "$sink_pid"; wait "$sink_pid" 2>/dev/null || true
-    got=$(tr '\r' '\n' <"$sink_out" | grep -oE '^ *[0-9]+ +[0-9]+ +[0-9]+' | tail -n 1 | awk '{print $3}')
-    log "$name: timed out; smtp-sink counted ${got:-?} of $MESSAGES"
-    echo "$name $(echo "$t1 - $t0" | bc -l) ${got:-0}"
-    return 0
+    log "$name: timed out after ${TIMEOUT} s"
+    kill "$sink_pid" 2>/dev/null || true
   fi
   wait "$sink_pid" 2>/dev/null || true
-  echo "$name $(echo "$t1 - $t0" | bc -l) $MESSAGES"
+  local lab other
+  lab=$(grep -l -m1 '^X-Rcpt-Args: <commandes@labo.test>' -r "$dump" 2>/dev/null | wc -l)
+  other=$(( $(find "$dump" -type f | wc -l) - lab ))
+  [ "$other" = 0 ] || log "$name: $other message(s) at the sink were not lab deliveries (e.g. hold notices)"
+  echo "$name $(echo "$t1 - $t0" | bc -l) $lab $other"
 }
 
 # --- Postfix ------------------------------------------------------------------------------
@@ -232,21 +244,22 @@ stop_portique() {
 verify_through() {
   local port="$2" expect="$3" rate_json="$WORK/verify-$1.json"
   "$PY" "$HERE/driver.py" --port "$port" --sink-port "$SINK_PORT" -n "$SESSIONS" \
-    -m "$VERIFY_MESSAGES" --mix lab --expect "$expect" --settle 60 --json "$rate_json"
+    -m "$VERIFY_MESSAGES" --mix lab --expect "$expect" --settle "$SETTLE" --json "$rate_json"
 }
 
 # --- runs -----------------------------------------------------------------------------------
-declare -A SECS DELIVERED
+declare -A SECS DELIVERED OTHER
 STATUS=0
-record() {  # record "NAME SECONDS DELIVERED"
-  local name secs got
-  read -r name secs got <<<"$1"
+record() {  # record "NAME SECONDS DELIVERED OTHER"
+  local name secs got other
+  read -r name secs got other <<<"$1"
   SECS[$name]=$secs
   DELIVERED[$name]=$got
+  OTHER[$name]=$other
   [ "$got" = "$MESSAGES" ] || STATUS=1
 }
 
-if [ "$ONLY" != "portique" ]; then
+if want postfix; then
   PF_PORT=$(free_port)
   log "postfix: private instance on 127.0.0.1:$PF_PORT, relayhost [127.0.0.1]:$SINK_PORT"
   start_postfix "$PF_PORT"
@@ -255,7 +268,7 @@ if [ "$ONLY" != "portique" ]; then
   POSTFIX_CONF=""
 fi
 
-if [ "$ONLY" != "postfix" ]; then
+if want pseudonymise; then
   PQ_PORT=$(free_port)
   log "portique (pseudonymise): 127.0.0.1:$PQ_PORT, workers=$WORKERS"
   start_portique pseudonymise "$PQ_PORT"
@@ -265,31 +278,36 @@ if [ "$ONLY" != "postfix" ]; then
     verify_through pseudonymise "$PQ_PORT" pseudonymised >"$WORK/verify.out" 2>&1 || STATUS=1
     cat "$WORK/verify.out" >&2
     rate=${SECS[portique-pseudonymise]:+$(echo "$MESSAGES / ${SECS[portique-pseudonymise]} / 2" | bc -l)}
-    if [ -n "${rate:-}" ] && [ "${DELIVERED[portique-pseudonymise]}" = "$MESSAGES" ]; then
+    if [ -n "${rate:-}" ] && [ "${DELIVERED[portique-pseudonymise]}" = "$MESSAGES" ] && [ "$LATENCY_SECONDS" != 0 ]; then
       n=$(printf '%.0f' "$(echo "$rate * $LATENCY_SECONDS" | bc -l)")
       log "latency at half the measured rate: $(printf '%.1f' "$rate") msg/s for ${LATENCY_SECONDS} s"
       "$PY" "$HERE/driver.py" --port "$PQ_PORT" --sink-port "$SINK_PORT" -n "$SESSIONS" \
-        --rate "$rate" -m "$n" --mix lab --expect pseudonymised --settle 60 \
+        --rate "$rate" -m "$n" --mix lab --expect pseudonymised --settle "$SETTLE" \
         >"$WORK/latency.out" 2>&1 || STATUS=1
       cat "$WORK/latency.out" >&2
     fi
   fi
   stop_portique
-  if [ "$DELIVER_ROW" = 1 ]; then
-    PD_PORT=$(free_port)
-    log "portique (deliver, no scanning): 127.0.0.1:$PD_PORT"
-    start_portique deliver "$PD_PORT"
-    record "$(timed_run portique-deliver "$PD_PORT")"
-    stop_portique
+fi
+if want deliver; then
+  PD_PORT=$(free_port)
+  log "portique (deliver, no scanning): 127.0.0.1:$PD_PORT"
+  start_portique deliver "$PD_PORT"
+  record "$(timed_run portique-deliver "$PD_PORT")"
+  if [ "$VERIFY" = 1 ]; then
+    log "verifying $VERIFY_MESSAGES generated messages through the deliver route (expect plain)"
+    verify_through deliver "$PD_PORT" plain >"$WORK/verify-deliver.out" 2>&1 || STATUS=1
+    cat "$WORK/verify-deliver.out" >&2
   fi
+  stop_portique
 fi
 
 # --- table ----------------------------------------------------------------------------------
 rate_of() { echo "${DELIVERED[$1]} / ${SECS[$1]}" | bc -l; }
 echo
 echo "Postfix vs Portique: $MESSAGES x $MSG_BYTES-byte lab orders, smtp-source -s $SESSIONS -> relay -> smtp-sink; nproc=$(nproc)"
-printf '| %-42s | %9s | %9s | %10s |\n' "relay" "delivered" "seconds" "msg/s"
-printf '|%s|%s|%s|%s|\n' "--------------------------------------------" "-----------" "-----------" "------------"
+printf '| %-42s | %9s | %9s | %10s | %s\n' "relay" "delivered" "seconds" "msg/s" "note"
+printf '|%s|%s|%s|%s|%s\n' "--------------------------------------------" "-----------" "-----------" "------------" "------"
 for name in postfix portique-pseudonymise portique-deliver; do
   [ -n "${SECS[$name]:-}" ] || continue
   label="$name"
@@ -298,11 +316,15 @@ for name in postfix portique-pseudonymise portique-deliver; do
     portique-pseudonymise) label="Portique, pseudonymising lab route" ;;
     portique-deliver) label="Portique, deliver route (no scanning)" ;;
   esac
-  printf '| %-42s | %9s | %9.2f | %10.1f |\n' "$label" "${DELIVERED[$name]}" "${SECS[$name]}" "$(rate_of "$name")"
+  note=""
+  [ "${DELIVERED[$name]}" = "$MESSAGES" ] || note="INCOMPLETE: ${DELIVERED[$name]} of $MESSAGES delivered, ${OTHER[$name]} other message(s) at the sink"
+  printf '| %-42s | %9s | %9.2f | %10.1f | %s\n' "$label" "${DELIVERED[$name]}" "${SECS[$name]}" "$(rate_of "$name")" "$note"
 done
 if [ -n "${SECS[postfix]:-}" ] && [ -n "${SECS[portique-pseudonymise]:-}" ]; then
-  printf 'ratio Portique (pseudonymise) / Postfix = %.2f\n' \
-    "$(echo "$(rate_of portique-pseudonymise) / $(rate_of postfix)" | bc -l)"
+  valid=""
+  [ "${DELIVERED[portique-pseudonymise]}" = "$MESSAGES" ] || valid="  (NOT VALID: the pseudonymising run did not deliver every message)"
+  printf 'ratio Portique (pseudonymise) / Postfix = %.2f%s\n' \
+    "$(echo "$(rate_of portique-pseudonymise) / $(rate_of postfix)" | bc -l)" "$valid"
 fi
 if [ -n "${SECS[postfix]:-}" ] && [ -n "${SECS[portique-deliver]:-}" ]; then
   printf 'ratio Portique (deliver, no scanning) / Postfix = %.2f\n' \
