@@ -7,7 +7,6 @@ allowed, losses not), and a transaction killed during DATA is never delivered.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import smtplib
 import socket
