@@ -6,8 +6,11 @@ zip.py); every `.xml`/`.rels` part is rewritten by the XML handler on text nodes
 shared strings, headers, comments and document properties (docProps/core.xml,
 meta.xml). Other parts (images, thumbnails) go through their own handlers.
 
-Known gap: Word may split one name across several runs (`<w:t>DUP</w:t><w:t>ONT</w:t>`);
-each run is a separate field, so such a split name is not recognised.
+Word splits one name across several runs (`<w:r><w:t>DUP</w:t></w:r><w:r><w:t>ONT</w:t>`)
+for spell checking and revision marks, so OOXML runs are joined per paragraph (`w:p`,
+`a:p`, shared string `si`) into one field; a paragraph whose text changes is written
+into its first run (the other runs of that paragraph lose their text, and with it their
+formatting). Known gap: ODF paragraphs are still scanned node by node.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import io
 import zipfile
 
 from gateway.files.base import ExtractedFile, FileHandler, HandlerContext
+from gateway.files.xml import OOXML_PARAGRAPHS, OOXML_RUN_TEXT, extract_xml
 from gateway.files.zip import extract_archive, is_zip
 
 _OOXML_MARKERS = ("[Content_Types].xml",)
@@ -54,7 +58,17 @@ class OfficeHandler(FileHandler):
 
     def extract(self, data: bytes, ctx: HandlerContext) -> ExtractedFile:
         kind = office_kind(data) or "office"
-        return extract_archive(data, ctx, kind, open_xml_text_only=True)
+        if kind == "odt":
+            return extract_archive(data, ctx, kind, open_xml_part=_odf_part)
+        return extract_archive(data, ctx, kind, open_xml_part=_ooxml_part)
+
+
+def _ooxml_part(data: bytes) -> ExtractedFile:
+    return extract_xml(data, attributes=False, paragraphs=OOXML_PARAGRAPHS, run_text=OOXML_RUN_TEXT)
+
+
+def _odf_part(data: bytes) -> ExtractedFile:
+    return extract_xml(data, attributes=False)
 
 
 HANDLER = OfficeHandler()

@@ -70,6 +70,26 @@ class _Span:
     end: int
     kind: str  # text | cdata | comment | attr
     quote: str = ""
+    field: int = -1  # index of the field this span belongs to
+    first_in_group: bool = True  # grouped spans: only the first receives rewritten text
+
+
+@dataclass
+class _Group:
+    """The text runs of one paragraph (OOXML <w:p>, <a:p>, shared string <si>)."""
+
+    field: int
+    name: str
+    parts: list[str]
+    runs: int = 0  # text spans seen so far
+
+
+# OOXML paragraph-like elements and the run elements whose text they join. Word splits a
+# name across runs (spell check, revision marks); scanning each run alone would miss it.
+OOXML_PARAGRAPHS = frozenset({"p", "si", "is"})
+OOXML_RUN_TEXT = frozenset({"t"})
+# Empty elements that separate words inside a paragraph (tab, line break).
+_WORD_BREAKS = frozenset({"tab", "br", "cr"})
 
 
 def check_xml(data: bytes) -> None:
@@ -82,7 +102,23 @@ def check_xml(data: bytes) -> None:
         raise ContentError("XML is not well-formed") from exc
 
 
-def extract_xml(data: bytes, *, attributes: bool, format_name: str = "xml") -> ExtractedFile:
+def _local(name: str) -> str:
+    return name.rpartition(":")[2]
+
+
+def extract_xml(
+    data: bytes,
+    *,
+    attributes: bool,
+    format_name: str = "xml",
+    paragraphs: frozenset[str] = frozenset(),
+    run_text: frozenset[str] = frozenset(),
+) -> ExtractedFile:
+    """Fields of an XML document; `paragraphs`/`run_text` join runs into one field each.
+
+    A joined paragraph whose text changes is written back into its first run, and its
+    other runs are emptied: the formatting of those runs is lost, the text is not.
+    """
     check_xml(data)
     codec, bom = _encoding_of(data)
     try:
@@ -91,42 +127,82 @@ def extract_xml(data: bytes, *, attributes: bool, format_name: str = "xml") -> E
         raise ContentError("XML encoding is invalid") from exc
     spans: list[_Span] = []
     fields: list[TextField] = []
+    groups: list[_Group] = []
+    group: _Group | None = None
     current = ""
+
+    def single(span: _Span, value: str, kind: FieldKind) -> None:
+        spans.append(_Span(span.start, span.end, span.kind, span.quote, len(fields)))
+        fields.append(TextField(value, kind))
+
     for m in _TOKEN.finditer(text):
         if m.group("tag") is not None:
             name = m.group("name")
-            current = "" if m.group("close") else name
-            if attributes and not m.group("close"):
+            local = _local(name)
+            closing = bool(m.group("close"))
+            empty = m.group("tag").endswith("/>")
+            current = "" if closing else name
+            if local in paragraphs and not empty:
+                if closing and group is not None and group.name == name:
+                    group = None
+                elif not closing and group is None:
+                    group = _Group(len(fields), name, [])
+                    groups.append(group)
+                    fields.append(TextField("", FieldKind.BODY))  # filled in below
+            elif group is not None and empty and local in _WORD_BREAKS:
+                group.parts.append(" ")
+            if attributes and not closing:
                 base = m.start("attrs")
                 for a in _ATTR.finditer(m.group("attrs")):
                     if a.group(1).startswith("xmlns"):
                         continue
-                    group = 4 if a.group(4) is not None else 5
-                    value = a.group(group)
+                    index = 4 if a.group(4) is not None else 5
+                    value = a.group(index)
                     if value.strip():
-                        spans.append(
-                            _Span(base + a.start(group), base + a.end(group), "attr", a.group(3)[0])
+                        span = _Span(
+                            base + a.start(index), base + a.end(index), "attr", a.group(3)[0]
                         )
-                        fields.append(TextField(html.unescape(value), _kind_for(a.group(1))))
+                        single(span, html.unescape(value), _kind_for(a.group(1)))
         elif m.group("text") is not None:
-            if m.group("text").strip():
-                spans.append(_Span(m.start("text"), m.end("text"), "text"))
-                fields.append(TextField(html.unescape(m.group("text")), _kind_for(current)))
+            raw = m.group("text")
+            if group is not None and _local(current) in run_text:
+                first = group.runs == 0
+                group.runs += 1
+                spans.append(_Span(m.start("text"), m.end("text"), "text", "", group.field, first))
+                group.parts.append(html.unescape(raw))
+            elif raw.strip():
+                single(
+                    _Span(m.start("text"), m.end("text"), "text"),
+                    html.unescape(raw),
+                    _kind_for(current),
+                )
         elif m.group("cdata") is not None:
             if m.group("cdata").strip():
-                spans.append(_Span(m.start("cdata"), m.end("cdata"), "cdata"))
-                fields.append(TextField(m.group("cdata"), _kind_for(current)))
+                single(
+                    _Span(m.start("cdata"), m.end("cdata"), "cdata"),
+                    m.group("cdata"),
+                    _kind_for(current),
+                )
         elif m.group("comment") is not None and m.group("comment").strip():
-            spans.append(_Span(m.start("comment"), m.end("comment"), "comment"))
-            fields.append(TextField(m.group("comment"), FieldKind.METADATA))
+            single(
+                _Span(m.start("comment"), m.end("comment"), "comment"),
+                m.group("comment"),
+                FieldKind.METADATA,
+            )
+    for g in groups:
+        fields[g.field] = TextField("".join(g.parts), FieldKind.BODY)
+    grouped_fields = {g.field for g in groups}
 
     def rebuild(texts: Sequence[str], session: RewriteSession) -> bytes:
         out: list[str] = []
         pos = 0
-        for span, new, old in zip(spans, texts, fields, strict=True):
+        for span in spans:
+            new, old = texts[span.field], fields[span.field].text
             out.append(text[pos : span.start])
-            if new == old.text:
+            if new == old:
                 out.append(text[span.start : span.end])
+            elif span.field in grouped_fields:
+                out.append(escape(new) if span.first_in_group else "")
             elif span.kind == "text":
                 out.append(escape(new))
             elif span.kind == "attr":

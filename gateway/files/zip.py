@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.errors import ContentError, LimitExceeded, UnsupportedContent
@@ -95,8 +95,14 @@ def read_entries(
 
 
 def extract_archive(
-    data: bytes, ctx: HandlerContext, format_name: str, *, open_xml_text_only: bool = False
+    data: bytes,
+    ctx: HandlerContext,
+    format_name: str,
+    *,
+    open_xml_part: Callable[[bytes], ExtractedFile] | None = None,
 ) -> ExtractedFile:
+    """Entries opened through the dispatcher; `.xml`/`.rels` entries through
+    `open_xml_part` when given (office documents)."""
     archive, entries = read_entries(data, ctx)
     if ctx.open_entry is None:
         raise ContentError("archive handler used without a dispatcher")
@@ -113,10 +119,8 @@ def extract_archive(
         content: ExtractedFile | None = None
         if not info.is_dir():
             try:
-                if open_xml_text_only and info.filename.endswith((".xml", ".rels")):
-                    from gateway.files.xml import extract_xml
-
-                    content = extract_xml(raw, attributes=False, format_name="xml")
+                if open_xml_part is not None and info.filename.endswith((".xml", ".rels")):
+                    content = open_xml_part(raw)
                 else:
                     content = ctx.open_entry(raw, child_ctx)
             except UnsupportedContent:

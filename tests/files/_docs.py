@@ -51,7 +51,7 @@ def zip_of(entries: dict[str, bytes], *, stored_first: str | None = None) -> byt
     return buf.getvalue()
 
 
-def docx(paragraph: str, author: str) -> bytes:
+def docx(paragraph: str, author: str, extra: str = "") -> bytes:
     return zip_of(
         {
             "[Content_Types].xml": b'<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/></Types>',
@@ -59,7 +59,7 @@ def docx(paragraph: str, author: str) -> bytes:
                 '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
                 '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" '
                 'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006" mc:Ignorable="w14">'
-                f"<w:body><w:p><w:r><w:t>{paragraph}</w:t></w:r></w:p></w:body></w:document>"
+                f"<w:body><w:p><w:r><w:t>{paragraph}</w:t></w:r></w:p>{extra}</w:body></w:document>"
             ).encode(),
             "docProps/core.xml": (
                 '<?xml version="1.0" encoding="UTF-8"?><cp:coreProperties '

@@ -172,3 +172,24 @@ def test_scanned_pdf_without_text_layer_counts_as_unscannable() -> None:
     hold, passed = _send("ordonnance.pdf", pdf, lab_copy(), lab_copy(unknown_files="pass"))
     assert hold.verdict == "hold" and "cannot be scanned" in hold.reason  # type: ignore[attr-defined]
     assert passed.verdict in ("pass", "rewritten")  # type: ignore[attr-defined]
+
+
+def test_docx_name_split_across_runs_is_found_and_rewritten() -> None:
+    import re
+
+    paragraph = (
+        'Patient DUP</w:t></w:r><w:proofErr w:type="spellStart"/><w:r><w:rPr><w:b/></w:rPr>'
+        '<w:t>ONT</w:t></w:r><w:r><w:t xml:space="preserve"> Jean</w:t></w:r><w:r><w:tab/>'
+        "<w:t>dent 36"
+    )
+    untouched = "<w:p><w:r><w:t>Teinte </w:t></w:r><w:r><w:t>A2</w:t></w:r></w:p>"
+    data = _docs.docx(paragraph, "Dr Martin", extra=untouched)
+    (lab,) = _send("fiche.docx", data)
+    assert lab.verdict == "rewritten", lab.reason  # type: ignore[attr-defined]
+    out = _only_attachment(lab.data)[1]  # type: ignore[attr-defined]
+    document = zipfile.ZipFile(io.BytesIO(out)).read("word/document.xml").decode()
+    text = "".join(re.findall(r"<w:t[^>]*>([^<]*)</w:t>", document))
+    assert "DUP" not in text and "Jean" not in text
+    assert "Patient PAT-" in text and "dent 36" in text
+    assert untouched in document  # a paragraph without findings is byte-identical
+    assert "<w:tab/>" in document and "<w:b/>" in document
