@@ -139,6 +139,15 @@ def _entry(row: tuple[object, ...]) -> QueueEntry:
     return QueueEntry(*values)  # type: ignore[arg-type]
 
 
+# Patient mailboxes on MSSanté: an address there identifies a patient (gateway/events.py).
+PATIENT_DOMAIN = "patient.mssante.fr"
+
+
+def identifies_patient(addresses: Sequence[str]) -> bool:
+    """Whether any address is a patient's own mailbox, so sinks must mask it."""
+    return any(a.lower().rpartition("@")[2].endswith(PATIENT_DOMAIN) for a in addresses)
+
+
 def queue_aad(queue_id: str) -> bytes:
     return f"queue:{queue_id}".encode()
 
@@ -394,6 +403,7 @@ class DeliveryQueue:
                 connector=e.connector,
                 recipients=list(e.recipients),
                 entry_kind=e.kind,
+                identifies_patient=identifies_patient(e.recipients),
             )
         self.wake()
         return entries
@@ -525,6 +535,7 @@ class DeliveryQueue:
                     detail=group[0].detail,
                     attempt=item.attempt,
                     recipients=[r.recipient for r in group],
+                    identifies_patient=identifies_patient(entry.recipients),
                     latency_s=round(latency, 4),
                     bytes=len(item.data),
                 )
@@ -588,6 +599,7 @@ class DeliveryQueue:
                 queue_id=entry.id,
                 reason=reason,
                 recipients=[f.address for f in failed],
+                identifies_patient=identifies_patient(entry.recipients),
                 dsn=False,
             )
             return
@@ -618,5 +630,6 @@ class DeliveryQueue:
             queue_id=entry.id,
             reason=reason,
             recipients=[f.address for f in failed],
+            identifies_patient=identifies_patient(entry.recipients),
             dsn=True,
         )

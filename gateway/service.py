@@ -41,7 +41,7 @@ from gateway.logging import get_logger
 from gateway.pipeline import process_message
 from gateway.pipeline.model import CopyOutcome, MessageOutcome, RouteCopy
 from gateway.quarantine import HeldItem, Quarantine
-from gateway.queue import KIND_NOTICE, DeliveryQueue, NewCopy, QueueStore
+from gateway.queue import KIND_NOTICE, DeliveryQueue, NewCopy, QueueStore, identifies_patient
 from gateway.routes import find_route, plan_copies
 from gateway.scan.model import ScanEngine, VaultEntry
 from gateway.smtp import Accepted, Gate, SmtpServer, load_tls_context
@@ -221,6 +221,7 @@ class Service:
             recipients=list(env.recipients),
             size=accepted.size,
             message_id=accepted.message_id,
+            identifies_patient=identifies_patient(env.recipients),
         )
         assert self._processing is not None
         self._processing.put_nowait(accepted.spool_id)
@@ -297,7 +298,8 @@ class Service:
                 findings=co.counts(),
                 digests=[f.digest for f in co.findings],
                 reason=co.reason,
-                identifies_patient=copy.action in (Action.OWN_DATA_ONLY, Action.REJECT_IF_PHI),
+                identifies_patient=copy.action in (Action.OWN_DATA_ONLY, Action.REJECT_IF_PHI)
+                or identifies_patient(copy.recipients),
             )
             if co.verdict in (Verdict.PASS, Verdict.REWRITTEN) and co.data is not None:
                 if co.vault_entries:
@@ -337,6 +339,7 @@ class Service:
                     spool_id=spool_id,
                     reason=co.reason,
                     recipients=list(copy.recipients),
+                    identifies_patient=True,
                 )
                 to_queue.extend(self._notice(spool_id, envelope, co, "reject", message_id, outcome))
             else:

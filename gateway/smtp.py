@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import ipaddress
+import logging
 import re
 import ssl
 import time
@@ -423,6 +424,9 @@ class SmtpServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
+        # aiosmtpd logs every command line (addresses included) on "mail.log" at INFO;
+        # Portique logs its own PHI-aware events instead.
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: PortiqueSMTP(self.gate), self.host or None, self.port
