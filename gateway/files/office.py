@@ -8,9 +8,9 @@ meta.xml). Other parts (images, thumbnails) go through their own handlers.
 
 Word splits one name across several runs (`<w:r><w:t>DUP</w:t></w:r><w:r><w:t>ONT</w:t>`)
 for spell checking and revision marks, so OOXML runs are joined per paragraph (`w:p`,
-`a:p`, shared string `si`) into one field; a paragraph whose text changes is written
-into its first run (the other runs of that paragraph lose their text, and with it their
-formatting). Known gap: ODF paragraphs are still scanned node by node.
+`a:p`, shared string `si`; ODF `text:p`/`text:h` with their spans) into one field; a
+paragraph whose text changes is written into its first run (the other runs of that
+paragraph lose their text, and with it their formatting).
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ import io
 import zipfile
 
 from gateway.files.base import ExtractedFile, FileHandler, HandlerContext
-from gateway.files.xml import OOXML_PARAGRAPHS, OOXML_RUN_TEXT, extract_xml
+from gateway.files.xml import (
+    ODF_PARAGRAPHS,
+    ODF_RUN_TEXT,
+    OOXML_PARAGRAPHS,
+    OOXML_RUN_TEXT,
+    extract_xml,
+)
 from gateway.files.zip import extract_archive, is_zip
 
 _OOXML_MARKERS = ("[Content_Types].xml",)
@@ -68,7 +74,7 @@ def _ooxml_part(data: bytes) -> ExtractedFile:
 
 
 def _odf_part(data: bytes) -> ExtractedFile:
-    return extract_xml(data, attributes=False)
+    return extract_xml(data, attributes=False, paragraphs=ODF_PARAGRAPHS, run_text=ODF_RUN_TEXT)
 
 
 HANDLER = OfficeHandler()

@@ -88,8 +88,12 @@ class _Group:
 # name across runs (spell check, revision marks); scanning each run alone would miss it.
 OOXML_PARAGRAPHS = frozenset({"p", "si", "is"})
 OOXML_RUN_TEXT = frozenset({"t"})
-# Empty elements that separate words inside a paragraph (tab, line break).
-_WORD_BREAKS = frozenset({"tab", "br", "cr"})
+# ODF paragraphs and headings hold their text directly or in spans and links.
+ODF_PARAGRAPHS = frozenset({"p", "h"})
+ODF_RUN_TEXT = frozenset({"p", "h", "span", "a"})
+# Empty elements that separate words inside a paragraph (OOXML tab/br/cr, ODF s/tab/
+# line-break).
+_WORD_BREAKS = frozenset({"tab", "br", "cr", "s", "line-break"})
 
 
 def check_xml(data: bytes) -> None:
@@ -129,7 +133,7 @@ def extract_xml(
     fields: list[TextField] = []
     groups: list[_Group] = []
     group: _Group | None = None
-    current = ""
+    stack: list[str] = []  # open elements, to know which element a text node is in
 
     def single(span: _Span, value: str, kind: FieldKind) -> None:
         spans.append(_Span(span.start, span.end, span.kind, span.quote, len(fields)))
@@ -141,7 +145,11 @@ def extract_xml(
             local = _local(name)
             closing = bool(m.group("close"))
             empty = m.group("tag").endswith("/>")
-            current = "" if closing else name
+            if closing:
+                if stack and stack[-1] == name:
+                    stack.pop()
+            elif not empty:
+                stack.append(name)
             if local in paragraphs and not empty:
                 if closing and group is not None and group.name == name:
                     group = None
@@ -165,6 +173,7 @@ def extract_xml(
                         single(span, html.unescape(value), _kind_for(a.group(1)))
         elif m.group("text") is not None:
             raw = m.group("text")
+            current = stack[-1] if stack else ""
             if group is not None and _local(current) in run_text:
                 first = group.runs == 0
                 group.runs += 1
@@ -181,7 +190,7 @@ def extract_xml(
                 single(
                     _Span(m.start("cdata"), m.end("cdata"), "cdata"),
                     m.group("cdata"),
-                    _kind_for(current),
+                    _kind_for(stack[-1] if stack else ""),
                 )
         elif m.group("comment") is not None and m.group("comment").strip():
             single(

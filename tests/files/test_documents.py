@@ -193,3 +193,18 @@ def test_docx_name_split_across_runs_is_found_and_rewritten() -> None:
     assert "Patient PAT-" in text and "dent 36" in text
     assert untouched in document  # a paragraph without findings is byte-identical
     assert "<w:tab/>" in document and "<w:b/>" in document
+
+
+def test_odt_name_split_across_spans_is_found_and_rewritten() -> None:
+    import re
+
+    paragraph = (
+        'Patiente <text:span text:style-name="T1">LEG</text:span>RAND<text:s/>Sophie, dent 36'
+    )
+    (lab,) = _send("suivi.odt", _docs.odt(paragraph))
+    assert lab.verdict == "rewritten", lab.reason  # type: ignore[attr-defined]
+    out = _only_attachment(lab.data)[1]  # type: ignore[attr-defined]
+    content = zipfile.ZipFile(io.BytesIO(out)).read("content.xml").decode()
+    text = re.sub(r"<[^>]+>", "", content)
+    assert "LEG" not in text and "Sophie" not in text
+    assert "dent 36" in text and "PAT-" in text
