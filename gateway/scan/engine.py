@@ -195,7 +195,12 @@ class Engine:
             spans[index].extend(
                 self._single_names(field, folded_fields[index], roster_words[index], named)
             )
-        born = {self.roster.birth_dates[key] for key in named if key in self.roster.birth_dates}
+        # Birth dates of the patients named in this message -> the patient.
+        born: dict[date, str] = {}
+        for key in sorted(named):
+            day = self.roster.birth_dates.get(key)
+            if day is not None:
+                born.setdefault(day, key)
         for index, field in enumerate(fields):
             if field.kind is FieldKind.DISPLAY_NAME:
                 spans[index].extend(self._display_names(folded_fields[index], protected[index]))
@@ -374,17 +379,18 @@ class Engine:
     def _roster_words(
         self, folded: str, hits: list[tuple[int, int, int]], protected: list[tuple[int, int]]
     ) -> list[tuple[int, int, str]]:
-        """Roster literal hits on word boundaries, longest first at each start, no nesting."""
+        """Roster literal hits (whole words by construction), longest first, no nesting."""
         words: list[tuple[int, int, str]] = []
+        owners = self._literal_owner
+        last_end = -1
         for index, start, end in sorted(hits, key=lambda h: (h[1], -h[2])):
-            owner = self._literal_owner[index]
-            if owner == _PRACTICE or not _is_word(folded, start, end):
-                continue
-            if words and start < words[-1][1]:
-                continue  # inside a longer name already taken ("jean" in "jean-pierre")
-            if _inside(start, end, protected):
+            owner = owners[index]
+            if owner == _PRACTICE or start < last_end:
+                continue  # the practice's names; or inside a longer name ("jean" in "jean pierre")
+            if protected and _inside(start, end, protected):
                 continue
             words.append((start, end, owner))
+            last_end = end
         return words
 
     def _full_names(
@@ -416,23 +422,23 @@ class Engine:
     ) -> list[_Span]:
         found: list[_Span] = []
         for start, end, word in words:
-            owners = self.roster.words.get(word, set())
-            in_message = sorted(key for key, _role in owners if key in named)
-            if in_message:
-                # Any rostered name word of a patient named elsewhere in this message.
-                original = field.text[start:end]
-                if original[:1].isupper() or field.kind in _NAME_BEARING:
-                    found.append(_Span(IdentifierKind.NAME, start, end, word, in_message[0]))
-                continue
-            surnames = sorted(key for key, role in owners if role == "last")
+            if named:
+                owners = self.roster.word_patients.get(word, frozenset())
+                in_message = sorted(key for key in named if key in owners)
+                if in_message:
+                    # Any rostered name word of a patient named elsewhere in this message.
+                    original = field.text[start:end]
+                    if original[:1].isupper() or field.kind in _NAME_BEARING:
+                        found.append(_Span(IdentifierKind.NAME, start, end, word, in_message[0]))
+                    continue
+            surnames = self.roster.surname_patients.get(word)
             if not surnames:
                 continue
             original = field.text[start:end]
-            before = folded[max(0, start - 16) : start].lower()
             if (
                 field.kind in _NAME_BEARING
-                or _CIVILITY_BEFORE.search(before)
                 or (len(original) >= 3 and original.isupper())
+                or _CIVILITY_BEFORE.search(folded[max(0, start - 16) : start].lower())
             ):
                 patient = surnames[0] if len(surnames) == 1 else None
                 found.append(_Span(IdentifierKind.NAME, start, end, word, patient))
@@ -444,7 +450,7 @@ class Engine:
         folded: str,
         candidates: list[tuple[ShapeName, int, int]],
         protected: list[tuple[int, int]],
-        born: set[date],
+        born: dict[date, str],
     ) -> Iterable[_Span]:
         streets: list[tuple[int, int]] = []
         for name, start, end in sorted(candidates, key=lambda c: (c[1], c[2])):
@@ -484,7 +490,7 @@ class Engine:
                 if day is None:
                     continue
                 if day in born or validators.is_birth_label(folded[max(0, start - 40) : start]):
-                    patient = self._patient_born(day) if day in born else None
+                    patient = born.get(day)
                     yield _Span(IdentifierKind.BIRTH_DATE, start, end, day.isoformat(), patient)
             elif name is ShapeName.STREET:
                 end = _street_end(field.text, folded, start, end)
@@ -526,10 +532,6 @@ class Engine:
         return _Span(
             IdentifierKind.NAME, start, end, value, self._patient_for_name_words(value.split())
         )
-
-    def _patient_born(self, day: date) -> str | None:
-        keys = sorted(k for k, d in self.roster.birth_dates.items() if d == day)
-        return keys[0] if keys else None
 
     def _is_practice_address(self, folded: str) -> bool:
         key = alnum_key(folded)

@@ -103,15 +103,25 @@ class HyperscanMatcher:
         import hyperscan
 
         self._compiled = [(shape, compile_shape(shape)) for shape in SHAPES]
+        self._locators = {
+            shape.name: re.compile(shape.locate_start, re.ASCII)
+            for shape in SHAPES
+            if shape.locate_start is not None
+        }
         self._shape_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        expressions: list[bytes] = []
+        flags: list[int] = []
+        self._expression_shape: list[int] = []
+        for index, shape in enumerate(SHAPES):
+            for pattern in (shape.trigger or shape.pattern, *shape.extra_triggers):
+                expressions.append(pattern.encode("ascii"))
+                flags.append(
+                    (hyperscan.HS_FLAG_SOM_LEFTMOST if shape.trigger or shape.leftmost_start else 0)
+                    | (hyperscan.HS_FLAG_CASELESS if shape.caseless else 0)
+                )
+                self._expression_shape.append(index)
         self._shape_db.compile(
-            expressions=[(shape.trigger or shape.pattern).encode("ascii") for shape in SHAPES],
-            ids=list(range(len(SHAPES))),
-            flags=[
-                (hyperscan.HS_FLAG_SOM_LEFTMOST if s.trigger or s.leftmost_start else 0)
-                | (hyperscan.HS_FLAG_CASELESS if s.caseless else 0)
-                for s in SHAPES
-            ],
+            expressions=expressions, ids=list(range(len(expressions))), flags=flags
         )
         self._shape_scratch = hyperscan.Scratch(self._shape_db)
         self._literal_db: Any = None
@@ -129,7 +139,10 @@ class HyperscanMatcher:
         # Per shape: ranges [low, high] where a match may start (see Shape).
         hits: list[list[tuple[int, int]]] = [[] for _ in SHAPES]
 
-        def on_match(shape_id: int, start: int, end: int, _flags: int, _ctx: object) -> None:
+        expression_shape = self._expression_shape
+
+        def on_match(expression: int, start: int, end: int, _flags: int, _ctx: object) -> None:
+            shape_id = expression_shape[expression]
             shape = SHAPES[shape_id]
             if shape.trigger is not None:
                 hits[shape_id].append((max(0, start - shape.before), start))
@@ -143,7 +156,17 @@ class HyperscanMatcher:
         for (shape, pattern), shape_hits in zip(self._compiled, hits, strict=True):
             if not shape_hits:
                 continue
-            if shape.before == 0 and (shape.trigger is not None or shape.leftmost_start):
+            if shape.locate_start is not None:
+                locate = self._locators[shape.name]
+                located = set()
+                for _low, trigger_start in shape_hits:
+                    m = locate.search(folded, max(0, trigger_start - shape.before), trigger_start)
+                    if m is not None:
+                        located.add(m.start())
+                shape_hits = [(start, start) for start in located]
+            if shape.locate_start is not None or (
+                shape.before == 0 and (shape.trigger is not None or shape.leftmost_start)
+            ):
                 # Exact starts: try the pattern there only, left to right, skipping starts
                 # inside the previous match (as finditer over the whole text would).
                 last_end = 0

@@ -86,12 +86,21 @@ class RosterIndex:
     phone: dict[str, str] = field(default_factory=dict)
     email: dict[str, str] = field(default_factory=dict)
     birth_dates: dict[str, date] = field(default_factory=dict)
+    # Per name word: every patient bearing it, and (sorted) those bearing it as surname.
+    word_patients: dict[str, frozenset[str]] = field(default_factory=dict)
+    surname_patients: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, patients: Iterable[RosterPatient]) -> RosterIndex:
         index = cls()
         for patient in patients:
             index.add(patient)
+        index.word_patients = {w: frozenset(k for k, _r in o) for w, o in index.words.items()}
+        index.surname_patients = {
+            w: tuple(sorted(k for k, r in o if r == "last"))
+            for w, o in index.words.items()
+            if any(r == "last" for _k, r in o)
+        }
         return index
 
     def add(self, patient: RosterPatient) -> None:

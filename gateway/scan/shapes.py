@@ -49,7 +49,11 @@ class Shape:
     # - no trigger, `leftmost_start`: the pattern itself, with its exact start (SOM).
     # - no trigger, no SOM: the pattern itself; the start lies within `max_len` of the end.
     trigger: str | None = None
+    extra_triggers: tuple[str, ...] = ()  # alternatives, cheaper than one alternation
     before: int = 0
+    # When set: the match starts where this pattern, searched in the `before` characters
+    # ending at the trigger, begins (it must end exactly at the trigger: use `\Z`).
+    locate_start: str | None = None
     leftmost_start: bool = True
 
 
@@ -67,7 +71,14 @@ _STREET_TYPES = (
     "residence|lotissement|voie|passage|cite|hameau|sentier|faubourg|promenade|"
     "esplanade|parvis|chaussee|rond-point|villa|clos|domaine|lieu-dit"
 )
-_STREET_HEAD = r"\b\d{1,4}(?: ?(?:bis|ter|b))?,? (?:" + _STREET_TYPES + r")\b"
+_STREET_HEAD = r"\b\d{1,4}(?: ?(?:bis|ter))?,? (?:" + _STREET_TYPES + r")\b"
+# Triggers for the street head: "12 rue" and "12 bis rue" as two patterns run at
+# ~1.5 GB/s together; the head itself (optional parts) at ~0.6 GB/s. The match starts
+# at most 4 digits + " bis" before the trigger.
+_STREET_TRIGGERS = (
+    r"\d,? (?:" + _STREET_TYPES + r")\b",
+    r"(?:bis|ter),? (?:" + _STREET_TYPES + r")\b",
+)
 _POSTCODE = r"\b(?:0[1-9]|[1-8]\d|9[0-5]|97)\d\d\d"
 _CIVILITY = r"(?:M\.|Mr\.?|Mme\.?|Mlle\.?|Madame|Monsieur|Mademoiselle|MME|MR|MLLE|MADAME|MONSIEUR)"
 _INTRO = r"\b(?:[Pp]atiente?|PATIENTE?|[Pp]our|POUR|[Bb]onjour|[Bb]onsoir|[Cc]here?|[Nn]om)(?: ?:)?"
@@ -110,7 +121,14 @@ SHAPES: tuple[Shape, ...] = (
         trigger="@",
         before=64,
     ),
-    Shape(ShapeName.DATE_NUMERIC, r"\b\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d\d)\b", False, 10),
+    Shape(
+        ShapeName.DATE_NUMERIC,
+        r"\b\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d\d)\b",
+        False,
+        10,
+        trigger=r"\d[/.-]\d",  # ~9 GB/s alone against ~1.4 GB/s for the pattern
+        before=1,
+    ),
     Shape(ShapeName.DATE_ISO, r"\b(?:19|20)\d\d-\d\d-\d\d\b", False, 10),
     Shape(ShapeName.DATE_WORDS, r"\b\d{1,2}(?:er)? (?:" + _MONTHS + r") (?:19|20)\d\d\b", True, 20),
     Shape(
@@ -118,7 +136,9 @@ SHAPES: tuple[Shape, ...] = (
         _STREET_HEAD + r"\.?(?: [A-Za-z'-]{1,30}){1,6}",
         True,
         4 + 4 + 1 + 1 + 11 + 1 + 6 * 31,
-        trigger=_STREET_HEAD,
+        trigger=_STREET_TRIGGERS[0],
+        extra_triggers=_STREET_TRIGGERS[1:],
+        before=8,
     ),
     Shape(
         ShapeName.POSTCODE_TOWN,
@@ -146,16 +166,20 @@ SHAPES: tuple[Shape, ...] = (
         r"\b" + _UPPER + r"(?: " + _UPPER + r")? " + _CAP + r"\b",
         False,
         2 * _UPPER_LEN + 2 + _CAP_LEN,
-        trigger=r"[A-Z][A-Z] [A-Z][a-z]",
-        before=2 * _UPPER_LEN + 1,
+        # Where an uppercase word starts (rare in prose): the match starts there.
+        trigger=r"\b[A-Z][A-Z]",
+        extra_triggers=(r"\b[A-Z]'[A-Z]",),
     ),
     Shape(
         ShapeName.FIRST_UPPER,
         r"\b" + _CAP + r" " + _UPPER + r"(?: " + _UPPER + r")?\b",
         False,
         _CAP_LEN + 2 + 2 * _UPPER_LEN,
-        trigger=r"[a-z] (?:[A-Z]')?[A-Z][A-Z]",
-        before=_CAP_LEN,
+        # The first uppercase word; the match starts at the capitalised word before it.
+        trigger=r"\b[A-Z][A-Z]",
+        extra_triggers=(r"\b[A-Z]'[A-Z]",),
+        before=_CAP_LEN + 1,
+        locate_start=_CAP + r" \Z",
     ),
     Shape(
         ShapeName.DOCTOR,
