@@ -14,8 +14,10 @@ Invariants (reliability promise 12, architecture invariant 6):
   `<INS>@patient.mssante.fr` only with a valid NIR/INS key. Others: PERMFAIL (the
   router should never send them here; this is the defensive check).
 - Every message gets `X-MSS-NIL` from config (any X-MSS-NIL already present is
-  replaced). X-MSS-CODECDA and X-MSS-INS apply only with an IHE_XDM CDA attached,
-  which Portique does not build: they are passed through unchanged if present.
+  replaced). X-MSS-CODECDA (the CDA header `code`, comma-separated when several
+  documents: the multi-value form is our reading of ECO.2.4.1) and X-MSS-INS (`O`
+  when a CDA identifies the patient by INS-NIR, else `N`) are added only when an
+  IHE_XDM.ZIP attachment carries CDA documents and the sender did not set them.
 - Optional Annuaire Santé check (gateway/annuaire.py, off unless annuaire_api_key is
   set): an address the directory answers "not found" for is PERMFAIL; when the
   directory cannot answer, the trust list alone decides.
@@ -24,11 +26,13 @@ Invariants (reliability promise 12, architecture invariant 6):
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import ssl
 import time
 from collections.abc import Callable, Iterable
+from xml.etree.ElementTree import ParseError
 
 import aiosmtplib
 
@@ -51,7 +55,15 @@ PATIENT_MAX_MESSAGE_BYTES = 25 * 1000 * 1000
 # X-MSS-NIL is a product reference; a header line stays within RFC 5322's 998 octets.
 MAX_NIL_LENGTH = 200
 _ENHANCED = re.compile(r"^\d\.\d{1,3}\.\d{1,3}")
-_NIL_HEADER = re.compile(rb"^x-mss-nil:", re.IGNORECASE)
+# IHE_XDM inspection for X-MSS-CODECDA / X-MSS-INS (Réf#2 ECO.2.4.1-2). Limits bound
+# the work on a zip we did not build: an XDM archive holds a few documents.
+XDM_MAX_ENTRIES = 200  # entries in one IHE_XDM.ZIP
+XDM_MAX_DOCUMENT_BYTES = 20 * 1000 * 1000  # one CDA document, uncompressed
+XDM_MAX_TOTAL_BYTES = 100 * 1000 * 1000  # all XML read from one archive
+HL7_NS = "urn:hl7-org:v3"
+# INS-NIR OIDs (CI-SIS): production, test and demonstration identities.
+INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"})
+_CODE_VALUE = re.compile(r"^[A-Za-z0-9.\-_]{1,64}$")
 
 
 def smtp_detail(code: int, message: str, where: str = "operator") -> str:
@@ -84,6 +96,91 @@ def set_header(data: bytes, name: str, value: str) -> bytes:
             kept.append(line)
     new_head = sep.join([f"{name}: {value}".encode(), *kept])
     return new_head + sep + sep + body if blank else new_head + sep
+
+
+def _cda_facts(xml: bytes) -> tuple[str, bool] | None:
+    """(CDA header code, has an INS-NIR patient id) of a ClinicalDocument, else None."""
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import fromstring
+
+    try:
+        root = fromstring(xml, forbid_dtd=True)
+    except (DefusedXmlException, ParseError):
+        return None
+    if root.tag != f"{{{HL7_NS}}}ClinicalDocument":
+        return None
+    code_el = root.find(f"{{{HL7_NS}}}code")
+    code = (code_el.get("code") or "") if code_el is not None else ""
+    ids = root.iterfind(f"{{{HL7_NS}}}recordTarget/{{{HL7_NS}}}patientRole/{{{HL7_NS}}}id")
+    has_ins = any(el.get("root") in INS_OIDS and el.get("extension") for el in ids)
+    return (code if _CODE_VALUE.match(code) else ""), has_ins
+
+
+def cda_documents(data: bytes) -> list[tuple[str, bool]]:
+    """(code, has INS) for every CDA inside IHE_XDM.ZIP attachments of a message.
+
+    Untrusted input, bounded by the XDM_* limits; anything unreadable is skipped
+    (the headers are informative; leaving them out sends nothing more).
+    """
+    import email
+    import email.policy
+    import io
+    import zipfile
+
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    found: list[tuple[str, bool]] = []
+    for part in msg.walk():
+        name = (part.get_filename() or "").strip().upper()
+        if part.is_multipart() or not name.endswith("IHE_XDM.ZIP"):
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        try:
+            with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+                infos = archive.infolist()
+                if len(infos) > XDM_MAX_ENTRIES:
+                    continue
+                budget = XDM_MAX_TOTAL_BYTES
+                for info in infos:
+                    base = info.filename.rsplit("/", 1)[-1].upper()
+                    if not base.endswith(".XML") or base == "METADATA.XML":
+                        continue
+                    if info.file_size > XDM_MAX_DOCUMENT_BYTES or info.file_size > budget:
+                        continue
+                    with archive.open(info) as fh:
+                        xml = fh.read(XDM_MAX_DOCUMENT_BYTES + 1)
+                    budget -= len(xml)
+                    if len(xml) > XDM_MAX_DOCUMENT_BYTES:
+                        continue
+                    facts = _cda_facts(xml)
+                    if facts is not None:
+                        found.append(facts)
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError):
+            continue
+    return found
+
+
+def add_cda_headers(data: bytes) -> bytes:
+    """X-MSS-CODECDA (codes, comma-separated when several) and X-MSS-INS (O/N), only
+    when an IHE_XDM archive carries CDA documents and the sender did not set them."""
+    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].lower()
+    has_codecda = re.search(rb"(^|\n)x-mss-codecda:", head) is not None
+    has_ins = re.search(rb"(^|\n)x-mss-ins:", head) is not None
+    if has_codecda and has_ins:
+        return data
+    try:
+        documents = cda_documents(data)
+    except Exception:  # malformed MIME: informative headers are simply not added
+        return data
+    if not documents:
+        return data
+    codes = list(dict.fromkeys(code for code, _ in documents if code))
+    if not has_ins:
+        data = set_header(data, "X-MSS-INS", "O" if any(i for _, i in documents) else "N")
+    if codes and not has_codecda:
+        data = set_header(data, "X-MSS-CODECDA", ",".join(codes))
+    return data
 
 
 def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -259,6 +356,9 @@ class MSSanteConnector:
                     )
                     allowed.remove(rcpt)
         data = set_header(item.data, "X-MSS-NIL", self.cfg.nil) if self.cfg.nil else item.data
+        if b"IHE_XDM" in data.upper():
+            # Parsing a large message would block the event loop: do it in a thread.
+            data = await asyncio.to_thread(add_cda_headers, data)
         for rcpt in list(allowed):
             if _domain(rcpt) == PATIENT_DOMAIN and len(data) > PATIENT_MAX_MESSAGE_BYTES:
                 results[rcpt] = RecipientResult(

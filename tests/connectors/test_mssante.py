@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import email
+import email.policy
+import io
 import ssl
+import zipfile
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from connectors.base import DeliveryItem, Status
-from connectors.mssante import MSSanteConnector, set_header
+from connectors.mssante import MSSanteConnector, add_cda_headers, set_header
 from crypto.certs import Issued, issue, make_ca
 from gateway.config import ConnectorConfig
 from gateway.errors import ConfigError
@@ -452,3 +457,85 @@ async def test_dot_lines_and_bare_newlines_arrive_intact(pki: PKI, op_ctx: ssl.S
         result = await MSSanteConnector(make_cfg(pki, op.port, nil="")).deliver(item(data=data))
     assert result.results[0].status == Status.DELIVERED
     assert op.messages[0].data == data  # no nil configured: byte-identical
+
+
+def xdm_message(
+    *cdas: bytes, filename: str = "IHE_XDM.ZIP", headers: str = "", truncate: bool = False
+) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("INDEX.HTM", "<html></html>")
+        z.writestr("IHE_XDM/SUBSET01/METADATA.XML", "<SubmitObjectsRequest/>")
+        for i, cda in enumerate(cdas, start=1):
+            z.writestr(f"IHE_XDM/SUBSET01/DOC{i:04d}.XML", cda)
+    msg = EmailMessage()
+    msg["From"] = "cabinet@cabinet.test"
+    msg["To"] = DR
+    msg["Subject"] = "XDM/1.0/DDM+compte rendu"
+    for line in filter(None, headers.split("\n")):
+        name, _, value = line.partition(": ")
+        msg[name] = value
+    msg.set_content("Compte rendu joint.")
+    archive = buf.getvalue()
+    if truncate:
+        archive = archive[: len(archive) // 2]
+    msg.add_attachment(archive, maintype="application", subtype="zip", filename=filename)
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def cda(code: str, ins: bool) -> bytes:
+    root = "1.2.250.1.213.1.4.8" if ins else "1.2.250.1.71.4.2.7"
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<ClinicalDocument xmlns="urn:hl7-org:v3">'
+        f'<code code="{code}" codeSystem="2.16.840.1.113883.6.1"/>'
+        f'<recordTarget><patientRole><id root="{root}" extension="{VALID_INS}"/>'
+        "</patientRole></recordTarget></ClinicalDocument>"
+    ).encode()
+
+
+def header_values(data: bytes, name: str) -> list[str]:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    return [str(v) for v in msg.get_all(name, [])]
+
+
+def test_cda_headers_added_only_with_an_xdm_cda() -> None:
+    one = add_cda_headers(xdm_message(cda("11488-4", ins=True)))
+    assert header_values(one, "X-MSS-CODECDA") == ["11488-4"]
+    assert header_values(one, "X-MSS-INS") == ["O"]
+
+    two = add_cda_headers(xdm_message(cda("11488-4", ins=False), cda("34112-3", ins=False)))
+    assert header_values(two, "X-MSS-CODECDA") == ["11488-4,34112-3"]
+    assert header_values(two, "X-MSS-INS") == ["N"]
+
+    plain = message()
+    assert add_cda_headers(plain) == plain  # no CDA: no header
+    not_xdm = xdm_message(cda("11488-4", ins=True), filename="scan.zip")
+    assert add_cda_headers(not_xdm) == not_xdm
+
+    preset = xdm_message(cda("11488-4", ins=True), headers="X-MSS-CODECDA: 1\nX-MSS-INS: N")
+    assert add_cda_headers(preset) == preset  # the sender's values are kept
+
+
+def test_cda_inspection_survives_hostile_archives() -> None:
+    bomb = b'<!DOCTYPE x [<!ENTITY a "aaaa">]><ClinicalDocument xmlns="urn:hl7-org:v3">&a;</ClinicalDocument>'
+    for data in (
+        xdm_message(bomb),
+        xdm_message(b"not xml"),
+        xdm_message(cda('"><x', ins=True)),
+    ):
+        out = add_cda_headers(data)
+        assert header_values(out, "X-MSS-CODECDA") == []
+    broken = xdm_message(cda("11488-4", ins=True), truncate=True)
+    assert add_cda_headers(broken) == broken
+
+
+async def test_operator_receives_cda_headers(pki: PKI, op_ctx: ssl.SSLContext) -> None:
+    data = xdm_message(cda("11488-4", ins=True))
+    async with FakeOperator(op_ctx) as op:
+        result = await MSSanteConnector(make_cfg(pki, op.port)).deliver(item(data=data))
+    assert result.results[0].status == Status.DELIVERED
+    got = op.messages[0].data
+    assert header_values(got, "X-MSS-NIL") == ["PORTIQUE-NIL-TEST"]
+    assert header_values(got, "X-MSS-CODECDA") == ["11488-4"]
+    assert header_values(got, "X-MSS-INS") == ["O"]
