@@ -17,6 +17,7 @@ Page content streams are carried over by pypdf's writer unchanged.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,10 @@ from pypdf.generic import NameObject
 from gateway.errors import ContentError, LimitExceeded
 from gateway.files.base import ExtractedFile, FileHandler, HandlerContext, RewriteSession
 from gateway.scan.model import FieldKind, TextField
+
+# pypdf logs what it repairs in a damaged file; a log line must never quote a document,
+# so its logger is silenced (the hold reason says what went wrong).
+logging.getLogger("pypdf").setLevel(logging.CRITICAL + 1)
 
 # Prescriptions are 1-5 pages; 500 pages bounds text extraction time on hostile files.
 MAX_PAGES = 500
