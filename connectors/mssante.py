@@ -398,6 +398,17 @@ class MSSanteConnector:
             ssl_object = smtp.get_transport_info("ssl_object")
             if ssl_object is None:  # defensive: never send without TLS
                 raise _Defer("no TLS session with the operator; nothing sent")
+            if cfg.username:
+                # Operators that want SASL after the mutual-TLS handshake (shared doc 8.4).
+                if not smtp.supports_extension("auth"):
+                    raise _Defer("operator did not offer AUTH; nothing sent")
+                try:
+                    await smtp.login(cfg.username, cfg.password)
+                except aiosmtplib.SMTPAuthenticationError as exc:
+                    # A credentials problem: keep the message queued while it is fixed.
+                    raise _Defer(
+                        f"operator refused authentication ({smtp_detail(exc.code, exc.message)})"
+                    ) from exc
             size_limit = _size_limit(smtp.esmtp_extensions.get("size", ""))
             if size_limit and len(data) > size_limit:
                 return [

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP as SMTPServer
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import AuthResult, Envelope, Session
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
@@ -75,22 +75,40 @@ class OperatorHandler:
 class FakeOperator:
     """aiosmtpd in the test's own event loop, on 127.0.0.1 and an ephemeral port."""
 
-    def __init__(self, tls_context: ssl.SSLContext | None, *, implicit: bool = False) -> None:
+    def __init__(
+        self,
+        tls_context: ssl.SSLContext | None,
+        *,
+        implicit: bool = False,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.handler = OperatorHandler()
         self.tls_context = tls_context
         self.implicit = implicit
+        self.credentials = credentials
         self.server: asyncio.Server | None = None
         self.port = 0
+
+    def _authenticate(
+        self, server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        given = (data.login.decode(), data.password.decode())
+        ok = self.credentials is not None and given == self.credentials
+        return AuthResult(success=ok, handled=False)
 
     def _factory(self) -> SMTPServer:
         self.handler.connections += 1
         if self.implicit:
             return SMTPServer(self.handler, hostname="operator.test")
+        auth: dict[str, Any] = {}
+        if self.credentials is not None:
+            auth = {"authenticator": self._authenticate, "auth_required": True}
         return SMTPServer(
             self.handler,
             hostname="operator.test",
             tls_context=self.tls_context,
             require_starttls=self.tls_context is not None,
+            **auth,
         )
 
     async def __aenter__(self) -> FakeOperator:

@@ -539,3 +539,20 @@ async def test_operator_receives_cda_headers(pki: PKI, op_ctx: ssl.SSLContext) -
     assert header_values(got, "X-MSS-NIL") == ["PORTIQUE-NIL-TEST"]
     assert header_values(got, "X-MSS-CODECDA") == ["11488-4"]
     assert header_values(got, "X-MSS-INS") == ["O"]
+
+
+async def test_sasl_login_after_mutual_tls(pki: PKI, op_ctx: ssl.SSLContext) -> None:
+    async with FakeOperator(op_ctx, credentials=("bal-app@x.mssante.fr", "s3cret")) as op:
+        ok = await MSSanteConnector(
+            make_cfg(pki, op.port, username="bal-app@x.mssante.fr", password="s3cret")
+        ).deliver(item())
+        bad = await MSSanteConnector(
+            make_cfg(pki, op.port, username="bal-app@x.mssante.fr", password="wrong")
+        ).deliver(item())
+        none = await MSSanteConnector(make_cfg(pki, op.port)).deliver(item())
+    assert ok.results[0].status == Status.DELIVERED
+    assert bad.results[0].status == Status.TEMPFAIL
+    assert bad.results[0].detail.startswith("operator refused authentication (535")
+    assert "s3cret" not in bad.results[0].detail and "wrong" not in bad.results[0].detail
+    assert none.results[0].status == Status.PERMFAIL  # 530 at MAIL: authentication required
+    assert len(op.messages) == 1
