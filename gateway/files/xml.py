@@ -84,6 +84,14 @@ class _Group:
     runs: int = 0  # text spans seen so far
 
 
+# A text node of at least 4 KiB made only of base64 characters is an embedded binary
+# (3Shape HPS geometry, inline images), not words: scanning it would find digit runs
+# that look like phone numbers and rewriting them would corrupt the payload. It is kept
+# as is, and the file counts as holding content no handler can scan (route setting).
+MIN_BINARY_TEXT = 4096
+MIN_BASE64_LINE = 40  # characters per whitespace-separated chunk, on average (MIME: 76)
+_BASE64_TEXT = re.compile(r"\s*[A-Za-z0-9+/]+(?:\s+[A-Za-z0-9+/]+)*\s*=?\s*=?\s*")
+
 # OOXML paragraph-like elements and the run elements whose text they join. Word splits a
 # name across runs (spell check, revision marks); scanning each run alone would miss it.
 OOXML_PARAGRAPHS = frozenset({"p", "si", "is"})
@@ -134,6 +142,7 @@ def extract_xml(
     groups: list[_Group] = []
     group: _Group | None = None
     stack: list[str] = []  # open elements, to know which element a text node is in
+    opaque = 0  # base64 payloads: neither scanned nor rewritten
 
     def single(span: _Span, value: str, kind: FieldKind) -> None:
         spans.append(_Span(span.start, span.end, span.kind, span.quote, len(fields)))
@@ -179,6 +188,12 @@ def extract_xml(
                 group.runs += 1
                 spans.append(_Span(m.start("text"), m.end("text"), "text", "", group.field, first))
                 group.parts.append(html.unescape(raw))
+            elif (
+                len(raw) >= MIN_BINARY_TEXT
+                and len(raw.split()) * MIN_BASE64_LINE <= len(raw)  # long lines, not prose
+                and _BASE64_TEXT.fullmatch(raw)
+            ):
+                opaque += 1  # an embedded binary (3Shape HPS geometry, images): not text
             elif raw.strip():
                 single(
                     _Span(m.start("text"), m.end("text"), "text"),
@@ -226,7 +241,7 @@ def extract_xml(
         check_xml(rebuilt)
         return rebuilt
 
-    return ExtractedFile(format_name, data, tuple(fields), rebuild)
+    return ExtractedFile(format_name, data, tuple(fields), rebuild, unknown=min(opaque, 1))
 
 
 class XmlHandler(FileHandler):

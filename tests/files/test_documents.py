@@ -208,3 +208,22 @@ def test_odt_name_split_across_spans_is_found_and_rewritten() -> None:
     text = re.sub(r"<[^>]+>", "", content)
     assert "LEG" not in text and "Sophie" not in text
     assert "dent 36" in text and "PAT-" in text
+
+
+def test_xml_with_embedded_base64_payload_keeps_it_and_counts_it_unscannable() -> None:
+    import base64
+    import os
+
+    payload = base64.encodebytes(os.urandom(6000)).decode()
+    xml = (
+        '<?xml version="1.0" encoding="utf-8"?><HPS><Properties><Property name="Patient" '
+        f'value="DUPONT Jean"/></Properties><CE>{payload}</CE></HPS>'
+    ).encode()
+    extracted = open_attachment(xml)
+    assert extracted.unknown == 1
+    assert all(len(f.text) < 1000 for f in extracted.fields)
+    hold, passed = _send("scan.xml", xml, lab_copy(), lab_copy(unknown_files="pass"))
+    assert hold.verdict == "hold"  # type: ignore[attr-defined]
+    assert passed.verdict == "rewritten"  # type: ignore[attr-defined]
+    out = _only_attachment(passed.data)[1]  # type: ignore[attr-defined]
+    assert payload.encode() in out and b"DUPONT" not in out
