@@ -13,12 +13,16 @@ Invariants:
 - `patient` is an opaque key (never PHI), kept in clear so that `forget_patient`
   can erase a patient without opening every row.
 
+- Safe to share between threads (the service stores from its I/O executor while the
+  admin console looks tokens up): one connection, every use under one lock.
+
 Storage sits behind this narrow class so a PostgreSQL backend can replace it later.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,10 +57,12 @@ class Vault:
     def __init__(self, conn: sqlite3.Connection, sealer: Sealer) -> None:
         self._conn = conn
         self._sealer = sealer
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, data_dir: Path, keyring: Keyring) -> Vault:
-        return cls(open_database(data_dir / VAULT_FILE, MIGRATIONS), Sealer(keyring))
+        conn = open_database(data_dir / VAULT_FILE, MIGRATIONS, check_same_thread=False)
+        return cls(conn, Sealer(keyring))
 
     def store(self, entries: Sequence[VaultEntry]) -> None:
         """Record every mapping; an existing (token, audience) is left as it is."""
@@ -71,47 +77,56 @@ class Vault:
             )
             for e in entries
         ]
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO vault_entries (token, audience, patient, identity) VALUES (?, ?, ?, ?)",
-                rows,
-            )
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO vault_entries (token, audience, patient, identity)"
+                    " VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def lookup(self, token: str) -> list[tuple[str, str]]:
         """[(audience, identity)] for a token: PHI, for audited re-identification only."""
-        rows = self._conn.execute(
-            "SELECT audience, identity FROM vault_entries WHERE token = ? ORDER BY audience",
-            (token.strip().upper(),),
-        ).fetchall()
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT audience, identity FROM vault_entries WHERE token = ? ORDER BY audience",
+                (token.strip().upper(),),
+            ).fetchall()
         return [
             (audience, self._sealer.open(blob, _aad(token.strip().upper(), audience)).decode())
             for audience, blob in rows
         ]
 
     def patient_for_token(self, token: str) -> str | None:
-        row = self._conn.execute(
-            "SELECT patient FROM vault_entries WHERE token = ? LIMIT 1", (token.strip().upper(),)
-        ).fetchone()
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT patient FROM vault_entries WHERE token = ? LIMIT 1",
+                (token.strip().upper(),),
+            ).fetchone()
         return None if row is None else str(row[0])
 
     def forget_patient(self, patient: str) -> int:
         """Erase every mapping of one patient (right to erasure). Returns rows removed."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = self._conn.execute("DELETE FROM vault_entries WHERE patient = ?", (patient,))
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        return cursor.rowcount
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._conn.execute(
+                    "DELETE FROM vault_entries WHERE patient = ?", (patient,)
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            return cursor.rowcount
 
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            self._conn.close()
 
     def __enter__(self) -> Vault:
         return self

@@ -14,8 +14,8 @@ import re
 from datetime import date
 
 import phonenumbers
-from stdnum import iban as stdnum_iban
 from stdnum.fr import nir as stdnum_nir
+from stdnum.iso7064 import mod_97_10
 
 from gateway.scan.patients import normalise_phone
 
@@ -41,7 +41,7 @@ _MONTHS = {
 def nir_value(candidate: str, before: str) -> str | None:
     """Normalised NIR if the candidate is key-valid, or labelled (a wrong key is still suspicious)."""
     compact = "".join(ch for ch in candidate.upper() if ch.isalnum())
-    if len(compact) == 15 and stdnum_nir.is_valid(compact):
+    if len(compact) == 15 and stdnum_nir.is_valid(compact):  # key mod 97, 2A/2B
         return compact
     if _NIR_LABEL.search(before[-LABEL_WINDOW:].lower()):
         return compact
@@ -59,9 +59,9 @@ def iban_value(candidate: str) -> tuple[str, int] | None:
         compact = text.replace(" ", "")
         if len(compact) < 15:
             return None
-        # ISO 13616 mod 97 and the per-country format; national check digits (RIB key,
+        # ISO 13616 mod 97 (stdnum's ISO 7064 Mod 97-10). National check digits (RIB key,
         # Belgian mod 97) are not required: a mistyped national key is still an IBAN.
-        if stdnum_iban.is_valid(compact, check_country=False):
+        if compact[2:4].isdigit() and mod_97_10.is_valid(compact[4:] + compact[:4]):
             return compact, len(text)
         cut = text.rfind(" ")
         if cut <= 4:

@@ -53,3 +53,13 @@ def test_schema_version_recorded(data_dir: Path, keyring: Keyring) -> None:
 
     with Vault.open(data_dir, keyring) as vault:
         assert schema_version(vault._conn) == 1
+
+
+def test_store_and_lookup_from_other_threads(data_dir: Path, keyring: Keyring) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Vault.open(data_dir, keyring) as vault, ThreadPoolExecutor(4) as pool:
+        tokens = [f"PAT-{i:05d}-AAAAA" for i in range(40)]
+        list(pool.map(lambda t: vault.store([_entry(token=t)]), tokens))
+        found = list(pool.map(vault.lookup, tokens))
+    assert all(f == [("labo-a.fr", IDENTITY)] for f in found)
