@@ -17,8 +17,8 @@ Invariants:
   is the completion mark (Postfix's END record): at start, whatever is left in
   `incoming/` never got a 250 and is deleted unread.
 - Group commit: commits that arrive within `group_commit_window_ms` of each other are
-  made durable by one worker pass that fdatasyncs each file and then fsyncs the
-  `active/` directory once for the whole batch.
+  made durable by one worker pass: one syncfs(2) for all their data (fdatasync when
+  alone or where syncfs is missing), then the renames, then one fsync of `active/`.
 - Spool ids are unique across processes sharing the directory (time, pid, randomness),
   so several acceptor processes can share one spool later.
 """
@@ -26,17 +26,19 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import concurrent.futures
 import itertools
 import json
 import os
 import secrets
 import shutil
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from crypto.aead import STREAM_CHUNK, Sealer, SealError, StreamSealer, open_stream
 from gateway.config import SpoolConfig
@@ -240,11 +242,21 @@ class Spool:
                     p.done.set_result(None)
 
     def _make_durable(self, batch: Sequence[_PendingCommit]) -> None:
-        """One pass for a batch: fdatasync each file, rename, one fsync of `active/`."""
+        """One pass for a batch: data durable, then names durable, in O(1) sync calls.
+
+        One message: fdatasync it. Several: one syncfs(2) of the spool's filesystem
+        covers every file's data at once (per-file fdatasyncs serialise on the
+        journal: 32 files took ~170 ms on ext4, see load-tests/bench_spool.py).
+        Then the renames into `active/`, made durable by one directory fsync.
+        """
         try:
             for p in batch:
-                if self.cfg.fsync:
-                    os.fdatasync(p.fh.fileno())
+                p.fh.flush()
+            if self.cfg.fsync:
+                if len(batch) == 1 or not sync_filesystem(batch[0].fh.fileno()):
+                    for p in batch:
+                        os.fdatasync(p.fh.fileno())
+            for p in batch:
                 p.fh.close()
             for p in batch:
                 os.rename(p.tmp, p.final)
@@ -277,6 +289,33 @@ class Spool:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int]
+    func.restype = ctypes.c_int
+    return cast(Callable[[int], int], func)
+
+
+_syncfs = _load_syncfs() if sys.platform.startswith("linux") else None
+
+
+def sync_filesystem(fd: int) -> bool:
+    """syncfs(2) on the filesystem holding `fd`. False if unavailable (caller falls back).
+
+    Raises OSError if the kernel reports a writeback error (Linux >= 5.8).
+    """
+    if _syncfs is None:
+        return False
+    if _syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return True
 
 
 def fsync_directory(path: Path) -> None:
