@@ -26,8 +26,8 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import concurrent.futures
+import ctypes
 import itertools
 import json
 import os

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -83,9 +82,9 @@ connector = "relay"
     return cfg
 
 
-async def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+async def wait_port(port: int, proc: asyncio.subprocess.Process) -> None:
     for _ in range(600):
-        if proc.poll() is not None:
+        if proc.returncode is not None:
             raise SystemExit("portique serve exited early")
         try:
             _r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -107,10 +106,13 @@ async def bench(count: int, connections: int) -> None:
     port = free_port()
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp_name:
         tmp = Path(tmp_name)
-        proc = subprocess.Popen(
-            [PORTIQUE, "serve", "-c", str(write_config(tmp, port, sink_port))],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        proc = await asyncio.create_subprocess_exec(
+            PORTIQUE,
+            "serve",
+            "-c",
+            str(write_config(tmp, port, sink_port)),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         try:
             await wait_port(port, proc)
@@ -133,7 +135,7 @@ async def bench(count: int, connections: int) -> None:
             deliver_s = sink.last - start
         finally:
             proc.terminate()
-            proc.wait(30)
+            await proc.wait()
             server.close()
     print(f"relay benchmark: {count} messages of {len(message(0))} B, {connections} connections")
     print(f"accepted:  {accepted / accept_s:8.0f} msg/s  ({accept_s:.2f} s)")
