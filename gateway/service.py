@@ -50,9 +50,12 @@ from gateway.verdicts import Action, Verdict
 
 log = get_logger("portique.service")
 
-# Processing workers: the pipeline is CPU-bound and runs in threads; two keep both cores
-# of a small practice server busy without starving the event loop.
+# Pipeline threads: the pipeline is CPU-bound; two keep both cores of a small practice
+# server busy without starving the event loop.
 PROCESSING_WORKERS = 2
+# Messages in processing at once: more than the threads, so that their storage waits
+# (spool read, queue commit) overlap and share group commits.
+PROCESSING_CONCURRENCY = 8
 # Wait before retrying a message whose processing failed on local storage, in seconds.
 PROCESSING_RETRY_DELAY = 30.0
 # SIGTERM: seconds to let in-flight SMTP transactions finish while new ones get 421.
@@ -87,6 +90,9 @@ class Service:
         self.engine = engine
         self.vault = vault
         self.is_mssante = is_mssante
+        # Domain on the trust list (issue 5): a listed domain whose address MSSanté would
+        # refuse (bad patient INS) is rejected instead of taking a later route.
+        self.is_mssante_domain: Callable[[str], bool] | None = None
         self.clock = clock
         self.events = EventBus()
         self._keyring = keyring
@@ -123,6 +129,12 @@ class Service:
             from connectors.registry import build_connectors
 
             self.connectors = build_connectors(cfg)
+        if self.is_mssante is None:
+            # '@mssante' routes match the configured ANS trust list (issue 5); an
+            # unreadable list stops the start (TrustListError) rather than re-route.
+            from gateway.routes import mssante_predicates
+
+            self.is_mssante, self.is_mssante_domain = mssante_predicates(cfg, self.connectors)
         self.queue = DeliveryQueue(
             self.store,
             cfg.queue,
@@ -144,7 +156,7 @@ class Service:
             self._processing.put_nowait(spool_id)
         self._workers = [
             asyncio.create_task(self._process_loop(), name=f"process-{i}")
-            for i in range(PROCESSING_WORKERS)
+            for i in range(PROCESSING_CONCURRENCY)
         ]
         await self.queue.start()
         gate = Gate(cfg.smtp, self.spool, self._on_accepted, self._tls_context())
@@ -277,7 +289,13 @@ class Service:
             if not (self.spool.active / spool_id).exists():
                 return None  # already processed and removed
             raise
-        copies = plan_copies(envelope.recipients, self.cfg.effective_routes(), self.is_mssante)
+        copies = plan_copies(
+            envelope.recipients,
+            self.cfg.effective_routes(),
+            self.is_mssante,
+            own_patient_of=self.engine.patient_for_email if self.engine is not None else None,
+            is_mssante_domain=self.is_mssante_domain,
+        )
         outcome = await self._run_pipeline(raw, copies)
         message_id = _message_id(raw)
         to_queue: list[NewCopy] = []

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import functools
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,11 +28,9 @@ from crypto.aead import Sealer
 from crypto.certs import issue, make_ca
 from crypto.keys import Keyring
 from crypto.pseudonym import TOKEN_PATTERN
-from gateway import service as service_module
 from gateway._sqlite import open_database
 from gateway.cli import main
 from gateway.config import parse_config
-from gateway.routes import mssante_predicates, plan_copies
 from gateway.scan import RosterPatient, build_engine
 from gateway.service import Service
 from gateway.vault import MIGRATIONS as VAULT_MIGRATIONS
@@ -135,7 +132,6 @@ async def rig(
     tmp_path: Path,
     data_dir: Path,
     keyring: Keyring,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Rig]:
     # Indirect parameter: "untrusted-operator" (operator certificate from another CA) or
     # "missing-client-cert" (the configured client certificate file is absent).
@@ -205,23 +201,13 @@ async def rig(
         digest_key=keyring.digest_key,
         pseudonym_key=keyring.pseudonym_key,
     )
-    is_mssante, is_listed = mssante_predicates(cfg)
-    # The service calls plan_copies(recipients, routes, is_mssante); the roster lookup
-    # for own-data-only copies and the invalid-INS guard are keyword arguments it does
-    # not pass yet, so they are bound here (see the issue 5 report).
-    monkeypatch.setattr(
-        service_module,
-        "plan_copies",
-        functools.partial(
-            plan_copies, own_patient_of=engine.patient_for_email, is_mssante_domain=is_listed
-        ),
-    )
     # The service stores vault entries from worker threads.
     vault = Vault(
         open_database(data_dir / VAULT_FILE, VAULT_MIGRATIONS, check_same_thread=False),
         Sealer(keyring),
     )
-    svc = Service(cfg, engine=engine, vault=vault, is_mssante=is_mssante, keyring=keyring)
+    # No is_mssante given: the service builds it from the mssante connector's trust list.
+    svc = Service(cfg, engine=engine, vault=vault, keyring=keyring)
     await svc.start(control_socket=False)
     try:
         yield Rig(svc, operator, sink, lab, config_file)
@@ -396,3 +382,15 @@ async def test_tls_trust_failures_keep_the_message_queued(rig: Rig, reason: str)
     for m in rig.sink.messages:
         assert_no_phi(m.data)
         assert DR not in m.recipients
+
+
+async def test_patient_address_with_a_bad_ins_is_rejected_not_rerouted(rig: Rig) -> None:
+    good = "279035121518989@patient.mssante.fr"
+    bad = "279035121518988@patient.mssante.fr"  # wrong key
+    await send(rig, [good, bad], message(f"{good}, {bad}", PHI_BODY))
+    await wait_until(lambda: rig.operator.messages and rig.sink_for(SENDER))
+    assert [m.rcpt_tos for m in rig.operator.messages] == [[good]]
+    await asyncio.sleep(0.3)
+    assert rig.sink_for(bad) == []  # not sent through the ordinary relay either
+    (notice,) = rig.sink_for(SENDER)
+    assert_no_phi(notice)
