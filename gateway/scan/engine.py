@@ -204,6 +204,12 @@ class Engine:
         for index, field in enumerate(fields):
             if field.kind is FieldKind.DISPLAY_NAME:
                 spans[index].extend(self._display_names(folded_fields[index], protected[index]))
+            elif field.kind is FieldKind.FILENAME:
+                # "2024-11-02_Dupont-Jean-UpperJaw.stl": capitalised words in a file name,
+                # hyphens included, are taken as a name when two or more follow each other.
+                spans[index].extend(
+                    self._display_names(folded_fields[index].replace("-", " "), protected[index])
+                )
             spans[index].extend(
                 self._validate(
                     field, folded_fields[index], candidates[index], protected[index], born

@@ -37,6 +37,8 @@ STOPWORDS = frozenset(
     cone beam cbct lab labs adjointe conjointe prothese protheses provisoire definitive
     maxillaire mandibule mandibulaire superieur inferieur droite gauche haut bas
     merci bonne journee semaine mois annee vous votre veuillez agreer recevoir
+    upperjaw lowerjaw totaljaw jaw upper lower bite occlusion antagoniste preparation prep
+    abutment model scanbody export case projet project dossier final version copie copy
     ars cpam secu nir ins iban rib bic siret finess rpps adeli
     """.split()
 )

@@ -301,12 +301,27 @@ def lab_order(rng: random.Random, p: SyntheticPatient, today: date) -> Message:
         f"Devis accepté : {t['price']}.\n\n"
         f"{rng.choice(PRACTITIONER_SIGNATURES)}\n{SIGNATURE_BLOCK}\n"
     )
-    filename = f"{_ascii(p.last_name).upper().replace(' ', '-')}_{_ascii(p.first_name)}_{today.isoformat()}.stl"
+    if rng.random() < 0.5:
+        filename = (
+            f"{_ascii(p.last_name).upper().replace(' ', '-')}_{_ascii(p.first_name)}"
+            f"_{today.isoformat()}.stl"
+        )
+    else:  # exocad-style export name
+        filename = f"{today.isoformat()}_{_ascii(p.last_name)}-{_ascii(p.first_name)}-UpperJaw.stl"
+    siret = "362 521 879 00034"
+    body += (
+        f"Date de pose prévue : {t['appointment']}. Dents 11, 21 et 22 à contrôler. "
+        f"Labo SIRET {siret}, ADELI 751234567. Total TTC {t['price']}.\n"
+    )
     planted = [
         *_name_values(written + subject, p),
         ("birth_date", born),
         ("phone", phone),
     ]
+    if rng.random() < 0.25:
+        # The surname alone, mid-sentence, with no civility: only the roster can tell.
+        body += f"{p.last_name} préfère être rappelé(e) en fin de journée.\n"
+        planted.append(("name", p.last_name))
     traps = [
         f"sur la {t['tooth']}",
         t["span"],
@@ -315,6 +330,9 @@ def lab_order(rng: random.Random, p: SyntheticPatient, today: date) -> Message:
         t["price"],
         t["appointment"],
         t["lot"],
+        siret,
+        "ADELI 751234567",
+        "Dents 11, 21 et 22",
     ]
     traps.extend(_rpps_in(body))
     return Message(
