@@ -148,6 +148,8 @@ def _parse(data: bytes) -> FileDataset:
             # Decode every element now, so parse errors surface here and not mid-rebuild.
             for _ in ds.iterall():
                 pass
+            for _ in ds.file_meta:
+                pass
     except ContentError:
         raise
     except (InvalidDicomError, OSError, ValueError, KeyError, TypeError, EOFError) as exc:
@@ -255,6 +257,17 @@ def _fit(text: str, vr: str) -> str:
 
 
 def _deidentify(
+    data: bytes, texts: Sequence[str], slots: Sequence[_Slot | None], session: RewriteSession
+) -> bytes:
+    try:
+        return _deidentify_unguarded(data, texts, slots, session)
+    except ContentError:
+        raise
+    except Exception as exc:  # pydicom raises many types on values it cannot encode
+        raise ContentError("DICOM file cannot be rewritten") from exc
+
+
+def _deidentify_unguarded(
     data: bytes, texts: Sequence[str], slots: Sequence[_Slot | None], session: RewriteSession
 ) -> bytes:
     ds = _parse(data)  # a fresh copy per route copy: rebuilding never mutates shared state
