@@ -283,7 +283,7 @@ class MSSanteConnector:
     def refusal(self, recipient: str) -> str:
         """Why `recipient` may not be sent through MSSanté, or "" if it may."""
         if self.trust is None:
-            return ""
+            return "MSSanté trust list unavailable"
         local, _, domain = recipient.rpartition("@")
         domain = normalise_domain(domain)
         if not self.trust.contains(domain):
