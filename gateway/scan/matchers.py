@@ -19,6 +19,7 @@ Input: folded text (ASCII, see `_fold`). No I/O.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -123,7 +124,10 @@ class HyperscanMatcher:
         self._shape_db.compile(
             expressions=expressions, ids=list(range(len(expressions))), flags=flags
         )
-        self._shape_scratch = hyperscan.Scratch(self._shape_db)
+        # Hyperscan scratch space may serve one scan at a time: one per thread, made on
+        # first use in that thread (the engine is shared by every worker thread).
+        self._hyperscan = hyperscan
+        self._local = threading.local()
         self._literal_db: Any = None
         if literals:
             self._literal_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
@@ -133,7 +137,6 @@ class HyperscanMatcher:
                 flags=hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SOM_LEFTMOST,
                 literal=True,
             )
-            self._literal_scratch = hyperscan.Scratch(self._literal_db)
 
     def shapes(self, folded: str, data: bytes) -> list[Candidate]:
         # Per shape: ranges [low, high] where a match may start (see Shape).
@@ -151,7 +154,7 @@ class HyperscanMatcher:
             else:
                 hits[shape_id].append((max(0, end - shape.max_len), end))
 
-        self._shape_db.scan(data, match_event_handler=on_match, scratch=self._shape_scratch)
+        self._shape_db.scan(data, match_event_handler=on_match, scratch=self._scratch("shape"))
         found: list[Candidate] = []
         for (shape, pattern), shape_hits in zip(self._compiled, hits, strict=True):
             if not shape_hits:
@@ -188,6 +191,14 @@ class HyperscanMatcher:
                     found.append((shape.name, m.start(), m.end()))
         return found
 
+    def _scratch(self, which: str) -> Any:
+        scratch = getattr(self._local, which, None)
+        if scratch is None:
+            db = self._shape_db if which == "shape" else self._literal_db
+            scratch = self._hyperscan.Scratch(db)
+            setattr(self._local, which, scratch)
+        return scratch
+
     def literals(self, folded: str, data: bytes) -> list[LiteralHit]:
         if self._literal_db is None:
             return []
@@ -197,7 +208,7 @@ class HyperscanMatcher:
             hits.append((index, start, end - 2))  # see ReMatcher.literals
 
         self._literal_db.scan(
-            word_view(data), match_event_handler=on_match, scratch=self._literal_scratch
+            word_view(data), match_event_handler=on_match, scratch=self._scratch("literal")
         )
         return hits
 

@@ -156,3 +156,18 @@ def test_findings_carry_no_value(engine: str) -> None:
 def test_unknown_engine_rejected() -> None:
     with pytest.raises(ValueError, match="unknown scan engine"):
         _engine("pcre")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_one_engine_serves_many_threads(engine: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    scan = _engine(engine)
+    texts = [
+        f"Pour Mme Marie DUPONT, tél. 06 11 22 33 {i:02d}, NIR 2 84 03 75 108 123 47"
+        for i in range(64)
+    ]
+    expected = [scan.scan_fields([TextField(t)]) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(lambda t: scan.scan_fields([TextField(t)]), texts)) == expected
