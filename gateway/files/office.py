@@ -65,8 +65,8 @@ class OfficeHandler(FileHandler):
     def extract(self, data: bytes, ctx: HandlerContext) -> ExtractedFile:
         kind = office_kind(data) or "office"
         if kind == "odt":
-            return extract_archive(data, ctx, kind, open_xml_part=_odf_part)
-        return extract_archive(data, ctx, kind, open_xml_part=_ooxml_part)
+            return extract_archive(data, ctx, kind, open_xml_part=_odf_part, scan_entry_names=False)
+        return extract_archive(data, ctx, kind, open_xml_part=_ooxml_part, scan_entry_names=False)
 
 
 def _ooxml_part(data: bytes) -> ExtractedFile:

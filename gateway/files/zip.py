@@ -47,7 +47,9 @@ def check_entry_name(name: str) -> None:
 @dataclass(frozen=True)
 class _Entry:
     info: zipfile.ZipInfo
-    name_field: int  # index of the entry name field
+    # Indices of the entry name's path components (scanned one by one, so the engine sees
+    # plain file names and the folder structure survives); empty when names are kept.
+    name_fields: tuple[int, ...]
     content: ExtractedFile | None  # None: directory or unknown content kept as is
     raw: bytes
     offset: int  # index of the first content field
@@ -100,9 +102,12 @@ def extract_archive(
     format_name: str,
     *,
     open_xml_part: Callable[[bytes], ExtractedFile] | None = None,
+    scan_entry_names: bool = True,
 ) -> ExtractedFile:
     """Entries opened through the dispatcher; `.xml`/`.rels` entries through
-    `open_xml_part` when given (office documents)."""
+    `open_xml_part` when given. Office documents pass `scan_entry_names=False`: their
+    part names (`[Content_Types].xml`, `word/document.xml`) are fixed by OOXML/ODF, and
+    renaming one breaks the document."""
     archive, entries = read_entries(data, ctx)
     if ctx.open_entry is None:
         raise ContentError("archive handler used without a dispatcher")
@@ -114,8 +119,11 @@ def extract_archive(
     locked: set[int] = set()
     cleaned = False
     for info, raw in entries:
-        name_field = len(fields)
-        fields.append(TextField(info.filename, FieldKind.FILENAME))
+        name_fields: list[int] = []
+        if scan_entry_names:
+            for component in info.filename.split("/"):
+                name_fields.append(len(fields))
+                fields.append(TextField(component, FieldKind.FILENAME))
         content: ExtractedFile | None = None
         if not info.is_dir():
             try:
@@ -132,7 +140,7 @@ def extract_archive(
             notes.extend(content.notes)
             unknown += content.unknown
             cleaned = cleaned or content.cleaned
-        parsed.append(_Entry(info, name_field, content, raw, offset))
+        parsed.append(_Entry(info, tuple(name_fields), content, raw, offset))
     comment = archive.comment
 
     def rebuild(texts: Sequence[str], session: RewriteSession) -> bytes:
@@ -140,7 +148,11 @@ def extract_archive(
         with zipfile.ZipFile(out, "w") as writer:
             writer.comment = comment
             for entry in parsed:
-                name = texts[entry.name_field]
+                name = entry.info.filename
+                if entry.name_fields:
+                    name = "/".join(
+                        texts[i].replace("/", "_").replace("\\", "_") for i in entry.name_fields
+                    )
                 if name != entry.info.filename:
                     name = _safe_entry_name(name, entry.info.is_dir())
                 payload = entry.raw

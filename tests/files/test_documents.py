@@ -227,3 +227,14 @@ def test_xml_with_embedded_base64_payload_keeps_it_and_counts_it_unscannable() -
     assert passed.verdict == "rewritten"  # type: ignore[attr-defined]
     out = _only_attachment(passed.data)[1]  # type: ignore[attr-defined]
     assert payload.encode() in out and b"DUPONT" not in out
+
+
+def test_office_part_names_are_never_rewritten() -> None:
+    data = _docs.docx("Couronne pour DUPONT Jean", "DUPONT Jean")
+    extracted = open_attachment(data)
+    assert all(f.kind != "filename" for f in extracted.fields)
+    (lab,) = _send("fiche.docx", data)
+    out = _only_attachment(lab.data)[1]  # type: ignore[attr-defined]
+    assert (
+        zipfile.ZipFile(io.BytesIO(out)).namelist() == zipfile.ZipFile(io.BytesIO(data)).namelist()
+    )
