@@ -40,7 +40,7 @@ from gateway.dsn import FailedRecipient, build_dsn, status_from_detail
 from gateway.errors import SpoolError
 from gateway.events import EventBus
 from gateway.logging import get_logger
-from gateway.spool import fsync_directory, new_spool_id
+from gateway.spool import fsync_directory, new_spool_id, sync_filesystem
 
 log = get_logger("portique.queue")
 
@@ -148,6 +148,14 @@ def identifies_patient(addresses: Sequence[str]) -> bool:
     return any(a.lower().rpartition("@")[2].endswith(PATIENT_DOMAIN) for a in addresses)
 
 
+def _fdatasync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 def queue_aad(queue_id: str) -> bytes:
     return f"queue:{queue_id}".encode()
 
@@ -172,14 +180,18 @@ class QueueStore:
         return self.dir / f"{queue_id}.msg"
 
     def add(self, copies: Sequence[NewCopy], now: float) -> list[QueueEntry]:
-        """Write and fsync every data file, then commit all rows in one transaction."""
+        """Write every data file, make them durable in one pass, then commit all rows.
+
+        One copy: fdatasync. Several: one syncfs(2) for all their data (see
+        gateway/spool.py); then the renames, one directory fsync, one transaction.
+        """
         entries = []
         written: list[Path] = []
         try:
             for c in copies:
                 qid = new_spool_id()
                 path = self._path(qid)
-                self._write_sealed(path, c.data, queue_aad(qid))
+                self._write_sealed(path, c.data, queue_aad(qid), sync=len(copies) == 1)
                 written.append(path)
                 entries.append(
                     QueueEntry(
@@ -199,6 +211,16 @@ class QueueStore:
                         last_error="",
                     )
                 )
+            if len(copies) > 1:
+                fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    if not sync_filesystem(fd):
+                        for path in written:
+                            _fdatasync_path(path.with_suffix(".tmp"))
+                finally:
+                    os.close(fd)
+            for path in written:
+                os.rename(path.with_suffix(".tmp"), path)
             fsync_directory(self.dir)
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -231,14 +253,15 @@ class QueueStore:
         except (OSError, sqlite3.Error) as exc:
             for path in written:
                 path.unlink(missing_ok=True)
+                path.with_suffix(".tmp").unlink(missing_ok=True)
             raise SpoolError("cannot queue a message") from exc
         return entries
 
-    def _write_sealed(self, path: Path, data: bytes, aad: bytes) -> None:
+    def _write_sealed(self, path: Path, data: bytes, aad: bytes, *, sync: bool) -> None:
+        """Write `path`.tmp sealed; fdatasync it if `sync`. The caller renames it."""
         sealer = StreamSealer(self.sealer, aad)
         view = memoryview(data)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
+        with open(path.with_suffix(".tmp"), "wb") as fh:
             offset = 0
             while True:
                 chunk = bytes(view[offset : offset + STREAM_CHUNK])
@@ -248,8 +271,8 @@ class QueueStore:
                 if last:
                     break
             fh.flush()
-            os.fdatasync(fh.fileno())
-        os.rename(tmp, path)
+            if sync:
+                os.fdatasync(fh.fileno())
 
     def load(self, queue_id: str) -> bytes:
         try:
@@ -306,9 +329,18 @@ class QueueStore:
             )
         return cur.rowcount > 0
 
-    def remove(self, queue_id: str) -> bool:
+    def remove(self, queue_id: str, *, durable: bool = True) -> bool:
+        """Delete an entry. `durable=False` after a delivery: the WAL is not fsync'ed
+        for this commit (the next durable commit covers it); a crash may then deliver
+        the entry again, which is a duplicate, never a loss."""
         with self._lock:
-            cur = self._db.execute("DELETE FROM entries WHERE id = ?", (queue_id,))
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                cur = self._db.execute("DELETE FROM entries WHERE id = ?", (queue_id,))
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
         self._path(queue_id).unlink(missing_ok=True)
         return cur.rowcount > 0
 
@@ -354,6 +386,8 @@ class DeliveryQueue:
         self._per_destination: dict[str, asyncio.Semaphore] = {}
         self._wake: asyncio.Event | None = None
         self._stopping = False
+        self._enqueue_pending: list[tuple[list[NewCopy], asyncio.Future[list[QueueEntry]]]] = []
+        self._enqueue_task: asyncio.Task[None] | None = None
         self._runner: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------
@@ -389,11 +423,19 @@ class DeliveryQueue:
     # --- operator API -------------------------------------------------------------
 
     async def enqueue(self, copies: Sequence[NewCopy]) -> list[QueueEntry]:
-        """Durably queue copies (file fsync + commit, off the event loop), then schedule."""
+        """Durably queue copies, then schedule them.
+
+        Group commit: requests that arrive while a commit is running are written
+        together by the next one (one sync pass and one transaction for all).
+        """
         if not copies:
             return []
         loop = asyncio.get_running_loop()
-        entries = await loop.run_in_executor(self._io, self.store.add, copies, self.clock())
+        done: asyncio.Future[list[QueueEntry]] = loop.create_future()
+        self._enqueue_pending.append((list(copies), done))
+        if self._enqueue_task is None or self._enqueue_task.done():
+            self._enqueue_task = asyncio.create_task(self._commit_enqueues())
+        entries = await done
         for e in entries:
             self.events.emit(
                 "queued",
@@ -407,6 +449,26 @@ class DeliveryQueue:
             )
         self.wake()
         return entries
+
+    async def _commit_enqueues(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._enqueue_pending:
+            batch, self._enqueue_pending = self._enqueue_pending, []
+            flat = [c for copies, _ in batch for c in copies]
+            try:
+                entries = await loop.run_in_executor(self._io, self.store.add, flat, self.clock())
+            except Exception as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(
+                            exc if isinstance(exc, SpoolError) else SpoolError("cannot queue")
+                        )
+                continue
+            offset = 0
+            for copies, fut in batch:
+                if not fut.done():
+                    fut.set_result(entries[offset : offset + len(copies)])
+                offset += len(copies)
 
     def list(self) -> list[QueueEntry]:
         return self.store.all()
@@ -556,7 +618,8 @@ class DeliveryQueue:
                 gave_up=False,
             )
         if not temp_rcpts:
-            self.store.remove(entry.id)
+            # unlink and the commit block on the journal: keep them off the event loop.
+            await loop.run_in_executor(self._io, lambda: self.store.remove(entry.id, durable=False))
             return
         detail = temp[0].detail if temp else "no answer for recipient"
         if self.clock() - entry.created >= self.cfg.give_up_after:

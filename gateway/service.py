@@ -374,7 +374,7 @@ class Service:
                     )
                 )
         entries = await self.queue.enqueue(to_queue)
-        self.spool.remove(spool_id)
+        await loop.run_in_executor(self._io, self.spool.remove, spool_id)
         return ProcessResult(spool_id, tuple(e.id for e in entries), tuple(held), rejected)
 
     async def _hold(

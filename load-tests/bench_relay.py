@@ -58,12 +58,14 @@ def free_port() -> int:
     return port
 
 
-def write_config(tmp: Path, port: int, sink_port: int) -> Path:
+def write_config(tmp: Path, port: int, sink_port: int, fsync: bool = True) -> Path:
     cfg = tmp / "portique.toml"
     cfg.write_text(
         f"""
 data_dir = "data"
 log_level = "warning"
+[spool]
+fsync = {"true" if fsync else "false"}
 [smtp]
 listen = "127.0.0.1:{port}"
 [queue]
@@ -95,7 +97,7 @@ async def wait_port(port: int, proc: asyncio.subprocess.Process) -> None:
     raise SystemExit("portique serve did not start")
 
 
-async def bench(count: int, connections: int) -> None:
+async def bench(count: int, connections: int, fsync: bool = True) -> None:
     loop = asyncio.get_running_loop()
     sink = CountingSink()
     sink.target = count
@@ -110,7 +112,7 @@ async def bench(count: int, connections: int) -> None:
             PORTIQUE,
             "serve",
             "-c",
-            str(write_config(tmp, port, sink_port)),
+            str(write_config(tmp, port, sink_port, fsync)),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -137,7 +139,10 @@ async def bench(count: int, connections: int) -> None:
             proc.terminate()
             await proc.wait()
             server.close()
-    print(f"relay benchmark: {count} messages of {len(message(0))} B, {connections} connections")
+    print(
+        f"relay benchmark: {count} messages of {len(message(0))} B, {connections} connections,"
+        f" spool fsync {'on' if fsync else 'OFF'}"
+    )
     print(f"accepted:  {accepted / accept_s:8.0f} msg/s  ({accept_s:.2f} s)")
     print(f"delivered: {sink.count / deliver_s:8.0f} msg/s  ({deliver_s:.2f} s, at the sink)")
 
@@ -146,8 +151,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=2000)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument(
+        "--no-spool-fsync", action="store_true", help="measure the cost of the spool fsync"
+    )
     args = ap.parse_args()
-    asyncio.run(bench(args.count, args.connections))
+    asyncio.run(bench(args.count, args.connections, not args.no_spool_fsync))
 
 
 if __name__ == "__main__":
