@@ -21,9 +21,9 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
+from typing import NamedTuple
 
 from crypto.pseudonym import patient_token, value_digest
 from gateway.config import PracticeConfig
@@ -100,8 +100,7 @@ _LINE_START = re.compile(r"(?:^|[\n\r,]) *$")
 _PARTICLES = frozenset("de du des la le l d aux au en sur sous saint st sainte ste les".split())
 
 
-@dataclass(frozen=True)
-class _Span:
+class _Span(NamedTuple):  # a tuple: built tens of times per message, cheaper than a dataclass
     kind: IdentifierKind
     start: int
     end: int
@@ -459,6 +458,7 @@ class Engine:
         born: dict[date, str],
     ) -> Iterable[_Span]:
         streets: list[tuple[int, int]] = []
+        names: set[tuple[int, int]] = set()
         for name, start, end in sorted(candidates, key=lambda c: (c[1], c[2])):
             text = folded[start:end]
             if name is ShapeName.NIR:
@@ -513,11 +513,13 @@ class Engine:
                     yield _Span(IdentifierKind.ADDRESS, start, end, alnum_key(folded[start:end]))
             elif name in (ShapeName.CIVILITY_NAME, ShapeName.INTRO_NAME):
                 span = name_rules.context_name_span(folded, start, end, skip_first=True)
-                if span is not None and not _overlaps(span[0], span[1], protected):
+                if span is not None and span not in names and not _overlaps(*span, protected):
+                    names.add(span)
                     yield self._context_name(folded, *span)
             elif name in (ShapeName.UPPER_FIRST, ShapeName.FIRST_UPPER):
                 span = name_rules.pair_span(folded, start, end)
-                if span is not None and not _overlaps(span[0], span[1], protected):
+                if span is not None and span not in names and not _overlaps(*span, protected):
+                    names.add(span)  # "Mme Marie DUPONT" is also "Marie DUPONT": once
                     yield self._context_name(folded, *span)
 
     def _display_names(self, folded: str, protected: list[tuple[int, int]]) -> Iterable[_Span]:

@@ -163,7 +163,8 @@ class HyperscanMatcher:
                 locate = self._locators[shape.name]
                 located = set()
                 for _low, trigger_start in shape_hits:
-                    m = locate.search(folded, max(0, trigger_start - shape.before), trigger_start)
+                    anchor = trigger_start + shape.locate_offset
+                    m = locate.search(folded, max(0, anchor - shape.before), anchor)
                     if m is not None:
                         located.add(m.start())
                 shape_hits = [(start, start) for start in located]
