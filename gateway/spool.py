@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ctypes
+import fcntl
 import itertools
 import json
 import os
@@ -110,6 +111,9 @@ class SpoolWriter:
         self._closed = False
         try:
             self._fh: BinaryIO = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+            # Held until the file is closed: tells `recover()` in another process sharing
+            # this spool that the transfer is alive (the kernel drops it if we die).
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._fh.write(self._sealer.seal_chunk(envelope.to_json()))
         except OSError as exc:
             raise SpoolError("cannot create a spool file") from exc
@@ -176,8 +180,19 @@ class Spool:
     # --- lifecycle ----------------------------------------------------------------
 
     def recover(self) -> list[str]:
-        """Delete transfers that never got a 250; return committed ids, oldest first."""
+        """Delete transfers that never got a 250; return committed ids, oldest first.
+
+        A transfer still locked belongs to a live acceptor process sharing this spool
+        and is left alone.
+        """
         for tmp in self.incoming.iterdir():
+            try:
+                with open(tmp, "rb") as fh:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # in progress in another process
+            except FileNotFoundError:
+                continue
             tmp.unlink(missing_ok=True)
         return self.pending_ids()
 

@@ -186,3 +186,19 @@ async def test_spool_round_trip_small_and_multi_chunk(portique_factory, sink, si
     await asyncio.to_thread(send_sync, svc.smtp_port, data)
     (got,) = await sink.wait_for(1)
     assert got.data.endswith(data)
+
+
+async def test_recover_keeps_transfers_of_a_live_process_and_drops_dead_ones(tmp_path, keyring):
+    from crypto.aead import Sealer
+    from gateway.config import SpoolConfig
+    from gateway.spool import Envelope, Spool
+
+    spool = Spool(tmp_path, Sealer(keyring), SpoolConfig())
+    live = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))  # lock held
+    dead = spool.incoming / "dead.tmp"
+    dead.write_bytes(b"left by a killed process")
+    other = Spool(tmp_path, Sealer(keyring), SpoolConfig())  # as a second acceptor would
+    assert other.recover() == []
+    assert not dead.exists()
+    assert (spool.incoming / f"{live.spool_id}.tmp").exists()
+    live.abort()

@@ -253,3 +253,40 @@ async def test_null_sender_is_accepted(portique_factory, sink):
     await c.close()
     (got,) = await sink.wait_for(1)
     assert got.mail_from == "<>"
+
+
+async def test_session_limit_answers_421(portique_factory, sink):
+    svc = await portique_factory(sink.port, smtp={"max_sessions": 2})
+    first = await RawClient.connect(svc.smtp_port)
+    second = await RawClient.connect(svc.smtp_port)
+    assert (await first.reply()).startswith("220")
+    assert (await second.reply()).startswith("220")
+    third = await RawClient.connect(svc.smtp_port)
+    assert (await third.reply()).startswith("421 4.3.2")
+    await first.close()
+    await asyncio.sleep(0.2)
+    fourth = await RawClient.connect(svc.smtp_port)
+    assert (await fourth.reply()).startswith("220")
+    for c in (second, third, fourth):
+        await c.close()
+
+
+async def test_idle_session_times_out(portique_factory, sink):
+    svc = await portique_factory(sink.port, smtp={"session_timeout": 0.5})
+    c = await RawClient.connect(svc.smtp_port)
+    await c.reply()
+    async with asyncio.timeout(5):
+        assert await c.reader.read() == b""  # closed by the server
+    await c.close()
+
+
+async def test_overlong_line_in_data_is_refused(portique_factory, sink):
+    svc = await portique_factory(sink.port)
+    reply, c = await _data_dialogue(
+        svc.smtp_port, b"Subject: x\r\n\r\n" + b"z" * 1200 + b"\r\nend\r\n.\r\n"
+    )
+    assert reply.startswith("500 5.5.6")
+    assert (await c.cmd("NOOP")).startswith("250")
+    await c.close()
+    await asyncio.sleep(0.3)
+    assert sink.messages == []
