@@ -217,9 +217,16 @@ def import_roster(data_dir: Path, keyring: Keyring, csv_path: Path) -> int:
 
 
 def find_patient_keys(
-    patients: Iterable[RosterPatient], name: str, birth_date: date | None, pseudonym_key: bytes
+    patients: Iterable[RosterPatient],
+    name: str,
+    birth_date: date | None,
+    pseudonym_key: bytes,
+    digest_key: bytes | None = None,
 ) -> set[str]:
-    """Keys of "NOM Prénom" (or "Prénom Nom") born on `birth_date`, on the roster or not."""
+    """Keys of "NOM Prénom" (or "Prénom Nom") born on `birth_date`, on the roster or not.
+
+    With `digest_key`, also the key under which the scan engine vaults this name when
+    it met it without a roster entry ("n-" + the name's keyed digest)."""
     wanted = normalise_name(name)
     keys = {
         p.key
@@ -235,6 +242,11 @@ def find_patient_keys(
     for cut in range(1, len(words)):  # patients no longer on the roster, still in the vault
         last, first = " ".join(words[:cut]), " ".join(words[cut:])
         keys.add(patient_key(pseudonym_key, normalise_identity(last, first, birth_date)))
+    if digest_key is not None and wanted:
+        from crypto.pseudonym import value_digest
+        from gateway.scan.engine import name_digest_value
+
+        keys.add("n-" + value_digest(digest_key, "name", name_digest_value(wanted)))
     return keys
 
 

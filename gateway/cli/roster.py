@@ -71,7 +71,11 @@ def run_forget(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise RosterError("--birth-date must be YYYY-MM-DD") from exc
         keys = find_patient_keys(
-            load_roster(cfg.data_dir, keyring), args.name, born, keyring.pseudonym_key
+            load_roster(cfg.data_dir, keyring),
+            args.name,
+            born,
+            keyring.pseudonym_key,
+            keyring.digest_key,
         )
     roster_rows, vault_rows = forget_patient(cfg.data_dir, keyring, keys)
     print(f"forgotten: {roster_rows} roster entr(y/ies), {vault_rows} vault mapping(s)")

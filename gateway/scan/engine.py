@@ -223,7 +223,7 @@ class Engine:
                         field=index,
                         start=span.start,
                         end=span.end,
-                        digest=value_digest(self._digest_key, span.kind.value, span.value),
+                        digest=value_digest(self._digest_key, span.kind.value, _digest_value(span)),
                         patient=span.patient,
                     )
                 )
@@ -544,6 +544,16 @@ class Engine:
     def _is_practice_address(self, folded: str) -> bool:
         key = alnum_key(folded)
         return any(key in address for address in self._practice_addresses)
+
+
+def name_digest_value(normalised_name: str) -> str:
+    """A name's words in sorted order: "DUPONT Marie" and "Marie Dupont" hash alike, so an
+    unrostered patient keeps one token whichever order the name is written in."""
+    return " ".join(sorted(normalised_name.split()))
+
+
+def _digest_value(span: _Span) -> str:
+    return name_digest_value(span.value) if span.kind is IdentifierKind.NAME else span.value
 
 
 def _is_word(folded: str, start: int, end: int) -> bool:

@@ -171,3 +171,30 @@ def test_one_engine_serves_many_threads(engine: str) -> None:
     with ThreadPoolExecutor(4) as pool:
         for _ in range(3):
             assert list(pool.map(lambda t: scan.scan_fields([TextField(t)]), texts)) == expected
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unrostered_name_one_token_whatever_the_order(engine: str) -> None:
+    scan = _engine(engine, patients=())
+    fields = [TextField("Patiente : LEGRAND Sophie"), TextField("Bonjour Sophie LEGRAND,")]
+    findings = scan.scan_fields(fields)
+    result = scan.rewrite_fields(fields, findings, TransformPolicy(audience="lab"))
+    tokens = [TOKEN_PATTERN.search(t) for t in result.texts]
+    assert all(tokens) and tokens[0].group() == tokens[1].group()  # type: ignore[union-attr]
+    (entry,) = result.vault_entries
+    assert entry.patient.startswith("n-") and entry.identity == "LEGRAND Sophie"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_remove_and_keep_actions(engine: str) -> None:
+    scan = _engine(engine)
+    fields = [TextField("Mme Marie DUPONT, tél. 06 11 22 33 44, née le 12/03/1984")]
+    findings = scan.scan_fields(fields)
+    policy = TransformPolicy(
+        audience="lab",
+        default=TypeAction.REMOVE,
+        overrides={IdentifierKind.PHONE: TypeAction.KEEP},
+    )
+    out = scan.rewrite_fields(fields, findings, policy)
+    assert out.texts == ["Mme , tél. 06 11 22 33 44, née le "]
+    assert out.vault_entries == []

@@ -147,3 +147,15 @@ def test_cli_import_forget_by_token_and_reidentify(
     assert len(load_roster(data_dir, keyring)) == 1
     with Vault.open(data_dir, keyring) as vault:
         assert vault.lookup("PAT-7KQ3M-2XF9A") == []
+
+
+def test_forget_by_name_reaches_unrostered_vault_entries(data_dir: Path, keyring: Keyring) -> None:
+    from gateway.scan import TextField, TransformPolicy, build_engine
+
+    scan = build_engine(digest_key=keyring.digest_key, pseudonym_key=keyring.pseudonym_key)
+    fields = [TextField("Patiente : LEGRAND Sophie")]
+    result = scan.rewrite_fields(fields, scan.scan_fields(fields), TransformPolicy(audience="lab"))
+    with Vault.open(data_dir, keyring) as vault:
+        vault.store(result.vault_entries)
+    keys = find_patient_keys([], "Sophie Legrand", None, keyring.pseudonym_key, keyring.digest_key)
+    assert forget_patient(data_dir, keyring, keys) == (0, 1)
