@@ -94,6 +94,10 @@ _CIVILITY_BEFORE = re.compile(
     r"(?:\bm\.|\bmr\.?|\bmme\.?|\bmlle\.?|\bmadame|\bmonsieur|\bmademoiselle|\bpatiente?|"
     r"\bpour|\bbonjour|\bcher|\bchere|\bnom)[ :]{1,3}$"
 )
+# How far back a civility may stand before a surname ("Mademoiselle : " is 14), and how
+# far back labels are looked for ("numéro de sécurité sociale : " is 30), in characters.
+_CIVILITY_WINDOW = 16
+_CONTEXT_WINDOW = 40
 _PAIR_GAP = re.compile(r"[ ,]{1,3}")
 _ADDRESS_GAP = re.compile(r"[ ,\n\r-]{1,4}")
 _LINE_START = re.compile(r"(?:^|[\n\r,]) *$")
@@ -443,7 +447,7 @@ class Engine:
             if (
                 field.kind in _NAME_BEARING
                 or (len(original) >= 3 and original.isupper())
-                or _CIVILITY_BEFORE.search(folded[max(0, start - 16) : start].lower())
+                or _CIVILITY_BEFORE.search(folded[max(0, start - _CIVILITY_WINDOW) : start].lower())
             ):
                 patient = surnames[0] if len(surnames) == 1 else None
                 found.append(_Span(IdentifierKind.NAME, start, end, word, patient))
@@ -462,7 +466,7 @@ class Engine:
         for name, start, end in sorted(candidates, key=lambda c: (c[1], c[2])):
             text = folded[start:end]
             if name is ShapeName.NIR:
-                nir = validators.nir_value(text, folded[max(0, start - 40) : start])
+                nir = validators.nir_value(text, folded[max(0, start - _CONTEXT_WINDOW) : start])
                 if nir is not None:
                     yield _Span(
                         IdentifierKind.NIR,
@@ -495,7 +499,9 @@ class Engine:
                 day = validators.parse_date(text)
                 if day is None:
                     continue
-                if day in born or validators.is_birth_label(folded[max(0, start - 40) : start]):
+                if day in born or validators.is_birth_label(
+                    folded[max(0, start - _CONTEXT_WINDOW) : start]
+                ):
                     patient = born.get(day)
                     yield _Span(IdentifierKind.BIRTH_DATE, start, end, day.isoformat(), patient)
             elif name is ShapeName.STREET:
@@ -506,7 +512,9 @@ class Engine:
             elif name is ShapeName.POSTCODE_TOWN:
                 end = _town_end(folded, start, end)
                 after_street = any(_ADDRESS_GAP.fullmatch(folded, e, start) for _s, e in streets)
-                line_start = _LINE_START.search(folded, max(0, start - 40), start) is not None
+                line_start = (
+                    _LINE_START.search(folded, max(0, start - _CONTEXT_WINDOW), start) is not None
+                )
                 if (after_street or line_start) and not self._is_practice_address(
                     folded[start:end]
                 ):

@@ -91,6 +91,7 @@ def phone_intl_value(candidate: str) -> str | None:
 
 
 def is_birth_label(before: str) -> bool:
+    # "date de naissance : le " is 23 characters; 40 leaves room for spacing.
     return _BIRTH_LABEL.search(before[-40:].lower()) is not None
 
 

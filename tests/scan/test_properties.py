@@ -12,7 +12,15 @@ from stdnum import iban as stdnum_iban
 from stdnum.fr import nir as stdnum_nir
 
 from crypto.pseudonym import TOKEN_PATTERN, patient_token
-from gateway.scan import Engine, IdentifierKind, TextField, build_engine
+from gateway.scan import (
+    Engine,
+    FieldKind,
+    IdentifierKind,
+    TextField,
+    TransformPolicy,
+    TypeAction,
+    build_engine,
+)
 from gateway.scan._fold import fold
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -179,3 +187,25 @@ def test_tokens_are_stable_and_per_audience(patient: str, a: str, b: str) -> Non
         assert patient_token(key, a.upper(), patient) == token  # audiences ignore case
     if a.strip().lower() != b.strip().lower():
         assert token != patient_token(key, b, patient)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(st.text(max_size=300), min_size=1, max_size=4),
+    kinds=st.lists(st.sampled_from(list(FieldKind)), min_size=4, max_size=4),
+)
+def test_any_text_scans_and_rewrites_without_error(
+    texts: list[str], kinds: list[FieldKind]
+) -> None:
+    fields = [TextField(text, kind) for text, kind in zip(texts, kinds, strict=False)]
+    scan = engine()
+    findings = scan.scan_fields(fields)
+    for f in findings:
+        assert 0 <= f.start < f.end <= len(fields[f.field].text)
+    for action in TypeAction:
+        result = scan.rewrite_fields(
+            fields, findings, TransformPolicy(audience="x", default=action)
+        )
+        assert len(result.texts) == len(fields)
+        if action is TypeAction.KEEP:
+            assert result.texts == texts[: len(fields)]
