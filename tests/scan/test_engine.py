@@ -198,3 +198,14 @@ def test_remove_and_keep_actions(engine: str) -> None:
     out = scan.rewrite_fields(fields, findings, policy)
     assert out.texts == ["Mme , tél. 06 11 22 33 44, née le "]
     assert out.vault_entries == []
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["né le", "née le", "né(e) le", "DDN :", "DDN", "date de naissance :", "Naissance :", "DOB:"],
+)
+def test_birth_date_labels(label: str) -> None:
+    scan = _engine("auto", patients=())
+    text = f"Patient suivi, {label} 03/04/1961, RDV le 05/12/2024"
+    found = [text[f.start : f.end] for f in scan.scan_fields([TextField(text)])]
+    assert found == ["03/04/1961"]
