@@ -23,6 +23,8 @@
 # Usage: load-tests/compare_postfix.sh [-m MESSAGES] [-s SESSIONS]
 #            [--rows postfix,pseudonymise,deliver] [--workers N|auto] [--no-verify]
 #            [--verify-messages N] [--latency-seconds S] [--settle S] [--keep] [--timeout SEC]
+#            [--portique-toml FILE]  (TOML appended to Portique's config, e.g. a [queue] section)
+#            [--profile DIR]   (py-spy, from PyPI into .venv: folded stacks + top functions)
 # The temp dir is made under $TMPDIR (default /tmp); it must be reachable by the postfix
 # and nobody users (smtp-sink drops to nobody).
 # Exit status: 0 when every run delivered every message (and verification passed), else 1.
@@ -46,6 +48,8 @@ VERIFY=1
 KEEP=0
 VERIFY_MESSAGES=300  # driver verification run through Portique
 LATENCY_SECONDS=20   # fixed-rate latency run at half the measured rate
+EXTRA_TOML=""        # --portique-toml FILE: appended to Portique's config (e.g. [queue] tuning)
+PROFILE_DIR=""       # --profile DIR: py-spy samples of Portique during its timed runs
 SETTLE=30            # seconds the driver waits for the last deliveries of a verification run
 
 while [ $# -gt 0 ]; do
@@ -58,6 +62,8 @@ while [ $# -gt 0 ]; do
     --verify-messages) VERIFY_MESSAGES="$2"; shift 2 ;;
     --latency-seconds) LATENCY_SECONDS="$2"; shift 2 ;;
     --settle) SETTLE="$2"; shift 2 ;;
+    --portique-toml) EXTRA_TOML="$(cat "$2")"; shift 2 ;;
+    --profile) PROFILE_DIR="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
@@ -112,6 +118,10 @@ wait_port() {  # wait_port PORT SECONDS
   done
 }
 now() { date +%s.%N; }
+cpu_ticks() {  # user+system clock ticks of a process and its waited-for children
+  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+  awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"
+}
 
 # The one message smtp-source sends: a 2 KB lab order with planted patient data. LF line
 # ends, because smtp-source -F appends CRLF to each line.
@@ -133,6 +143,8 @@ timed_run() {
   "$SMTP_SINK" -u nobody -c -M "$MESSAGES" -d "$dump/m." "127.0.0.1:$SINK_PORT" 256 >"$sink_out" 2>&1 &
   sink_pid=$!
   wait_port "$SINK_PORT" 10 || { log "smtp-sink did not start"; return 1; }
+  local cpu0
+  cpu0=$(cpu_ticks "${PORTIQUE_PID:-}")
   t0=$(now)
   timeout "$TIMEOUT" "$SMTP_SOURCE" -s "$SESSIONS" -m "$MESSAGES" -d -F "$MSG_FILE" \
     -f secretariat@cabinet-dentaire.test -t commandes@labo.test -M load.test \
@@ -147,6 +159,11 @@ timed_run() {
     kill "$sink_pid" 2>/dev/null || true
   fi
   wait "$sink_pid" 2>/dev/null || true
+  if [ -n "${PORTIQUE_PID:-}" ]; then
+    local cpu_s
+    cpu_s=$(echo "($(cpu_ticks "$PORTIQUE_PID") - $cpu0) / $(getconf CLK_TCK)" | bc -l)
+    log "$name: portique used $(printf '%.2f' "$cpu_s") s of CPU in $(printf '%.2f' "$(echo "$t1 - $t0" | bc -l)") s of wall time"
+  fi
   local lab other
   lab=$(grep -l -m1 '^X-Rcpt-Args: <commandes@labo.test>' -r "$dump" 2>/dev/null | wc -l)
   other=$(( $(find "$dump" -type f | wc -l) - lab ))
@@ -213,6 +230,8 @@ enabled = false
 
 [metrics]
 enabled = false
+
+$EXTRA_TOML
 EOF
 }
 
@@ -240,11 +259,47 @@ stop_portique() {
   PORTIQUE_PID=""
 }
 
+# py-spy around a timed run: every thread (the pipeline runs in executor threads) and
+# subprocess, idle frames excluded, 250 samples/s, folded stacks in PROFILE_DIR/ROW.folded.
+PYSPY_PID=""
+profile_start() {
+  [ -n "$PROFILE_DIR" ] || return 0
+  local pyspy="${PYSPY:-$REPO/.venv/bin/py-spy}"
+  [ -x "$pyspy" ] || { log "py-spy not found ($pyspy): $REPO/.venv/bin/pip install py-spy"; return 0; }
+  "$pyspy" record --pid "$PORTIQUE_PID" --subprocesses --threads --rate 250 --format raw \
+    -o "$PROFILE_DIR/$1.folded" >"$PROFILE_DIR/$1.pyspy.log" 2>&1 &
+  PYSPY_PID=$!
+  PIDS+=("$PYSPY_PID")
+  sleep 1  # let py-spy attach before the load starts
+}
+profile_stop() {
+  [ -n "$PYSPY_PID" ] || return 0
+  kill -INT "$PYSPY_PID" 2>/dev/null || true
+  wait "$PYSPY_PID" 2>/dev/null || true
+  PYSPY_PID=""
+  "$PY" "$HERE/driver.py" --summarise-profile "$PROFILE_DIR/$1.folded" >"$PROFILE_DIR/$1.top.txt" 2>&1 || true
+  log "profile of the $1 run: $PROFILE_DIR/$1.folded, top functions in $PROFILE_DIR/$1.top.txt"
+}
+
 # verify ACTION PORT EXPECT: driver + Python verifying sink on SINK_PORT through the gateway.
 verify_through() {
   local port="$2" expect="$3" rate_json="$WORK/verify-$1.json"
   "$PY" "$HERE/driver.py" --port "$port" --sink-port "$SINK_PORT" -n "$SESSIONS" \
     -m "$VERIFY_MESSAGES" --mix lab --expect "$expect" --settle "$SETTLE" --json "$rate_json"
+}
+
+# latency_run ROW PORT EXPECT: the driver at half the rate the timed run reached, for
+# LATENCY_SECONDS, 2 KB lab orders; prints end of DATA -> sink p50/p95/p99.
+latency_run() {
+  local row="portique-$1" rate n
+  [ "$LATENCY_SECONDS" != 0 ] && [ "${DELIVERED[$row]:-0}" = "$MESSAGES" ] || return 0
+  rate=$(echo "$MESSAGES / ${SECS[$row]} / 2" | bc -l)
+  n=$(printf '%.0f' "$(echo "$rate * $LATENCY_SECONDS" | bc -l)")
+  log "$1: latency at half the measured rate: $(printf '%.1f' "$rate") msg/s for ${LATENCY_SECONDS} s"
+  "$PY" "$HERE/driver.py" --port "$2" --sink-port "$SINK_PORT" -n "$SESSIONS" \
+    --rate "$rate" -m "$n" --mix lab --expect "$3" --settle "$SETTLE" \
+    >"$WORK/latency-$1.out" 2>&1 || STATUS=1
+  cat "$WORK/latency-$1.out" >&2
 }
 
 # --- runs -----------------------------------------------------------------------------------
@@ -272,20 +327,14 @@ if want pseudonymise; then
   PQ_PORT=$(free_port)
   log "portique (pseudonymise): 127.0.0.1:$PQ_PORT, workers=$WORKERS"
   start_portique pseudonymise "$PQ_PORT"
+  profile_start pseudonymise
   record "$(timed_run portique-pseudonymise "$PQ_PORT")"
+  profile_stop pseudonymise
   if [ "$VERIFY" = 1 ]; then
     log "verifying $VERIFY_MESSAGES generated messages through the pseudonymising route"
     verify_through pseudonymise "$PQ_PORT" pseudonymised >"$WORK/verify.out" 2>&1 || STATUS=1
     cat "$WORK/verify.out" >&2
-    rate=${SECS[portique-pseudonymise]:+$(echo "$MESSAGES / ${SECS[portique-pseudonymise]} / 2" | bc -l)}
-    if [ -n "${rate:-}" ] && [ "${DELIVERED[portique-pseudonymise]}" = "$MESSAGES" ] && [ "$LATENCY_SECONDS" != 0 ]; then
-      n=$(printf '%.0f' "$(echo "$rate * $LATENCY_SECONDS" | bc -l)")
-      log "latency at half the measured rate: $(printf '%.1f' "$rate") msg/s for ${LATENCY_SECONDS} s"
-      "$PY" "$HERE/driver.py" --port "$PQ_PORT" --sink-port "$SINK_PORT" -n "$SESSIONS" \
-        --rate "$rate" -m "$n" --mix lab --expect pseudonymised --settle "$SETTLE" \
-        >"$WORK/latency.out" 2>&1 || STATUS=1
-      cat "$WORK/latency.out" >&2
-    fi
+    latency_run pseudonymise "$PQ_PORT" pseudonymised
   fi
   stop_portique
 fi
@@ -293,11 +342,14 @@ if want deliver; then
   PD_PORT=$(free_port)
   log "portique (deliver, no scanning): 127.0.0.1:$PD_PORT"
   start_portique deliver "$PD_PORT"
+  profile_start deliver
   record "$(timed_run portique-deliver "$PD_PORT")"
+  profile_stop deliver
   if [ "$VERIFY" = 1 ]; then
     log "verifying $VERIFY_MESSAGES generated messages through the deliver route (expect plain)"
     verify_through deliver "$PD_PORT" plain >"$WORK/verify-deliver.out" 2>&1 || STATUS=1
     cat "$WORK/verify-deliver.out" >&2
+    latency_run deliver "$PD_PORT" plain
   fi
   stop_portique
 fi
@@ -330,4 +382,9 @@ if [ -n "${SECS[postfix]:-}" ] && [ -n "${SECS[portique-deliver]:-}" ]; then
   printf 'ratio Portique (deliver, no scanning) / Postfix = %.2f\n' \
     "$(echo "$(rate_of portique-deliver) / $(rate_of postfix)" | bc -l)"
 fi
+for row in pseudonymise deliver; do
+  [ -f "$WORK/latency-$row.out" ] || continue
+  echo "Portique $row, 2 KB at half the measured rate: $(grep -o 'offered_rate=[0-9.]*/s' "$WORK/latency-$row.out")" \
+    "$(grep 'latency end of DATA -> sink' "$WORK/latency-$row.out")  $(grep -o 'RESULT: [A-Z]*' "$WORK/latency-$row.out")"
+done
 exit "$STATUS"

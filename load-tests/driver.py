@@ -35,6 +35,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import ssl
 import sys
 import time
@@ -498,6 +499,82 @@ def format_report(r: LoadReport) -> str:
     return "\n".join(lines)
 
 
+# --- profile summary (py-spy folded stacks, as compare_postfix.sh --profile writes them) ----
+
+_FRAME_LINE = re.compile(r":\d+\)$")
+
+
+# Leaf frames that are a thread waiting for work, not work: ThreadPoolExecutor's
+# `work_queue.get(block=True)` (py-spy does not see these threads as idle).
+_IDLE_LEAVES = ("_worker (", "concurrent/futures/thread.py:81)")  # (prefix, suffix)
+
+
+def _frame_name(frame: str) -> str:
+    """`send (gateway/smtp.py:120)` -> `send (gateway/smtp.py)`: lines merged per function."""
+    frame = _FRAME_LINE.sub(")", frame.strip())
+    for marker in ("/site-packages/", "/lib/python3.11/", "/work/main/"):
+        if marker in frame:
+            head, _, tail = frame.partition("(")
+            frame = head + "(" + tail.split(marker, 1)[1]
+    return frame
+
+
+def _area(frame: str) -> str:
+    """Which component a (leaf) frame belongs to, by its file."""
+    path = frame.partition("(")[2].rstrip(")")
+    top = path.split("/")[0] if "/" in path else path
+    if top in ("gateway", "connectors", "crypto"):
+        parts = path.split("/")
+        return "/".join(parts[:2]).removesuffix(".py")
+    return top.removesuffix(".py") or "?"
+
+
+def summarise_profile(path: Path, top: int = 25) -> str:
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    area: Counter[str] = Counter()
+    total = 0
+    idle = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        leaf_raw = stack.rsplit(";", 1)[-1].strip()
+        if leaf_raw.startswith(_IDLE_LEAVES[0]) and leaf_raw.endswith(_IDLE_LEAVES[1]):
+            idle += n  # a pool thread blocked waiting for work: py-spy counts it as busy
+            continue
+        frames = [
+            _frame_name(f)
+            for f in stack.split(";")
+            if "(" in f and not f.startswith(("process ", "thread "))
+        ]
+        if not frames:
+            continue
+        total += n
+        leaf[frames[-1]] += n
+        area[_area(frames[-1])] += n
+        for f in set(frames):
+            inclusive[f] += n
+    if not total:
+        return "no samples"
+
+    def table(title: str, counts: Counter[str]) -> list[str]:
+        rows = [f"{title}", "  %   samples  function"]
+        rows += [f"{100 * c / total:5.1f} {c:8d}  {name}" for name, c in counts.most_common(top)]
+        return rows
+
+    out = [
+        f"{total} busy samples, all threads and processes "
+        f"({idle} more were idle thread-pool waits, left out). "
+        "Runner.run as a leaf is uvloop's C loop: epoll waits plus C-level I/O callbacks."
+    ]
+    out += table("self time by component (leaf frame's module):", area)
+    out += table("self time by function:", leaf)
+    out += table("inclusive time by function:", inclusive)
+    return "\n".join(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -531,6 +608,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--self-test", action="store_true", help="send straight to an in-process sink (no gateway)"
     )
     ap.add_argument("--json", help="also write the report as JSON to this file")
+    ap.add_argument(
+        "--summarise-profile",
+        metavar="FOLDED",
+        help="print top functions of a py-spy raw profile and exit",
+    )
     return ap
 
 
@@ -583,6 +665,9 @@ async def amain(args: argparse.Namespace) -> LoadReport:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.summarise_profile:
+        print(summarise_profile(Path(args.summarise_profile)))
+        return 0
     try:
         import uvloop
 

@@ -16,7 +16,8 @@ Invariants:
 
 Kinds (sizes are the issue's mix):
 - `lab`: ~2 KB text/plain lab order (name, NIR, phone, e-mail, birth date in the body);
-- `html`: ~30 KB multipart with an HTML order and a small PDF carrying the patient name;
+- `html`: ~30 KB multipart: an HTML order with the patient's details and a small PDF with
+  clinical text only (a PDF with identifiers is held by design, which is not throughput);
 - `stl`: ~5 MB binary STL scan whose 80-byte header carries the patient name.
 
 Run as a script to write sample files (e.g. the file `smtp-source -F` sends) and the
@@ -335,14 +336,10 @@ def _html_parts(p: Patient) -> tuple[tuple[str, ...], tuple[str, ...]]:
     while len(html) < HTML_TARGET_SIZE - 8 * 1024:
         html += "\n" + "\n".join(rows)
     html += f"\n</table><p>Rappeler {p.last_name} pour l'essayage.</p></body></html>\n"
+    # The PDF carries clinical text only: Portique holds a PDF with patient identifiers
+    # (it cannot rewrite one safely), and the throughput mix measures relaying, not holds.
     pdf = minimal_pdf(
-        [
-            "Ordonnance de prothese",
-            f"Patient : {ascii_fold(p.full_name)}",
-            f"NIR : {p.nir}",
-            f"Telephone : {p.phone}",
-            "Couronne zircone sur 26, teinte A3.",
-        ]
+        [f"Ordonnance de prothese, commande {p.index:04d}", "Couronne zircone sur 26, teinte A3."]
         + ["Controle occlusal et points de contact a verifier."] * 60
     )
     return tuple(_qp_lines(html)), tuple(_b64_lines(pdf))

@@ -239,3 +239,21 @@ async def test_external_sink_report_is_followed(sink_process: tuple[int, Path]) 
     await follower
     assert report.ok(), driver.format_report(report)
     assert report.arrived == 10 and report.latency_ms["p99"] >= 0
+
+
+def test_profile_summary_leaves_out_idle_pool_waits(tmp_path: Path) -> None:
+    folded = tmp_path / "p.folded"
+    folded.write_text(
+        'process 1:"portique serve";thread (1): MainThread;run (uvloop/__init__.py:92);'
+        "smtp_DATA (/work/main/gateway/smtp.py:300);seal (/work/main/crypto/aead.py:50) 30\n"
+        'process 1:"portique serve";thread (2): pipeline_0;_bootstrap (threading.py:1002);'
+        "_worker (/usr/lib/python3.11/concurrent/futures/thread.py:81) 500\n"
+        'process 1:"portique serve";thread (2): pipeline_0;_bootstrap (threading.py:1002);'
+        "_worker (/usr/lib/python3.11/concurrent/futures/thread.py:83);"
+        "process_message (/work/main/gateway/pipeline/process.py:10) 70\n"
+    )
+    text = driver.summarise_profile(folded)
+    assert text.startswith("100 busy samples") and "500 more were idle" in text
+    assert " 70.0       70  gateway/pipeline" in text
+    assert " 30.0       30  crypto/aead" in text
+    assert "process_message (gateway/pipeline/process.py)" in text
