@@ -19,8 +19,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,7 +151,7 @@ class RelayConnector:
                     item.recipients, Status.TEMPFAIL, _connect_detail(exc, host)
                 )
             try:
-                errors, _reply = await client.sendmail(item.mail_from, list(item.recipients), data)
+                errors = await send_streaming(client, item.mail_from, item.recipients, data)
             except aiosmtplib.SMTPServerDisconnected:
                 await _close_quietly(client)
                 if reused and attempt == 1:
@@ -201,6 +203,83 @@ class RelayConnector:
         pool, self._pool = self._pool, []
         for pooled in pool:
             await _close_quietly(pooled.client)
+
+
+# DATA goes out in slices of about this many bytes, each dot-stuffed and CRLF-normalised
+# on its own, with flow control in between: the message is never copied whole (the
+# aiosmtplib sendmail path makes three full copies plus a transport buffer).
+DATA_SLICE = 256 * 1024
+_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+
+
+def data_slices(data: bytes) -> Iterator[bytes]:
+    """The message as the next hop must see it: CRLF only, dot-stuffed, ending in CRLF."""
+    view = memoryview(data)
+    start = 0
+    size = len(data)
+    at_line_start = True
+    while start < size:
+        end = min(start + DATA_SLICE, size)
+        if end < size:
+            cut = data.rfind(b"\n", start, end)
+            if cut < 0:
+                cut = data.find(b"\n", end)
+                end = size if cut < 0 else cut + 1
+            else:
+                end = cut + 1
+        piece = _LINE_ENDINGS.sub(b"\r\n", bytes(view[start:end]))
+        stuffed = piece.replace(b"\r\n.", b"\r\n..")
+        if at_line_start and stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+        at_line_start = stuffed.endswith(b"\r\n")
+        yield stuffed
+        start = end
+    if not at_line_start:
+        yield b"\r\n"
+
+
+async def send_streaming(
+    client: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...], data: bytes
+) -> dict[str, aiosmtplib.SMTPResponse]:
+    """MAIL, RCPT per recipient, then DATA streamed slice by slice.
+
+    Returns the refused recipients (like `sendmail`); raises SMTPRecipientsRefused if
+    all are refused, SMTPSenderRefused / SMTPDataError on MAIL / DATA refusals.
+    """
+    options: list[str] = []
+    if client.supports_extension("size"):
+        options.append(f"SIZE={len(data)}")
+    utf8 = not all(a.isascii() for a in (sender, *recipients))
+    if utf8 and client.supports_extension("smtputf8"):
+        options.append("SMTPUTF8")
+    encoding = "utf-8" if utf8 else "ascii"
+    await client.mail(sender, options=options, encoding=encoding)
+    refused: dict[str, aiosmtplib.SMTPResponse] = {}
+    refusals: list[aiosmtplib.SMTPRecipientRefused] = []
+    for rcpt in recipients:
+        try:
+            await client.rcpt(rcpt, encoding=encoding)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            refused[rcpt] = aiosmtplib.SMTPResponse(exc.code, exc.message)
+            refusals.append(exc)
+    if len(refused) == len(recipients):
+        await client.rset()
+        raise aiosmtplib.SMTPRecipientsRefused(refusals)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("connection lost")
+    reply = await protocol.execute_command(b"DATA", timeout=client.timeout)
+    if reply.code != 354:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    for piece in data_slices(data):
+        protocol.write(piece)
+        # Wait for the socket to take it before making the next slice (flow control).
+        await protocol._drain_helper()
+    protocol.write(b".\r\n")
+    reply = await protocol.read_response(timeout=client.timeout)
+    if reply.code != 250:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return refused
 
 
 def _connect_detail(exc: BaseException, host: str) -> str:

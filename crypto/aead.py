@@ -114,3 +114,36 @@ def open_stream(sealer: Sealer, fh: BinaryIO, aad: bytes) -> Iterator[bytes]:
         index += 1
     if index == 0:
         raise SealError("empty sealed stream")
+
+
+def open_stream_into(sealer: Sealer, fh: BinaryIO, aad: bytes) -> bytearray:
+    """Open a whole stream into one buffer allocated once at its final size.
+
+    Growing a buffer chunk by chunk costs up to twice the message in reallocations;
+    the frame lengths give the plaintext size up front (each frame adds a fixed
+    header and tag).
+    """
+    start = fh.tell()
+    size = fh.seek(0, 2) - start
+    fh.seek(start)
+    plain = 0
+    pos = 0
+    while pos < size:
+        head = fh.read(_FRAME_LEN.size)
+        if len(head) != _FRAME_LEN.size:
+            raise SealError("truncated frame header")
+        (length,) = _FRAME_LEN.unpack(head)
+        if length < HEADER_SIZE + 16:
+            raise SealError("frame too short")
+        plain += length - HEADER_SIZE - 16
+        pos += _FRAME_LEN.size + length
+        fh.seek(start + pos)
+    if pos != size:
+        raise SealError("truncated frame")
+    fh.seek(start)
+    out = bytearray(plain)
+    offset = 0
+    for chunk in open_stream(sealer, fh, aad):
+        out[offset : offset + len(chunk)] = chunk
+        offset += len(chunk)
+    return out

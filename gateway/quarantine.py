@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crypto.aead import STREAM_CHUNK, Sealer, SealError, StreamSealer, open_stream
+from crypto.aead import STREAM_CHUNK, Sealer, SealError, StreamSealer, open_stream_into
 from gateway._sqlite import open_database
 from gateway.errors import SpoolError
 from gateway.spool import fsync_directory, new_spool_id
@@ -210,9 +210,7 @@ class Quarantine:
         """The held bytes (PHI): for an audited release or an admin's view only."""
         try:
             with open(self._path(held_id), "rb") as fh:
-                out = bytearray()
-                for chunk in open_stream(self.sealer, fh, quarantine_aad(held_id)):
-                    out += chunk
+                out = open_stream_into(self.sealer, fh, quarantine_aad(held_id))
         except (OSError, SealError) as exc:
             raise SpoolError(f"held item {held_id} cannot be read") from exc
         return bytes(out)

@@ -292,12 +292,11 @@ class Spool:
             with open(path, "rb") as fh:
                 chunks = open_stream(self.sealer, fh, spool_aad(spool_id))
                 envelope = Envelope.from_json(next(chunks))
-                body = bytearray()
-                for chunk in chunks:
-                    body += chunk
+                # One allocation for the result; the chunk list is freed right after.
+                body = b"".join(list(chunks))
         except (OSError, SealError, StopIteration, ValueError, TypeError, KeyError) as exc:
             raise SpoolError(f"spool entry {spool_id} cannot be read") from exc
-        return envelope, bytes(body)
+        return envelope, body
 
     def remove(self, spool_id: str) -> None:
         (self.active / spool_id).unlink(missing_ok=True)

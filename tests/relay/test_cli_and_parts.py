@@ -147,3 +147,33 @@ def test_benchmarks_run_on_tiny_input():
         check=True,
     )
     assert "accepted:" in relay.stdout and "delivered:" in relay.stdout
+
+
+def _reference_wire(data: bytes) -> bytes:
+    import re
+
+    text = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    if text and not text.endswith(b"\r\n"):
+        text += b"\r\n"
+    return b"".join(
+        b"." + line if line.startswith(b".") else line for line in text.splitlines(True)
+    )
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"..", b"xyz"]), max_size=40))
+def test_relay_data_slices_are_crlf_and_dot_stuffed_across_slice_boundaries(parts):
+    import connectors.relay as relay
+
+    data = b"".join(parts)
+    original = relay.DATA_SLICE
+    relay.DATA_SLICE = 5  # force many slice boundaries
+    try:
+        wire = b"".join(relay.data_slices(data))
+    finally:
+        relay.DATA_SLICE = original
+    assert wire == _reference_wire(data)
