@@ -8,6 +8,7 @@ sink in this process, both on loopback ephemeral ports. Prints:
   arrival (so it includes processing, queueing and relaying).
 
     .venv/bin/python load-tests/bench_relay.py [--count 2000] [--connections 16]
+    .venv/bin/python load-tests/bench_relay.py --big 50     # peak RSS for one 50 MiB message
 """
 
 from __future__ import annotations
@@ -147,6 +148,65 @@ async def bench(count: int, connections: int, fsync: bool = True) -> None:
     print(f"delivered: {sink.count / deliver_s:8.0f} msg/s  ({deliver_s:.2f} s, at the sink)")
 
 
+def peak_rss_mib(pid: int) -> tuple[int, int]:
+    """(current, peak) resident set size of a process, in MiB (Linux /proc)."""
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) // 1024
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) // 1024
+    return rss, hwm
+
+
+async def bench_big(mib: int) -> None:
+    """One message of `mib` MiB end to end; peak RSS of the gateway against the target."""
+    loop = asyncio.get_running_loop()
+    sink = CountingSink()
+    sink.target = 1
+    server = await loop.create_server(
+        lambda: SMTP(sink, hostname="sink", loop=loop, data_size_limit=None), "127.0.0.1", 0
+    )
+    sink_port = server.sockets[0].getsockname()[1]
+    port = free_port()
+    line = b"A" * 76 + b"\r\n"
+    body = b"Subject: big\r\n\r\n" + line * ((mib * 1024 * 1024 - 4096) // len(line))
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp_name:
+        proc = await asyncio.create_subprocess_exec(
+            PORTIQUE,
+            "serve",
+            "-c",
+            str(write_config(Path(tmp_name), port, sink_port)),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await wait_port(port, proc)
+            baseline, _ = peak_rss_mib(proc.pid)
+            start = time.monotonic()
+            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=300)
+            await smtp.connect()
+            await smtp.sendmail("dr@practice.test", ["lab@lab.test"], body)
+            accepted = time.monotonic() - start
+            await smtp.quit()
+            await asyncio.wait_for(sink.done.wait(), 600)
+            delivered = time.monotonic() - start
+            _, peak = peak_rss_mib(proc.pid)
+        finally:
+            proc.terminate()
+            await proc.wait()
+            server.close()
+    size = len(body) / 2**20
+    print(
+        f"one {size:.0f} MiB message: accepted in {accepted:.1f} s, delivered in {delivered:.1f} s"
+    )
+    print(
+        f"gateway RSS: baseline {baseline} MiB, peak {peak} MiB"
+        f" (target < 4 x size + 100 = {4 * size + 100:.0f} MiB)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=2000)
@@ -154,8 +214,14 @@ def main() -> None:
     ap.add_argument(
         "--no-spool-fsync", action="store_true", help="measure the cost of the spool fsync"
     )
+    ap.add_argument(
+        "--big", type=int, metavar="MIB", help="instead: one MIB-sized message, peak RSS"
+    )
     args = ap.parse_args()
-    asyncio.run(bench(args.count, args.connections, not args.no_spool_fsync))
+    if args.big:
+        asyncio.run(bench_big(args.big))
+    else:
+        asyncio.run(bench(args.count, args.connections, not args.no_spool_fsync))
 
 
 if __name__ == "__main__":

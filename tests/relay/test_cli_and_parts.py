@@ -147,6 +147,15 @@ def test_benchmarks_run_on_tiny_input():
         check=True,
     )
     assert "accepted:" in relay.stdout and "delivered:" in relay.stdout
+    big = subprocess.run(
+        [sys.executable, "load-tests/bench_relay.py", "--big", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "peak" in big.stdout
 
 
 def _reference_wire(data: bytes) -> bytes:
