@@ -257,3 +257,10 @@ def test_profile_summary_leaves_out_idle_pool_waits(tmp_path: Path) -> None:
     assert " 70.0       70  gateway/pipeline" in text
     assert " 30.0       30  crypto/aead" in text
     assert "process_message (gateway/pipeline/process.py)" in text
+
+
+def test_pipeline_cost_runs_on_tiny_input_and_leaves_no_planted_value() -> None:
+    text = driver.measure_pipeline_cost("lab", 3)
+    assert text.startswith("lab: 3 messages")
+    assert "verdicts: {'rewritten': 3}" in text
+    assert "planted values left (by kind): none" in text
