@@ -45,7 +45,7 @@ from gateway.queue import KIND_NOTICE, DeliveryQueue, NewCopy, QueueStore, ident
 from gateway.routes import find_route, plan_copies
 from gateway.scan.model import ScanEngine, VaultEntry
 from gateway.smtp import Accepted, Gate, SmtpServer, load_tls_context
-from gateway.spool import Envelope, Spool
+from gateway.spool import Envelope, Spool, UnreadableSpoolEntry
 from gateway.verdicts import Action, Verdict
 
 log = get_logger("portique.service")
@@ -285,6 +285,10 @@ class Service:
         loop = asyncio.get_running_loop()
         try:
             envelope, raw = await loop.run_in_executor(self._io, self.spool.read, spool_id)
+        except UnreadableSpoolEntry:
+            where = self.spool.set_aside(spool_id)
+            log.error("spool_entry_unreadable", spool_id=spool_id, moved_to=str(where))
+            return None
         except SpoolError:
             if not (self.spool.active / spool_id).exists():
                 return None  # already processed and removed

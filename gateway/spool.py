@@ -48,6 +48,10 @@ from gateway.errors import SpoolError
 _counter = itertools.count()
 
 
+class UnreadableSpoolEntry(SpoolError):
+    """A committed entry that does not authenticate or parse: set aside, not retried."""
+
+
 def new_spool_id() -> str:
     """Sortable by arrival, unique across processes: ms time, pid, counter, 32 random bits."""
     return (
@@ -294,9 +298,22 @@ class Spool:
                 envelope = Envelope.from_json(next(chunks))
                 # One allocation for the result; the chunk list is freed right after.
                 body = b"".join(list(chunks))
-        except (OSError, SealError, StopIteration, ValueError, TypeError, KeyError) as exc:
+        except OSError as exc:
             raise SpoolError(f"spool entry {spool_id} cannot be read") from exc
+        except (SealError, StopIteration, ValueError, TypeError, KeyError) as exc:
+            raise UnreadableSpoolEntry(f"spool entry {spool_id} does not open") from exc
         return envelope, body
+
+    def set_aside(self, spool_id: str) -> Path:
+        """Move an entry that does not open (wrong key, damaged disk) out of the way.
+
+        It is kept, sealed, in `spool/unreadable/` for the operator: never deleted,
+        never retried in a loop.
+        """
+        target = self.root / "unreadable"
+        target.mkdir(exist_ok=True, mode=0o700)
+        os.rename(self.active / spool_id, target / spool_id)
+        return target / spool_id
 
     def remove(self, spool_id: str) -> None:
         (self.active / spool_id).unlink(missing_ok=True)

@@ -202,3 +202,19 @@ async def test_recover_keeps_transfers_of_a_live_process_and_drops_dead_ones(tmp
     assert not dead.exists()
     assert (spool.incoming / f"{live.spool_id}.tmp").exists()
     live.abort()
+
+
+async def test_a_spool_entry_that_does_not_open_is_set_aside_not_retried(tmp_path):
+    data_dir = tmp_path / "data"
+    cfg = make_config(data_dir, _closed_port())
+    svc = Service(cfg)
+    await svc.start()
+    await svc.stop(grace=0.1)
+    (data_dir / "spool" / "active" / "forged").write_bytes(b"PQ1 not a sealed stream at all")
+    svc2 = Service(cfg)
+    await svc2.start()
+    try:
+        await wait_until(svc2.processing_idle)
+        assert (data_dir / "spool" / "unreadable" / "forged").exists()
+    finally:
+        await svc2.stop(grace=0.1)
