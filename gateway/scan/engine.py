@@ -654,8 +654,13 @@ def _merge_addresses(spans: list[_Span], folded: str) -> list[_Span]:
 
 
 def _resolve_overlaps(spans: list[_Span]) -> list[_Span]:
+    """Keep non-overlapping spans: by kind priority, then roster-linked before context
+    guesses ("LEGRAND Sophie" from the roster beats "Ordonnance LEGRAND"), then longest."""
     kept: list[_Span] = []
-    for span in sorted(spans, key=lambda s: (_PRIORITY[s.kind], -(s.end - s.start), s.start)):
+    ranked = sorted(
+        spans, key=lambda s: (_PRIORITY[s.kind], s.patient is None, -(s.end - s.start), s.start)
+    )
+    for span in ranked:
         if span.end <= span.start:  # an empty whole field: consumed, nothing to rewrite
             continue
         if any(span.start < k.end and k.start < span.end for k in kept):

@@ -33,6 +33,7 @@ STOPWORDS = frozenset(
     cabinet laboratoire labo dentaire clinique centre sante assurance mutuelle
     tel fax email mail adresse ref reference cdt ccam tva ht ttc eur euro euros
     stl ply obj dcm pdf cad cam cfao ok nb ps pj re tr fw fwd info infos cc cci
+    ordonnance prescription courrier lettre compte rendu demande devis urgente avis
     rappel consultation controle soins soin detartrage radio radiographie panoramique
     cone beam cbct lab labs adjointe conjointe prothese protheses provisoire definitive
     maxillaire mandibule mandibulaire superieur inferieur droite gauche haut bas
