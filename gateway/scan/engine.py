@@ -100,7 +100,8 @@ _CIVILITY_WINDOW = 16
 _CONTEXT_WINDOW = 40
 _PAIR_GAP = re.compile(r"[ ,]{1,3}")
 _ADDRESS_GAP = re.compile(r"[ ,\n\r-]{1,4}")
-_LINE_START = re.compile(r"(?:^|[\n\r,]) *$")
+_YEAR = re.compile(r"(?:19|20)\d\d")
+_ADDRESS_WORD = re.compile(r"[A-Za-z'-]+")
 _PARTICLES = frozenset("de du des la le l d aux au en sur sous saint st sainte ste les".split())
 
 
@@ -276,7 +277,7 @@ class Engine:
         if action is TypeAction.REMOVE:
             return ""
         if action is TypeAction.GENERALISE and finding.kind is IdentifierKind.BIRTH_DATE:
-            year = re.search(r"(?:19|20)\d\d", original)
+            year = _YEAR.search(original)
             return year.group() if year else LABELS[finding.kind]
         if action is TypeAction.PSEUDONYMISE and finding.kind in _TOKEN_KINDS:
             patient, identity = self._identity(finding, original)
@@ -512,9 +513,10 @@ class Engine:
             elif name is ShapeName.POSTCODE_TOWN:
                 end = _town_end(folded, start, end)
                 after_street = any(_ADDRESS_GAP.fullmatch(folded, e, start) for _s, e in streets)
-                line_start = (
-                    _LINE_START.search(folded, max(0, start - _CONTEXT_WINDOW), start) is not None
-                )
+                # At a line start (spaces allowed) or after a comma.
+                window_start = max(0, start - _CONTEXT_WINDOW)
+                before = folded[window_start:start].rstrip(" ")
+                line_start = before[-1:] in ("\n", "\r", ",") if before else window_start == 0
                 if (after_street or line_start) and not self._is_practice_address(
                     folded[start:end]
                 ):
@@ -550,6 +552,8 @@ class Engine:
         )
 
     def _is_practice_address(self, folded: str) -> bool:
+        if not self._practice_addresses:
+            return False
         key = alnum_key(folded)
         return any(key in address for address in self._practice_addresses)
 
@@ -580,7 +584,7 @@ def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
 
 def _street_end(text: str, folded: str, start: int, end: int) -> int:
     """Trim a street candidate to its name: capitalised words and particles."""
-    words = list(re.finditer(r"[A-Za-z'-]+", folded[start:end]))
+    words = list(_ADDRESS_WORD.finditer(folded[start:end]))
     # words[0] is the street type ("rue"); the number precedes it.
     type_index = next(
         (i for i, w in enumerate(words) if w.group().lower().rstrip(".") in _STREET_TYPE_WORDS),
@@ -615,7 +619,7 @@ _STREET_TYPE_WORDS = frozenset(
 def _town_end(folded: str, start: int, end: int) -> int:
     """Trim a "75012 Paris Merci" candidate after the town's words."""
     last = start + 5
-    for m in re.finditer(r"[A-Za-z'-]+", folded[start + 5 : end]):
+    for m in _ADDRESS_WORD.finditer(folded[start + 5 : end]):
         if m.group().lower() in name_rules.STOPWORDS and m.group().lower() not in {
             "de",
             "la",

@@ -15,6 +15,7 @@ from datetime import date
 from gateway.scan._fold import alnum_key, fold_key
 
 _SPACES = re.compile(r"[\s\-']+")
+_NON_DIGIT = re.compile(r"\D")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def normalise_identity(last_name: str, first_name: str, birth_date: date | None)
 
 def normalise_phone(text: str) -> str:
     """Digits of a phone number in French national form when it is French (+33 -> 0)."""
-    digits = "".join(ch for ch in text if ch.isdigit())
+    digits = _NON_DIGIT.sub("", text)
     if text.strip().startswith("+"):
         digits = "+" + digits
     elif digits.startswith("00"):

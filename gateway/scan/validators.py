@@ -32,6 +32,7 @@ _BIRTH_LABEL = re.compile(
 )
 # Every birth label contains one of these: "ne", "naiss", "ddn", "dob", "birth", "born".
 _BIRTH_HINTS = ("ne", "naiss", "dd", "dob", "birth", "born")
+_DATE_SEPARATOR = re.compile(r"[/.-]")
 _MONTHS = {
     m: i + 1
     for i, m in enumerate(
@@ -118,7 +119,7 @@ def parse_date(candidate: str) -> date | None:
         if len(words) == 3 and words[1] in _MONTHS:
             day = int(words[0].removesuffix("er"))
             return date(int(words[2]), _MONTHS[words[1]], day)
-        parts = re.split(r"[/.-]", text)
+        parts = _DATE_SEPARATOR.split(text)
         if len(parts) == 3:
             day, month, year = (int(p) for p in parts)
             if len(parts[2]) == 2:
