@@ -326,6 +326,12 @@ class Engine:
         """
         if not scanned:
             return
+        if len(scanned) == 1:  # one field (a document's text): no offsets to map back
+            only = scanned[0]
+            data = folded_fields[only].encode("ascii")
+            candidates[only] = self.matcher.shapes(folded_fields[only], data)
+            literal_hits[only] = self.matcher.literals(folded_fields[only], data)
+            return
         starts: list[int] = []
         position = 0
         for index in scanned:
