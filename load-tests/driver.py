@@ -346,7 +346,7 @@ def message_source(opts: LoadOptions) -> Iterator[tuple[str, int, bytes]]:
         ]
         for seq in range(opts.total()):
             data = datas[seq % len(datas)]
-            lid = messages.load_id(opts.run, seq, "lab", 0)
+            lid = messages.load_id(opts.run, seq, messages.FILE_KIND, 0)
             # Files carry no X-Load-Id of their own: prepend one per copy.
             yield lid, -1, f"X-Load-Id: {lid}\r\n".encode() + data
         return

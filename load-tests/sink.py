@@ -102,7 +102,7 @@ def check_message(raw: bytes, seed: int, kinds: tuple[str, ...]) -> tuple[str, t
     """(load_id, leaked kinds) for one received message."""
     lid = load_id_of(raw)
     parsed = messages.parse_load_id(lid) if lid else None
-    if parsed is None:
+    if parsed is None or parsed[2] == messages.FILE_KIND:
         return lid, ()
     return lid, messages.find_leaks(decoded_content(raw), parsed[3], seed, kinds)
 

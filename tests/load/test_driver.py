@@ -264,3 +264,20 @@ def test_pipeline_cost_runs_on_tiny_input_and_leaves_no_planted_value() -> None:
     assert text.startswith("lab: 3 messages")
     assert "verdicts: {'rewritten': 3}" in text
     assert "planted values left (by kind): none" in text
+
+
+@pytest.fixture
+def eml_files(tmp_path: Path) -> tuple[str, ...]:
+    messages.main(["--out", str(tmp_path), "--count", "2", "--lf"])
+    return tuple(str(p) for p in sorted(tmp_path.glob("*.eml")))
+
+
+async def test_messages_from_files_are_counted_and_not_leak_checked(
+    eml_files: tuple[str, ...],
+) -> None:
+    files = eml_files
+    report, state = await run_direct(connections=2, count=5, files=files)
+    assert report.ok(), driver.format_report(report)
+    assert report.arrived == 5 and report.leaks == {}
+    # The sink got CRLF messages with the driver's own X-Load-Id on top.
+    assert all(a.load_id.split(".")[2] == "file" for a in state.arrivals)
