@@ -45,6 +45,7 @@ from gateway.scan.patients import (
     RosterIndex,
     RosterPatient,
     normalise_email,
+    normalise_folded_name,
     normalise_name,
     normalise_phone,
 )
@@ -370,6 +371,8 @@ class Engine:
         return _Span(kind, start, end, alnum_key(stripped))
 
     def _patient_for_name_words(self, words: list[str]) -> str | None:
+        if not self.roster.full_names:
+            return None
         for cut in range(1, len(words)):
             left, right = " ".join(words[:cut]), " ".join(words[cut:])
             for pair in ((left, right), (right, left)):
@@ -552,7 +555,7 @@ class Engine:
             run = []
 
     def _context_name(self, folded: str, start: int, end: int) -> _Span:
-        value = normalise_name(folded[start:end])
+        value = normalise_folded_name(folded[start:end])
         return _Span(
             IdentifierKind.NAME, start, end, value, self._patient_for_name_words(value.split())
         )

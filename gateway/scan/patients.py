@@ -47,6 +47,11 @@ def normalise_name(name: str) -> str:
     return _SPACES.sub(" ", fold_key(name)).strip()
 
 
+def normalise_folded_name(folded: str) -> str:
+    """`normalise_name` for text already folded (see `_fold`): skips the second fold."""
+    return _SPACES.sub(" ", folded.lower()).strip()
+
+
 def normalise_identity(last_name: str, first_name: str, birth_date: date | None) -> str:
     born = birth_date.isoformat() if birth_date else ""
     return f"{normalise_name(last_name)}|{normalise_name(first_name)}|{born}"
