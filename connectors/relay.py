@@ -30,6 +30,7 @@ import aiosmtplib
 
 from connectors.base import DeliveryItem, DeliveryResult, RecipientResult, Status
 from gateway.config import ConnectorConfig
+from gateway.errors import ConfigError
 from gateway.logging import get_logger
 
 log = get_logger("portique.connectors.relay")
@@ -65,7 +66,12 @@ class RelayConnector:
         self._pool: list[_Pooled] = []
         self._smime_cert: bytes | None = None
         if cfg.smime_cert:
-            self._smime_cert = Path(cfg.smime_cert).read_bytes()
+            try:
+                self._smime_cert = Path(cfg.smime_cert).read_bytes()
+            except OSError as exc:
+                raise ConfigError(
+                    f"connectors.{cfg.name}.smime_cert: cannot read {cfg.smime_cert}"
+                ) from exc
 
     def destination(self, item: DeliveryItem) -> str:
         return f"{self.cfg.host}:{self.cfg.port}"

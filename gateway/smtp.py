@@ -118,6 +118,7 @@ class Gate:
         self.networks = [ipaddress.ip_network(n, strict=False) for n in cfg.allowed_networks]
         self.passwords = PasswordChecker(cfg.users)
         self.sessions = 0
+        self.live: set[PortiqueSMTP] = set()
         self.draining = False
         self.transactions_in_flight = 0
 
@@ -168,11 +169,13 @@ class PortiqueSMTP(SMTP):
                 self.transport.close()
             return
         gate.sessions += 1
+        gate.live.add(self)
         self._counted = True
         try:
             await super()._handle_client()
         finally:
             gate.sessions -= 1
+            gate.live.discard(self)
             self._counted = False
 
     async def handle_exception(self, error: Exception) -> str:
@@ -443,6 +446,11 @@ class SmtpServer:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        """Stop listening and close the sessions still open (after `drain`)."""
         if self._server is not None:
             self._server.close()
             self._server = None
+        for session in list(self.gate.live):
+            if session.transport is not None:
+                session.transport.close()
+        await asyncio.sleep(0)  # let connection_lost callbacks run

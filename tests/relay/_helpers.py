@@ -66,13 +66,14 @@ class Sink:
         self.tls_context = tls_context
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.protocols: list[SMTP] = []
 
     async def start(self) -> Sink:
         loop = asyncio.get_running_loop()
 
         def factory() -> SMTP:
             self.handler.connections += 1
-            return SMTP(
+            proto = SMTP(
                 self.handler,
                 hostname="sink.test",
                 tls_context=self.tls_context,
@@ -80,6 +81,8 @@ class Sink:
                 loop=loop,
                 data_size_limit=None,
             )
+            self.protocols.append(proto)
+            return proto
 
         self.server = await loop.create_server(factory, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
@@ -88,6 +91,10 @@ class Sink:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+        for proto in self.protocols:
+            if proto.transport is not None:
+                proto.transport.close()
+        await asyncio.sleep(0)
 
     @property
     def messages(self) -> list[Received]:

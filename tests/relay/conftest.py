@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ async def sink() -> AsyncIterator[Sink]:
     s = await Sink().start()
     yield s
     await s.stop()
+    gc.collect()  # surface unclosed sockets here, not in another area's test
 
 
 @pytest.fixture
@@ -34,3 +36,4 @@ async def portique_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     yield start
     for svc in services:
         await svc.stop(grace=0.5)
+    gc.collect()

@@ -298,3 +298,67 @@ async def test_relay_to_closed_port_is_a_temporary_failure():
     result = await connector.deliver(DeliveryItem("q", "a@b.test", ("c@d.test",), b"x\r\n"))
     assert result.results[0].status == Status.TEMPFAIL
     assert "refused" in result.results[0].detail
+
+
+async def test_relay_authenticates_to_the_upstream_over_tls(pki):
+    from aiosmtpd.smtp import AuthResult
+
+    seen: list[str] = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        seen.append(auth_data.login.decode())
+        ok = auth_data.login == b"practice" and auth_data.password == b"s3cret"
+        return AuthResult(success=ok, handled=False)
+
+    handler = SinkHandler()
+    loop = asyncio.get_running_loop()
+    from aiosmtpd.smtp import SMTP
+
+    server = await loop.create_server(
+        lambda: SMTP(
+            handler,
+            hostname="sink.test",
+            tls_context=pki.server_context(),
+            require_starttls=True,
+            auth_required=True,
+            authenticator=authenticator,
+            loop=loop,
+        ),
+        "127.0.0.1",
+        0,
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        item = DeliveryItem("q1", "dr@practice.test", ("lab@lab.test",), message())
+        good = RelayConnector(
+            ConnectorConfig(
+                name="relay",
+                type="relay",
+                host="localhost",
+                port=port,
+                ca_file=str(pki.ca_file),
+                username="practice",
+                password="s3cret",
+            )
+        )
+        assert [r.status for r in (await good.deliver(item)).results] == [Status.DELIVERED]
+        await good.close()
+        bad = RelayConnector(
+            ConnectorConfig(
+                name="relay",
+                type="relay",
+                host="localhost",
+                port=port,
+                ca_file=str(pki.ca_file),
+                username="practice",
+                password="wrong",
+            )
+        )
+        result = await bad.deliver(item)
+        assert [r.status for r in result.results] == [Status.TEMPFAIL]
+        assert result.results[0].detail.startswith("535")
+        assert "wrong" not in result.results[0].detail
+        await bad.close()
+        assert set(seen) == {"practice"} and len(handler.messages) == 1
+    finally:
+        server.close()
