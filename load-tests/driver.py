@@ -166,6 +166,8 @@ class SmtpConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.extensions: set[str] = set()
+        # Where the conversation is, so that a timeout or reset is reported by stage.
+        self.stage = "connect"
 
     async def _reply(self) -> tuple[int, list[bytes]]:
         assert self.reader is not None
@@ -180,6 +182,7 @@ class SmtpConnection:
 
     async def _command(self, cmd: bytes, stage: str, ok: int = 250) -> list[bytes]:
         assert self.writer is not None
+        self.stage = stage
         self.writer.write(cmd + b"\r\n")
         await self.writer.drain()
         code, lines = await self._reply()
@@ -194,6 +197,7 @@ class SmtpConnection:
         self.reader, self.writer = await asyncio.wait_for(
             asyncio.open_connection(self.opts.host, self.opts.port), COMMAND_TIMEOUT
         )
+        self.stage = "greeting"
         code, _ = await self._reply()
         if code != 220:
             raise SmtpReplyError("greeting", code)
@@ -217,6 +221,7 @@ class SmtpConnection:
         if "SIZE" not in self.extensions:
             mail = mail.split(b" SIZE=")[0]
         if self.opts.pipelining and "PIPELINING" in self.extensions:
+            self.stage = "mail-rcpt-data"
             self.writer.write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
             await self.writer.drain()
             codes = [(await self._reply())[0] for _ in range(3)]
@@ -237,11 +242,16 @@ class SmtpConnection:
                 await self._command(b"RSET", "rset")
                 raise
             await self._command(b"DATA", "data", ok=354)
+        self.stage = "body"
         body = dot_stuff(data)
         self.writer.write(body)
-        self.writer.write(b".\r\n")
-        await self.writer.drain()
+        await asyncio.wait_for(self.writer.drain(), COMMAND_TIMEOUT)
+        # End of DATA: the body is with the kernel and the transport buffer is empty, so the
+        # 3-byte final dot goes out in this write; the sink cannot have seen it earlier.
+        self.stage = "dot"
         end_of_data = time.monotonic()
+        self.writer.write(b".\r\n")
+        await asyncio.wait_for(self.writer.drain(), COMMAND_TIMEOUT)
         code, _ = await self._reply()
         if code != 250:
             raise SmtpReplyError("dot", code)
@@ -383,7 +393,8 @@ async def send_load(opts: LoadOptions, report: LoadReport) -> tuple[list[Sent], 
                         await _drop(conn)
                         conn = None
                 except (TimeoutError, OSError, ConnectionError, ssl.SSLError, ValueError) as exc:
-                    errors[type(exc).__name__] += 1
+                    stage = conn.stage if conn is not None else "connect"
+                    errors[f"{type(exc).__name__} at {stage}"] += 1
                     await _drop(conn)
                     conn = None
         finally:
