@@ -421,7 +421,7 @@ class Engine:
             if i in used:
                 continue
             (s1, e1, w1), (s2, e2, w2) = words[i], words[i + 1]
-            if not _PAIR_GAP.fullmatch(folded, e1, s2):
+            if s2 - e1 > 3 or not _PAIR_GAP.fullmatch(folded, e1, s2):
                 continue
             keys = self.roster.full_names.get((w1, w2)) or self.roster.full_names.get((w2, w1))
             if not keys:
@@ -457,7 +457,7 @@ class Engine:
             if (
                 field.kind in _NAME_BEARING
                 or (len(original) >= 3 and original.isupper())
-                or _CIVILITY_BEFORE.search(folded[max(0, start - _CIVILITY_WINDOW) : start].lower())
+                or _after_civility(folded, start)
             ):
                 patient = surnames[0] if len(surnames) == 1 else None
                 found.append(_Span(IdentifierKind.NAME, start, end, word, patient))
@@ -575,6 +575,18 @@ def name_digest_value(normalised_name: str) -> str:
 
 def _digest_value(span: _Span) -> str:
     return name_digest_value(span.value) if span.kind is IdentifierKind.NAME else span.value
+
+
+# The last letters of every civility or intro word _CIVILITY_BEFORE knows: a cheap test
+# that spares the regex for most roster words met in running text.
+_CIVILITY_TAILS = ("m.", "mr", "r.", "me", "e.", "le", "ur", "lle", "nt", "te", "er", "re", "om")
+
+
+def _after_civility(folded: str, start: int) -> bool:
+    before = folded[max(0, start - _CIVILITY_WINDOW) : start].lower()
+    if not before.rstrip(" :").endswith(_CIVILITY_TAILS):
+        return False
+    return _CIVILITY_BEFORE.search(before) is not None
 
 
 def _is_word(folded: str, start: int, end: int) -> bool:

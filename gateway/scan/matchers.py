@@ -163,10 +163,13 @@ class HyperscanMatcher:
                 locate = self._locators[shape.name]
                 located = set()
                 for _low, trigger_start in shape_hits:
+                    # Every position from which the locator reaches the anchor may start a
+                    # match (the leftmost may fail the pattern's `\b`): collect them all.
                     anchor = trigger_start + shape.locate_offset
-                    m = locate.search(folded, max(0, anchor - shape.before), anchor)
-                    if m is not None:
+                    position = max(0, anchor - shape.before)
+                    while (m := locate.search(folded, position, anchor)) is not None:
                         located.add(m.start())
+                        position = m.start() + 1
                 shape_hits = [(start, start) for start in located]
             if shape.locate_start is not None or (
                 shape.before == 0 and (shape.trigger is not None or shape.leftmost_start)
