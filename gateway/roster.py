@@ -28,7 +28,13 @@ from crypto.aead import Sealer
 from crypto.keys import Keyring
 from crypto.pseudonym import patient_key
 from gateway.errors import PortiqueError
-from gateway.scan.patients import RosterPatient, normalise_identity, normalise_name
+from gateway.scan._fold import fold
+from gateway.scan.patients import (
+    RosterPatient,
+    normalise_folded_name,
+    normalise_identity,
+    normalise_name,
+)
 
 ROSTER_FILE = "roster.sealed"
 _AAD = b"roster:v1"
@@ -113,7 +119,13 @@ def parse_roster_csv(raw: bytes, pseudonym_key: bytes) -> list[RosterPatient]:
     seen: set[str] = set()
     order = ("last_name", "first_name", "birth_date", "nir", "phone", "email", "address")
     positions = [columns.get(name, -1) for name in order]
-    for line, row in enumerate(reader, start=2):
+    # The same CSV, folded (accents off, lower-case, one character per character): its
+    # cells are the normalised names, so each name is not folded again on its own
+    # (a third of the import time for 100,000 rows).
+    folded_reader = csv.reader(io.StringIO(fold(text).lower(), newline=""), delimiter=delimiter)
+    next(folded_reader)
+    last_at, first_at = columns["last_name"], columns["first_name"]
+    for line, (row, folded_row) in enumerate(zip(reader, folded_reader, strict=True), start=2):
         if not any(cell.strip() for cell in row):
             continue
         width = len(row)
@@ -123,7 +135,13 @@ def parse_roster_csv(raw: bytes, pseudonym_key: bytes) -> list[RosterPatient]:
         if not last:
             raise RosterError(f"line {line}: empty last name")
         born = _parse_date(born_text, line)
-        key = patient_key(pseudonym_key, normalise_identity(last, first, born))
+        folded_last = folded_row[last_at] if last_at < len(folded_row) else ""
+        folded_first = folded_row[first_at] if first_at < len(folded_row) else ""
+        identity = (
+            f"{normalise_folded_name(folded_last)}|{normalise_folded_name(folded_first)}|"
+            f"{born.isoformat() if born else ''}"
+        )
+        key = patient_key(pseudonym_key, identity)
         if key in seen:
             continue  # the same patient twice: keep the first row
         seen.add(key)

@@ -159,3 +159,16 @@ def test_forget_by_name_reaches_unrostered_vault_entries(data_dir: Path, keyring
         vault.store(result.vault_entries)
     keys = find_patient_keys([], "Sophie Legrand", None, keyring.pseudonym_key, keyring.digest_key)
     assert forget_patient(data_dir, keyring, keys) == (0, 1)
+
+
+def test_import_keys_equal_normalised_identity_keys(
+    tmp_path: Path, data_dir: Path, keyring: Keyring
+) -> None:
+    """The import's fast path (folding the whole file) gives the documented keys."""
+    from crypto.pseudonym import patient_key
+    from gateway.scan.patients import normalise_identity
+
+    import_roster(data_dir, keyring, _write(tmp_path, FR_CSV + "Œuvray;Anaïs ;1999-12-31\n"))
+    for p in load_roster(data_dir, keyring):
+        expected = normalise_identity(p.last_name, p.first_name, p.birth_date)
+        assert p.key == patient_key(keyring.pseudonym_key, expected)
