@@ -127,6 +127,7 @@ class LoadReport:
     tls: bool = False
     mix: str = ""
     expect: str = ""
+    peak_rss_kib: dict[int, int] = field(default_factory=dict)  # --watch-pid: pid -> VmHWM
 
     def ok(self) -> bool:
         bad_leaks = self.expect == "pseudonymised" and any(self.leaks.values())
@@ -471,6 +472,27 @@ async def run_load(opts: LoadOptions, tracker: ArrivalTracker) -> LoadReport:
     return report
 
 
+def peak_rss_kib(pid: int) -> dict[int, int]:
+    """VmHWM (peak resident set, KiB) of a process and its child processes, by pid."""
+    out: dict[int, int] = {}
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                out[current] = int(line.split()[1])
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo.extend(int(c) for c in task.read_text().split())
+            except OSError:
+                continue
+    return out
+
+
 def format_report(r: LoadReport) -> str:
     lat = r.latency_ms
     acc = r.accept_latency_ms
@@ -495,6 +517,13 @@ def format_report(r: LoadReport) -> str:
             else "n/a"
         ),
     ]
+    if r.peak_rss_kib:
+        lines.append(
+            "gateway peak RSS (VmHWM) MiB: "
+            + ", ".join(
+                f"pid {pid}: {kib / 1024:.0f}" for pid, kib in sorted(r.peak_rss_kib.items())
+            )
+        )
     if r.refused:
         lines.append("refused: " + ", ".join(f"{k} x{v}" for k, v in sorted(r.refused.items())))
     if r.errors:
@@ -679,6 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--json", help="also write the report as JSON to this file")
     ap.add_argument(
+        "--watch-pid", type=int, help="report peak RSS of this gateway process and its children"
+    )
+    ap.add_argument(
         "--pipeline-cost",
         metavar="KIND",
         choices=messages.KINDS,
@@ -732,6 +764,8 @@ async def amain(args: argparse.Namespace) -> LoadReport:
             await follower
         if sink is not None:
             await sink.stop()
+    if args.watch_pid:
+        report.peak_rss_kib = peak_rss_kib(args.watch_pid)
     if args.no_sink:
         # Without a sink nothing can be verified: report acceptance only.
         report.missing = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import os
 import subprocess
 import sys
 import time
@@ -281,3 +282,21 @@ async def test_messages_from_files_are_counted_and_not_leak_checked(
     assert report.arrived == 5 and report.leaks == {}
     # The sink got CRLF messages with the driver's own X-Load-Id on top.
     assert all(a.load_id.split(".")[2] == "file" for a in state.arrivals)
+
+
+def test_peak_rss_of_a_process_and_its_children() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "b = bytearray(64 << 20); input()"], stdin=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 10
+        peaks: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            peaks = driver.peak_rss_kib(os.getpid())
+            if peaks.get(child.pid, 0) > 64 * 1024:
+                break
+            time.sleep(0.05)
+        assert peaks[child.pid] > 64 * 1024  # the child's 64 MiB buffer, in KiB
+        assert os.getpid() in peaks
+    finally:
+        child.communicate(b"\n", timeout=10)
