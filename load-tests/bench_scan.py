@@ -93,7 +93,7 @@ def bulk_text(size: int) -> str:
 # CPU time of this process (one thread, pinned to one core): on a shared machine wall
 # time also counts other processes' turns. Best of REPEATS runs.
 clock = time.process_time
-REPEATS = 3
+REPEATS = 5
 
 
 def time_dense(engine, messages) -> float:  # type: ignore[no-untyped-def]

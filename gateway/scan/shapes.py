@@ -106,7 +106,10 @@ SHAPES: tuple[Shape, ...] = (
         24,
     ),
     Shape(
-        ShapeName.IBAN, r"\b[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", False, 44
+        ShapeName.IBAN,
+        r"\b[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
+        True,  # "fr76 3000 ..." typed in lower case is still an IBAN
+        44,
     ),
     Shape(
         ShapeName.PHONE_FR,

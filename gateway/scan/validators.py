@@ -67,7 +67,7 @@ def iban_value(candidate: str) -> tuple[str, int] | None:
     """
     text = candidate
     while True:
-        compact = text.replace(" ", "")
+        compact = text.replace(" ", "").upper()
         if len(compact) < 15:
             return None
         # ISO 13616 mod 97 (stdnum's ISO 7064 Mod 97-10). National check digits (RIB key,

@@ -104,12 +104,13 @@ def ibans(draw: st.DrawFn) -> str:
 
 
 @SETTINGS
-@given(compact=ibans(), grouped=st.booleans(), before=CONTEXT)
-def test_every_valid_iban_is_found(compact: str, grouped: bool, before: str) -> None:
+@given(compact=ibans(), grouped=st.booleans(), lower=st.booleans(), before=CONTEXT)
+def test_every_valid_iban_is_found(compact: str, grouped: bool, lower: bool, before: str) -> None:
     assert stdnum_iban.is_valid(compact, check_country=False)
     written = (
         " ".join(compact[i : i + 4] for i in range(0, len(compact), 4)) if grouped else compact
     )
+    written = written.lower() if lower else written  # typed in lower case: still an IBAN
     assert _found(f"{before} IBAN {written} merci", written, IdentifierKind.IBAN)
 
 
