@@ -536,6 +536,8 @@ class Engine:
                     names.add(span)
                     yield self._context_name(folded, *span)
             elif name in (ShapeName.UPPER_FIRST, ShapeName.FIRST_UPPER):
+                if (start, end) in names or (protected and _overlaps(start, end, protected)):
+                    continue  # a pair is all-or-nothing: its span is the candidate's
                 span = name_rules.pair_span(folded, start, end)
                 if span is not None and span not in names and not _overlaps(*span, protected):
                     names.add(span)  # "Mme Marie DUPONT" is also "Marie DUPONT": once
