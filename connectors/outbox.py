@@ -19,6 +19,9 @@ from gateway.config import ConnectorConfig
 
 
 class OutboxConnector:
+    # item.data may be a bytearray (read-only use here): see gateway/queue.py.
+    accepts_buffer = True
+
     def __init__(self, cfg: ConnectorConfig) -> None:
         self.name = cfg.name
         self.folder = Path(cfg.path)

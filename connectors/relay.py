@@ -60,6 +60,9 @@ def _status_for(code: int) -> Status:
 
 
 class RelayConnector:
+    # item.data may be a bytearray (read-only use here): see gateway/queue.py.
+    accepts_buffer = True
+
     def __init__(self, cfg: ConnectorConfig) -> None:
         self.name = cfg.name
         self.cfg = cfg

@@ -569,8 +569,9 @@ class DeliveryQueue:
             queue_id=entry.id,
             mail_from=entry.mail_from,
             recipients=entry.recipients,
-            # A bytearray read exactly like bytes; copying it would double a large message.
-            data=cast(bytes, data),
+            # Connectors that declare `accepts_buffer` take the bytearray as it is (a
+            # copy would double a large message in memory); the others get bytes.
+            data=cast(bytes, data) if getattr(connector, "accepts_buffer", False) else bytes(data),
             route=entry.route,
             attempt=entry.attempts + 1,
         )
