@@ -144,6 +144,9 @@ class Engine:
                     literal_owner[variant] = _PRACTICE
         self._literals = sorted(literal_owner)
         self._literal_owner = [literal_owner[lit] for lit in self._literals]
+        self._practice_literals = frozenset(
+            i for i, owner in enumerate(self._literal_owner) if owner == _PRACTICE
+        )
         self.matcher: CandidateMatcher = make_matcher(engine, self._literals)
         # Tokens repeat across a lab's messages; the cache is bounded (entries) and
         # holds only opaque keys and tokens. lru_cache is safe to share across threads.
@@ -388,11 +391,12 @@ class Engine:
         hits: list[tuple[int, int, int]],
     ) -> list[tuple[int, int]]:
         spans = [(s, e) for name, s, e in candidates if name is ShapeName.DOCTOR]
-        spans.extend(
-            (s, e)
-            for index, s, e in hits
-            if self._literal_owner[index] == _PRACTICE and _is_word(folded, s, e)
-        )
+        if self._practice_literals:
+            spans.extend(
+                (s, e)
+                for index, s, e in hits
+                if index in self._practice_literals and _is_word(folded, s, e)
+            )
         return spans
 
     def _roster_words(
@@ -402,7 +406,9 @@ class Engine:
         words: list[tuple[int, int, str]] = []
         owners = self._literal_owner
         last_end = -1
-        for index, start, end in sorted(hits, key=lambda h: (h[1], -h[2])):
+        # By start, longest first: plain tuple order, no Python key function per hit.
+        for start, negative_end, index in sorted([(s, -e, i) for i, s, e in hits]):
+            end = -negative_end
             owner = owners[index]
             if owner == _PRACTICE or start < last_end:
                 continue  # the practice's names; or inside a longer name ("jean" in "jean pierre")
