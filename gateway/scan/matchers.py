@@ -1,19 +1,23 @@
-"""Candidate matchers: every shape and every roster literal, found in one pass per kind.
+"""Candidate matchers: every shape and every roster literal, one pass per kind.
 
 Two interchangeable implementations of the same contract:
 - `HyperscanMatcher`: one Hyperscan database for the shapes (compiled once, at engine
-  build) used as a prefilter, whose hits are re-read by Python `re` inside small
-  windows; and one literal database for roster and practice names (caseless).
+  build), used as a prefilter; and one literal database for roster and practice names
+  (caseless, literal mode: a regex database of 100,000 names takes minutes to
+  compile, the literal one seconds). A shape hit is re-read by Python `re`: at its
+  exact start (SOM, or a trigger that is the pattern's prefix), at the starts a
+  locator finds before a junction trigger, or in a bounded window.
 - `ReMatcher`: Python `re` over the whole text for shapes, and an Aho-Corasick
-  automaton (pyahocorasick) over the lower-cased text for literals.
+  automaton (pyahocorasick) for literals, on the same word view.
 
-Invariant: for the same folded text both return the same candidates. The shape
-candidates are, by construction, the matches of `re.finditer` on the full text: a
-Hyperscan hit only tells where to look, and every full-text match overlaps a hit
-cluster (Hyperscan reports every match, with its leftmost start). A test compares
-both matchers on the synthetic corpus.
+Invariant: for the same folded text both return the same candidates: the shape
+candidates are the matches `re.finditer` finds on the whole text. Every match contains
+a trigger (or is itself reported), so its start lies in a re-read range, and ranges
+closer than `max_len` are walked together, as finditer would walk them. The corpus
+test, a hypothesis test and the engine tests compare both matchers.
 
-Input: folded text (ASCII, see `_fold`). No I/O.
+Input: folded text (ASCII, see `_fold`). No I/O. Thread-safe: Hyperscan scratch
+space is per thread.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ backreferences. A match is only a *candidate*: checksums, labels and context are
 checked in Python afterwards (see `validators`).
 
 `max_len` bounds a match (characters) so that a Hyperscan hit can be re-read by
-Python `re` inside a small window.
+Python `re` inside a small window. Where the full pattern is slow in Hyperscan (name
+patterns, e-mail, street, date: measured 0.2-1.4 GB/s alone, and slower together),
+Hyperscan looks for a cheap `trigger` instead (see `Shape`).
 """
 
 from __future__ import annotations
