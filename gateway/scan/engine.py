@@ -19,7 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from datetime import date
 from functools import lru_cache
@@ -389,7 +389,7 @@ class Engine:
         folded: str,
         candidates: list[tuple[ShapeName, int, int]],
         hits: list[tuple[int, int, int]],
-    ) -> list[tuple[int, int]]:
+    ) -> _SpanIndex:
         spans = [(s, e) for name, s, e in candidates if name is ShapeName.DOCTOR]
         if self._practice_literals:
             spans.extend(
@@ -397,10 +397,10 @@ class Engine:
                 for index, s, e in hits
                 if index in self._practice_literals and _is_word(folded, s, e)
             )
-        return spans
+        return _SpanIndex(spans)
 
     def _roster_words(
-        self, folded: str, hits: list[tuple[int, int, int]], protected: list[tuple[int, int]]
+        self, folded: str, hits: list[tuple[int, int, int]], protected: _SpanIndex
     ) -> list[tuple[int, int, str]]:
         """Roster literal hits (whole words by construction), longest first, no nesting."""
         words: list[tuple[int, int, str]] = []
@@ -412,7 +412,7 @@ class Engine:
             owner = owners[index]
             if owner == _PRACTICE or start < last_end:
                 continue  # the practice's names; or inside a longer name ("jean" in "jean pierre")
-            if protected and _inside(start, end, protected):
+            if protected and protected.contains(start, end):
                 continue
             words.append((start, end, owner))
             last_end = end
@@ -474,7 +474,7 @@ class Engine:
         field: TextField,
         folded: str,
         candidates: list[tuple[ShapeName, int, int]],
-        protected: list[tuple[int, int]],
+        protected: _SpanIndex,
         born: dict[date, str],
     ) -> Iterable[_Span]:
         streets: list[tuple[int, int]] = []
@@ -527,7 +527,10 @@ class Engine:
                     yield _Span(IdentifierKind.ADDRESS, start, end, alnum_key(folded[start:end]))
             elif name is ShapeName.POSTCODE_TOWN:
                 end = _town_end(folded, start, end)
-                after_street = any(_ADDRESS_GAP.fullmatch(folded, e, start) for _s, e in streets)
+                # The street it follows is among the last ones met (candidates come sorted).
+                after_street = any(
+                    _ADDRESS_GAP.fullmatch(folded, e, start) for _s, e in streets[-3:]
+                )
                 # At a line start (spaces allowed) or after a comma.
                 window_start = max(0, start - _CONTEXT_WINDOW)
                 before = folded[window_start:start].rstrip(" ")
@@ -538,18 +541,18 @@ class Engine:
                     yield _Span(IdentifierKind.ADDRESS, start, end, alnum_key(folded[start:end]))
             elif name in (ShapeName.CIVILITY_NAME, ShapeName.INTRO_NAME):
                 span = name_rules.context_name_span(folded, start, end, skip_first=True)
-                if span is not None and span not in names and not _overlaps(*span, protected):
+                if span is not None and span not in names and not protected.overlaps(*span):
                     names.add(span)
                     yield self._context_name(folded, *span)
             elif name in (ShapeName.UPPER_FIRST, ShapeName.FIRST_UPPER):
-                if (start, end) in names or (protected and _overlaps(start, end, protected)):
+                if (start, end) in names or protected.overlaps(start, end):
                     continue  # a pair is all-or-nothing: its span is the candidate's
                 span = name_rules.pair_span(folded, start, end)
-                if span is not None and span not in names and not _overlaps(*span, protected):
+                if span is not None and span not in names and not protected.overlaps(*span):
                     names.add(span)  # "Mme Marie DUPONT" is also "Marie DUPONT": once
                     yield self._context_name(folded, *span)
 
-    def _display_names(self, folded: str, protected: list[tuple[int, int]]) -> Iterable[_Span]:
+    def _display_names(self, folded: str, protected: _SpanIndex) -> Iterable[_Span]:
         """A display name is a person's name: each run of two or more name words."""
         run: list[tuple[int, int]] = []
         for word in [*name_rules.name_words(folded, 0, len(folded)), (-1, -1)]:
@@ -558,7 +561,7 @@ class Engine:
                 continue
             if len(run) >= 2 or (run and folded[run[0][0] : run[0][1]].isupper()):
                 start, end = run[0][0], run[-1][1]
-                if not _overlaps(start, end, protected):
+                if not protected.overlaps(start, end):
                     yield self._context_name(folded, start, end)
             run = []
 
@@ -603,12 +606,32 @@ def _is_word(folded: str, start: int, end: int) -> bool:
     return not before.isalnum() and not after.isalnum()
 
 
-def _inside(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
-    return any(s <= start and end <= e for s, e in spans)
+class _SpanIndex:
+    """Protected spans, sorted, answering "overlaps?" and "contains?" in O(log n).
 
+    A message may carry thousands of "Dr ..." mentions; a linear scan per candidate
+    would make scanning quadratic in the text.
+    """
 
-def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
-    return any(start < e and s < end for s, e in spans)
+    def __init__(self, spans: list[tuple[int, int]]) -> None:
+        spans = sorted(spans)
+        self._starts = [s for s, _e in spans]
+        self._max_end: list[int] = []  # running maximum of the ends, in start order
+        highest = -1
+        for _s, e in spans:
+            highest = max(highest, e)
+            self._max_end.append(highest)
+
+    def __bool__(self) -> bool:
+        return bool(self._starts)
+
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect_left(self._starts, end)  # spans starting before `end`
+        return i > 0 and self._max_end[i - 1] > start
+
+    def contains(self, start: int, end: int) -> bool:
+        i = bisect_right(self._starts, start)  # spans starting at or before `start`
+        return i > 0 and self._max_end[i - 1] >= end
 
 
 def _street_end(text: str, folded: str, start: int, end: int) -> int:
@@ -670,36 +693,61 @@ def _merge_addresses(spans: list[_Span], folded: str) -> list[_Span]:
     if len(addresses) < 2:
         return spans
     others = [s for s in spans if s.kind is not IdentifierKind.ADDRESS]
-    merged: list[_Span] = []
+    bounds: list[list[int]] = []  # [start, end] of merged addresses; values computed once
     for span in addresses:
-        if merged and (
-            span.start <= merged[-1].end
-            or _ADDRESS_GAP.fullmatch(folded, merged[-1].end, span.start)
+        if bounds and (
+            span.start <= bounds[-1][1] or _ADDRESS_GAP.fullmatch(folded, bounds[-1][1], span.start)
         ):
-            prev = merged[-1]
-            end = max(prev.end, span.end)
-            merged[-1] = _Span(
-                IdentifierKind.ADDRESS, prev.start, end, alnum_key(folded[prev.start : end])
-            )
+            bounds[-1][1] = max(bounds[-1][1], span.end)
         else:
-            merged.append(span)
+            bounds.append([span.start, span.end])
+    merged = [
+        _Span(IdentifierKind.ADDRESS, start, end, alnum_key(folded[start:end]))
+        for start, end in bounds
+    ]
     return others + merged
 
 
 def _resolve_overlaps(spans: list[_Span]) -> list[_Span]:
     """Keep non-overlapping spans: by kind priority, then roster-linked before context
     guesses ("LEGRAND Sophie" from the roster beats "Ordonnance LEGRAND"), then longest."""
+    # Spans in different clusters of overlapping spans never conflict: resolve each
+    # cluster alone, so the cost stays linear in the number of spans, not quadratic.
+    result: list[_Span] = []
+    cluster: list[_Span] = []
+    cluster_end = -1
+    for span in sorted(spans, key=lambda s: s.start):
+        if span.end <= span.start:  # an empty whole field: consumed, nothing to rewrite
+            continue
+        if cluster and span.start >= cluster_end:
+            result.extend(_resolve_cluster(cluster))
+            cluster = []
+        cluster.append(span)
+        cluster_end = max(cluster_end, span.end) if len(cluster) > 1 else span.end
+    if cluster:
+        result.extend(_resolve_cluster(cluster))
+    return result
+
+
+def _resolve_cluster(spans: list[_Span]) -> list[_Span]:
+    if len(spans) == 1:
+        return spans
+    # Kept spans never overlap, so sorted by start they are sorted by end too: a new
+    # span conflicts only with its neighbours there (bisect), never a linear scan.
+    starts: list[int] = []
     kept: list[_Span] = []
     ranked = sorted(
         spans, key=lambda s: (_PRIORITY[s.kind], s.patient is None, -(s.end - s.start), s.start)
     )
     for span in ranked:
-        if span.end <= span.start:  # an empty whole field: consumed, nothing to rewrite
+        i = bisect_left(starts, span.start)
+        if i > 0 and kept[i - 1].end > span.start:
             continue
-        if any(span.start < k.end and k.start < span.end for k in kept):
+        if i < len(kept) and kept[i].start < span.end:
             continue
-        kept.append(span)
-    return sorted(kept, key=lambda s: s.start)
+        starts.insert(i, span.start)
+        kept.insert(i, span)
+    return kept
 
 
 def build_engine(
