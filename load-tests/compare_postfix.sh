@@ -23,6 +23,8 @@
 # Usage: load-tests/compare_postfix.sh [-m MESSAGES] [-s SESSIONS]
 #            [--rows postfix,pseudonymise,deliver] [--workers N|auto] [--no-verify]
 #            [--verify-messages N] [--latency-seconds S] [--settle S] [--keep] [--timeout SEC]
+#            [--engine-harness]  (while `portique serve` builds no scan engine: the same
+#                                 Service with the engine and vault wired by load-tests)
 #            [--portique-toml FILE]  (TOML appended to Portique's config, e.g. a [queue] section)
 #            [--profile DIR]   (py-spy, from PyPI into .venv: folded stacks + top functions)
 # The temp dir is made under $TMPDIR (default /tmp); it must be reachable by the postfix
@@ -43,6 +45,7 @@ MESSAGES=2000        # per timed run; ~10 s of Postfix on 2 cores
 SESSIONS=20          # the issue's load: 20 parallel smtp-source sessions
 TIMEOUT=300          # seconds per timed run, so a stuck relay cannot hang the script
 ROWS="postfix,pseudonymise,deliver"
+ENGINE_HARNESS=0     # --engine-harness: run Portique through load-tests/gateway_with_engine.py
 WORKERS="auto"
 VERIFY=1
 KEEP=0
@@ -57,6 +60,7 @@ while [ $# -gt 0 ]; do
     -m) MESSAGES="$2"; shift 2 ;;
     -s) SESSIONS="$2"; shift 2 ;;
     --rows) ROWS="$2"; shift 2 ;;
+    --engine-harness) ENGINE_HARNESS=1; shift ;;
     --workers) WORKERS="$2"; shift 2 ;;
     --no-verify) VERIFY=0; shift ;;
     --verify-messages) VERIFY_MESSAGES="$2"; shift 2 ;;
@@ -244,7 +248,11 @@ start_portique() {  # start_portique ACTION PORT
     "$PORTIQUE" roster import -c "$cfg" "$WORK/roster.csv" >/dev/null 2>&1 \
       || log "roster import failed: names may go undetected"
   fi
-  "$PORTIQUE" serve -c "$cfg" >"$WORK/portique-$1.log" 2>&1 &
+  if [ "$ENGINE_HARNESS" = 1 ]; then
+    "$PY" "$HERE/gateway_with_engine.py" -c "$cfg" >"$WORK/portique-$1.log" 2>&1 &
+  else
+    "$PORTIQUE" serve -c "$cfg" >"$WORK/portique-$1.log" 2>&1 &
+  fi
   PORTIQUE_PID=$!
   PIDS+=("$PORTIQUE_PID")
   wait_port "$2" 30 || { log "portique did not listen on $2"; tail -n 20 "$WORK/portique-$1.log" >&2; return 1; }
@@ -358,8 +366,8 @@ fi
 rate_of() { echo "${DELIVERED[$1]} / ${SECS[$1]}" | bc -l; }
 echo
 echo "Postfix vs Portique: $MESSAGES x $MSG_BYTES-byte lab orders, smtp-source -s $SESSIONS -> relay -> smtp-sink; nproc=$(nproc)"
-printf '| %-42s | %9s | %9s | %10s | %s\n' "relay" "delivered" "seconds" "msg/s" "note"
-printf '|%s|%s|%s|%s|%s\n' "--------------------------------------------" "-----------" "-----------" "------------" "------"
+printf '| %-56s | %9s | %9s | %10s | %s\n' "relay" "delivered" "seconds" "msg/s" "note"
+printf '|%s|%s|%s|%s|%s\n' "----------------------------------------------------------" "-----------" "-----------" "------------" "------"
 for name in postfix portique-pseudonymise portique-deliver; do
   [ -n "${SECS[$name]:-}" ] || continue
   label="$name"
@@ -368,9 +376,10 @@ for name in postfix portique-pseudonymise portique-deliver; do
     portique-pseudonymise) label="Portique, pseudonymising lab route" ;;
     portique-deliver) label="Portique, deliver route (no scanning)" ;;
   esac
+  if [ "$ENGINE_HARNESS" = 1 ] && [ "$name" != postfix ]; then label="$label, engine harness"; fi
   note=""
   [ "${DELIVERED[$name]}" = "$MESSAGES" ] || note="INCOMPLETE: ${DELIVERED[$name]} of $MESSAGES delivered, ${OTHER[$name]} other message(s) at the sink"
-  printf '| %-42s | %9s | %9.2f | %10.1f | %s\n' "$label" "${DELIVERED[$name]}" "${SECS[$name]}" "$(rate_of "$name")" "$note"
+  printf '| %-56s | %9s | %9.2f | %10.1f | %s\n' "$label" "${DELIVERED[$name]}" "${SECS[$name]}" "$(rate_of "$name")" "$note"
 done
 if [ -n "${SECS[postfix]:-}" ] && [ -n "${SECS[portique-pseudonymise]:-}" ]; then
   valid=""
