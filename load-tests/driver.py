@@ -40,7 +40,7 @@ import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -195,9 +195,10 @@ class SmtpConnection:
         self.extensions = {ln[4:].split(b" ")[0].strip().upper().decode() for ln in lines[1:]}
 
     async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.wait_for(
+        reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.opts.host, self.opts.port), COMMAND_TIMEOUT
         )
+        self.reader, self.writer = reader, writer
         self.stage = "greeting"
         code, _ = await self._reply()
         if code != 220:
@@ -211,7 +212,7 @@ class SmtpConnection:
             if not self.opts.cafile:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
-            await self.writer.start_tls(ctx, server_hostname=self.opts.host)
+            await writer.start_tls(ctx, server_hostname=self.opts.host)
             self._parse_ehlo(await self._command(b"EHLO " + self.opts.helo.encode(), "ehlo-tls"))
 
     async def send(self, data: bytes) -> tuple[float, float]:
@@ -781,12 +782,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarise_profile:
         print(summarise_profile(Path(args.summarise_profile)))
         return 0
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a declared dependency on Linux
-        loop_factory = asyncio.new_event_loop
+        pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         report = runner.run(amain(args))
     print(format_report(report))
