@@ -30,7 +30,7 @@ from gateway.config import PracticeConfig
 from gateway.scan import names as name_rules
 from gateway.scan import validators
 from gateway.scan._fold import alnum_key, fold
-from gateway.scan.matchers import CandidateMatcher, literal_form, make_matcher
+from gateway.scan.matchers import CandidateMatcher, literal_form, make_matcher, word_view
 from gateway.scan.model import (
     FieldKind,
     Finding,
@@ -99,6 +99,15 @@ _CIVILITY_BEFORE = re.compile(
 # far back labels are looked for ("numéro de sécurité sociale : " is 30), in characters.
 _CIVILITY_WINDOW = 16
 _CONTEXT_WINDOW = 40
+# A first name next to a surname: 1-3 separators, then up to three words ("Jean",
+# "Jean-Pierre", "Marie Claire"); in file names "_", "." and "-" separate too. The window
+# bounds how far the words may reach (characters).
+_FIRST_NAME_WINDOW = 70
+_FIRST_AFTER = re.compile(r"[ ,]{1,3}([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})")
+_FIRST_BEFORE = re.compile(r"([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})[ ,]{1,3}$")
+_FIRST_AFTER_FILE = re.compile(r"[ ,_.-]{1,3}([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})")
+_FIRST_BEFORE_FILE = re.compile(r"([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})[ ,_.-]{1,3}$")
+_ALNUM_RUN = re.compile(r"[a-z0-9]+")
 _PAIR_GAP = re.compile(r"[ ,]{1,3}")
 _ADDRESS_GAP = re.compile(r"[ ,\n\r-]{1,4}")
 _YEAR = re.compile(r"(?:19|20)\d\d")
@@ -134,7 +143,11 @@ class Engine:
         self._pseudonym_key = pseudonym_key
         self.roster = RosterIndex.build(patients)
         literal_owner: dict[str, str] = {}
-        for word in self.roster.literals():
+        # Only surnames go in the automaton: every full name holds one, and first names
+        # ("Marie", "Pierre", "Rose", "Claire") are the roster words most often met as
+        # plain words, each hit costing Python work. First names are then read next to a
+        # surname hit (_full_names) or looked up for the patients already named.
+        for word in sorted(self.roster.surname_patients):
             for variant in _literal_variants(word):
                 literal_owner.setdefault(variant, word)
         for text in (practice.name, *(p.name for p in practice.practitioners)):
@@ -197,11 +210,19 @@ class Engine:
             self._roster_words(folded_fields[i], literal_hits[i], protected[i])
             for i in range(len(fields))
         ]
-        for index in range(len(fields)):
-            spans[index].extend(self._full_names(folded_fields[index], roster_words[index], named))
+        consumed: list[set[int]] = []
+        for index, field in enumerate(fields):
+            names, used = self._full_names(field, folded_fields[index], roster_words[index], named)
+            spans[index].extend(names)
+            consumed.append(used)
         for index, field in enumerate(fields):
             spans[index].extend(
-                self._single_names(field, folded_fields[index], roster_words[index], named)
+                self._single_names(
+                    field, folded_fields[index], roster_words[index], named, consumed[index]
+                )
+            )
+            spans[index].extend(
+                self._first_names_of_named(field, folded_fields[index], named, protected[index])
             )
         # Birth dates of the patients named in this message -> the patient.
         born: dict[date, str] = {}
@@ -419,23 +440,99 @@ class Engine:
         return words
 
     def _full_names(
-        self, folded: str, words: list[tuple[int, int, str]], named: set[str]
-    ) -> list[_Span]:
+        self,
+        field: TextField,
+        folded: str,
+        words: list[tuple[int, int, str]],
+        named: set[str],
+    ) -> tuple[list[_Span], set[int]]:
+        """Surname hits with a first name of the same patient just before or after.
+
+        Returns the names and the indices of the surname hits they consumed."""
         found: list[_Span] = []
         used: set[int] = set()
-        for i in range(len(words) - 1):
-            if i in used:
+        if not self.roster.full_names or not words:
+            return found, used
+        lower = folded.lower()  # folded is ASCII: same length
+        after_re, before_re = (
+            (_FIRST_AFTER_FILE, _FIRST_BEFORE_FILE)
+            if field.kind is FieldKind.FILENAME
+            else (_FIRST_AFTER, _FIRST_BEFORE)
+        )
+        taken_until = -1
+        for i, (start, end, surname) in enumerate(words):
+            if start < taken_until:
+                used.add(i)
                 continue
-            (s1, e1, w1), (s2, e2, w2) = words[i], words[i + 1]
-            if s2 - e1 > 3 or not _PAIR_GAP.fullmatch(folded, e1, s2):
+            match = self._first_name_before(lower, start, surname, before_re)
+            if match is None:
+                match = self._first_name_after(lower, end, surname, after_re)
+            if match is None:
                 continue
-            keys = self.roster.full_names.get((w1, w2)) or self.roster.full_names.get((w2, w1))
-            if not keys:
-                continue
-            patient = sorted(keys)[0]
+            name_start, name_end, first = match
+            span_start, span_end = min(start, name_start), max(end, name_end)
+            patient = sorted(self.roster.full_names[(surname, first)])[0]
             named.add(patient)
-            used.update((i, i + 1))
-            found.append(_Span(IdentifierKind.NAME, s1, e2, f"{w1} {w2}", patient))
+            used.add(i)
+            taken_until = span_end
+            found.append(
+                _Span(IdentifierKind.NAME, span_start, span_end, f"{surname} {first}", patient)
+            )
+        return found, used
+
+    def _first_name_after(
+        self, lower: str, end: int, surname: str, pattern: re.Pattern[str]
+    ) -> tuple[int, int, str] | None:
+        m = pattern.match(lower, end, end + _FIRST_NAME_WINDOW)
+        if m is None:
+            return None
+        parts = list(_ALNUM_RUN.finditer(lower, m.start(1), m.end(1)))
+        for count in range(len(parts), 0, -1):  # longest first name first
+            first = " ".join(p.group() for p in parts[:count])
+            if (surname, first) in self.roster.full_names:
+                return parts[0].start(), parts[count - 1].end(), first
+        return None
+
+    def _first_name_before(
+        self, lower: str, start: int, surname: str, pattern: re.Pattern[str]
+    ) -> tuple[int, int, str] | None:
+        window_start = max(0, start - _FIRST_NAME_WINDOW)
+        m = pattern.search(lower, window_start, start)
+        if m is None:
+            return None
+        parts = list(_ALNUM_RUN.finditer(lower, m.start(1), m.end(1)))
+        if parts and parts[0].start() > 0 and lower[parts[0].start() - 1].isalnum():
+            parts = parts[1:]  # the window cut a word: not a whole one
+        for count in range(len(parts), 0, -1):  # longest first name first
+            first = " ".join(p.group() for p in parts[-count:])
+            if (surname, first) in self.roster.full_names:
+                return parts[-count].start(), parts[-1].end(), first
+        return None
+
+    def _first_names_of_named(
+        self, field: TextField, folded: str, named: set[str], protected: _SpanIndex
+    ) -> list[_Span]:
+        """A first name alone, capitalised, of a patient named in this message."""
+        found: list[_Span] = []
+        if not named:
+            return found
+        view: str | None = None
+        for key in sorted(named):
+            patient = self.roster.patients.get(key)
+            first = normalise_name(patient.first_name) if patient else ""
+            if not first:
+                continue
+            if view is None:
+                view = word_view(folded.encode("ascii")).decode("ascii")
+            literal = literal_form(first)
+            at = view.find(literal)
+            while at >= 0:
+                start, end = at, at + len(literal) - 2  # view is padded by one space
+                if (
+                    field.text[start : start + 1].isupper() or field.kind in _NAME_BEARING
+                ) and not protected.overlaps(start, end):
+                    found.append(_Span(IdentifierKind.NAME, start, end, first, key))
+                at = view.find(literal, at + 1)
         return found
 
     def _single_names(
@@ -444,14 +541,18 @@ class Engine:
         folded: str,
         words: list[tuple[int, int, str]],
         named: set[str],
+        used: set[int],
     ) -> list[_Span]:
+        """Surnames alone: of a patient named in this message, or after a civility, in
+        capitals, or in a name-bearing field (subject, file name, display name)."""
         found: list[_Span] = []
-        for start, end, word in words:
+        for i, (start, end, word) in enumerate(words):
+            if i in used:
+                continue
             if named:
                 owners = self.roster.word_patients.get(word, frozenset())
                 in_message = sorted(key for key in named if key in owners)
                 if in_message:
-                    # Any rostered name word of a patient named elsewhere in this message.
                     original = field.text[start:end]
                     if original[:1].isupper() or field.kind in _NAME_BEARING:
                         found.append(_Span(IdentifierKind.NAME, start, end, word, in_message[0]))
