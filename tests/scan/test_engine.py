@@ -233,3 +233,41 @@ def test_many_identifiers_in_one_field_stay_linear(
     assert findings and all(f.kind is kind for f in findings)
     out = scan.rewrite_fields([TextField(text)], findings, TransformPolicy(audience="lab"))
     assert secret not in out.texts[0]
+
+
+COMPOUND = RosterPatient(
+    key="p-2", last_name="de la Fontaine", first_name="Jean-Pierre", birth_date=date(1950, 11, 3)
+)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("RDV pour Jean-Pierre DE LA FONTAINE demain", FieldKind.BODY),
+        ("RDV pour DE LA FONTAINE Jean Pierre demain", FieldKind.BODY),
+        ("merci pour jean-pierre de la fontaine, demain", FieldKind.BODY),
+        ("2024-11-02_De-La-Fontaine-Jean-Pierre-UpperJaw.stl", FieldKind.FILENAME),
+        ("DE_LA_FONTAINE_Jean-Pierre.stl", FieldKind.FILENAME),
+    ],
+)
+def test_rostered_compound_names_in_any_order(engine: str, text: str, kind: FieldKind) -> None:
+    scan = _engine(engine, patients=(PATIENT, COMPOUND))
+    fields = [TextField(text, kind)]
+    findings = scan.scan_fields(fields)
+    assert any(f.patient == "p-2" for f in findings)
+    out = scan.rewrite_fields(fields, findings, TransformPolicy(audience="lab")).texts[0]
+    assert "fontaine" not in out.lower() and "pierre" not in out.lower()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_first_name_alone_of_a_named_patient(engine: str) -> None:
+    scan = _engine(engine)
+    fields = [
+        TextField("Commande pour DUPONT Marie", FieldKind.SUBJECT),
+        TextField("Bonjour, Marie souhaite une teinte claire ; marie est un mot ici."),
+    ]
+    findings = scan.scan_fields(fields)
+    out = scan.rewrite_fields(fields, findings, TransformPolicy(audience="lab")).texts[1]
+    token = scan.token_for_patient("p-1", "lab")
+    assert out == f"Bonjour, {token} souhaite une teinte claire ; marie est un mot ici."
