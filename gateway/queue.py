@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -75,6 +76,40 @@ KIND_NOTICE = "notice"  # a hold/reject notice we generated (from <>)
 # Upper bound on one connector call, in seconds, beyond the connector's own timeouts:
 # a stuck peer must not pin a delivery slot forever (RFC 5321 4.5.3.2.6: 10 min for DATA).
 DELIVERY_TIMEOUT = 900.0
+
+
+class MemoryBudget:
+    """Bounds the message bytes held in memory at once by processing and delivery.
+
+    Each message in processing or delivery holds its size for the duration; a message
+    larger than the whole budget runs alone. Small messages barely touch it, so this
+    only throttles when many large messages (scans, STL files) arrive together.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self.used = 0
+        self._cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        size = min(max(size, 1), self.capacity)
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.used + size <= self.capacity)
+            self.used += size
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.used -= size
+                self._cond.notify_all()
+
+
+def memory_budget_for(max_message_size: int) -> MemoryBudget:
+    # Two maximum-size messages in flight (each costs about twice its size while
+    # processed or sent), and never less than 64 MiB so small mail flows freely:
+    # keeps a 2-core, 4 GB practice server far from swapping (reliability promise 6).
+    return MemoryBudget(max(2 * max_message_size, 64 * 1024 * 1024))
 
 
 @dataclass(frozen=True)
@@ -371,6 +406,7 @@ class DeliveryQueue:
         hostname: str,
         bounce_connector: Callable[[str], str],
         clock: Callable[[], float] = time.time,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.store = store
         self.cfg = cfg
@@ -379,6 +415,7 @@ class DeliveryQueue:
         self.hostname = hostname
         self.bounce_connector = bounce_connector
         self.clock = clock
+        self.memory = memory or memory_budget_for(64 * 1024 * 1024)
         self._in_flight: set[str] = set()
         # Blocking store work (fsync, decrypt) runs here, not in the loop's default pool.
         self._io = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="queue-io")
@@ -537,7 +574,8 @@ class DeliveryQueue:
 
     async def _deliver(self, entry: QueueEntry) -> None:
         try:
-            await self._attempt(entry)
+            async with self.memory.hold(entry.size):
+                await self._attempt(entry)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

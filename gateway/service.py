@@ -41,7 +41,14 @@ from gateway.logging import get_logger
 from gateway.pipeline import process_message
 from gateway.pipeline.model import CopyOutcome, MessageOutcome, RouteCopy
 from gateway.quarantine import HeldItem, Quarantine
-from gateway.queue import KIND_NOTICE, DeliveryQueue, NewCopy, QueueStore, identifies_patient
+from gateway.queue import (
+    KIND_NOTICE,
+    DeliveryQueue,
+    NewCopy,
+    QueueStore,
+    identifies_patient,
+    memory_budget_for,
+)
 from gateway.routes import find_route, plan_copies
 from gateway.scan.model import ScanEngine, VaultEntry
 from gateway.smtp import Accepted, Gate, SmtpServer, load_tls_context
@@ -143,6 +150,7 @@ class Service:
             hostname=cfg.smtp.hostname,
             bounce_connector=self.notice_connector,
             clock=self.clock,
+            memory=memory_budget_for(cfg.smtp.max_message_size),
         )
         self._executor = concurrent.futures.ThreadPoolExecutor(
             PROCESSING_WORKERS, thread_name_prefix="pipeline"
@@ -246,7 +254,8 @@ class Service:
                 continue
             self._busy.add(spool_id)
             try:
-                await self.process_spooled(spool_id)
+                async with self.queue.memory.hold(self.spool.size_of(spool_id)):
+                    await self.process_spooled(spool_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
