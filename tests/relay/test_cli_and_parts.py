@@ -186,3 +186,25 @@ def test_relay_data_slices_are_crlf_and_dot_stuffed_across_slice_boundaries(part
     finally:
         relay.DATA_SLICE = original
     assert wire == _reference_wire(data)
+
+
+async def test_memory_budget_bounds_bytes_in_flight_and_lets_an_oversize_one_run_alone():
+    import asyncio
+
+    from gateway.queue import MemoryBudget
+
+    budget = MemoryBudget(100)
+    peak = 0
+    running = 0
+
+    async def job(size: int) -> None:
+        nonlocal peak, running
+        async with budget.hold(size):
+            running += min(size, 100)
+            peak = max(peak, running)
+            await asyncio.sleep(0.01)
+            running -= min(size, 100)
+
+    await asyncio.gather(*(job(40) for _ in range(6)), job(500), *(job(1) for _ in range(5)))
+    assert peak <= 100
+    assert budget.used == 0
