@@ -104,9 +104,8 @@ _CONTEXT_WINDOW = 40
 # bounds how far the words may reach (characters).
 _FIRST_NAME_WINDOW = 70
 _FIRST_AFTER = re.compile(r"[ ,]{1,3}([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})")
-_FIRST_BEFORE = re.compile(r"([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})[ ,]{1,3}$")
 _FIRST_AFTER_FILE = re.compile(r"[ ,_.-]{1,3}([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})")
-_FIRST_BEFORE_FILE = re.compile(r"([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})[ ,_.-]{1,3}$")
+_WORDS = re.compile(r"[a-z0-9]+(?:[ '-][a-z0-9]+){0,2}")  # symmetric: read reversed too
 _ALNUM_RUN = re.compile(r"[a-z0-9]+")
 _PAIR_GAP = re.compile(r"[ ,]{1,3}")
 _ADDRESS_GAP = re.compile(r"[ ,\n\r-]{1,4}")
@@ -454,17 +453,17 @@ class Engine:
         if not self.roster.full_names or not words:
             return found, used
         lower = folded.lower()  # folded is ASCII: same length
-        after_re, before_re = (
-            (_FIRST_AFTER_FILE, _FIRST_BEFORE_FILE)
+        after_re, separators = (
+            (_FIRST_AFTER_FILE, " ,_.-")
             if field.kind is FieldKind.FILENAME
-            else (_FIRST_AFTER, _FIRST_BEFORE)
+            else (_FIRST_AFTER, " ,")
         )
         taken_until = -1
         for i, (start, end, surname) in enumerate(words):
             if start < taken_until:
                 used.add(i)
                 continue
-            match = self._first_name_before(lower, start, surname, before_re)
+            match = self._first_name_before(lower, start, surname, separators)
             if match is None:
                 match = self._first_name_after(lower, end, surname, after_re)
             if match is None:
@@ -494,13 +493,20 @@ class Engine:
         return None
 
     def _first_name_before(
-        self, lower: str, start: int, surname: str, pattern: re.Pattern[str]
+        self, lower: str, start: int, surname: str, separators: str
     ) -> tuple[int, int, str] | None:
+        # Read backwards (a `$`-anchored search would try every start in the window):
+        # strip the 1-3 separators, then match the words on the reversed text.
         window_start = max(0, start - _FIRST_NAME_WINDOW)
-        m = pattern.search(lower, window_start, start)
+        left = lower[window_start:start]
+        stripped = left.rstrip(separators)
+        if not 1 <= len(left) - len(stripped) <= 3:
+            return None
+        m = _WORDS.match(stripped[::-1])
         if m is None:
             return None
-        parts = list(_ALNUM_RUN.finditer(lower, m.start(1), m.end(1)))
+        group_end = window_start + len(stripped)
+        parts = list(_ALNUM_RUN.finditer(lower, group_end - m.end(), group_end))
         if parts and parts[0].start() > 0 and lower[parts[0].start() - 1].isalnum():
             parts = parts[1:]  # the window cut a word: not a whole one
         for count in range(len(parts), 0, -1):  # longest first name first
