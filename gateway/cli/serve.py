@@ -47,22 +47,7 @@ def _tune_malloc() -> None:
 
 
 async def _serve(cfg: Any) -> int:
-    import asyncio
-    import signal
+    # The whole product (engine, vault, audit, metrics, console): gateway/runtime.py.
+    from gateway.runtime import run_until_signalled
 
-    from gateway.service import Service
-
-    service = Service(cfg)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await service.start()
-    print(
-        f"portique: listening on {service.smtp.host}:{service.smtp_port}"  # type: ignore[union-attr]
-        f", data in {cfg.data_dir}",
-        flush=True,
-    )
-    await stop.wait()
-    await service.stop()
-    return 0
+    return await run_until_signalled(cfg)
