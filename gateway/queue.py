@@ -407,8 +407,12 @@ class DeliveryQueue:
         bounce_connector: Callable[[str], str],
         clock: Callable[[], float] = time.time,
         memory: MemoryBudget | None = None,
+        patient_addresses: Callable[[Sequence[str]], bool] = identifies_patient,
     ) -> None:
         self.store = store
+        # Which recipients make an event patient-identifying (masked by every sink):
+        # the service widens the default (patient.mssante.fr) to rostered patients.
+        self.patient_addresses = patient_addresses
         self.cfg = cfg
         self.connectors = connectors
         self.events = events
@@ -482,7 +486,7 @@ class DeliveryQueue:
                 connector=e.connector,
                 recipients=list(e.recipients),
                 entry_kind=e.kind,
-                identifies_patient=identifies_patient(e.recipients),
+                identifies_patient=self.patient_addresses(e.recipients),
             )
         self.wake()
         return entries
@@ -637,7 +641,7 @@ class DeliveryQueue:
                     detail=group[0].detail,
                     attempt=item.attempt,
                     recipients=[r.recipient for r in group],
-                    identifies_patient=identifies_patient(entry.recipients),
+                    identifies_patient=self.patient_addresses(entry.recipients),
                     latency_s=round(latency, 4),
                     bytes=len(item.data),
                 )
@@ -702,7 +706,7 @@ class DeliveryQueue:
                 queue_id=entry.id,
                 reason=reason,
                 recipients=[f.address for f in failed],
-                identifies_patient=identifies_patient(entry.recipients),
+                identifies_patient=self.patient_addresses(entry.recipients),
                 dsn=False,
             )
             return
@@ -733,6 +737,6 @@ class DeliveryQueue:
             queue_id=entry.id,
             reason=reason,
             recipients=[f.address for f in failed],
-            identifies_patient=identifies_patient(entry.recipients),
+            identifies_patient=self.patient_addresses(entry.recipients),
             dsn=True,
         )

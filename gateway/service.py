@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,10 @@ PROCESSING_WORKERS = 2
 PROCESSING_CONCURRENCY = 8
 # Wait before retrying a message whose processing failed on local storage, in seconds.
 PROCESSING_RETRY_DELAY = 30.0
+# Seconds the event loop waits beyond scan.message_budget before giving up on the
+# pipeline thread: the pipeline checks its own budget between stages, so it normally
+# returns its own hold first.
+PIPELINE_BUDGET_SLACK = 1.0
 # SIGTERM: seconds to let in-flight SMTP transactions finish while new ones get 421.
 SHUTDOWN_GRACE = 10.0
 
@@ -151,6 +156,7 @@ class Service:
             bounce_connector=self.notice_connector,
             clock=self.clock,
             memory=memory_budget_for(cfg.smtp.max_message_size),
+            patient_addresses=self.identifies_patient,
         )
         self._executor = concurrent.futures.ThreadPoolExecutor(
             PROCESSING_WORKERS, thread_name_prefix="pipeline"
@@ -230,6 +236,22 @@ class Service:
 
     # --- acceptance and processing ------------------------------------------------
 
+    def identifies_patient(self, addresses: Sequence[str]) -> bool:
+        """Whether an event naming these addresses must mask them: a patient's own
+        mailbox (patient.mssante.fr), a rostered patient's e-mail, or an address whose
+        route sends to patients (own-data-only, reject-if-phi)."""
+        if identifies_patient(addresses):
+            return True
+        engine = self.engine
+        if engine is not None and any(engine.patient_for_email(a) is not None for a in addresses):
+            return True
+        routes = self.cfg.effective_routes()
+        for address in addresses:
+            route = find_route(routes, address, self.is_mssante)
+            if route is not None and route.action in (Action.OWN_DATA_ONLY, Action.REJECT_IF_PHI):
+                return True
+        return False
+
     def _on_accepted(self, accepted: Accepted) -> None:
         env = accepted.envelope
         self.events.emit(
@@ -241,7 +263,7 @@ class Service:
             recipients=list(env.recipients),
             size=accepted.size,
             message_id=accepted.message_id,
-            identifies_patient=identifies_patient(env.recipients),
+            identifies_patient=self.identifies_patient(env.recipients),
         )
         assert self._processing is not None
         self._processing.put_nowait(accepted.spool_id)
@@ -272,8 +294,20 @@ class Service:
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(
-                loop.run_in_executor(self._executor, process_message, raw, copies, self.engine),
-                self.cfg.scan.message_budget,
+                loop.run_in_executor(
+                    self._executor,
+                    functools.partial(
+                        process_message,
+                        raw,
+                        copies,
+                        self.engine,
+                        limits=self.cfg.files,
+                        budget_seconds=self.cfg.scan.message_budget,
+                    ),
+                ),
+                # The pipeline stops itself at the budget (and holds); this outer
+                # timeout, a second later, only catches a stage that never returns.
+                self.cfg.scan.message_budget + PIPELINE_BUDGET_SLACK,
             )
         except TimeoutError:
             reason = "processing time budget exceeded"
@@ -330,7 +364,7 @@ class Service:
                 digests=[f.digest for f in co.findings],
                 reason=co.reason,
                 identifies_patient=copy.action in (Action.OWN_DATA_ONLY, Action.REJECT_IF_PHI)
-                or identifies_patient(copy.recipients),
+                or self.identifies_patient(copy.recipients),
             )
             if co.verdict in (Verdict.PASS, Verdict.REWRITTEN) and co.data is not None:
                 if co.vault_entries:

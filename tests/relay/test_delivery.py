@@ -189,7 +189,7 @@ async def test_transforming_route_holds_with_stub_pipeline_and_notifies_sender(
 async def test_pipeline_exception_holds_non_deliver_copies(portique_factory, sink, monkeypatch):
     import gateway.service
 
-    def exploding(raw, copies, engine):
+    def exploding(raw, copies, engine, **_settings):
         raise ValueError("parser blew up on " + SECRET_BODY)
 
     monkeypatch.setattr(gateway.service, "process_message", exploding)

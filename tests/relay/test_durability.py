@@ -42,7 +42,7 @@ async def test_spool_queue_and_quarantine_files_hold_no_plaintext(portique_facto
     release = threading.Event()
     real = gateway.service.process_message
 
-    def slow_pipeline(raw, copies, engine):
+    def slow_pipeline(raw, copies, engine, **_settings):
         release.wait(10)
         return real(raw, copies, engine)
 

@@ -16,7 +16,7 @@ ENTRY = VaultEntry(
 )
 
 
-def _rewriting_pipeline(raw, copies, engine):
+def _rewriting_pipeline(raw, copies, engine, **_settings):
     return MessageOutcome(
         tuple(
             CopyOutcome(
