@@ -598,16 +598,47 @@ def decode_body(body: bytes | memoryview, cte: str) -> bytes:
 def encode_body(
     payload: bytes, cte: str, nl: bytes, *, binary: bool = False, final_newline: bool = True
 ) -> tuple[bytes, str]:
-    """(encoded body, transfer encoding). Keeps the original encoding where it can."""
+    """(encoded body, transfer encoding). Keeps the original encoding where it can.
+
+    Every line of the result ends with `nl`: a text payload's line breaks (CRLF, LF) are
+    written as `nl`, and a CR or LF that is not a line break is never emitted raw (QP
+    escapes it as =0D/=0A; a binary payload that would carry one goes to base64). A bare
+    CR or LF in the output would let the next hop see a different message (smuggling).
+    """
+    if not binary:
+        payload = canonical_line_breaks(payload, nl)
     if cte == "quoted-printable" and not binary:
-        encoded = quopri.encodestring(payload)
-        return (encoded.replace(b"\n", nl) if nl != b"\n" else encoded), cte
-    if cte in ("7bit", "8bit", "binary", "") and _fits_identity(payload, cte):
+        return encode_quoted_printable(payload, nl), cte
+    if cte in ("7bit", "8bit", "binary", "") and _fits_identity(payload, cte, nl):
         return payload, cte or "7bit"
     if cte != "base64" and not binary:
-        encoded = quopri.encodestring(payload)
-        return (encoded.replace(b"\n", nl) if nl != b"\n" else encoded), "quoted-printable"
+        return encode_quoted_printable(payload, nl), "quoted-printable"
     return encode_base64(payload, nl, final_newline=final_newline), "base64"
+
+
+def canonical_line_breaks(text: bytes, nl: bytes) -> bytes:
+    """A text payload with every CRLF or LF line break written as `nl` (bare CRs kept)."""
+    lf_only = text.replace(b"\r\n", b"\n") if b"\r" in text else text
+    return lf_only.replace(b"\n", nl) if nl != b"\n" else lf_only
+
+
+def encode_quoted_printable(payload: bytes, nl: bytes) -> bytes:
+    """RFC 2045 quoted-printable whose hard and soft line breaks are all `nl`.
+
+    binascii.b2a_qp writes CRLF line breaks when the first line of its input ends with
+    CRLF and LF otherwise, and passes a bare CR through unescaped in text mode. Feeding it
+    CRLF text and then replacing LF by CRLF gave "=\r\r\n" (a soft break broken in two). So
+    the encoder always sees LF-only lines; a line holding a bare CR is encoded on its own
+    in binary mode, which escapes the CR as =0D.
+    """
+    lines = payload.replace(b"\r\n", b"\n")
+    if b"\r" not in lines:
+        encoded = binascii.b2a_qp(lines)
+    else:
+        encoded = b"\n".join(
+            binascii.b2a_qp(line, istext=b"\r" not in line) for line in lines.split(b"\n")
+        )
+    return encoded.replace(b"\n", nl) if nl != b"\n" else encoded
 
 
 def encode_base64(payload: bytes, nl: bytes, *, final_newline: bool = True) -> bytes:
@@ -622,9 +653,15 @@ def encode_base64(payload: bytes, nl: bytes, *, final_newline: bool = True) -> b
     return b"".join(chunks)
 
 
-def _fits_identity(payload: bytes, cte: str) -> bool:
-    if b"\x00" in payload or b"\r" in payload.replace(b"\r\n", b""):
+def _fits_identity(payload: bytes, cte: str, nl: bytes) -> bool:
+    """True when `payload` can go out unencoded: lines within the SMTP limit, no NUL, and
+    no CR or LF outside an `nl` line break."""
+    if b"\x00" in payload:
         return False
+    if payload.count(b"\r") != payload.count(b"\r\n"):
+        return False  # a bare CR
+    if nl == b"\r\n" and payload.count(b"\n") != payload.count(b"\r\n"):
+        return False  # a bare LF in a CRLF message
     if cte in ("7bit", "") and not payload.isascii():
         return False
     return all(len(line) <= MAX_LINE_LENGTH for line in payload.split(b"\n"))
