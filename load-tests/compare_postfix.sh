@@ -25,6 +25,9 @@
 #            [--verify-messages N] [--latency-seconds S] [--settle S] [--keep] [--timeout SEC]
 #            [--engine-harness]  (while `portique serve` builds no scan engine: the same
 #                                 Service with the engine and vault wired by load-tests)
+#            [--instances K]  (K independent Portique processes, own data_dir each, the
+#                             smtp-source sessions and messages split between them: what
+#                             workers = "auto" with SO_REUSEPORT could reach; not the bar)
 #            [--portique-toml FILE]  (TOML appended to Portique's config, e.g. a [queue] section)
 #            [--profile DIR]   (py-spy, from PyPI into .venv: folded stacks + top functions)
 # The temp dir is made under $TMPDIR (default /tmp); it must be reachable by the postfix
@@ -45,6 +48,7 @@ MESSAGES=2000        # per timed run; ~10 s of Postfix on 2 cores
 SESSIONS=20          # the issue's load: 20 parallel smtp-source sessions
 TIMEOUT=300          # seconds per timed run, so a stuck relay cannot hang the script
 ROWS="postfix,pseudonymise,deliver"
+INSTANCES=1          # --instances K: K independent Portique processes, load split evenly
 ENGINE_HARNESS=0     # --engine-harness: run Portique through load-tests/gateway_with_engine.py
 WORKERS="auto"
 VERIFY=1
@@ -61,6 +65,7 @@ while [ $# -gt 0 ]; do
     -s) SESSIONS="$2"; shift 2 ;;
     --rows) ROWS="$2"; shift 2 ;;
     --engine-harness) ENGINE_HARNESS=1; shift ;;
+    --instances) INSTANCES="$2"; shift 2 ;;
     --workers) WORKERS="$2"; shift 2 ;;
     --no-verify) VERIFY=0; shift ;;
     --verify-messages) VERIFY_MESSAGES="$2"; shift 2 ;;
@@ -141,19 +146,35 @@ SINK_PORT=$(free_port)
 # sender): only messages for commandes@labo.test count as delivered.
 # Prints "NAME SECONDS DELIVERED OTHER" on stdout.
 timed_run() {
-  local name="$1" port="$2" sink_out="$WORK/sink-$1.out" dump="$WORK/dump-$1" sink_pid src_rc=0 t0 t1
+  local name="$1" ports="$2" sink_out="$WORK/sink-$1.out" dump="$WORK/dump-$1" sink_pid src_rc=0 t0 t1
   mkdir -p "$dump"
   chown nobody "$dump"
   "$SMTP_SINK" -u nobody -c -M "$MESSAGES" -d "$dump/m." "127.0.0.1:$SINK_PORT" 256 >"$sink_out" 2>&1 &
   sink_pid=$!
   wait_port "$SINK_PORT" 10 || { log "smtp-sink did not start"; return 1; }
-  local cpu0
-  cpu0=$(cpu_ticks "${PORTIQUE_PID:-}")
+  local cpu0 k i port msgs sess rc
+  local -a list src_pids=()
+  IFS=, read -r -a list <<<"$ports"
+  k=${#list[@]}
+  cpu0=$(cpu_ticks_all)
   t0=$(now)
-  timeout "$TIMEOUT" "$SMTP_SOURCE" -s "$SESSIONS" -m "$MESSAGES" -d -F "$MSG_FILE" \
-    -f secretariat@cabinet-dentaire.test -t commandes@labo.test -M load.test \
-    "127.0.0.1:$port" >"$WORK/source-$name.out" 2>&1 || src_rc=$?
-  [ "$src_rc" = 0 ] || log "$name: smtp-source exit $src_rc: $(tail -n 3 "$WORK/source-$name.out" | tr '\n' ' ')"
+  # One smtp-source per target port; sessions and messages split evenly (the first takes
+  # the remainder), all started together.
+  for i in "${!list[@]}"; do
+    port="${list[$i]}"
+    msgs=$((MESSAGES / k)); sess=$((SESSIONS / k))
+    if [ "$i" = 0 ]; then msgs=$((msgs + MESSAGES % k)); sess=$((sess + SESSIONS % k)); fi
+    [ "$sess" -ge 1 ] || sess=1
+    timeout "$TIMEOUT" "$SMTP_SOURCE" -s "$sess" -m "$msgs" -d -F "$MSG_FILE" \
+      -f secretariat@cabinet-dentaire.test -t commandes@labo.test -M load.test \
+      "127.0.0.1:$port" >"$WORK/source-$name-$i.out" 2>&1 &
+    src_pids+=($!)
+  done
+  for i in "${!src_pids[@]}"; do
+    rc=0
+    wait "${src_pids[$i]}" || rc=$?
+    [ "$rc" = 0 ] || { src_rc=$rc; log "$name: smtp-source $i exit $rc: $(tail -n 3 "$WORK/source-$name-$i.out" | tr '\n' ' ')"; }
+  done
   # smtp-sink exits by itself after M messages; bound the wait.
   local deadline=$((SECONDS + TIMEOUT))
   while kill -0 "$sink_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.01; done
@@ -165,7 +186,7 @@ timed_run() {
   wait "$sink_pid" 2>/dev/null || true
   if [ -n "${PORTIQUE_PID:-}" ]; then
     local cpu_s
-    cpu_s=$(echo "($(cpu_ticks "$PORTIQUE_PID") - $cpu0) / $(getconf CLK_TCK)" | bc -l)
+    cpu_s=$(echo "($(cpu_ticks_all) - $cpu0) / $(getconf CLK_TCK)" | bc -l)
     log "$name: portique used $(printf '%.2f' "$cpu_s") s of CPU in $(printf '%.2f' "$(echo "$t1 - $t0" | bc -l)") s of wall time"
   fi
   local lab other
@@ -173,6 +194,12 @@ timed_run() {
   other=$(( $(find "$dump" -type f | wc -l) - lab ))
   [ "$other" = 0 ] || log "$name: $other message(s) at the sink were not lab deliveries (e.g. hold notices)"
   echo "$name $(echo "$t1 - $t0" | bc -l) $lab $other"
+}
+
+cpu_ticks_all() {  # summed over every running Portique instance
+  local total=0 pid
+  for pid in $PORTIQUE_PID ${EXTRA_PIDS:-}; do total=$((total + $(cpu_ticks "$pid"))); done
+  echo "$total"
 }
 
 # --- Postfix ------------------------------------------------------------------------------
@@ -207,10 +234,10 @@ start_postfix() {
 }
 
 # --- Portique -----------------------------------------------------------------------------
-write_portique_config() {  # write_portique_config FILE PORT ACTION
+write_portique_config() {  # write_portique_config FILE PORT ACTION [INSTANCE]
   cat >"$1" <<EOF
 # Written by compare_postfix.sh for one benchmark run.
-data_dir = "$WORK/portique-$3"
+data_dir = "$WORK/portique-$3${4:+-$4}"
 workers = "$WORKERS"
 log_level = "warning"
 
@@ -240,31 +267,49 @@ EOF
 }
 
 PORTIQUE_PID=""
-start_portique() {  # start_portique ACTION PORT
-  local cfg="$WORK/portique-$1.toml"
-  write_portique_config "$cfg" "$2" "$1"
+EXTRA_PIDS=""   # instances 1..K-1 (--instances)
+PORTIQUE_PORTS=""
+launch_instance() {  # launch_instance ACTION PORT INSTANCE -> pid in LAUNCHED
+  local cfg="$WORK/portique-$1${3:+-$3}.toml" logf="$WORK/portique-$1${3:+-$3}.log"
+  write_portique_config "$cfg" "$2" "$1" "$3"
   "$PORTIQUE" keys init -c "$cfg" >/dev/null
   if "$PORTIQUE" --help 2>/dev/null | grep -qw roster; then
     "$PORTIQUE" roster import -c "$cfg" "$WORK/roster.csv" >/dev/null 2>&1 \
       || log "roster import failed: names may go undetected"
   fi
   if [ "$ENGINE_HARNESS" = 1 ]; then
-    "$PY" "$HERE/gateway_with_engine.py" -c "$cfg" >"$WORK/portique-$1.log" 2>&1 &
+    "$PY" "$HERE/gateway_with_engine.py" -c "$cfg" >"$logf" 2>&1 &
   else
-    "$PORTIQUE" serve -c "$cfg" >"$WORK/portique-$1.log" 2>&1 &
+    "$PORTIQUE" serve -c "$cfg" >"$logf" 2>&1 &
   fi
-  PORTIQUE_PID=$!
-  PIDS+=("$PORTIQUE_PID")
-  wait_port "$2" 30 || { log "portique did not listen on $2"; tail -n 20 "$WORK/portique-$1.log" >&2; return 1; }
+  LAUNCHED=$!
+  PIDS+=("$LAUNCHED")
+  wait_port "$2" 30 || { log "portique did not listen on $2"; tail -n 20 "$logf" >&2; return 1; }
+}
+start_portique() {  # start_portique ACTION PORT: instance 0 on PORT, others on free ports
+  local i port
+  launch_instance "$1" "$2" ""
+  PORTIQUE_PID=$LAUNCHED
+  PORTIQUE_PORTS="$2"
+  EXTRA_PIDS=""
+  for ((i = 1; i < INSTANCES; i++)); do
+    port=$(free_port)
+    launch_instance "$1" "$port" "$i"
+    EXTRA_PIDS="$EXTRA_PIDS $LAUNCHED"
+    PORTIQUE_PORTS="$PORTIQUE_PORTS,$port"
+  done
 }
 stop_portique() {
-  [ -n "$PORTIQUE_PID" ] || return 0
-  kill -TERM "$PORTIQUE_PID" 2>/dev/null || true
-  local deadline=$((SECONDS + 30))
-  while kill -0 "$PORTIQUE_PID" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-  kill -KILL "$PORTIQUE_PID" 2>/dev/null || true
-  wait "$PORTIQUE_PID" 2>/dev/null || true
+  local pid deadline
+  for pid in $PORTIQUE_PID $EXTRA_PIDS; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in $PORTIQUE_PID $EXTRA_PIDS; do
+    deadline=$((SECONDS + 30))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   PORTIQUE_PID=""
+  EXTRA_PIDS=""
 }
 
 # py-spy around a timed run: every thread (the pipeline runs in executor threads) and
@@ -336,7 +381,7 @@ if want pseudonymise; then
   log "portique (pseudonymise): 127.0.0.1:$PQ_PORT, workers=$WORKERS"
   start_portique pseudonymise "$PQ_PORT"
   profile_start pseudonymise
-  record "$(timed_run portique-pseudonymise "$PQ_PORT")"
+  record "$(timed_run portique-pseudonymise "$PORTIQUE_PORTS")"
   profile_stop pseudonymise
   if [ "$VERIFY" = 1 ]; then
     log "verifying $VERIFY_MESSAGES generated messages through the pseudonymising route"
@@ -351,7 +396,7 @@ if want deliver; then
   log "portique (deliver, no scanning): 127.0.0.1:$PD_PORT"
   start_portique deliver "$PD_PORT"
   profile_start deliver
-  record "$(timed_run portique-deliver "$PD_PORT")"
+  record "$(timed_run portique-deliver "$PORTIQUE_PORTS")"
   profile_stop deliver
   if [ "$VERIFY" = 1 ]; then
     log "verifying $VERIFY_MESSAGES generated messages through the deliver route (expect plain)"
@@ -366,8 +411,8 @@ fi
 rate_of() { echo "${DELIVERED[$1]} / ${SECS[$1]}" | bc -l; }
 echo
 echo "Postfix vs Portique: $MESSAGES x $MSG_BYTES-byte lab orders, smtp-source -s $SESSIONS -> relay -> smtp-sink; nproc=$(nproc)"
-printf '| %-56s | %9s | %9s | %10s | %s\n' "relay" "delivered" "seconds" "msg/s" "note"
-printf '|%s|%s|%s|%s|%s\n' "----------------------------------------------------------" "-----------" "-----------" "------------" "------"
+printf '| %-66s | %9s | %9s | %10s | %s\n' "relay" "delivered" "seconds" "msg/s" "note"
+printf '|%s|%s|%s|%s|%s\n' "--------------------------------------------------------------------" "-----------" "-----------" "------------" "------"
 for name in postfix portique-pseudonymise portique-deliver; do
   [ -n "${SECS[$name]:-}" ] || continue
   label="$name"
@@ -377,9 +422,10 @@ for name in postfix portique-pseudonymise portique-deliver; do
     portique-deliver) label="Portique, deliver route (no scanning)" ;;
   esac
   if [ "$ENGINE_HARNESS" = 1 ] && [ "$name" != postfix ]; then label="$label, engine harness"; fi
+  if [ "$INSTANCES" != 1 ] && [ "$name" != postfix ]; then label="$label, $INSTANCES processes"; fi
   note=""
   [ "${DELIVERED[$name]}" = "$MESSAGES" ] || note="INCOMPLETE: ${DELIVERED[$name]} of $MESSAGES delivered, ${OTHER[$name]} other message(s) at the sink"
-  printf '| %-56s | %9s | %9.2f | %10.1f | %s\n' "$label" "${DELIVERED[$name]}" "${SECS[$name]}" "$(rate_of "$name")" "$note"
+  printf '| %-66s | %9s | %9.2f | %10.1f | %s\n' "$label" "${DELIVERED[$name]}" "${SECS[$name]}" "$(rate_of "$name")" "$note"
 done
 if [ -n "${SECS[postfix]:-}" ] && [ -n "${SECS[portique-pseudonymise]:-}" ]; then
   valid=""

@@ -109,3 +109,13 @@ def test_pseudonymising_row_through_the_engine_harness(workdir: Path) -> None:
     assert "arrived 10  missing 0" in out.stderr and "RESULT: OK" in out.stderr
     assert "planted values found at the sink" not in out.stderr
     assert list(workdir.iterdir()) == []
+
+
+def test_two_instances_split_the_load_and_every_message_is_delivered(workdir: Path) -> None:
+    out = run(
+        workdir, "--rows", "deliver", "--instances", "2", "-m", "21", "-s", "4", "--no-verify"
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    row = rows(out.stdout)["Portique, deliver route (no scanning), 2 processes"]
+    assert row["delivered"] == "21"
+    assert no_private_postfix_left(workdir) and list(workdir.iterdir()) == []
