@@ -65,8 +65,6 @@ AUDIT_TICK = 60.0
 # Seconds between retention passes and between full verifications of the chain: daily,
 # as the issue asks; a full verify reads the whole trail, so not more often.
 DAILY = 86_400.0
-# Seconds to wait for the checkpoint e-mail to be durably queued from the audit thread.
-EMAIL_QUEUE_TIMEOUT = 30.0
 
 
 def _roster_signature(path: Path) -> tuple[int, int, int] | None:
@@ -97,6 +95,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_verify_ok = True
+        self._email_tasks: set[asyncio.Task[Any]] = set()
 
     # --- start ----------------------------------------------------------------------
 
@@ -243,16 +242,20 @@ class Runtime:
                 log.warning("client_cert_unreadable", connector=name, error=type(exc).__name__)
         return expiries
 
+    async def refresh_gauges(self) -> None:
+        """Feed the metric setters now (the runtime also does it every GAUGE_INTERVAL)."""
+        assert self.service is not None
+        depth, oldest_age = await asyncio.to_thread(self._queue_gauges)
+        self.metrics.set_queue_depth(depth)
+        self.metrics.set_oldest_age(oldest_age)
+        self.metrics.set_lockdown(self.service.queue.lockdown)
+        for name, ts in (await asyncio.to_thread(self._client_cert_expiries)).items():
+            self.metrics.set_client_cert_expiry(name, ts)
+
     async def _update_gauges(self) -> None:
         while True:
             try:
-                depth, oldest_age = await asyncio.to_thread(self._queue_gauges)
-                self.metrics.set_queue_depth(depth)
-                self.metrics.set_oldest_age(oldest_age)
-                assert self.service is not None
-                self.metrics.set_lockdown(self.service.queue.lockdown)
-                for name, ts in (await asyncio.to_thread(self._client_cert_expiries)).items():
-                    self.metrics.set_client_cert_expiry(name, ts)
+                await self.refresh_gauges()
             except Exception as exc:
                 log.warning("metric_gauges_failed", error=type(exc).__name__)
             await asyncio.sleep(GAUGE_INTERVAL)
@@ -289,25 +292,50 @@ class Runtime:
 
     def _queue_checkpoint_email(self, msg: EmailMessage) -> None:
         """EmailSender for the trail: queue the checkpoint e-mail through the service.
-        Called from a worker thread (the audit duties run there); blocks until queued."""
+
+        Never blocks: the trail may call it from the event loop (a checkpoint written by
+        an append) or from a thread holding the trail's lock, and queueing emits a
+        "queued" event that the trail itself must record; waiting here would deadlock.
+        So the enqueue is scheduled on the loop and a failure is logged as an error.
+        The checkpoints stay in the trail (`portique audit export` re-exports them)."""
         service, loop = self.service, self._loop
-        if service is None or loop is None or not service.started:
+        if service is None or loop is None or loop.is_closed() or not service.started:
             raise RuntimeError("service not running")
         from gateway.routes import find_route
 
         to = str(msg["To"])
         route = find_route(self.cfg.effective_routes(), to, service.is_mssante)
-        connector = route.connector if route is not None else service.notice_connector(to)
         copy = NewCopy(
             spool_id="audit-checkpoint",
             route=route.name if route is not None else "notice",
-            connector=connector,
+            connector=route.connector if route is not None else service.notice_connector(to),
             mail_from="",
             recipients=(to,),
             data=msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")),
         )
-        future = asyncio.run_coroutine_threadsafe(service.queue.enqueue([copy]), loop)
-        future.result(EMAIL_QUEUE_TIMEOUT)
+
+        def schedule() -> None:
+            task = loop.create_task(service.queue.enqueue([copy]), name="checkpoint-email")
+            self._email_tasks.add(task)
+            task.add_done_callback(self._checkpoint_email_queued)
+
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            schedule()
+        else:
+            loop.call_soon_threadsafe(schedule)
+
+    def _checkpoint_email_queued(self, task: asyncio.Task[Any]) -> None:
+        self._email_tasks.discard(task)
+        if task.cancelled():
+            log.error("audit_checkpoint_email_not_queued", error="cancelled")
+        elif (exc := task.exception()) is not None:
+            log.error("audit_checkpoint_email_not_queued", error=type(exc).__name__)
+        else:
+            log.info("audit_checkpoint_email_queued")
 
     def _audit_round(self, *, retention: bool, verify: bool) -> None:
         """One round of audit duties (blocking; runs in a thread)."""
@@ -363,6 +391,8 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.metrics_runner.cleanup()
             self.metrics_runner = None
+        if self._email_tasks:
+            await asyncio.gather(*self._email_tasks, return_exceptions=True)
         if self.service is not None:
             await self.service.stop()
         await self._close_stores()
