@@ -61,6 +61,21 @@ class EventBus:
     def subscribe(self, sink: EventSink, *, required: bool = False) -> None:
         self._sinks.append((sink, required))
 
+    async def durable(self) -> None:
+        """Wait until every event emitted so far is durable in each sink that defers
+        its writes (a sink with an async `durable()`, the audit trail's group commit).
+        Raises what such a required sink raises; a failing optional sink is logged."""
+        for sink, required in self._sinks:
+            wait = getattr(sink, "durable", None)
+            if wait is None:
+                continue
+            try:
+                await wait()
+            except Exception:
+                if required:
+                    raise
+                self._log.exception("event_sink_failed", sink=type(sink).__name__, kind="durable")
+
     def emit(self, kind: str, **fields: Any) -> None:
         event = Event(kind, fields)
         for sink, required in self._sinks:

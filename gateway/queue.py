@@ -662,6 +662,8 @@ class DeliveryQueue:
                 gave_up=False,
             )
         if not temp_rcpts:
+            # The delivery record is durable before the entry is forgotten (issue 7).
+            await self.events.durable()
             # unlink and the commit block on the journal: keep them off the event loop.
             await loop.run_in_executor(self._io, lambda: self.store.remove(entry.id, durable=False))
             return

@@ -420,6 +420,9 @@ class Service:
                         outcome,
                     )
                 )
+        # The decided (and received) records must be durable before any copy can leave:
+        # the audit trail commits them in groups off the loop (issue 7).
+        await self.events.durable()
         entries = await self.queue.enqueue(to_queue)
         await loop.run_in_executor(self._io, self.spool.remove, spool_id)
         return ProcessResult(spool_id, tuple(e.id for e in entries), tuple(held), rejected)

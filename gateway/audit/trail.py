@@ -20,12 +20,24 @@ Invariants:
   become `#<keyed hash of local part>@domain` (gateway.events.mask_address).
 - `append` returns only after the record is committed with synchronous=FULL (fsync);
   if it cannot write, it raises AuditError and the caller must not proceed.
+- Group commit (issue 7): appends go through one writer thread that commits every
+  record waiting at that moment in ONE transaction with ONE fsync, in submission
+  order, so concurrent callers share a sync. Chain, MAC and checkpoint placement are
+  exactly those of one-at-a-time appends (a batch is split at checkpoint boundaries).
+- `emit` from an event-loop thread does not wait (fsync never blocks the loop): the
+  record is queued for the writer, and the caller awaits `durable()` before anything
+  that depends on it leaves (the service before a copy is queued or sent, the queue
+  before a delivery is forgotten). If a queued record cannot be written, the trail is
+  marked failed for deferred emits: every later emit and `durable()` raise AuditError
+  (fail closed) until restart; the chain itself stays valid (lost records got no seq).
+- Reads (status, search, verify, checkpoints, close) first wait for queued records.
 - Pruning removes whole records from the oldest end only, and first signs a
   "pruned up to record N" checkpoint carrying record N's hash, so the rest verifies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import json
@@ -314,6 +326,22 @@ def record_hash(
     return sha256_hex(canonical_json(body))
 
 
+@dataclass(eq=False)
+class _PendingRecord:
+    """One record waiting for the group-commit writer."""
+
+    kind: str
+    actor: str
+    stored: Mapping[str, Any]
+    deferred: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    seq: int = 0
+    error: AuditError | None = None
+    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
+        default_factory=list
+    )
+
+
 class AuditTrail:
     """Append-only, hash-chained, signed audit trail. Also an EventSink."""
 
@@ -342,6 +370,13 @@ class AuditTrail:
         self._clock = clock
         self._identifies_patient = identifies_patient
         self._lock = threading.RLock()
+        # Group commit: records waiting for the writer thread, in submission order.
+        self._pending: list[_PendingRecord] = []
+        self._pending_cv = threading.Condition(threading.Lock())
+        self._last_submitted: _PendingRecord | None = None
+        self._writer: threading.Thread | None = None
+        self._stopping = False
+        self._deferred_failure: AuditError | None = None
         self._log = structlog.get_logger("portique.audit")
         self._closed = False
         self._readonly = False
@@ -453,6 +488,7 @@ class AuditTrail:
 
     def close(self) -> None:
         """Write a closing checkpoint (if records were added since the last one)."""
+        self._stop_writer()
         with self._lock:
             if self._closed:
                 return
@@ -473,32 +509,170 @@ class AuditTrail:
     # -- writing ---------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        """EventSink: one record per event; the acting user, if any, is the actor."""
+        """EventSink: one record per event; the acting user, if any, is the actor.
+
+        Called from an event-loop thread, it queues the record for the group-commit
+        writer and returns at once (await `durable()` before relying on it); from any
+        other thread it returns only once the record is durable, like `append`."""
         user = event.fields.get("user")
         actor = user if isinstance(user, str) and user else "system"
-        self.append(event.kind, event.fields, actor=actor)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.append(event.kind, event.fields, actor=actor)
+            return
+        if self._deferred_failure is not None:
+            raise self._deferred_failure
+        stored = mask_patient_addresses(
+            event.fields, self._keyring.digest_key, self._identifies_patient
+        )
+        self._submit(_PendingRecord(event.kind, actor, stored, deferred=True))
 
     def append(self, kind: str, fields: Mapping[str, Any], *, actor: str = "system") -> int:
-        """Append one record durably; returns its number. Raises AuditError on failure."""
+        """Append one record durably; returns its number. Raises AuditError on failure.
+
+        Blocks until the writer thread has committed (and fsynced) the batch holding
+        it: do not call it on an event loop (use `emit` + `durable()` there)."""
         stored = mask_patient_addresses(fields, self._keyring.digest_key, self._identifies_patient)
+        pending = self._submit(_PendingRecord(kind, actor, stored, deferred=False))
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.seq
+
+    async def durable(self) -> None:
+        """Wait (without blocking the loop) until every record submitted so far is
+        committed. Raises AuditError if a deferred record could not be written."""
+        future: asyncio.Future[None] | None = None
+        with self._pending_cv:
+            last = self._last_submitted
+            if last is not None and not last.done.is_set():
+                loop = asyncio.get_running_loop()
+                future = loop.create_future()
+                last.waiters.append((loop, future))
+        if future is not None:
+            await future
+        if self._deferred_failure is not None:
+            raise self._deferred_failure
+
+    def _submit(self, pending: _PendingRecord) -> _PendingRecord:
+        with self._pending_cv:
+            if self._closed or self._readonly or self._stopping:
+                raise AuditError("audit trail is closed or opened read-only")
+            self._pending.append(pending)
+            self._last_submitted = pending
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._writer_loop, name="audit-writer", daemon=True
+                )
+                self._writer.start()
+            self._pending_cv.notify()
+        return pending
+
+    def _drain(self) -> None:
+        """Block until every record submitted so far has been handled by the writer."""
+        with self._pending_cv:
+            last = self._last_submitted
+        if last is not None:
+            last.done.wait()
+
+    def _stop_writer(self) -> None:
+        with self._pending_cv:
+            self._stopping = True
+            writer = self._writer
+            self._pending_cv.notify()
+        if writer is not None and writer is not threading.current_thread():
+            writer.join()
+        with self._pending_cv:
+            self._writer = None
+
+    def _writer_loop(self) -> None:
+        while True:
+            with self._pending_cv:
+                while not self._pending and not self._stopping:
+                    self._pending_cv.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+            try:
+                self._commit_batch(batch)
+            except BaseException as exc:  # never leave a caller waiting forever
+                error = AuditError(f"cannot write the audit trail: {type(exc).__name__}")
+                for pending in batch:
+                    if not pending.done.is_set():
+                        pending.error = pending.error or error
+                        self._finish(pending)
+                if not isinstance(exc, Exception):
+                    raise
+
+    def _finish(self, pending: _PendingRecord) -> None:
+        if pending.error is not None and pending.deferred and self._deferred_failure is None:
+            self._deferred_failure = AuditError(
+                "audit records queued from the event loop could not be written"
+            )
+            self._log.error("audit_deferred_records_lost", error=str(pending.error))
+        with self._pending_cv:
+            pending.done.set()
+            waiters, pending.waiters = pending.waiters, []
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, future)
+
+    def _commit_batch(self, batch: list[_PendingRecord]) -> None:
+        """Commit `batch` in order: one transaction (one fsync) per run of records up to
+        the next periodic checkpoint, then the checkpoint, as single appends would."""
         with self._lock:
             if self._closed or self._readonly:
-                raise AuditError("audit trail is closed or opened read-only")
-            ts = format_ts(self._clock())
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                error = AuditError("audit trail is closed or opened read-only")
+                for pending in batch:
+                    pending.error = error
+                    self._finish(pending)
+                return
+            start = 0
+            while start < len(batch):
+                every = self._config.checkpoint_every
+                room = max(1, every - self._since_checkpoint) if every > 0 else len(batch)
+                chunk = batch[start : start + room]
+                start += len(chunk)
                 try:
-                    last_seq, last_hash = self._load_tail()
+                    self._insert_chunk(chunk)
+                except AuditError as exc:
+                    for pending in chunk:
+                        pending.error = exc
+                        self._finish(pending)
+                    continue
+                checkpoint_error: AuditError | None = None
+                try:
+                    if every > 0 and self._since_checkpoint >= every:
+                        self._write_checkpoint(CheckpointKind.PERIODIC)
+                    elif start >= len(batch):
+                        self.checkpoint_if_due()
+                except AuditError as exc:
+                    checkpoint_error = exc
+                for pending in chunk:
+                    # As before: the record is committed, but the caller hears that the
+                    # checkpoint after it failed.
+                    pending.error = checkpoint_error
+                    self._finish(pending)
+
+    def _insert_chunk(self, chunk: list[_PendingRecord]) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                last_seq, last_hash = self._load_tail()
+                for pending in chunk:
+                    stored = pending.stored
+                    ts = format_ts(self._clock())
                     seq = last_seq + 1
-                    digest = record_hash(seq, ts, kind, actor, stored, last_hash)
+                    digest = record_hash(seq, ts, pending.kind, pending.actor, stored, last_hash)
                     self._conn.execute(
                         "INSERT INTO records (seq, ts, kind, actor, fields, prev_hash, hash,"
                         " mac, route, action, message_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             seq,
                             ts,
-                            kind,
-                            actor,
+                            pending.kind,
+                            pending.actor,
                             json.dumps(stored, sort_keys=True, ensure_ascii=False),
                             last_hash,
                             digest,
@@ -515,24 +689,19 @@ class AuditTrail:
                             "INSERT INTO record_addresses (seq, role, address) VALUES (?,?,?)",
                             rows,
                         )
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                self._writable = False
-                self._last_error = type(exc).__name__
-                raise AuditError(f"cannot write the audit trail: {type(exc).__name__}") from exc
-            self._writable = True
-            self._last_seq, self._last_hash = seq, digest
-            self._since_checkpoint += 1
-            if self._config.checkpoint_every > 0 and (
-                self._since_checkpoint >= self._config.checkpoint_every
-            ):
-                self._write_checkpoint(CheckpointKind.PERIODIC)
-            else:
-                self.checkpoint_if_due()
-            return seq
+                    pending.seq = seq
+                    last_seq, last_hash = seq, digest
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self._writable = False
+            self._last_error = type(exc).__name__
+            raise AuditError(f"cannot write the audit trail: {type(exc).__name__}") from exc
+        self._writable = True
+        self._last_seq, self._last_hash = last_seq, last_hash
+        self._since_checkpoint += len(chunk)
 
     def checkpoint_if_due(self) -> bool:
         """Sign a checkpoint if records were added and the last checkpoint is older than
@@ -548,6 +717,7 @@ class AuditTrail:
 
     def checkpoint(self) -> None:
         """Sign the current head now (no-op on an empty trail)."""
+        self._drain()
         with self._lock:
             if self._closed or self._readonly:
                 raise AuditError("audit trail is closed or opened read-only")
@@ -609,6 +779,7 @@ class AuditTrail:
         "pruned up to record N" checkpoint; returns the number of records removed.
 
         The newest record is never pruned, so the chain always has a visible head."""
+        self._drain()
         with self._lock:
             if self._closed or self._readonly:
                 raise AuditError("audit trail is closed or opened read-only")
@@ -753,6 +924,7 @@ class AuditTrail:
         # 1..1000 per page: the console pages by 50; exports use iter_records().
         limit = max(1, min(int(limit), 1000))
         offset = max(0, int(offset))
+        self._drain()
         with self._lock:
             total = self._conn.execute(
                 f"SELECT COUNT(*) FROM records r{clause}", params
@@ -768,6 +940,7 @@ class AuditTrail:
         self, *, since: datetime | None = None, until: datetime | None = None
     ) -> Iterator[AuditRecord]:
         """Records in order (oldest first) between `since` (inclusive) and `until`."""
+        self._drain()
         low = format_ts(since) if since else ""
         high = format_ts(until) if until else "9999"
         after = 0
@@ -785,6 +958,7 @@ class AuditTrail:
             after = rows[-1][0]
 
     def checkpoints(self) -> list[Checkpoint]:
+        self._drain()
         with self._lock:
             rows = self._conn.execute(
                 "SELECT seq, kind, payload, signature FROM checkpoints ORDER BY id"
@@ -831,6 +1005,7 @@ class AuditTrail:
         worker thread from async code: ~25,000 records/s on one core)."""
         from gateway.audit.verify import verify_trail
 
+        self._drain()
         try:
             conn = sqlite3.connect(
                 f"{self.path.resolve().as_uri()}?mode=ro",
@@ -855,6 +1030,7 @@ class AuditTrail:
 
     def status(self) -> ChainStatus:
         """Cheap status: checks only the records added since the last check."""
+        self._drain()
         with self._lock:
             if not self._closed and self._chain_ok:
                 self._check_new_records()
@@ -872,14 +1048,15 @@ class AuditTrail:
                 last_checkpoint_seq=last_cp.seq if last_cp else None,
                 last_checkpoint_at=last_cp.ts if last_cp else None,
                 pruned_through=self._pruned_through() if not self._closed else 0,
-                writable=self._writable and not self._closed,
+                writable=self._writable and not self._closed and self._deferred_failure is None,
                 reason=self._chain_reason if not self._chain_ok else "ok",
             )
 
     def is_writable(self) -> bool:
-        """For /readyz: the database accepts a write transaction right now."""
+        """For /readyz: the database accepts a write transaction right now (and no
+        record queued from the event loop has been lost)."""
         with self._lock:
-            if self._closed:
+            if self._closed or self._deferred_failure is not None:
                 return False
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -968,6 +1145,11 @@ class AuditTrail:
             )
         except (TypeError, ValueError, KeyError):
             return None  # a damaged checkpoint: verify() reports it
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _text_or_none(value: Any) -> str | None:

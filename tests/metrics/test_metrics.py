@@ -306,6 +306,7 @@ async def test_audit_chain_gauge_follows_the_real_trail(data_dir: Path, keyring:
         # The scrape checks records added since the previous one (a full verify()
         # covers the older ones): tamper with a record appended after the scrape.
         bus.emit("received", size=20, recipients=["c@d.test"])
+        await trail.durable()  # emitted on the loop: committed by the group writer
         conn.execute("UPDATE records SET actor = 'mallory' WHERE seq = 2")
         conn.close()
         _, _, text = await fetch(url)
