@@ -1,13 +1,14 @@
 """`portique roster import FILE.csv | forget (--name "NOM Prénom" --birth-date D | --token T)`.
 
-Import replaces the stored (encrypted) roster; a running gateway picks it up at its
-next reload. Forget erases one patient from the roster and the vault (right to
+Import replaces the stored (encrypted) roster; a running gateway watches that file and
+compiles a new engine within seconds (gateway/runtime.py), without a restart. Forget erases one patient from the roster and the vault (right to
 erasure). Output gives counts only, never a name.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -38,7 +39,22 @@ def run_import(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     count = import_roster(cfg.data_dir, load_keys(cfg.data_dir), Path(args.file))
     print(f"roster imported: {count} patients in {time.perf_counter() - started:.2f} s")
+    _tell_about_running_gateway(cfg.data_dir)
     return 0
+
+
+def _tell_about_running_gateway(data_dir: Path) -> None:
+    """A running gateway watches the roster file (gateway/runtime.py) and recompiles its
+    engine on its own; say so, so the operator knows no restart is needed."""
+    from gateway.control import ControlError, send_command
+
+    try:
+        send_command(data_dir / "control.sock", "ping")
+    except ControlError:
+        pass  # it answered (with an error): it is running
+    except (OSError, ValueError):
+        return  # no gateway listening
+    print("the running gateway loads the new roster within a few seconds (no restart needed)")
 
 
 def run_forget(args: argparse.Namespace) -> int:
@@ -79,4 +95,6 @@ def run_forget(args: argparse.Namespace) -> int:
         )
     roster_rows, vault_rows = forget_patient(cfg.data_dir, keyring, keys)
     print(f"forgotten: {roster_rows} roster entr(y/ies), {vault_rows} vault mapping(s)")
+    if roster_rows:
+        _tell_about_running_gateway(cfg.data_dir)
     return 0 if roster_rows or vault_rows else 1

@@ -153,12 +153,13 @@ async def sink() -> AsyncIterator[Sink]:
     await s.stop()
 
 
-def import_roster(config: Path, csv_text: str) -> None:
+def import_roster(config: Path, csv_text: str) -> str:
     csv_path = config.parent / "roster.csv"
     csv_path.write_text(csv_text, encoding="utf-8")
     done = run_cli(config, "roster", "import", str(csv_path))
     assert done.returncode == 0, done.stderr
     csv_path.unlink()
+    return done.stdout
 
 
 async def test_serve_runs_the_whole_product(tmp_path: Path, sink: Sink) -> None:
@@ -248,7 +249,7 @@ async def test_serve_runs_the_whole_product(tmp_path: Path, sink: Sink) -> None:
 async def test_roster_import_takes_effect_without_restart(tmp_path: Path, sink: Sink) -> None:
     config = write_config(tmp_path, sink.port)
     assert run_cli(config, "keys", "init").returncode == 0
-    import_roster(config, ROSTER_CSV)
+    assert "no restart needed" not in import_roster(config, ROSTER_CSV)  # none running
     gateway = ServeProcess(config).start()
     own_data = message(
         ROUX_EMAIL, f"Bonjour Mme ROUX,\r\nVotre NIR {ROUX_NIR} pour le devis.\r\n", "Devis"
@@ -262,7 +263,8 @@ async def test_roster_import_takes_effect_without_restart(tmp_path: Path, sink: 
         assert all(ROUX_NIR not in body_text(m.data) for m in sink.messages)
         before = len(sink.messages)
 
-        import_roster(config, ROSTER_CSV_WITH_ROUX)
+        said = import_roster(config, ROSTER_CSV_WITH_ROUX)
+        assert "no restart needed" in said
         await wait_until(lambda: "roster_reloaded" in gateway.output(), within=30)
 
         # Now rostered: her own data reaches her, with no restart in between.
