@@ -155,3 +155,43 @@ async def test_gauges_and_readiness(tmp_path: Path, pki: PKI) -> None:
         assert json.loads(body)["failing"] == ["audit_writable"]
     finally:
         await runtime.stop()
+
+
+async def test_rostered_patient_address_is_masked_in_every_event(
+    tmp_path: Path, sink: Sink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rostered patient's own e-mail, on a route that does not say "patient" (here a
+    plain deliver route), is still masked in every event: logs and audit records."""
+    from structlog.testing import capture_logs
+
+    from crypto.keys import init_keys, load_keys
+    from gateway.roster import import_roster
+
+    patient_email = "lucie.berthier@free.fr"
+    cfg = runtime_config(tmp_path, sink.port)
+    init_keys(cfg.data_dir)
+    csv_path = tmp_path / "roster.csv"
+    csv_path.write_text(
+        f"nom;prenom;date_naissance;email\nBERTHIER;Lucie;03/04/1990;{patient_email}\n"
+    )
+    import_roster(cfg.data_dir, load_keys(cfg.data_dir), csv_path)
+    runtime = Runtime(cfg)
+    with capture_logs() as logs:
+        await runtime.start()
+        try:
+            assert runtime.service is not None
+            await asyncio.to_thread(
+                send_sync, runtime.service.smtp_port, message(), rcpts=(patient_email,)
+            )
+            await sink.wait_for(1, within=20)
+            await wait_until(lambda: any(e["event"] == "delivery" for e in logs))
+        finally:
+            await runtime.stop()
+    assert sink.messages[0].recipients == [patient_email]  # delivered as routed
+    kinds = {e["event"] for e in logs}
+    assert {"received", "decided", "delivery"} <= kinds
+    assert patient_email not in repr(logs)
+    assert patient_email not in capsys.readouterr().out
+    audit_bytes = b"".join(p.read_bytes() for p in cfg.data_dir.glob("audit.sqlite*"))
+    assert b"@free.fr" in audit_bytes  # the records are there, masked
+    assert patient_email.encode() not in audit_bytes
