@@ -195,3 +195,22 @@ async def test_rostered_patient_address_is_masked_in_every_event(
     audit_bytes = b"".join(p.read_bytes() for p in cfg.data_dir.glob("audit.sqlite*"))
     assert b"@free.fr" in audit_bytes  # the records are there, masked
     assert patient_email.encode() not in audit_bytes
+
+
+async def test_a_roster_that_does_not_load_keeps_the_previous_engine(
+    tmp_path: Path, sink: Sink
+) -> None:
+    from gateway.roster import ROSTER_FILE
+
+    runtime = Runtime(runtime_config(tmp_path, sink.port))
+    await runtime.start()
+    try:
+        assert runtime.service is not None
+        engine = runtime.engine
+        assert engine is not None and runtime.service.engine is engine
+        (runtime.cfg.data_dir / ROSTER_FILE).write_bytes(b"not a sealed roster")
+        assert not await runtime.reload_roster()
+        assert runtime.engine is engine and runtime.service.engine is engine
+        assert runtime.readiness()["engine_loaded"]
+    finally:
+        await runtime.stop()
