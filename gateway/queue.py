@@ -15,6 +15,11 @@ Invariants:
   Never a bounce of a bounce: entries from `<>` produce no DSN.
 - Per-destination concurrency: at most `per_destination_concurrency` deliveries to
   one `Connector.destination()` at a time, `max_deliveries` in all.
+- Fast path (issue 7): a decided copy whose destination has a free delivery slot is
+  delivered straight from memory (`deliver_direct`), with no queue row or sealed file;
+  only recipients that tempfail become a durable entry (and permfails a DSN). The
+  caller keeps its spool entry until `deliver_direct` returns, so a crash in between
+  re-processes the message: a duplicate, never a loss.
 - Lockdown pauses all deliveries (persisted in the database, survives restart); mail
   is still accepted and spooled meanwhile.
 """
@@ -491,6 +496,51 @@ class DeliveryQueue:
         self.wake()
         return entries
 
+    def can_deliver_direct(self, copy: NewCopy) -> bool:
+        """Whether `copy` may take the fast path now: a received message's copy, no
+        lockdown, its connector known, a free slot overall and for its destination."""
+        if self._stopping or copy.kind != KIND_MESSAGE:
+            return False
+        connector = self.connectors.get(copy.connector)
+        if connector is None or len(self._in_flight) >= self.cfg.max_deliveries:
+            return False
+        sem = self._per_destination.get(connector.destination(_direct_item(copy, 1)))
+        if sem is not None and sem.locked():
+            return False
+        return not self.lockdown
+
+    async def deliver_direct(self, copy: NewCopy) -> None:
+        """Fast path: deliver `copy` now from memory. Recipients that tempfail are queued
+        durably (first retry after the usual backoff); permfails get a DSN. Returns once
+        every recipient is delivered, queued or bounced; raises (SpoolError, AuditError)
+        if that could not be made durable: the caller then keeps its spool entry."""
+        now = self.clock()
+        entry = QueueEntry(
+            id=new_spool_id(),
+            spool_id=copy.spool_id,
+            kind=copy.kind,
+            route=copy.route,
+            connector=copy.connector,
+            mail_from=copy.mail_from,
+            recipients=tuple(copy.recipients),
+            message_id=copy.message_id,
+            safe_subject=copy.safe_subject,
+            size=len(copy.data),
+            created=copy.created if copy.created is not None else now,
+            next_attempt=now,
+            attempts=0,
+            last_error="",
+        )
+        connector = self.connectors.get(copy.connector)
+        if connector is None:  # can_deliver_direct said yes: only a reload removes one
+            await self.enqueue([copy])
+            return
+        self._in_flight.add(entry.id)
+        try:
+            await self._attempt_with(entry, connector, copy.data, direct=copy)
+        finally:
+            self._in_flight.discard(entry.id)
+
     async def _commit_enqueues(self) -> None:
         loop = asyncio.get_running_loop()
         while self._enqueue_pending:
@@ -618,6 +668,26 @@ class DeliveryQueue:
             attempt=entry.attempts + 1,
         )
         del data
+        await self._attempt_with(entry, connector, item, direct=None)
+
+    async def _attempt_with(
+        self,
+        entry: QueueEntry,
+        connector: Connector,
+        payload: DeliveryItem | bytes,
+        *,
+        direct: NewCopy | None,
+    ) -> None:
+        """One delivery attempt of `entry` and what follows from its result. `direct`:
+        the copy of a fast-path delivery (`payload` is its data, no stored entry)."""
+        loop = asyncio.get_running_loop()
+        if isinstance(payload, DeliveryItem):
+            item = payload
+        else:
+            assert direct is not None
+            # As for stored entries: only `accepts_buffer` connectors take a bytearray.
+            data = payload if getattr(connector, "accepts_buffer", False) else bytes(payload)
+            item = _direct_item(direct, entry.attempts + 1, entry.id, data)
         destination = connector.destination(item)
         started = time.monotonic()
         async with self._semaphore(destination):
@@ -664,10 +734,20 @@ class DeliveryQueue:
         if not temp_rcpts:
             # The delivery record is durable before the entry is forgotten (issue 7).
             await self.events.durable()
-            # unlink and the commit block on the journal: keep them off the event loop.
-            await loop.run_in_executor(self._io, lambda: self.store.remove(entry.id, durable=False))
+            if direct is None:
+                # unlink and the commit block on the journal: keep them off the event loop.
+                await loop.run_in_executor(
+                    self._io, lambda: self.store.remove(entry.id, durable=False)
+                )
             return
         detail = temp[0].detail if temp else "no answer for recipient"
+        if direct is not None:
+            # Only now does the copy need a durable entry: the recipients still to do,
+            # first retry after the usual backoff (this attempt counts).
+            (queued,) = await self.enqueue([_with_recipients(direct, temp_rcpts)])
+            self._defer(queued, temp_rcpts, detail)
+            await self.events.durable()
+            return
         if self.clock() - entry.created >= self.cfg.give_up_after:
             await self._bounce(
                 entry,
@@ -742,3 +822,33 @@ class DeliveryQueue:
             identifies_patient=self.patient_addresses(entry.recipients),
             dsn=True,
         )
+
+
+def _direct_item(
+    copy: NewCopy, attempt: int, queue_id: str = "", data: bytes | None = None
+) -> DeliveryItem:
+    """The DeliveryItem of a fast-path copy (also used to ask a connector its
+    destination before the attempt)."""
+    return DeliveryItem(
+        queue_id=queue_id,
+        mail_from=copy.mail_from,
+        recipients=tuple(copy.recipients),
+        data=copy.data if data is None else data,
+        route=copy.route,
+        attempt=attempt,
+    )
+
+
+def _with_recipients(copy: NewCopy, recipients: Sequence[str]) -> NewCopy:
+    return NewCopy(
+        spool_id=copy.spool_id,
+        route=copy.route,
+        connector=copy.connector,
+        mail_from=copy.mail_from,
+        recipients=tuple(recipients),
+        data=copy.data,
+        message_id=copy.message_id,
+        safe_subject=copy.safe_subject,
+        created=copy.created,
+        kind=copy.kind,
+    )

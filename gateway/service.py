@@ -115,6 +115,8 @@ class Service:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._busy: set[str] = set()
         self._retry_handles: list[asyncio.TimerHandle] = []
+        # Fast-path deliveries in flight (each drops its spool entry when done).
+        self._direct_tasks: set[asyncio.Task[None]] = set()
         self.smtp: SmtpServer | None = None
         self.control: Any = None
         self.started = False
@@ -220,6 +222,13 @@ class Service:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._direct_tasks:
+            # Let fast-path deliveries finish within the grace; what is cut off stays
+            # in the spool and is processed again at the next start.
+            _, pending = await asyncio.wait(set(self._direct_tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await self.queue.stop()
         for connector in self.connectors.values():
             try:
@@ -423,9 +432,40 @@ class Service:
         # The decided (and received) records must be durable before any copy can leave:
         # the audit trail commits them in groups off the loop (issue 7).
         await self.events.durable()
-        entries = await self.queue.enqueue(to_queue)
-        await loop.run_in_executor(self._io, self.spool.remove, spool_id)
+        # Fast path (issue 7): copies whose destination has a free slot go out straight
+        # from memory; the others (and whatever tempfails) get a durable queue entry.
+        # The spool entry stays the durable record until every copy is delivered,
+        # queued or bounced: a crash in between re-processes it (duplicates, no loss).
+        direct = [c for c in to_queue if self.queue.can_deliver_direct(c)]
+        stored = [c for c in to_queue if not any(c is d for d in direct)]
+        entries = await self.queue.enqueue(stored)
+        if direct:
+            task = asyncio.create_task(
+                self._finish_direct(spool_id, direct), name=f"direct-{spool_id}"
+            )
+            self._direct_tasks.add(task)
+            task.add_done_callback(self._direct_tasks.discard)
+        else:
+            await loop.run_in_executor(self._io, self.spool.remove, spool_id)
         return ProcessResult(spool_id, tuple(e.id for e in entries), tuple(held), rejected)
+
+    async def _finish_direct(self, spool_id: str, copies: Sequence[NewCopy]) -> None:
+        """Deliver fast-path copies, then drop the spool entry. On any failure the entry
+        stays and is processed again (now, after a delay, or at restart)."""
+        loop = asyncio.get_running_loop()
+        try:
+            size = sum(len(c.data) for c in copies)
+            async with self.queue.memory.hold(size):
+                await asyncio.gather(*(self.queue.deliver_direct(c) for c in copies))
+            await loop.run_in_executor(self._io, self.spool.remove, spool_id)
+        except asyncio.CancelledError:
+            raise  # stopping: the spool entry is processed again at restart
+        except Exception as exc:
+            log.error("direct_delivery_failed", spool_id=spool_id, error=type(exc).__name__)
+            assert self._processing is not None
+            self._retry_handles.append(
+                loop.call_later(PROCESSING_RETRY_DELAY, self._processing.put_nowait, spool_id)
+            )
 
     async def _hold(
         self,

@@ -1,0 +1,99 @@
+"""Fast-path delivery (issue 7): a copy whose destination has a free slot is sent
+straight from memory; only what tempfails gets a durable queue entry; the spool entry
+stays until every copy is delivered, queued or bounced."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from gateway.queue import QueueStore
+from tests.relay._helpers import EventLog, Sink, SinkHandler, message, send_sync, wait_until
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+async def test_idle_destination_gets_the_copy_without_a_queue_entry(
+    portique_factory, sink, monkeypatch
+):
+    stored: list[int] = []
+    real_add = QueueStore.add
+
+    def counting_add(self, copies, now):
+        stored.append(len(copies))
+        return real_add(self, copies, now)
+
+    monkeypatch.setattr(QueueStore, "add", counting_add)
+    svc = await portique_factory(sink.port)
+    log = EventLog()
+    svc.events.subscribe(log)
+    await asyncio.to_thread(send_sync, svc.smtp_port, message(body="Bonjour rapide.\r\n"))
+    (got,) = await sink.wait_for(1)
+    assert b"Bonjour rapide." in got.data
+    await wait_until(lambda: svc.processing_idle() and svc.queue.idle)
+    assert stored == []  # no durable queue entry was ever written
+    assert svc.queue.list() == []
+    assert [p for p in _files(svc.cfg.data_dir / "queue") if p.suffix in (".msg", ".tmp")] == []
+    assert [e["status"] for e in log.kinds("delivery")] == ["delivered"]
+    assert log.kinds("queued") == []
+
+
+async def test_tempfail_on_the_fast_path_becomes_a_durable_entry_with_backoff(portique_factory):
+    sink = await Sink(SinkHandler(data_script=["451 4.3.0 try later"])).start()
+    try:
+        svc = await portique_factory(sink.port, queue={"retry_initial": 30.0, "retry_max": 60.0})
+        log = EventLog()
+        svc.events.subscribe(log)
+        before = time.time()
+        await asyncio.to_thread(send_sync, svc.smtp_port, message())
+        await wait_until(lambda: svc.processing_idle() and len(svc.queue.list()) == 1)
+        (entry,) = svc.queue.list()
+        # The fast attempt counts: the first retry waits the usual backoff.
+        assert entry.attempts == 1
+        assert entry.next_attempt >= before + 29
+        assert entry.recipients == ("lab@lab.test",)
+        assert "451" in entry.last_error
+        assert sink.handler.attempts == 1 and sink.messages == []
+        # The spool entry is gone only because the durable queue entry exists.
+        assert svc.spool.pending_ids() == []
+        assert [e["status"] for e in log.kinds("delivery")] == ["tempfail"]
+        assert len(log.kinds("queued")) == 1 and len(log.kinds("deferred")) == 1
+        # ... and a retry delivers it.
+        assert svc.queue.retry(entry.id)
+        await sink.wait_for(1)
+        await wait_until(lambda: svc.queue.list() == [])
+    finally:
+        await sink.stop()
+
+
+async def test_spool_entry_stays_until_the_fast_path_delivery_is_done(
+    portique_factory, monkeypatch
+):
+    release = asyncio.Event()
+    handler = SinkHandler()
+    real_data = handler.handle_DATA
+
+    async def slow_data(server, session, envelope):
+        await release.wait()
+        return await real_data(server, session, envelope)
+
+    monkeypatch.setattr(handler, "handle_DATA", slow_data)
+    sink = await Sink(handler).start()
+    try:
+        svc = await portique_factory(sink.port)
+        await asyncio.to_thread(send_sync, svc.smtp_port, message())
+        await wait_until(lambda: svc._direct_tasks)
+        # Sent from memory, not yet confirmed: the spool entry is the durable record
+        # (a crash now re-processes it at restart: a duplicate, never a loss).
+        assert len(svc.spool.pending_ids()) == 1
+        assert svc.queue.list() == []
+        release.set()
+        await sink.wait_for(1)
+        await wait_until(lambda: svc.processing_idle() and not svc._direct_tasks)
+        assert svc.spool.pending_ids() == []
+    finally:
+        release.set()
+        await sink.stop()
