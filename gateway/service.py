@@ -299,7 +299,9 @@ class Service:
             finally:
                 self._busy.discard(spool_id)
 
-    async def _run_pipeline(self, raw: bytes, copies: Sequence[RouteCopy]) -> MessageOutcome:
+    async def _run_pipeline(
+        self, raw: bytes, copies: Sequence[RouteCopy], engine: ScanEngine | None
+    ) -> MessageOutcome:
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(
@@ -309,7 +311,7 @@ class Service:
                         process_message,
                         raw,
                         copies,
-                        self.engine,
+                        engine,
                         limits=self.cfg.files,
                         budget_seconds=self.cfg.scan.message_budget,
                     ),
@@ -345,14 +347,17 @@ class Service:
             if not (self.spool.active / spool_id).exists():
                 return None  # already processed and removed
             raise
+        # One engine for the whole message: the runtime may swap in a new one (roster
+        # reload) at any time; routing and scanning must agree on the roster.
+        engine = self.engine
         copies = plan_copies(
             envelope.recipients,
             self.cfg.effective_routes(),
             self.is_mssante,
-            own_patient_of=self.engine.patient_for_email if self.engine is not None else None,
+            own_patient_of=engine.patient_for_email if engine is not None else None,
             is_mssante_domain=self.is_mssante_domain,
         )
-        outcome = await self._run_pipeline(raw, copies)
+        outcome = await self._run_pipeline(raw, copies, engine)
         message_id = _message_id(raw)
         to_queue: list[NewCopy] = []
         held: list[str] = []
