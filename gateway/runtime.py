@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from typing import Any
 from crypto.keys import Keyring, init_keys, load_keys
 from gateway.audit import AuditTrail, patient_route_predicate
 from gateway.config import Config
+from gateway.errors import ConfigError
 from gateway.logging import get_logger
 from gateway.metrics import Metrics, start_metrics_server
 from gateway.queue import PATIENT_DOMAIN, NewCopy
@@ -74,6 +76,12 @@ def _roster_signature(path: Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _check_bind_error(key: str, listen: str, exc: OSError) -> None:
+    """Turn a listener that cannot bind into a clear start-up error naming the key."""
+    if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+        raise ConfigError(f"{key} {listen}: cannot listen: {os.strerror(exc.errno)}") from exc
 
 
 class Runtime:
@@ -125,7 +133,11 @@ class Runtime:
             # Required: an event the trail cannot record fails the operation emitting it.
             service.events.subscribe(self.trail, required=True)
             service.events.subscribe(self.metrics)
-            await service.start()
+            try:
+                await service.start()
+            except OSError as exc:
+                _check_bind_error("smtp.listen", cfg.smtp.listen, exc)
+                raise
         except BaseException:
             await self._close_stores()
             raise
@@ -133,15 +145,23 @@ class Runtime:
         self.metrics.set_lockdown(service.queue.lockdown)
         try:
             if cfg.metrics.enabled:
-                self.metrics_runner = await start_metrics_server(
-                    self.metrics, cfg.metrics.listen, self.readiness
-                )
+                try:
+                    self.metrics_runner = await start_metrics_server(
+                        self.metrics, cfg.metrics.listen, self.readiness
+                    )
+                except OSError as exc:
+                    _check_bind_error("metrics.listen", cfg.metrics.listen, exc)
+                    raise
             if cfg.admin.enabled:
                 from gateway.admin import start_console
 
-                self.console_runner = await start_console(
-                    service, self.trail, self.vault, keyring.digest_key
-                )
+                try:
+                    self.console_runner = await start_console(
+                        service, self.trail, self.vault, keyring.digest_key
+                    )
+                except OSError as exc:
+                    _check_bind_error("admin.listen", cfg.admin.listen, exc)
+                    raise
         except BaseException:
             await self.stop()
             raise

@@ -15,6 +15,7 @@ import email
 import email.policy
 import json
 import smtplib
+import socket
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator
@@ -281,3 +282,20 @@ async def test_roster_import_takes_effect_without_restart(tmp_path: Path, sink: 
     assert "roster_reloaded" in logs
     for value in (ROUX_NIR, ROUX_EMAIL, "ROUX"):
         assert value not in logs, value
+
+
+def test_a_busy_port_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path, 2525)
+        config.write_text(
+            config.read_text().replace(
+                '[metrics]\nlisten = "127.0.0.1:0"', f'[metrics]\nlisten = "127.0.0.1:{port}"'
+            )
+        )
+        done = run_cli(config, "serve", timeout=60)
+    assert done.returncode == 2
+    assert f"metrics.listen 127.0.0.1:{port}: cannot listen" in done.stderr
+    assert "Traceback" not in done.stderr
