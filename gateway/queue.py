@@ -713,6 +713,8 @@ class DeliveryQueue:
                     recipients=[r.recipient for r in group],
                     identifies_patient=self.patient_addresses(entry.recipients),
                     latency_s=round(latency, 4),
+                    # Accept -> this attempt, seconds: the end-to-end latency metric.
+                    age_s=round(max(0.0, self.clock() - entry.created), 3),
                     bytes=len(item.data),
                 )
         answered = {r.recipient for r in result.results}

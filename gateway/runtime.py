@@ -42,6 +42,7 @@ from crypto.keys import Keyring, init_keys, load_keys
 from gateway.audit import AuditTrail, patient_route_predicate
 from gateway.config import Config
 from gateway.errors import ConfigError
+from gateway.events import Event
 from gateway.logging import get_logger
 from gateway.metrics import Metrics, start_metrics_server
 from gateway.queue import PATIENT_DOMAIN, NewCopy
@@ -82,6 +83,22 @@ def _check_bind_error(key: str, listen: str, exc: OSError) -> None:
     """Turn a listener that cannot bind into a clear start-up error naming the key."""
     if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
         raise ConfigError(f"{key} {listen}: cannot listen: {os.strerror(exc.errno)}") from exc
+
+
+class _LatencySink:
+    """Feeds the end-to-end latency histogram from delivered copies' age (accept ->
+    delivered, seconds, as the queue reports it). Never raises into the event bus."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def emit(self, event: Event) -> None:
+        fields = event.fields
+        if event.kind != "delivery" or fields.get("status") != "delivered":
+            return
+        age = fields.get("age_s")
+        if isinstance(age, int | float) and not isinstance(age, bool):
+            self._metrics.observe_latency(float(age))
 
 
 class Runtime:
@@ -133,6 +150,8 @@ class Runtime:
             # Required: an event the trail cannot record fails the operation emitting it.
             service.events.subscribe(self.trail, required=True)
             service.events.subscribe(self.metrics)
+            service.events.subscribe(_LatencySink(self.metrics))
+            service.on_pipeline_duration = self.metrics.observe_scan_duration
             try:
                 await service.start()
             except OSError as exc:

@@ -118,6 +118,9 @@ class Service:
         # Fast-path deliveries in flight (each drops its spool entry when done).
         self._direct_tasks: set[asyncio.Task[None]] = set()
         self.smtp: SmtpServer | None = None
+        # Seconds each message spent in the pipeline (scan + transform), for the
+        # scan-duration metric; the runtime sets it.
+        self.on_pipeline_duration: Callable[[float], None] | None = None
         self.control: Any = None
         self.started = False
 
@@ -357,7 +360,10 @@ class Service:
             own_patient_of=engine.patient_for_email if engine is not None else None,
             is_mssante_domain=self.is_mssante_domain,
         )
+        started = time.monotonic()
         outcome = await self._run_pipeline(raw, copies, engine)
+        if self.on_pipeline_duration is not None:
+            self.on_pipeline_duration(time.monotonic() - started)
         message_id = _message_id(raw)
         to_queue: list[NewCopy] = []
         held: list[str] = []

@@ -188,6 +188,11 @@ async def test_rostered_patient_address_is_masked_in_every_event(
         finally:
             await runtime.stop()
     assert sink.messages[0].recipients == [patient_email]  # delivered as routed
+    # The service timed the pipeline and the delivery reported its age: both histograms
+    # have one observation (fed by the runtime, not by the events' counters).
+    registry = runtime.metrics.registry
+    assert registry.get_sample_value("portique_scan_duration_seconds_count") == 1
+    assert registry.get_sample_value("portique_end_to_end_latency_seconds_count") == 1
     kinds = {e["event"] for e in logs}
     assert {"received", "decided", "delivery"} <= kinds
     assert patient_email not in repr(logs)
