@@ -7,8 +7,12 @@ connectors, control socket) -> metrics HTTP server -> admin console; then runs t
 background duties until asked to stop:
 - roster watch: when `portique roster import` or `forget` replaces the sealed roster
   file, a new engine is compiled off the event loop and swapped in atomically (one
-  attribute assignment); messages already in the pipeline finish with the old one;
-- metrics setters: queue depth, oldest queued copy, MSSanté client certificate expiry;
+  attribute assignment); a message already in processing finishes with the engine it
+  started with (the service reads the attribute once per message);
+- metrics: a sink on the events, setters fed every GAUGE_INTERVAL (queue depth, oldest
+  queued copy, lockdown, MSSanté client certificate expiry), scan duration from the
+  service's pipeline timer and end-to-end latency from delivery events; /readyz checks
+  service started, spool writable, keys loaded, audit writable, engine loaded;
 - audit duties: periodic signed checkpoints, the daily checkpoint e-mail (queued
   through the service like any other message), retention, and a daily full verify
   in a thread.
@@ -20,8 +24,11 @@ counts, never a patient value (the roster stays inside the engine).
 Invariants:
 - Fail closed on start: if the keyring, roster, engine, vault or audit trail cannot be
   opened, the gateway does not start (an exception names the part, not a value).
-  A roster that fails to reload keeps the previous engine (it detects a superset of
-  what the new roster would, or the same), never no engine.
+  A roster that fails to reload keeps the previous engine and logs an error naming
+  the exception type: there is never a moment without an engine.
+- A listener that cannot bind is a ConfigError naming its key (smtp.listen,
+  metrics.listen, admin.listen).
+- The checkpoint e-mail sender never blocks (see `_queue_checkpoint_email`).
 - Orderly stop: console, metrics server, service (SMTP drain, queue), then the audit
   trail is closed in a thread (its closing checkpoint fsyncs) and the vault last.
 """
