@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import email.utils
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from email.mime.base import MIMEBase
@@ -67,6 +67,15 @@ def _base(hostname: str, to: str, subject: str) -> EmailMessage:
     return msg
 
 
+def shown_address(address: str, identifies_patient: Callable[[str], bool] | None) -> str:
+    """How a recipient appears in a notice: a patient's own address keeps only its
+    first character and its domain (`j…@gmail.com`), so a bounce names no patient."""
+    if identifies_patient is None or not identifies_patient(address):
+        return address
+    local, _, domain = address.rpartition("@")
+    return f"{local[:1]}…@{domain}"
+
+
 def build_dsn(
     *,
     hostname: str,
@@ -76,10 +85,13 @@ def build_dsn(
     failed: Sequence[FailedRecipient],
     gave_up: bool,
     safe_subject: str | None = None,
+    identifies_patient: Callable[[str], bool] | None = None,
 ) -> bytes:
     """A multipart/report DSN (RFC 3464) to `sender` for `failed` recipients."""
     arrival_date = email.utils.formatdate(arrival, localtime=False)
-    rcpt_lines = "\n".join(f"  - {f.address} : {f.reason}" for f in failed)
+    rcpt_lines = "\n".join(
+        f"  - {shown_address(f.address, identifies_patient)} : {f.reason}" for f in failed
+    )
     subject_fr = f"Objet (expurgé) : {safe_subject}\n" if safe_subject is not None else ""
     subject_en = f"Subject (redacted): {safe_subject}\n" if safe_subject is not None else ""
     why_fr = (
@@ -114,7 +126,7 @@ def build_dsn(
     for f in failed:
         blocks.append(
             [
-                ("Final-Recipient", f"rfc822; {f.address}"),
+                ("Final-Recipient", f"rfc822; {shown_address(f.address, identifies_patient)}"),
                 ("Action", "failed"),
                 ("Status", f.status),
                 ("Diagnostic-Code", f"smtp; {f.reason}"),
@@ -145,6 +157,7 @@ def build_notice(
     reason: str,
     finding_counts: Mapping[str, int],
     safe_subject: str | None = None,
+    identifies_patient: Callable[[str], bool] | None = None,
 ) -> bytes:
     """A plain notice for a held (`kind="hold"`) or rejected (`"reject"`) copy.
 
@@ -154,7 +167,7 @@ def build_notice(
     counts = (
         "\n".join(f"  - {k} : {n}" for k, n in sorted(finding_counts.items())) or "  (aucun / none)"
     )
-    rcpts = "\n".join(f"  - {r}" for r in recipients)
+    rcpts = "\n".join(f"  - {shown_address(r, identifies_patient)}" for r in recipients)
     subject_fr = f"Objet (expurgé) : {safe_subject}\n" if safe_subject is not None else ""
     subject_en = f"Subject (redacted): {safe_subject}\n" if safe_subject is not None else ""
     if kind == "hold":
