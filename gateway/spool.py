@@ -19,6 +19,11 @@ Invariants:
 - Group commit: commits that arrive within `group_commit_window_ms` of each other are
   made durable by one worker pass: one syncfs(2) for all their data (fdatasync when
   alone or where syncfs is missing), then the renames, then one fsync of `active/`.
+- Small messages never touch the disk from the event loop (issue 7): sealed frames stay
+  in memory up to SPILL_BYTES and the group-commit thread creates, writes, locks, syncs
+  and renames their files; a larger transfer spills to `incoming/<id>.tmp` (locked)
+  as soon as it passes SPILL_BYTES, as before. Either way the 250 waits for the same
+  fsyncs and the rename into `active/`.
 - Spool ids are unique across processes sharing the directory (time, pid, randomness),
   so several acceptor processes can share one spool later.
 """
@@ -46,6 +51,14 @@ from gateway.config import SpoolConfig
 from gateway.errors import SpoolError
 
 _counter = itertools.count()
+
+# Sealed bytes a transfer keeps in memory before it spills to its incoming file (bytes):
+# a 2 KB lab order then costs no file creation on the event loop (SpoolWriter.__init__
+# was 7 % of the loop's time under load, issue 7). Frames are STREAM_CHUNK (1 MiB), and
+# the unsealed frame buffer was already held per transfer, so in practice a message
+# under 1 MiB is written by the commit thread and a larger one spills at its first
+# frame: no more memory per session than before.
+SPILL_BYTES = 256 * 1024
 
 
 class UnreadableSpoolEntry(SpoolError):
@@ -95,10 +108,11 @@ class SpoolStats:
 
 @dataclass
 class _PendingCommit:
-    fh: BinaryIO
+    fh: BinaryIO | None  # None: the file is still to be written from `chunks`
     tmp: Path
     final: Path
     done: asyncio.Future[None]
+    chunks: list[bytes] | None = None
 
 
 class SpoolWriter:
@@ -116,14 +130,11 @@ class SpoolWriter:
         self._frame = bytearray(STREAM_CHUNK)
         self._pending = 0
         self._closed = False
-        try:
-            self._fh: BinaryIO = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
-            # Held until the file is closed: tells `recover()` in another process sharing
-            # this spool that the transfer is alive (the kernel drops it if we die).
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._fh.write(self._sealer.seal_chunk(envelope.to_json()))
-        except OSError as exc:
-            raise SpoolError("cannot create a spool file") from exc
+        # Sealed frames not yet on disk (see SPILL_BYTES); the file exists only once
+        # the transfer spills or the commit thread writes it.
+        self._fh: BinaryIO | None = None
+        self._buffered: list[bytes] = [self._sealer.seal_chunk(envelope.to_json())]
+        self._buffered_size = len(self._buffered[0])
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -142,22 +153,43 @@ class SpoolWriter:
         self._pending = 0
         return chunk
 
-    def _flush_buffer(self) -> None:
+    def _store(self, sealed: bytes) -> None:
+        if self._fh is None and self._buffered_size + len(sealed) <= SPILL_BYTES:
+            self._buffered.append(sealed)
+            self._buffered_size += len(sealed)
+            return
         try:
-            self._fh.write(self._sealer.seal_chunk(self._take_pending()))
+            if self._fh is None:
+                self._spill()
+            assert self._fh is not None
+            self._fh.write(sealed)
         except OSError as exc:
             raise SpoolError("cannot write to the spool") from exc
+
+    def _spill(self) -> None:
+        """Create the incoming file (locked) and move the buffered frames into it."""
+        try:
+            self._fh = _create_locked(self._tmp)
+            self._fh.writelines(self._buffered)
+        except OSError as exc:
+            raise SpoolError("cannot create a spool file") from exc
+        self._buffered, self._buffered_size = [], 0
+
+    def _flush_buffer(self) -> None:
+        self._store(self._sealer.seal_chunk(self._take_pending()))
 
     async def commit(self) -> None:
         """Seal the last frame and return once the message is durable in `active/`."""
         try:
-            self._fh.write(self._sealer.seal_chunk(self._take_pending(), final=True))
-            self._fh.flush()
-        except OSError as exc:
+            self._store(self._sealer.seal_chunk(self._take_pending(), final=True))
+            if self._fh is not None:
+                self._fh.flush()
+        except (OSError, SpoolError) as exc:
             self.abort()
             raise SpoolError("cannot write to the spool") from exc
         self._closed = True
-        await self._spool._commit(self._fh, self._tmp, self.spool_id)
+        chunks, self._buffered = (self._buffered if self._fh is None else None), []
+        await self._spool._commit(self._fh, self._tmp, self.spool_id, chunks)
 
     def abort(self) -> None:
         """Drop a transfer that will not get a 250."""
@@ -165,10 +197,26 @@ class SpoolWriter:
             return
         self._closed = True
         self._pending = 0
+        self._buffered, self._buffered_size = [], 0
+        if self._fh is None:
+            return
         try:
             self._fh.close()
         finally:
             self._tmp.unlink(missing_ok=True)
+
+
+def _create_locked(tmp: Path) -> BinaryIO:
+    """Create `tmp` exclusively and hold an flock on it until it is closed: tells
+    `recover()` in another process sharing this spool that the transfer is alive."""
+    fh: BinaryIO = open(tmp, "xb")  # noqa: SIM115 - closed by the caller
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return fh
 
 
 def spool_aad(spool_id: str) -> bytes:
@@ -238,11 +286,13 @@ class Spool:
     def open_writer(self, envelope: Envelope, spool_id: str | None = None) -> SpoolWriter:
         return SpoolWriter(self, spool_id or new_spool_id(), envelope)
 
-    async def _commit(self, fh: BinaryIO, tmp: Path, spool_id: str) -> None:
+    async def _commit(
+        self, fh: BinaryIO | None, tmp: Path, spool_id: str, chunks: list[bytes] | None
+    ) -> None:
         if self._wake is None:
             raise SpoolError("spool not started")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_PendingCommit(fh, tmp, self.active / spool_id, done))
+        self._pending.append(_PendingCommit(fh, tmp, self.active / spool_id, done, chunks))
         self._wake.set()
         await done
 
@@ -280,22 +330,29 @@ class Spool:
         journal: 32 files took ~170 ms on ext4, see load-tests/bench_spool.py).
         Then the renames into `active/`, made durable by one directory fsync.
         """
+        files: list[BinaryIO] = []
         try:
             for p in batch:
+                if p.fh is None:
+                    # Buffered in memory until now (SPILL_BYTES): written here, off the loop.
+                    p.fh = _create_locked(p.tmp)
+                    p.fh.writelines(p.chunks or ())
+                    p.chunks = None
+                files.append(p.fh)
                 p.fh.flush()
             if self.cfg.fsync:
-                if len(batch) == 1 or not sync_filesystem(batch[0].fh.fileno()):
-                    for p in batch:
-                        os.fdatasync(p.fh.fileno())
-            for p in batch:
-                p.fh.close()
+                if len(files) == 1 or not sync_filesystem(files[0].fileno()):
+                    for fh in files:
+                        os.fdatasync(fh.fileno())
+            for fh in files:
+                fh.close()
             for p in batch:
                 os.rename(p.tmp, p.final)
             if self.cfg.fsync:
                 fsync_directory(self.active)
         except OSError as exc:
             for p in batch:
-                if not p.fh.closed:
+                if p.fh is not None and not p.fh.closed:
                     p.fh.close()
             raise SpoolError("spool commit failed") from exc
 

@@ -177,7 +177,9 @@ async def test_transaction_killed_during_data_is_never_delivered(tmp_path):
             b"DATA",
         ):
             writer.write(line + b"\r\n")
-        writer.write(b"Subject: never-finished\r\n\r\nhalf of the body\r\n")
+        # Past one sealed frame (1 MiB) and gateway.spool.SPILL_BYTES: the partial
+        # transfer is on disk when the process dies.
+        writer.write(b"Subject: never-finished\r\n\r\n" + b"half of the body\r\n" * 80_000)
         await writer.drain()
         await asyncio.sleep(0.5)
         await asyncio.to_thread(gw.kill)

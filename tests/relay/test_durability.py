@@ -189,12 +189,13 @@ async def test_spool_round_trip_small_and_multi_chunk(portique_factory, sink, si
 
 
 async def test_recover_keeps_transfers_of_a_live_process_and_drops_dead_ones(tmp_path, keyring):
-    from crypto.aead import Sealer
+    from crypto.aead import STREAM_CHUNK, Sealer
     from gateway.config import SpoolConfig
-    from gateway.spool import Envelope, Spool
+    from gateway.spool import SPILL_BYTES, Envelope, Spool
 
     spool = Spool(tmp_path, Sealer(keyring), SpoolConfig())
-    live = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))  # lock held
+    live = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
+    live.write(b"x" * (SPILL_BYTES + STREAM_CHUNK))  # past the in-memory part: on disk, locked
     dead = spool.incoming / "dead.tmp"
     dead.write_bytes(b"left by a killed process")
     other = Spool(tmp_path, Sealer(keyring), SpoolConfig())  # as a second acceptor would
