@@ -15,8 +15,9 @@ Invariants:
   Never a bounce of a bounce: entries from `<>` produce no DSN.
 - Per-destination concurrency: at most `per_destination_concurrency` deliveries to
   one `Connector.destination()` at a time, `max_deliveries` in all.
-- Fast path (issue 7): a decided copy whose destination has a free delivery slot is
-  delivered straight from memory (`deliver_direct`), with no queue row or sealed file;
+- Fast path (issue 7): a decided copy is delivered straight from memory when fewer than
+  `max_deliveries` are in flight (`deliver_direct`; it waits in memory for its
+  destination's slot), with no queue row or sealed file;
   only recipients that tempfail become a durable entry (and permfails a DSN). The
   caller keeps its spool entry until `deliver_direct` returns, so a crash in between
   re-processes the message: a duplicate, never a loss.
@@ -435,6 +436,7 @@ class DeliveryQueue:
         self._enqueue_pending: list[tuple[list[NewCopy], asyncio.Future[list[QueueEntry]]]] = []
         self._enqueue_task: asyncio.Task[None] | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._lockdown: bool | None = None  # cached lockdown setting (see `lockdown`)
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -498,14 +500,14 @@ class DeliveryQueue:
 
     def can_deliver_direct(self, copy: NewCopy) -> bool:
         """Whether `copy` may take the fast path now: a received message's copy, no
-        lockdown, its connector known, a free slot overall and for its destination."""
+        lockdown, its connector known, room under `max_deliveries`."""
         if self._stopping or copy.kind != KIND_MESSAGE:
             return False
-        connector = self.connectors.get(copy.connector)
-        if connector is None or len(self._in_flight) >= self.cfg.max_deliveries:
+        # A busy destination does not send the copy to disk: it waits for a slot in
+        # memory (the spool entry is its durable record), bounded by max_deliveries.
+        if copy.connector not in self.connectors:
             return False
-        sem = self._per_destination.get(connector.destination(_direct_item(copy, 1)))
-        if sem is not None and sem.locked():
+        if len(self._in_flight) >= self.cfg.max_deliveries:
             return False
         return not self.lockdown
 
@@ -580,10 +582,15 @@ class DeliveryQueue:
 
     @property
     def lockdown(self) -> bool:
-        return self.store.setting("lockdown") == "on"
+        # Read once, then kept: every change goes through set_lockdown (the control
+        # socket and the console call it); a SELECT per dispatch was 1-2 % of samples.
+        if self._lockdown is None:
+            self._lockdown = self.store.setting("lockdown") == "on"
+        return self._lockdown
 
     def set_lockdown(self, on: bool, user: str = "") -> None:
         self.store.set_setting("lockdown", "on" if on else "off")
+        self._lockdown = on
         self.events.emit("lockdown", on=on, user=user)
         self.wake()
 
@@ -829,8 +836,7 @@ class DeliveryQueue:
 def _direct_item(
     copy: NewCopy, attempt: int, queue_id: str = "", data: bytes | None = None
 ) -> DeliveryItem:
-    """The DeliveryItem of a fast-path copy (also used to ask a connector its
-    destination before the attempt)."""
+    """The DeliveryItem of a fast-path copy."""
     return DeliveryItem(
         queue_id=queue_id,
         mail_from=copy.mail_from,
