@@ -1,9 +1,14 @@
 """Audit trail and metrics benchmark (issue 6): prints records/s and latencies.
 
 Rows:
-- append: durable appends (one fsync'd SQLite transaction each) of a typical
-  `decided` record; a message makes about 4 records (received, decided, queued,
-  delivery), so the relay's 10 msg/s sustained target needs ~40 records/s;
+- append: durable appends, one caller at a time (one fsync'd SQLite transaction
+  each) of a typical `decided` record; a message makes about 4 records (received,
+  decided, queued, delivery), so the relay's 10 msg/s sustained target needs ~40
+  records/s;
+- append x8 threads: the same from 8 concurrent threads, each waiting for its own
+  record: the group-commit writer shares one transaction and one fsync per batch;
+- emit on loop: what the service does (issue 7): `emit` from 20 coroutines returns
+  without waiting, and each awaits `durable()` after its record (one per message);
 - verify: full verification (chain, MACs, checkpoint signatures) of the trail;
 - search: one console page (50 records) filtered by recipient, with the total count;
 - status: the incremental check the dashboard and /readyz make after one append;
@@ -16,8 +21,10 @@ Rows:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +68,45 @@ def main() -> int:
                 trail.append("decided", DECIDED)
             dt = time.perf_counter() - t0
             print(f"append   {n:>7} records  {n / dt:>9.0f} records/s  {dt / n * 1e3:.2f} ms each")
+
+            threads = 8
+            per_thread = max(1, n // threads)
+
+            def appender() -> None:
+                for _ in range(per_thread):
+                    trail.append("decided", DECIDED)
+
+            workers = [threading.Thread(target=appender) for _ in range(threads)]
+            t0 = time.perf_counter()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            dt = time.perf_counter() - t0
+            m = per_thread * threads
+            print(f"append x{threads} threads {m:>5} records  {m / dt:>9.0f} records/s")
+
+            async def emit_on_loop() -> float:
+                async def one_message(count: int) -> float:
+                    slowest = 0.0
+                    for _ in range(count):
+                        t = time.perf_counter()
+                        trail.emit(Event("decided", DECIDED))
+                        slowest = max(slowest, time.perf_counter() - t)
+                        await trail.durable()
+                    return slowest
+
+                results = await asyncio.gather(*(one_message(max(1, n // 20)) for _ in range(20)))
+                return max(results)
+
+            t0 = time.perf_counter()
+            slowest_emit = asyncio.run(emit_on_loop())
+            dt = time.perf_counter() - t0
+            m = max(1, n // 20) * 20
+            print(
+                f"emit on loop x20 {m:>6} records  {m / dt:>9.0f} records/s"
+                f"  (loop blocked at most {slowest_emit * 1e3:.2f} ms per emit)"
+            )
 
             t0 = time.perf_counter()
             result = trail.verify()

@@ -1,0 +1,110 @@
+"""Audit group commit (issue 7): concurrent appends share a transaction, the chain and
+checkpoint placement stay those of single appends, emits on the event loop do not
+wait for the fsync, and a record that cannot be written fails closed."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from crypto.keys import Keyring
+from gateway.audit import AuditTrail
+from gateway.config import AuditConfig
+from gateway.errors import AuditError
+from gateway.events import Event, EventBus
+
+
+def _count(data_dir: Path) -> int:
+    conn = sqlite3.connect(data_dir / "audit.sqlite")
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_concurrent_appends_share_commits_and_keep_chain_and_checkpoints(
+    data_dir: Path, keyring: Keyring
+) -> None:
+    trail = AuditTrail.open(data_dir, keyring, AuditConfig(checkpoint_every=7))
+    chunks: list[int] = []
+    real_insert = trail._insert_chunk
+
+    def counting_insert(chunk):  # type: ignore[no-untyped-def]
+        chunks.append(len(chunk))
+        real_insert(chunk)
+
+    trail._insert_chunk = counting_insert  # type: ignore[method-assign]
+    seqs: list[int] = []
+    seqs_lock = threading.Lock()
+
+    def appender(n: int) -> None:
+        for i in range(10):
+            seq = trail.append("decided", {"thread": n, "i": i})
+            with seqs_lock:
+                seqs.append(seq)
+
+    # Hold the writer back until all eight threads wait: their records must then be
+    # committed in a few transactions, not eighty.
+    with trail._lock:
+        threads = [threading.Thread(target=appender, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(trail._pending) < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    for t in threads:
+        t.join(30)
+    assert sorted(seqs) == list(range(1, 81))
+    assert max(chunks) > 1 and len(chunks) < 80
+    result = trail.verify()
+    assert result.ok, result.reason
+    # Checkpoints exactly where one-at-a-time appends put them.
+    assert [cp.seq for cp in trail.checkpoints()] == list(range(7, 81, 7))
+    trail.close()
+
+
+async def test_emit_on_the_loop_does_not_wait_and_durable_commits(
+    data_dir: Path, keyring: Keyring
+) -> None:
+    trail = AuditTrail.open(data_dir, keyring, AuditConfig())
+    bus = EventBus()
+    bus.subscribe(trail, required=True)
+    with trail._lock:  # the writer cannot commit: emit must still return at once
+        started = time.monotonic()
+        for i in range(5):
+            bus.emit("received", size=i)
+        assert time.monotonic() - started < 1.0
+        assert _count(data_dir) == 0
+    await bus.durable()
+    assert _count(data_dir) == 5
+    assert trail.verify().ok
+    trail.close()
+
+
+async def test_a_deferred_record_that_cannot_be_written_fails_closed(
+    data_dir: Path, keyring: Keyring
+) -> None:
+    trail = AuditTrail.open(data_dir, keyring, AuditConfig())
+    trail.append("received", {"size": 1})
+    trail._conn.execute("PRAGMA busy_timeout=50")
+    other = sqlite3.connect(data_dir / "audit.sqlite", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        trail.emit(Event("decided", {"size": 2}))
+        with pytest.raises(AuditError):
+            await trail.durable()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    # The lost record makes every later deferred emit fail (the caller must not go on),
+    # and readiness says so; the chain itself is intact.
+    with pytest.raises(AuditError):
+        trail.emit(Event("decided", {"size": 3}))
+    assert not trail.is_writable()
+    assert not trail.status().writable
+    assert trail.verify().ok
+    trail.close()
