@@ -62,6 +62,11 @@ SPILL_BYTES = 256 * 1024
 # First size of a transfer's frame buffer (bytes): a 2 KB lab order fits, and it stays
 # under the 256 KiB mmap threshold serve sets, so it comes from the heap and is reused.
 FRAME_START = 64 * 1024
+# Seconds a free-space reading is reused by the disk guard at MAIL FROM.
+FREE_SPACE_TTL = 1.0
+# Random part of spool ids: 32 bits drawn once per process, then a counter (per-id
+# getrandom calls were 1.5 % of samples); ms time + pid + counter keep ids unique.
+_ID_RANDOM = secrets.token_hex(4)
 
 
 class UnreadableSpoolEntry(SpoolError):
@@ -69,10 +74,11 @@ class UnreadableSpoolEntry(SpoolError):
 
 
 def new_spool_id() -> str:
-    """Sortable by arrival, unique across processes: ms time, pid, counter, 32 random bits."""
+    """Sortable by arrival, unique across processes: ms time, pid, counter, and 32
+    random bits drawn once per process (a reused pid does not repeat them)."""
     return (
         f"{time.time_ns() // 1_000_000:011x}{os.getpid() & 0xFFFFF:05x}"
-        f"{next(_counter) & 0xFFFF:04x}{secrets.token_hex(4)}"
+        f"{next(_counter) & 0xFFFF:04x}{_ID_RANDOM}"
     )
 
 
@@ -249,6 +255,7 @@ class Spool:
         )
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._free: tuple[float, int] | None = None  # (monotonic time, free bytes)
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -404,7 +411,13 @@ class Spool:
         (self.active / spool_id).unlink(missing_ok=True)
 
     def free_bytes(self) -> int:
-        return shutil.disk_usage(self.root).free
+        """Free bytes on the spool's filesystem, re-read at most every FREE_SPACE_TTL
+        seconds (a statvfs per MAIL FROM was ~1 % of samples under load; the guard
+        keeps several maximum-size messages of margin, so a second-old figure is safe)."""
+        now = time.monotonic()
+        if self._free is None or now - self._free[0] >= FREE_SPACE_TTL:
+            self._free = (now, shutil.disk_usage(self.root).free)
+        return self._free[1]
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
