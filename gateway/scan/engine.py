@@ -245,7 +245,8 @@ class Engine:
             )
         findings: list[Finding] = []
         for index, field_spans in enumerate(spans):
-            for span in _resolve_overlaps(_merge_addresses(field_spans, folded_fields[index])):
+            folded = folded_fields[index]
+            for span in _resolve_overlaps(_merge_addresses(field_spans, folded), folded):
                 findings.append(
                     Finding(
                         kind=span.kind,
@@ -815,11 +816,18 @@ def _merge_addresses(spans: list[_Span], folded: str) -> list[_Span]:
     return others + merged
 
 
-def _resolve_overlaps(spans: list[_Span]) -> list[_Span]:
+def _resolve_overlaps(spans: list[_Span], folded: str) -> list[_Span]:
     """Keep non-overlapping spans: by kind priority, then roster-linked before context
-    guesses ("LEGRAND Sophie" from the roster beats "Ordonnance LEGRAND"), then longest."""
-    # Spans in different clusters of overlapping spans never conflict: resolve each
-    # cluster alone, so the cost stays linear in the number of spans, not quadratic.
+    guesses ("LEGRAND Sophie" from the roster beats "Ordonnance LEGRAND"), then longest.
+
+    A rostered name that loses to readings of the same patient's name keeps the words they
+    do not cover: "DUPONT Jean, DUPONT Jean" also reads "Jean, DUPONT", which wins (longer)
+    and would otherwise leave the first "DUPONT" in clear.
+
+    O(n log n) in the number of spans: sorted once, then clusters of mutually overlapping
+    spans are resolved alone (small ones with a sorted list, large ones with occupancy
+    bytes, so that 50,000 overlapping names in one field cannot go quadratic).
+    """
     result: list[_Span] = []
     cluster: list[_Span] = []
     cluster_end = -1
@@ -827,34 +835,147 @@ def _resolve_overlaps(spans: list[_Span]) -> list[_Span]:
         if span.end <= span.start:  # an empty whole field: consumed, nothing to rewrite
             continue
         if cluster and span.start >= cluster_end:
-            result.extend(_resolve_cluster(cluster))
+            result.extend(_resolve_cluster(cluster, folded))
             cluster = []
         cluster.append(span)
         cluster_end = max(cluster_end, span.end) if len(cluster) > 1 else span.end
     if cluster:
-        result.extend(_resolve_cluster(cluster))
+        result.extend(_resolve_cluster(cluster, folded))
     return result
 
 
-def _resolve_cluster(spans: list[_Span]) -> list[_Span]:
+# Clusters up to this many spans use a plain sorted list (an insert moves at most this many
+# references, cheaper than allocating occupancy bytes); larger ones use _LargeKept.
+_SMALL_CLUSTER = 64
+
+
+def _rank(span: _Span) -> tuple[int, bool, int, int]:
+    return (_PRIORITY[span.kind], span.patient is None, span.start - span.end, span.start)
+
+
+def _resolve_cluster(spans: list[_Span], folded: str) -> list[_Span]:
     if len(spans) == 1:
         return spans
-    # Kept spans never overlap, so sorted by start they are sorted by end too: a new
-    # span conflicts only with its neighbours there (bisect), never a linear scan.
-    starts: list[int] = []
-    kept: list[_Span] = []
-    ranked = sorted(
-        spans, key=lambda s: (_PRIORITY[s.kind], s.patient is None, -(s.end - s.start), s.start)
-    )
-    for span in ranked:
-        i = bisect_left(starts, span.start)
-        if i > 0 and kept[i - 1].end > span.start:
-            continue
-        if i < len(kept) and kept[i].start < span.end:
-            continue
-        starts.insert(i, span.start)
-        kept.insert(i, span)
-    return kept
+    kept: _KeptSpans = _SmallKept() if len(spans) <= _SMALL_CLUSTER else _LargeKept(spans)
+    for span in sorted(spans, key=_rank):
+        if not kept.overlaps(span.start, span.end):
+            kept.add(span.start, span.end, span)
+        elif span.kind is IdentifierKind.NAME and span.patient is not None:
+            _keep_uncovered_words(span, kept, folded)
+    return kept.spans()
+
+
+def _keep_uncovered_words(span: _Span, kept: _KeptSpans, folded: str) -> None:
+    """Add the parts of a rostered name that kept readings of the same patient's name do
+    not cover (trimmed to their words). Against any other kept span the name just loses."""
+    hits = kept.overlapping(span.start, span.end)
+    if not all(h.kind is IdentifierKind.NAME and h.patient == span.patient for _s, _e, h in hits):
+        return
+    cursor = span.start
+    pieces: list[tuple[int, int]] = []
+    for hit_start, hit_end, _hit in hits:
+        if hit_start > cursor:
+            pieces.append((cursor, hit_start))
+        cursor = max(cursor, hit_end)
+    if cursor < span.end:
+        pieces.append((cursor, span.end))
+    for slot_start, slot_end in pieces:
+        start, end = slot_start, slot_end
+        while start < end and not folded[start].isalnum():
+            start += 1
+        while end > start and not folded[end - 1].isalnum():
+            end -= 1
+        if start < end:
+            # The slot (with its separators) is what the piece occupies; it starts at the
+            # name's start or a kept span's end, both known to the large index.
+            kept.add(slot_start, slot_end, span._replace(start=start, end=end))
+
+
+class _KeptSpans:
+    """Disjoint kept spans, each occupying a slot [start, end) that contains it."""
+
+    def overlaps(self, start: int, end: int) -> bool:
+        raise NotImplementedError
+
+    def overlapping(self, start: int, end: int) -> list[tuple[int, int, _Span]]:
+        """(slot start, slot end, span) of every kept slot meeting [start, end), in order."""
+        raise NotImplementedError
+
+    def add(self, start: int, end: int, span: _Span) -> None:
+        raise NotImplementedError
+
+    def spans(self) -> list[_Span]:
+        """Kept spans in text order."""
+        raise NotImplementedError
+
+
+class _SmallKept(_KeptSpans):
+    """Sorted lists and bisect: slots never overlap, so sorted by start they are sorted by
+    end too, and a new span can only meet its neighbours."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._slots: list[tuple[int, int, _Span]] = []
+
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect_left(self._starts, start)
+        if i > 0 and self._slots[i - 1][1] > start:
+            return True
+        return i < len(self._slots) and self._slots[i][0] < end
+
+    def overlapping(self, start: int, end: int) -> list[tuple[int, int, _Span]]:
+        i = bisect_left(self._starts, start)
+        if i > 0 and self._slots[i - 1][1] > start:
+            i -= 1
+        found = []
+        while i < len(self._slots) and self._slots[i][0] < end:
+            found.append(self._slots[i])
+            i += 1
+        return found
+
+    def add(self, start: int, end: int, span: _Span) -> None:
+        i = bisect_left(self._starts, start)
+        self._starts.insert(i, start)
+        self._slots.insert(i, (start, end, span))
+
+    def spans(self) -> list[_Span]:
+        return [span for _s, _e, span in self._slots]
+
+
+class _LargeKept(_KeptSpans):
+    """Occupancy bytes over the cluster's text range: "is [a, b) free?" is one C-level
+    byte search that stops at the first occupied position, so it costs at most the
+    span's length (already paid once by the matcher that found it), never the number of
+    spans kept. The whole cluster costs O(n log n + total span length)."""
+
+    def __init__(self, spans: list[_Span]) -> None:
+        self._base = min(s.start for s in spans)
+        size = max(s.end for s in spans) - self._base
+        self._occupied = bytearray(size)  # 1 where a kept slot lies
+        self._slot_starts = bytearray(size)  # 1 where a kept slot begins
+        self._slots: dict[int, tuple[int, int, _Span]] = {}
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return self._occupied.find(1, start - self._base, end - self._base) >= 0
+
+    def overlapping(self, start: int, end: int) -> list[tuple[int, int, _Span]]:
+        base = self._base
+        found = []
+        at = self._occupied.find(1, start - base, end - base)
+        while at >= 0:
+            slot = self._slots[self._slot_starts.rfind(1, 0, at + 1) + base]
+            found.append(slot)
+            at = self._occupied.find(1, slot[1] - base, end - base)
+        return found
+
+    def add(self, start: int, end: int, span: _Span) -> None:
+        base = self._base
+        self._occupied[start - base : end - base] = b"\x01" * (end - start)
+        self._slot_starts[start - base] = 1
+        self._slots[start] = (start, end, span)
+
+    def spans(self) -> list[_Span]:
+        return [self._slots[start][2] for start in sorted(self._slots)]
 
 
 def build_engine(
