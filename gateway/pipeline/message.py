@@ -138,12 +138,21 @@ class MessageAnalysis:
         self.fields.append(TextField(text, kind))
         return len(self.fields) - 1
 
-    def rebuild(self, texts: Sequence[str], session: RewriteSession) -> bytes:
-        """The message with `texts` in place of the fields; the input bytes if unchanged."""
+    def rebuild(
+        self,
+        texts: Sequence[str],
+        session: RewriteSession,
+        check: Callable[[], None] | None = None,
+    ) -> bytes:
+        """The message with `texts` in place of the fields; the input bytes if unchanged.
+
+        `check` (the time budget) is called before each part is rebuilt."""
         if len(texts) != len(self.fields):
             raise ContentError("rewritten field count does not match the message")
         edits: dict[int, PartEdit] = {}
         for first, last, rebuilder, always in self._rebuilders:
+            if check is not None:
+                check()
             window = texts[first:last]
             if always or _differs(window, self.fields[first:last]):
                 for index, edit in rebuilder(window, session).items():

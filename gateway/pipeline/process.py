@@ -15,8 +15,10 @@ Stages, in order (plain functions, fail closed at each):
 Any exception in a stage makes every copy that needs inspection HOLD; only `deliver`
 copies get the original bytes without inspection.
 
-Time budget: `budget_seconds` is checked between parts and stages (sans-IO code cannot
-interrupt a running handler; the I/O shell enforces a hard timeout around the call).
+Time budget: `budget_seconds` is checked between stages and inside the long loops (per
+part while analysing, rebuilding and verifying; per field while scanning and rewriting),
+so one huge part cannot run far past it. Sans-IO code cannot interrupt a running handler
+or one field's scan; the I/O shell enforces a hard timeout around the call.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ REASON_LOCKED = "document with patient identifiers cannot be rewritten safely (P
 REASON_NOT_OWN = "message contains identifiers of another patient"
 REASON_BAD_OVERRIDES = "route identifier overrides are invalid"
 REASON_VERIFY = "rewritten message failed verification"
+REASON_BUDGET = "message processing time budget exceeded"
 DEFAULT_BUDGET_SECONDS = 60.0
 # What the engine writes in place of an identifier: PAT-XXXXX-XXXXX tokens, [LABEL]s.
 _OWN_MARKS = re.compile(
@@ -77,6 +80,7 @@ def process_message(
 ) -> MessageOutcome:
     """Decide every copy of one message. Never raises for bad content."""
     deadline = clock() + budget_seconds
+    check = budget_check(deadline, clock)
     analysis: MessageAnalysis | None = None
     findings: list[Finding] = []
     failure = ""
@@ -85,10 +89,9 @@ def process_message(
         if engine is None:
             failure = REASON_NO_SCANNER
         else:
-            findings = list(engine.scan_fields(analysis.fields))
+            findings = list(engine.scan_fields(analysis.fields, check=check))
             findings += note_findings(analysis)
-            if clock() > deadline:
-                raise LimitExceeded("message processing time budget exceeded")
+            check()
     except ContentError as exc:
         failure = str(exc) or REASON_INTERNAL
     except Exception:
@@ -110,6 +113,18 @@ def process_message(
     except Exception:
         subject = None  # bounces then leave the subject out
     return MessageOutcome(tuple(outcomes), safe_subject=subject)
+
+
+def budget_check(deadline: float, clock: Callable[[], float]) -> Callable[[], None]:
+    """A check that raises LimitExceeded once `clock()` is past `deadline`. Called between
+    stages and inside long loops (per field while scanning and rewriting, per part while
+    rebuilding and verifying), so one huge part cannot run far past the budget."""
+
+    def check() -> None:
+        if clock() > deadline:
+            raise LimitExceeded(REASON_BUDGET)
+
+    return check
 
 
 def note_findings(analysis: MessageAnalysis) -> list[Finding]:
@@ -193,11 +208,11 @@ def decide_copy(
         return CopyOutcome(copy, Verdict.HOLD, findings=found, reason=REASON_LOCKED)
     if not text_findings and not analysis.cleaned:
         return CopyOutcome(copy, Verdict.PASS, data=raw)
-    result = engine.rewrite_fields(analysis.fields, text_findings, policy)
-    if clock() > deadline:
-        raise LimitExceeded("message processing time budget exceeded")
+    check = budget_check(deadline, clock)
+    result = engine.rewrite_fields(analysis.fields, text_findings, policy, check=check)
+    check()
     session = RewriteSession(salt=uid_salt(raw, copy.audience))
-    data = analysis.rebuild(result.texts, session)
+    data = analysis.rebuild(result.texts, session, check)
     if data is raw or data == raw:
         if any(policy.action_for(f.kind) != TypeAction.KEEP for f in text_findings):
             # Findings the policy transforms, yet nothing changed: never send the original.
@@ -205,7 +220,7 @@ def decide_copy(
         return CopyOutcome(copy, Verdict.PASS, data=raw, findings=found)
     if verify:
         try:
-            verify_output(data, engine, policy, limits)
+            verify_output(data, engine, policy, limits, deadline, clock)
         except ContentError as exc:
             return CopyOutcome(copy, Verdict.HOLD, findings=found, reason=str(exc))
     return CopyOutcome(
@@ -224,17 +239,29 @@ def uid_salt(raw: bytes, audience: str) -> bytes:
 
 
 def verify_output(
-    data: bytes, engine: ScanEngine, policy: TransformPolicy, limits: FilesConfig | None
+    data: bytes,
+    engine: ScanEngine,
+    policy: TransformPolicy,
+    limits: FilesConfig | None,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """The rebuilt message must parse, and a rescan must find nothing left to transform."""
+    """The rebuilt message must parse, and a rescan must find nothing left to transform.
+
+    With a deadline, running out of time raises LimitExceeded (the budget's reason)."""
+    check = budget_check(deadline, clock) if deadline is not None else None
     try:
-        again = analyse_message(data, limits or FilesConfig())
+        again = analyse_message(data, limits or FilesConfig(), deadline, clock)
+    except LimitExceeded as exc:
+        if str(exc) == REASON_BUDGET:
+            raise
+        raise ContentError(REASON_VERIFY) from exc
     except ContentError as exc:
         raise ContentError(REASON_VERIFY) from exc
     # The engine's own tokens and labels per field, found once: looking them up again for
     # every finding made verification quadratic (50,000 "M. PAT-..." took minutes).
     marks: dict[int, tuple[list[int], list[int]]] = {}
-    for f in engine.scan_fields(again.fields):
+    for f in engine.scan_fields(again.fields, check=check):
         if policy.action_for(f.kind) == TypeAction.KEEP:
             continue
         if f.field not in marks:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from functools import lru_cache
 from typing import NamedTuple
@@ -186,13 +186,17 @@ class Engine:
             address = address[address.rindex("<") + 1 : address.rindex(">")]
         return self.roster.email.get(normalise_email(address))
 
-    def scan_fields(self, fields: Sequence[TextField]) -> list[Finding]:
+    def scan_fields(
+        self, fields: Sequence[TextField], *, check: Callable[[], None] | None = None
+    ) -> list[Finding]:
+        tick = check or _no_check  # the caller's time budget, checked once per field
         folded_fields = [self._fold_field(f) for f in fields]
         spans: list[list[_Span]] = [[] for _ in fields]
         candidates: list[list[tuple[ShapeName, int, int]]] = [[] for _ in fields]
         literal_hits: list[list[tuple[int, int, int]]] = [[] for _ in fields]
         scanned: list[int] = []
         for index, (field, folded) in enumerate(zip(fields, folded_fields, strict=True)):
+            tick()
             whole = self._whole_field(field, folded)
             if whole is not None:
                 spans[index].append(whole)
@@ -211,10 +215,12 @@ class Engine:
         ]
         consumed: list[set[int]] = []
         for index, field in enumerate(fields):
+            tick()
             names, used = self._full_names(field, folded_fields[index], roster_words[index], named)
             spans[index].extend(names)
             consumed.append(used)
         for index, field in enumerate(fields):
+            tick()
             spans[index].extend(
                 self._single_names(
                     field, folded_fields[index], roster_words[index], named, consumed[index]
@@ -230,6 +236,7 @@ class Engine:
             if day is not None:
                 born.setdefault(day, key)
         for index, field in enumerate(fields):
+            tick()
             if field.kind is FieldKind.DISPLAY_NAME:
                 spans[index].extend(self._display_names(folded_fields[index], protected[index]))
             elif field.kind is FieldKind.FILENAME:
@@ -245,6 +252,7 @@ class Engine:
             )
         findings: list[Finding] = []
         for index, field_spans in enumerate(spans):
+            tick()
             folded = folded_fields[index]
             for span in _resolve_overlaps(_merge_addresses(field_spans, folded), folded):
                 findings.append(
@@ -264,13 +272,17 @@ class Engine:
         fields: Sequence[TextField],
         findings: Sequence[Finding],
         policy: TransformPolicy,
+        *,
+        check: Callable[[], None] | None = None,
     ) -> RewriteResult:
+        tick = check or _no_check
         by_field: dict[int, list[Finding]] = {}
         for finding in findings:
             by_field.setdefault(finding.field, []).append(finding)
         texts: list[str] = []
         vault: dict[str, VaultEntry] = {}
         for index, field in enumerate(fields):
+            tick()
             text = field.text
             pieces: list[str] = []
             cursor = 0
@@ -814,6 +826,10 @@ def _merge_addresses(spans: list[_Span], folded: str) -> list[_Span]:
         for start, end in bounds
     ]
     return others + merged
+
+
+def _no_check() -> None:
+    """The default time-budget check: none."""
 
 
 def _resolve_overlaps(spans: list[_Span], folded: str) -> list[_Span]:

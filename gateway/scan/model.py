@@ -8,7 +8,7 @@ must only ever be handed to the encrypted vault; its repr is masked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -110,13 +110,20 @@ class ScanEngine(Protocol):
     in an attachment).
     """
 
-    def scan_fields(self, fields: Sequence[TextField]) -> list[Finding]: ...
+    def scan_fields(
+        self, fields: Sequence[TextField], *, check: Callable[[], None] | None = None
+    ) -> list[Finding]:
+        """`check`, when given, is called between fields in every per-field loop; it raises
+        (the pipeline's time budget: LimitExceeded) to stop a scan that runs too long."""
+        ...
 
     def rewrite_fields(
         self,
         fields: Sequence[TextField],
         findings: Sequence[Finding],
         policy: TransformPolicy,
+        *,
+        check: Callable[[], None] | None = None,
     ) -> RewriteResult: ...
 
     def token_for_patient(self, patient: str, audience: str) -> str: ...

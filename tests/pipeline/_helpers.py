@@ -8,7 +8,7 @@ log line; tests grep for them.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -102,19 +102,26 @@ class ExplodingEngine:
     def __init__(self, fail_in: str) -> None:
         self.fail_in = fail_in
 
-    def scan_fields(self, fields: Sequence[TextField]) -> list[Finding]:
+    def scan_fields(
+        self, fields: Sequence[TextField], *, check: Callable[[], None] | None = None
+    ) -> list[Finding]:
         if self.fail_in == "scan":
             raise RuntimeError("boom DUPONT")
-        return engine().scan_fields(fields)
+        return engine().scan_fields(fields, check=check)
 
     def rewrite_fields(
-        self, fields: Sequence[TextField], findings: Sequence[Finding], policy: TransformPolicy
+        self,
+        fields: Sequence[TextField],
+        findings: Sequence[Finding],
+        policy: TransformPolicy,
+        *,
+        check: Callable[[], None] | None = None,
     ) -> RewriteResult:
         if self.fail_in == "rewrite":
             raise RuntimeError("boom DUPONT")
         if self.fail_in == "identity":  # a broken rewriter that changes nothing
             return RewriteResult([f.text for f in fields], [])
-        return engine().rewrite_fields(fields, findings, policy)
+        return engine().rewrite_fields(fields, findings, policy, check=check)
 
     def token_for_patient(self, patient: str, audience: str) -> str:
         return engine().token_for_patient(patient, audience)

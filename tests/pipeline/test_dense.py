@@ -43,3 +43,31 @@ def test_html_body_with_twenty_thousand_names(html: object) -> None:
     assert_no_planted(copy.data)
     assert b"M. Abc" not in copy.data
     assert elapsed < BOUND, f"{elapsed:.1f} s CPU"
+
+
+class _Clock:
+    """A fake clock that jumps forward once a given number of readings have been taken."""
+
+    def __init__(self, jump_after: int) -> None:
+        self.readings = 0
+        self.jump_after = jump_after
+
+    def __call__(self) -> float:
+        self.readings += 1
+        return 1_000.0 if self.readings > self.jump_after else 0.0
+
+
+def test_time_budget_is_checked_inside_the_scan_of_a_message() -> None:
+    """The budget is read per field while scanning, not only between stages: a clock that
+    runs out after a few readings stops the scan of a many-field message."""
+    raw = message(body="Bonjour\n", html="<p>" + "<b>DUPONT Jean</b> " * 300 + "</p>")
+    # Count the readings a full run takes when time never runs out.
+    never = _Clock(jump_after=10**9)
+    assert run(raw, clock=never, budget_seconds=50).copies[0].verdict == "rewritten"
+    assert never.readings > 600  # per field (about 600 HTML text nodes), not per stage
+    for jump_after in (3, never.readings // 3, never.readings // 2, never.readings - 2):
+        clock = _Clock(jump_after=jump_after)
+        copy = run(raw, clock=clock, budget_seconds=50).copies[0]
+        assert copy.verdict == "hold", jump_after
+        assert copy.reason == "message processing time budget exceeded"
+        assert copy.data is None
