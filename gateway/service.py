@@ -178,7 +178,13 @@ class Service:
             for i in range(PROCESSING_CONCURRENCY)
         ]
         await self.queue.start()
-        gate = Gate(cfg.smtp, self.spool, self._on_accepted, self._tls_context())
+        gate = Gate(
+            cfg.smtp,
+            self.spool,
+            self._on_accepted,
+            self._tls_context(),
+            accepted_durable=self.events.durable,
+        )
         self.smtp = SmtpServer(gate, cfg.smtp.listen)
         await self.smtp.start()
         if control_socket:

@@ -7,7 +7,9 @@ STARTTLS, against argon2id hashes from `smtp.users`).
 Invariants:
 - No open relay: a peer outside the allowed networks without AUTH gets `554 5.7.1`
   for every recipient.
-- 250 after DATA only once the spool says the message is durable (fsync'ed).
+- 250 after DATA only once the spool says the message is durable (fsync'ed), and
+  after `accepted_durable` (the service's EventBus.durable: the audit trail's
+  "received" record, committed in groups off the loop) has returned.
 - DATA is streamed to the spool (sealed chunk by chunk); the message is never held
   twice in memory here.
 - SMTP smuggling (CVE-2023-51766 class): a bare CR or bare LF inside DATA rejects the
@@ -28,7 +30,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,10 +112,15 @@ class Gate:
         spool: Spool,
         on_accepted: Callable[[Accepted], None],
         tls_context: ssl.SSLContext | None,
+        *,
+        accepted_durable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.spool = spool
         self.on_accepted = on_accepted
+        # Awaited after on_accepted and before the 250: the events it emitted (the audit
+        # "received" record, committed in groups off the loop) are durable by then.
+        self.accepted_durable = accepted_durable
         self.tls_context = tls_context
         self.networks = [ipaddress.ip_network(n, strict=False) for n in cfg.allowed_networks]
         self.passwords = PasswordChecker(cfg.users)
@@ -264,6 +271,8 @@ class PortiqueSMTP(SMTP):
             self._end_transaction()
             try:
                 gate.on_accepted(accepted)
+                if gate.accepted_durable is not None:
+                    await gate.accepted_durable()
             except Exception as exc:  # the message is durable; processing resumes at restart
                 log.error("smtp_handoff_failed", spool_id=spool_id, error=type(exc).__name__)
             log.info(

@@ -97,3 +97,31 @@ async def test_spool_entry_stays_until_the_fast_path_delivery_is_done(
     finally:
         release.set()
         await sink.stop()
+
+
+async def test_the_250_waits_until_the_received_audit_record_is_durable(
+    portique_factory, sink, keyring, tmp_path
+):
+    from gateway.audit import AuditTrail
+    from gateway.config import AuditConfig
+
+    trail = AuditTrail.open(tmp_path / "audit", keyring, AuditConfig())
+    try:
+        svc = await portique_factory(sink.port)
+        svc.events.subscribe(trail, required=True)
+        trail._lock.acquire()  # the group-commit writer cannot commit
+        try:
+            sending = asyncio.ensure_future(asyncio.to_thread(send_sync, svc.smtp_port, message()))
+            await asyncio.sleep(0.5)
+            assert not sending.done()  # no 250 while "received" is not on disk
+            assert sink.messages == []
+        finally:
+            trail._lock.release()
+        assert await sending == {}
+        await sink.wait_for(1)
+        await wait_until(lambda: svc.processing_idle() and svc.queue.idle)
+        kinds = [r.kind for r in trail.iter_records()]
+        assert kinds[:2] == ["received", "decided"] and "delivery" in kinds
+        assert trail.verify().ok
+    finally:
+        trail.close()
