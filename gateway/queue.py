@@ -809,6 +809,7 @@ class DeliveryQueue:
             failed=failed,
             gave_up=gave_up,
             safe_subject=entry.safe_subject,
+            identifies_patient=lambda address: self.patient_addresses([address]),
         )
         await self.enqueue(
             [

@@ -548,6 +548,7 @@ class Service:
             reason=reason if reason is not None else (co.reason or kind),
             finding_counts=co.counts(),
             safe_subject=outcome.safe_subject,
+            identifies_patient=lambda address: self.identifies_patient([address]),
         )
         return [
             NewCopy(
