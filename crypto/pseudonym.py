@@ -14,7 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import re
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -25,9 +25,40 @@ TOKEN_BITS = 50
 DIGEST_HEX = 16
 
 
+# SHA-256 block size in bytes (RFC 2104: keys longer than a block are hashed first).
+_BLOCK_BYTES = 64
+# Keyed prototypes kept per key: a keyring holds a handful of keys (pseudonym, digest), so
+# 8 entries bound the cache even across key reloads in a long-lived process.
+_MAX_PROTOTYPES = 8
+_prototypes: dict[bytes, tuple[hashlib._Hash, hashlib._Hash]] = {}
+
+
+def _keyed_prototype(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """SHA-256 states that have absorbed the key's inner and outer pads (RFC 2104).
+
+    Copying them costs less than absorbing the key again: two of the four SHA-256
+    compressions of a short HMAC are the key pads, redone by every hmac.digest call.
+    """
+    prototype = _prototypes.get(key)
+    if prototype is None:
+        block = hashlib.sha256(key).digest() if len(key) > _BLOCK_BYTES else key
+        block = block.ljust(_BLOCK_BYTES, b"\0")
+        inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        if len(_prototypes) >= _MAX_PROTOTYPES:
+            _prototypes.clear()
+        prototype = _prototypes[key] = (inner, outer)
+    return prototype
+
+
 def _hmac(key: bytes, message: str) -> bytes:
-    # hmac.digest: the one-shot C path, several times faster than hmac.new for short input.
-    return hmac.digest(key, message.encode("utf-8"), "sha256")
+    """HMAC-SHA256(key, message): equal to hmac.digest, from copies of keyed prototypes."""
+    inner_proto, outer_proto = _keyed_prototype(key)
+    inner = inner_proto.copy()
+    inner.update(message.encode("utf-8"))
+    outer = outer_proto.copy()
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def normalise_audience(audience: str) -> str:
