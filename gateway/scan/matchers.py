@@ -163,6 +163,13 @@ class HyperscanMatcher:
         for (shape, pattern), shape_hits in zip(self._compiled, hits, strict=True):
             if not shape_hits:
                 continue
+            alphabet = shape.alphabet
+            if alphabet is not None and shape.trigger is not None and shape.locate_start is None:
+                # A match holds its trigger's start and only `alphabet` characters: it
+                # starts after the last barrier before the trigger (see Shape).
+                shape_hits = [
+                    (low + len(folded[low:high].rstrip(alphabet)), high) for low, high in shape_hits
+                ]
             if shape.locate_start is not None:
                 locate = self._locators[shape.name]
                 located = set()
@@ -171,6 +178,8 @@ class HyperscanMatcher:
                     # match (the leftmost may fail the pattern's `\b`): collect them all.
                     anchor = trigger_start + shape.locate_offset
                     position = max(0, anchor - shape.before)
+                    if alphabet is not None:  # skip to the last barrier (see Shape)
+                        position += len(folded[position:anchor].rstrip(alphabet))
                     while (m := locate.search(folded, position, anchor)) is not None:
                         located.add(m.start())
                         position = m.start() + 1
@@ -193,10 +202,15 @@ class HyperscanMatcher:
                 # Matches starting in [low, high] end within max_len of their start, and
                 # a final `\b` reads one character further: cutting the text there
                 # changes no such match, and bounds the re-read.
+                # Matches do not overlap: once one ends past `high`, the next starts past
+                # it, so stop there rather than let finditer try every position left in
+                # the window (up to `max_len`, hundreds of characters for e-mail/street).
                 for m in pattern.finditer(folded, low, high + shape.max_len + 1):
                     if m.start() > high:
                         break
                     found.append((shape.name, m.start(), m.end()))
+                    if m.end() > high:
+                        break
         return found
 
     def _scratch(self, which: str) -> Any:

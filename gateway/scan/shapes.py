@@ -59,9 +59,16 @@ class Shape:
     locate_start: str | None = None
     locate_offset: int = 0
     leftmost_start: bool = True
+    # Every character a match (or, with `locate_start`, a located run) can hold; None
+    # when unbounded. A character outside it before a trigger is a barrier: no match
+    # spans it, so the re-read starts right after it instead of `before` characters
+    # back (an e-mail's local part, a name run: a few characters instead of 64-251).
+    alphabet: str | None = None
 
 
 _SEP = r"[ .-]?"
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_DIGITS = "0123456789"
 # Name words, bounded (30 letters per part) so that every match has a maximum length.
 _CAP = r"[A-Z](?:[a-z]{1,30}|'[A-Z][a-z]{1,30})(?:[-'][A-Z]?[a-z]{1,30})?"  # Jean, N'Diaye
 _UPPER = r"(?:[A-Z]')?[A-Z]{2,30}(?:[-'][A-Z]{2,30}){0,3}"  # DUPONT, MARTIN-DUBOIS
@@ -127,6 +134,7 @@ SHAPES: tuple[Shape, ...] = (
         64 + 1 + 63 + 3 * 64 + 1 + 24,
         trigger="@",
         before=64,
+        alphabet=_LETTERS + _DIGITS + "._%+-@",
     ),
     Shape(
         ShapeName.DATE_NUMERIC,
@@ -180,6 +188,7 @@ SHAPES: tuple[Shape, ...] = (
         before=2 * _UPPER_LEN + 1,
         locate_start=r"\b" + _UPPER + r"(?: " + _UPPER + r")?\Z",
         locate_offset=2,
+        alphabet=_LETTERS[:26] + "' -",
     ),
     Shape(
         ShapeName.FIRST_UPPER,
@@ -193,6 +202,7 @@ SHAPES: tuple[Shape, ...] = (
         before=_CAP_LEN + 1,
         locate_start=_CAP + r" \Z",
         locate_offset=2,
+        alphabet=_LETTERS + "' -",
     ),
     Shape(
         ShapeName.DOCTOR,
