@@ -114,6 +114,10 @@ class Service:
         self._workers: list[asyncio.Task[None]] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._busy: set[str] = set()
+        # Message sizes (bytes) told by the SMTP layer with each 250, used once as the
+        # processing memory hold: a stat of the spool file on the event loop per message
+        # was 1.5 % of samples under load. Recovered or retried entries fall back to stat.
+        self._accepted_sizes: dict[str, int] = {}
         self._retry_handles: list[asyncio.TimerHandle] = []
         # Fast-path deliveries in flight (each drops its spool entry when done).
         self._direct_tasks: set[asyncio.Task[None]] = set()
@@ -284,17 +288,21 @@ class Service:
             identifies_patient=self.identifies_patient(env.recipients),
         )
         assert self._processing is not None
+        self._accepted_sizes[accepted.spool_id] = accepted.size
         self._processing.put_nowait(accepted.spool_id)
 
     async def _process_loop(self) -> None:
         assert self._processing is not None
         while True:
             spool_id = await self._processing.get()
+            size = self._accepted_sizes.pop(spool_id, None)
             if spool_id in self._busy:
                 continue
             self._busy.add(spool_id)
             try:
-                async with self.queue.memory.hold(self.spool.size_of(spool_id)):
+                if size is None:
+                    size = self.spool.size_of(spool_id)
+                async with self.queue.memory.hold(size):
                     await self.process_spooled(spool_id)
             except asyncio.CancelledError:
                 raise
