@@ -151,6 +151,26 @@ class QueueEntry:
     attempts: int
     last_error: str
 
+    @classmethod
+    def first_attempt(cls, queue_id: str, copy: NewCopy, now: float) -> QueueEntry:
+        """The entry for a copy that has not been tried yet: due now."""
+        return cls(
+            id=queue_id,
+            spool_id=copy.spool_id,
+            kind=copy.kind,
+            route=copy.route,
+            connector=copy.connector,
+            mail_from=copy.mail_from,
+            recipients=tuple(copy.recipients),
+            message_id=copy.message_id,
+            safe_subject=copy.safe_subject,
+            size=len(copy.data),
+            created=copy.created if copy.created is not None else now,
+            next_attempt=now,
+            attempts=0,
+            last_error="",
+        )
+
     def as_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
@@ -235,24 +255,7 @@ class QueueStore:
                 path = self._path(qid)
                 self._write_sealed(path, c.data, queue_aad(qid), sync=len(copies) == 1)
                 written.append(path)
-                entries.append(
-                    QueueEntry(
-                        id=qid,
-                        spool_id=c.spool_id,
-                        kind=c.kind,
-                        route=c.route,
-                        connector=c.connector,
-                        mail_from=c.mail_from,
-                        recipients=tuple(c.recipients),
-                        message_id=c.message_id,
-                        safe_subject=c.safe_subject,
-                        size=len(c.data),
-                        created=c.created if c.created is not None else now,
-                        next_attempt=now,
-                        attempts=0,
-                        last_error="",
-                    )
-                )
+                entries.append(QueueEntry.first_attempt(qid, c, now))
             if len(copies) > 1:
                 fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
                 try:
@@ -517,22 +520,7 @@ class DeliveryQueue:
         every recipient is delivered, queued or bounced; raises (SpoolError, AuditError)
         if that could not be made durable: the caller then keeps its spool entry."""
         now = self.clock()
-        entry = QueueEntry(
-            id=new_spool_id(),
-            spool_id=copy.spool_id,
-            kind=copy.kind,
-            route=copy.route,
-            connector=copy.connector,
-            mail_from=copy.mail_from,
-            recipients=tuple(copy.recipients),
-            message_id=copy.message_id,
-            safe_subject=copy.safe_subject,
-            size=len(copy.data),
-            created=copy.created if copy.created is not None else now,
-            next_attempt=now,
-            attempts=0,
-            last_error="",
-        )
+        entry = QueueEntry.first_attempt(new_spool_id(), copy, now)
         connector = self.connectors.get(copy.connector)
         if connector is None:  # can_deliver_direct said yes: only a reload removes one
             await self.enqueue([copy])
