@@ -33,19 +33,26 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_rotate_data(args: argparse.Namespace) -> int:
-    from crypto.keys import rotate_data_key
+    from crypto.keys import load_keys, rotate_data_key
+    from gateway.cli._audit import record_cli_action
     from gateway.config import load_config
 
     cfg = load_config(args.config)
-    print(f"data key version {rotate_data_key(cfg.data_dir)} now encrypts new data")
+    version = rotate_data_key(cfg.data_dir)
+    record_cli_action(
+        cfg, load_keys(cfg.data_dir), "key_rotation", {"key": "data", "version": version}
+    )
+    print(f"data key version {version} now encrypts new data")
     return 0
 
 
 def run_rotate_pseudonym(args: argparse.Namespace) -> int:
-    from crypto.keys import rotate_pseudonym_key
+    from crypto.keys import load_keys, rotate_pseudonym_key
+    from gateway.cli._audit import record_cli_action
     from gateway.config import load_config
 
     cfg = load_config(args.config)
     rotate_pseudonym_key(cfg.data_dir)
+    record_cli_action(cfg, load_keys(cfg.data_dir), "key_rotation", {"key": "pseudonym"})
     print("pseudonym key rotated; labs will see new tokens for every patient")
     return 0

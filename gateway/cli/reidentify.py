@@ -21,21 +21,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run_reidentify)
 
 
-def _local_user() -> str:
-    import getpass
-    import os
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid:{os.getuid()}"
-
-
 def run_reidentify(args: argparse.Namespace) -> int:
     import sys
 
     from crypto.keys import load_keys
     from gateway.audit import AuditTrail
+    from gateway.cli._audit import local_user
     from gateway.config import load_config
     from gateway.vault import Vault
 
@@ -51,7 +42,7 @@ def run_reidentify(args: argparse.Namespace) -> int:
     if not mappings:
         print("portique: no such token in the vault", file=sys.stderr)
         return 1
-    actor = _local_user()
+    actor = local_user()
     trail = AuditTrail.open(cfg.data_dir, keyring, cfg.audit)
     try:
         for audience, _identity in mappings:
