@@ -67,6 +67,10 @@ class RelayConnector:
         self.name = cfg.name
         self.cfg = cfg
         self._pool: list[_Pooled] = []
+        # Connections out of the pool (delivering) and closes still running: close()
+        # finishes both, so a stop never leaves a transport behind.
+        self._in_use: set[aiosmtplib.SMTP] = set()
+        self._closing: set[asyncio.Task[None]] = set()
         self._smime_cert: bytes | None = None
         if cfg.smime_cert:
             try:
@@ -128,10 +132,13 @@ class RelayConnector:
         return await self._connect(), False
 
     def _release(self, client: aiosmtplib.SMTP) -> None:
+        self._in_use.discard(client)
         if client.is_connected and len(self._pool) < POOL_SIZE:
             self._pool.append(_Pooled(client, time.monotonic()))
         else:
-            asyncio.ensure_future(_close_quietly(client))
+            task = asyncio.ensure_future(_close_quietly(client))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def deliver(self, item: DeliveryItem) -> DeliveryResult:
         data = item.data
@@ -159,9 +166,15 @@ class RelayConnector:
                 return DeliveryResult.all(
                     item.recipients, Status.TEMPFAIL, _connect_detail(exc, host)
                 )
+            self._in_use.add(client)
             try:
                 errors = await send_streaming(client, item.mail_from, item.recipients, data)
+            except asyncio.CancelledError:
+                self._in_use.discard(client)
+                client.close()  # cut off mid-transaction: the connection cannot be reused
+                raise
             except aiosmtplib.SMTPServerDisconnected:
+                self._in_use.discard(client)
                 await _close_quietly(client)
                 if reused and attempt == 1:
                     continue  # the upstream dropped an idle connection: one fresh try
@@ -189,6 +202,7 @@ class RelayConnector:
                     item.recipients, _status_for(exc.code), _short(exc.code, exc.message, host)
                 )
             except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+                self._in_use.discard(client)
                 await _close_quietly(client)
                 return DeliveryResult.all(
                     item.recipients, Status.TEMPFAIL, _connect_detail(exc, host)
@@ -212,6 +226,11 @@ class RelayConnector:
         pool, self._pool = self._pool, []
         for pooled in pool:
             await _close_quietly(pooled.client)
+        in_use, self._in_use = self._in_use, set()
+        for client in in_use:
+            client.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 # DATA goes out in slices of about this many bytes, each dot-stuffed and CRLF-normalised
@@ -312,6 +331,7 @@ async def _reset_or_close(client: aiosmtplib.SMTP, owner: RelayConnector) -> Non
     try:
         await client.rset()
     except (aiosmtplib.SMTPException, OSError):
+        owner._in_use.discard(client)
         await _close_quietly(client)
         return
     owner._release(client)
@@ -322,4 +342,6 @@ async def _close_quietly(client: aiosmtplib.SMTP) -> None:
         if client.is_connected:
             await asyncio.wait_for(client.quit(), 5)
     except (aiosmtplib.SMTPException, OSError, TimeoutError):
-        client.close()
+        pass
+    finally:
+        client.close()  # idempotent: releases the transport even after a failed QUIT
