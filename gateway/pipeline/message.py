@@ -361,6 +361,22 @@ class _Walker:
             return body.rstrip(b"\r\n")  # small bodies: a copy costs nothing
         return body
 
+    def _part_edit(
+        self,
+        part: MimePart,
+        names: list[tuple[str, str]],
+        new_names: list[str],
+        extra: dict[str, bytes | None],
+        body: bytes | None,
+    ) -> dict[int, PartEdit]:
+        """The edit of one part, or none when neither its body, its file names nor its
+        headers changed (the part is then carried over byte-identical)."""
+        unchanged_names = all(n == o for n, (_, o) in zip(new_names, names, strict=True))
+        if body is None and not extra and unchanged_names:
+            return {}
+        headers = self._new_headers(part, names, new_names, extra)
+        return {part.index: PartEdit(headers=headers, body=body)}
+
     def _new_headers(
         self,
         part: MimePart,
@@ -413,11 +429,7 @@ class _Walker:
                     extra["content-transfer-encoding"] = (
                         f"Content-Transfer-Encoding: {new_cte}".encode()
                     )
-            unchanged_names = all(n == o for n, (_, o) in zip(new_names, names, strict=True))
-            if body is None and not extra and unchanged_names:
-                return {}
-            headers = self._new_headers(part, names, new_names, extra)
-            return {part.index: PartEdit(headers=headers, body=body)}
+            return self._part_edit(part, names, new_names, extra, body)
 
         return rebuild
 
@@ -449,11 +461,7 @@ class _Walker:
                         extra["content-transfer-encoding"] = (
                             f"Content-Transfer-Encoding: {new_cte}".encode()
                         )
-            unchanged_names = all(n == o for n, (_, o) in zip(new_names, names, strict=True))
-            if body is None and not extra and unchanged_names:
-                return {}
-            headers = self._new_headers(part, names, new_names, extra)
-            return {part.index: PartEdit(headers=headers, body=body)}
+            return self._part_edit(part, names, new_names, extra, body)
 
         return rebuild
 
