@@ -87,6 +87,8 @@ _BATCH_ROWS = 1000
 # Nested fields deeper than this are stored as a placeholder: events are flat
 # dictionaries; depth 8 leaves room for findings maps without unbounded recursion.
 _MAX_FIELD_DEPTH = 8
+# Addresses whose route answer `patient_route_predicate` remembers (then starts afresh).
+_ROUTE_MEMO_SIZE = 4096
 
 _MIGRATIONS = [
     """
@@ -242,9 +244,7 @@ def mask_patient_addresses(
     see `patient_route_predicate`). An address already masked (`#...@`) stays as is."""
     everything = bool(fields.get("identifies_patient"))
 
-    def masker(key: str) -> Callable[[str], str]:
-        check = identifies_patient if key not in _SENDER_KEYS else None
-
+    def replacer(check: AddressPredicate | None) -> Callable[[re.Match[str]], str]:
         def replace(m: re.Match[str]) -> str:
             address = m.group(0)
             if address.startswith("#"):
@@ -254,9 +254,29 @@ def mask_patient_addresses(
                 return mask_address(address, digest_key)
             return address
 
-        return lambda text: _ANY_ADDRESS.sub(replace, text) if "@" in text else text
+        return replace
 
-    stored = {str(k): _json_safe(v, masker(str(k)), 0) for k, v in fields.items()}
+    # One masker for the sender's own address (never checked against patient routes),
+    # one for everything else; built once per event, not once per field.
+    replace_any, replace_sender = replacer(identifies_patient), replacer(None)
+
+    def mask_any(text: str) -> str:
+        return _ANY_ADDRESS.sub(replace_any, text) if "@" in text else text
+
+    def mask_sender(text: str) -> str:
+        return _ANY_ADDRESS.sub(replace_sender, text) if "@" in text else text
+
+    stored: dict[str, Any] = {}
+    for k, v in fields.items():
+        key = str(k)
+        mask = mask_sender if key in _SENDER_KEYS else mask_any
+        kind = type(v)
+        if kind is str:
+            stored[key] = mask(v)
+        elif v is None or kind is int or kind is bool or kind is float:
+            stored[key] = v
+        else:
+            stored[key] = _json_safe(v, mask, 0)
     for key in _FREE_TEXT_KEYS & stored.keys():
         if isinstance(stored[key], str):
             # Safety net for free text (a peer's reply, a hold reason): the same
@@ -275,9 +295,17 @@ def patient_route_predicate(config: Config) -> AddressPredicate:
     routes = config.effective_routes()
     patient_actions = {str(Action.OWN_DATA_ONLY), str(Action.REJECT_IF_PHI)}
 
+    known: dict[str, bool] = {}  # routes are fixed for the config's lifetime
+
     def identifies_patient(address: str) -> bool:
-        route = find_route(routes, address)
-        return route is not None and str(route.action) in patient_actions
+        answer = known.get(address)
+        if answer is None:
+            route = find_route(routes, address)
+            answer = route is not None and str(route.action) in patient_actions
+            if len(known) >= _ROUTE_MEMO_SIZE:
+                known.clear()
+            known[address] = answer
+        return answer
 
     return identifies_patient
 
@@ -298,6 +326,8 @@ def _json_safe(value: Any, mask_text: Callable[[str], str], depth: int) -> Any:
         return f"<{len(value)} bytes>"
     if isinstance(value, Mapping):
         return {str(k): _json_safe(v, mask_text, depth + 1) for k, v in value.items()}
+    if type(value) is list and all(type(v) is str for v in value):
+        return [mask_text(v) for v in value]  # the common case: a list of addresses/digests
     if isinstance(value, list | tuple | set | frozenset):
         items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
         return [_json_safe(v, mask_text, depth + 1) for v in items]
