@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import ssl
 import time
@@ -114,12 +115,20 @@ class RelayConnector:
             local_hostname=cfg.helo_name or None,
             timeout=cfg.timeout,
         )
-        await client.connect()
-        if cfg.tls == "required" and client.get_transport_info("sslcontext") is None:
-            await client.quit()
-            raise aiosmtplib.SMTPException("TLS required but not negotiated")
-        if cfg.username:
-            await client.login(cfg.username, cfg.password)
+        await client.connect()  # closes its own connection when it fails
+        try:
+            if cfg.tls == "required" and client.get_transport_info("sslcontext") is None:
+                raise aiosmtplib.SMTPException("TLS required but not negotiated")
+            if cfg.username:
+                await client.login(cfg.username, cfg.password)
+        except Exception:
+            # A refused login (or no TLS): the connection never reaches the pool, so it
+            # is closed here, not left to the garbage collector as an open socket.
+            await _close_quietly(client)
+            raise
+        except BaseException:  # cancelled: no QUIT dialogue, just release the transport
+            client.close()
+            raise
         return client
 
     async def _client(self) -> tuple[aiosmtplib.SMTP, bool]:
@@ -269,10 +278,13 @@ def data_slices(data: bytes) -> Iterator[bytes]:
 async def send_streaming(
     client: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...], data: bytes
 ) -> dict[str, aiosmtplib.SMTPResponse]:
-    """MAIL, RCPT per recipient, then DATA streamed slice by slice.
+    """MAIL, RCPT per recipient, then DATA streamed slice by slice; a message that fits
+    in one slice goes out in one write with its final dot.
 
     Returns the refused recipients (like `sendmail`); raises SMTPRecipientsRefused if
     all are refused, SMTPSenderRefused / SMTPDataError on MAIL / DATA refusals.
+    (No PIPELINING: aiosmtplib's protocol drops a reply that arrives before the previous
+    one was read.)
     """
     options: list[str] = []
     if client.supports_extension("size"):
@@ -299,11 +311,17 @@ async def send_streaming(
     reply = await protocol.execute_command(b"DATA", timeout=client.timeout)
     if reply.code != 354:
         raise aiosmtplib.SMTPDataError(reply.code, reply.message)
-    for piece in data_slices(data):
-        protocol.write(piece)
-        # Wait for the socket to take it before making the next slice (flow control).
-        await protocol._drain_helper()
-    protocol.write(b".\r\n")
+    pieces = data_slices(data)
+    first = next(pieces, b"")
+    following = next(pieces, None)
+    if following is None:
+        protocol.write(first + b".\r\n")  # the common case: the whole body in one write
+    else:
+        for piece in itertools.chain((first, following), pieces):
+            protocol.write(piece)
+            # Wait for the socket to take it before making the next slice (flow control).
+            await protocol._drain_helper()
+        protocol.write(b".\r\n")
     reply = await protocol.read_response(timeout=client.timeout)
     if reply.code != 250:
         raise aiosmtplib.SMTPDataError(reply.code, reply.message)
