@@ -21,8 +21,10 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import date
 from functools import lru_cache
+from operator import itemgetter
 from typing import Final, NamedTuple
 
 from crypto.pseudonym import patient_token, value_digest
@@ -161,6 +163,18 @@ _ADDRESS_WORD = re.compile(r"[A-Za-z'-]+")
 _PARTICLES = frozenset("de du des la le l d aux au en sur sous saint st sainte ste les".split())
 
 
+# Fields that are one identifier as a whole, and its kind.
+_WHOLE_FIELD_KINDS = {
+    _Field.PERSON_NAME: _Kind.NAME,
+    _Field.IDENTIFIER: _Kind.PATIENT_ID,
+    _Field.DATE_OF_BIRTH: _Kind.BIRTH_DATE,
+}
+_NONE_USED: frozenset[int] = frozenset()
+_START_END = itemgetter(
+    1, 2
+)  # sort key of (shape, start, end) candidates  # no roster word consumed (shared, never changed)
+
+
 class _Span(NamedTuple):  # a tuple: built tens of times per message, cheaper than a dataclass
     kind: IdentifierKind
     start: int
@@ -215,6 +229,7 @@ class Engine:
         self._practice_phones = {normalise_phone(p) for p in practice.phones}
         self._practice_emails = {normalise_email(e) for e in practice.emails}
         self._practice_addresses = [alnum_key(a) for a in practice.addresses if alnum_key(a)]
+        self._practice_candidates = self._practice_shape_candidates(practice)
         self._practice_ids = {
             "".join(ch for ch in p.rpps if ch.isdigit()) for p in practice.practitioners if p.rpps
         }
@@ -222,6 +237,33 @@ class Engine:
     @property
     def engine_name(self) -> str:
         return self.matcher.name
+
+    def _practice_shape_candidates(self, practice: PracticeConfig) -> frozenset[tuple[str, str]]:
+        """(shape, folded text) of the candidates the practice's own phones, e-mails and
+        addresses make when written as configured, kept only when validation rejects them
+        whatever their context: a signature's candidates are then dropped by one set look-up.
+        """
+        rejects: set[tuple[str, str]] = set()
+        for text in (*practice.phones, *practice.emails, *practice.addresses):
+            folded = fold(text)
+            for name, start, end in self.matcher.shapes(folded, folded.encode("ascii")):
+                value = folded[start:end]
+                if name is _Shape.PHONE_FR or name is _Shape.PHONE_INTL:
+                    phone = (
+                        validators.phone_fr_value(value)
+                        if name is _Shape.PHONE_FR
+                        else validators.phone_intl_value(value)
+                    )
+                    rejected = phone is None or phone in self._practice_phones
+                elif name is _Shape.EMAIL:
+                    rejected = normalise_email(value) in self._practice_emails
+                elif name is _Shape.STREET or name is _Shape.POSTCODE_TOWN:
+                    rejected = self._is_practice_address(value)
+                else:
+                    rejected = False
+                if rejected:
+                    rejects.add((name, value))
+        return frozenset(rejects)
 
     # -- ScanEngine ----------------------------------------------------------------
 
@@ -237,45 +279,57 @@ class Engine:
         self, fields: Sequence[TextField], *, check: Callable[[], None] | None = None
     ) -> list[Finding]:
         tick = check or _no_check  # the caller's time budget, checked once per field
+        count = len(fields)
         folded_fields = [self._fold_field(f) for f in fields]
-        spans: list[list[_Span]] = [[] for _ in fields]
-        candidates: list[list[tuple[ShapeName, int, int]]] = [[] for _ in fields]
-        literal_hits: list[list[tuple[int, int, int]]] = [[] for _ in fields]
+        spans: list[list[_Span]] = [[] for _ in range(count)]
+        candidates: list[list[tuple[ShapeName, int, int]]] = [[] for _ in range(count)]
+        literal_hits: list[list[tuple[int, int, int]]] = [[] for _ in range(count)]
         scanned: list[int] = []
-        for index, (field, folded) in enumerate(zip(fields, folded_fields, strict=True)):
+        whole_kinds = _WHOLE_FIELD_KINDS
+        for index, field in enumerate(fields):
             tick()
-            whole = self._whole_field(field, folded)
-            if whole is not None:
-                spans[index].append(whole)
-            elif folded:
+            if field.kind in whole_kinds:
+                spans[index].append(self._whole_field(field, folded_fields[index]))
+            elif folded_fields[index]:
                 scanned.append(index)
         self._match_message(folded_fields, scanned, candidates, literal_hits)
 
+        # Most fields of a message hold no candidate and no roster word: every step below
+        # only visits the fields that do (and, for names already met, every field).
         protected = [
             self._protected_spans(folded_fields[i], candidates[i], literal_hits[i])
-            for i in range(len(fields))
+            if candidates[i] or literal_hits[i]
+            else _NO_SPANS
+            for i in range(count)
         ]
         named: set[str] = set()
-        roster_words = [
+        roster_words: list[list[tuple[int, int, str]]] = [
             self._roster_words(folded_fields[i], literal_hits[i], protected[i])
-            for i in range(len(fields))
+            if literal_hits[i]
+            else []
+            for i in range(count)
         ]
-        consumed: list[set[int]] = []
-        for index, field in enumerate(fields):
+        consumed: list[AbstractSet[int]] = [_NONE_USED] * count
+        with_words = [i for i in range(count) if roster_words[i]]
+        for index in with_words:
             tick()
-            names, used = self._full_names(field, folded_fields[index], roster_words[index], named)
+            names, consumed[index] = self._full_names(
+                fields[index], folded_fields[index], roster_words[index], named
+            )
             spans[index].extend(names)
-            consumed.append(used)
-        for index, field in enumerate(fields):
+        for index in range(count) if named else with_words:
             tick()
-            spans[index].extend(
-                self._single_names(
-                    field, folded_fields[index], roster_words[index], named, consumed[index]
+            field = fields[index]
+            if roster_words[index]:
+                spans[index].extend(
+                    self._single_names(
+                        field, folded_fields[index], roster_words[index], named, consumed[index]
+                    )
                 )
-            )
-            spans[index].extend(
-                self._first_names_of_named(field, folded_fields[index], named, protected[index])
-            )
+            if named:
+                spans[index].extend(
+                    self._first_names_of_named(field, folded_fields[index], named, protected[index])
+                )
         # Birth dates of the patients named in this message -> the patient.
         born: dict[date, str] = {}
         for key in sorted(named):
@@ -283,35 +337,46 @@ class Engine:
             if day is not None:
                 born.setdefault(day, key)
         for index, field in enumerate(fields):
-            tick()
-            if field.kind is _Field.DISPLAY_NAME:
+            field_kind = field.kind
+            if field_kind is _Field.DISPLAY_NAME:
+                tick()
                 spans[index].extend(self._display_names(folded_fields[index], protected[index]))
-            elif field.kind is _Field.FILENAME:
+            elif field_kind is _Field.FILENAME:
+                tick()
                 # "2024-11-02_Dupont-Jean-UpperJaw.stl": capitalised words in a file name,
                 # hyphens included, are taken as a name when two or more follow each other.
                 spans[index].extend(
                     self._display_names(folded_fields[index].replace("-", " "), protected[index])
                 )
-            spans[index].extend(
+            if candidates[index]:
+                tick()
                 self._validate(
-                    field, folded_fields[index], candidates[index], protected[index], born
+                    field,
+                    folded_fields[index],
+                    candidates[index],
+                    protected[index],
+                    born,
+                    spans[index],
                 )
-            )
         findings: list[Finding] = []
+        digests: dict[tuple[IdentifierKind, str], str] = {}  # per message: values repeat
+        digest_key = self._digest_key
         for index, field_spans in enumerate(spans):
+            if not field_spans:
+                continue
             tick()
             folded = folded_fields[index]
-            for span in _resolve_overlaps(_merge_addresses(field_spans, folded), folded):
-                findings.append(
-                    Finding(
-                        kind=span.kind,
-                        field=index,
-                        start=span.start,
-                        end=span.end,
-                        digest=value_digest(self._digest_key, span.kind.value, _digest_value(span)),
-                        patient=span.patient,
-                    )
-                )
+            if len(field_spans) > 1:
+                field_spans = _resolve_overlaps(_merge_addresses(field_spans, folded), folded)
+            for kind, start, end, value, patient in field_spans:
+                if end <= start:
+                    continue  # an empty whole field: consumed, nothing to rewrite
+                if kind is _Kind.NAME:
+                    value = name_digest_value(value)
+                digest = digests.get((kind, value))
+                if digest is None:
+                    digest = digests[kind, value] = value_digest(digest_key, kind.value, value)
+                findings.append(Finding(kind, index, start, end, digest, patient))
         return findings
 
     def rewrite_fields(
@@ -434,14 +499,9 @@ class Engine:
             if end <= base + len(folded_fields[scanned[slot]]):
                 literal_hits[scanned[slot]].append((literal, start - base, end - base))
 
-    def _whole_field(self, field: TextField, folded: str) -> _Span | None:
-        kind = {
-            _Field.PERSON_NAME: _Kind.NAME,
-            _Field.IDENTIFIER: _Kind.PATIENT_ID,
-            _Field.DATE_OF_BIRTH: _Kind.BIRTH_DATE,
-        }.get(field.kind)
-        if kind is None:
-            return None
+    def _whole_field(self, field: TextField, folded: str) -> _Span:
+        """The span of a field that is an identifier as a whole (`_WHOLE_FIELD_KINDS`)."""
+        kind = _WHOLE_FIELD_KINDS[field.kind]
         stripped = field.text.strip()
         if not stripped:
             return _Span(kind, 0, 0, "")  # nothing to rewrite, but the field is consumed
@@ -603,7 +663,7 @@ class Engine:
         folded: str,
         words: list[tuple[int, int, str]],
         named: set[str],
-        used: set[int],
+        used: AbstractSet[int],
     ) -> list[_Span]:
         """Surnames alone: of a patient named in this message, or after a civility, in
         capitals, or in a name-bearing field (subject, file name, display name)."""
@@ -639,52 +699,74 @@ class Engine:
         candidates: list[tuple[ShapeName, int, int]],
         protected: _SpanIndex,
         born: dict[date, str],
-    ) -> Iterable[_Span]:
+        out: list[_Span],
+    ) -> None:
+        """Append to `out` the spans of the candidates that pass their checks."""
         streets: list[tuple[int, int]] = []
         names: set[tuple[int, int]] = set()
-        for name, start, end in sorted(candidates, key=lambda c: (c[1], c[2])):
+        practice = self._practice_candidates
+        roster = self.roster
+        append = out.append
+        if len(candidates) > 1:
+            candidates = sorted(candidates, key=_START_END)
+        # Most frequent shapes first; DOCTOR candidates only protect (see _protected_spans).
+        for name, start, end in candidates:
+            if name is _Shape.DOCTOR:
+                continue
             text = folded[start:end]
-            if name is _Shape.NIR:
-                nir = validators.nir_value(text, folded[max(0, start - _CONTEXT_WINDOW) : start])
-                if nir is not None:
-                    yield _Span(
-                        _Kind.NIR,
-                        start,
-                        end,
-                        nir,
-                        self.roster.nir.get(nir) or self.roster.nir.get(nir[:13]),
-                    )
-            elif name is _Shape.IBAN:
-                iban = validators.iban_value(text)
-                if iban is not None:
-                    yield _Span(_Kind.IBAN, start, start + iban[1], iban[0])
-            elif name in (_Shape.PHONE_FR, _Shape.PHONE_INTL):
+            if name is _Shape.DATE_NUMERIC or name is _Shape.DATE_ISO or name is _Shape.DATE_WORDS:
+                # A birth date: a valid date, of a patient named in this message or after a
+                # birth label. Most dates are neither (appointments, orders): without named
+                # patients, the label is looked at first.
+                if not born and not validators.is_birth_label(
+                    folded[max(0, start - _CONTEXT_WINDOW) : start]
+                ):
+                    continue
+                day = (
+                    validators.parse_numeric_date(text)
+                    if name is _Shape.DATE_NUMERIC
+                    else validators.parse_date(text)
+                )
+                if day is None:
+                    continue
+                if day in born or validators.is_birth_label(
+                    folded[max(0, start - _CONTEXT_WINDOW) : start]
+                ):
+                    append(_Span(_Kind.BIRTH_DATE, start, end, day.isoformat(), born.get(day)))
+            elif name is _Shape.UPPER_FIRST or name is _Shape.FIRST_UPPER:
+                if (start, end) in names or (protected and protected.overlaps(start, end)):
+                    continue  # a pair is all-or-nothing: its span is the candidate's
+                if name_rules.pair_span(folded, start, end) is not None:
+                    names.add((start, end))  # "Mme Marie DUPONT" is also "Marie DUPONT": once
+                    append(self._context_name(folded, start, end))
+            elif name is _Shape.PHONE_FR or name is _Shape.PHONE_INTL:
+                if (name, text) in practice:
+                    continue
                 phone = (
                     validators.phone_fr_value(text)
                     if name is _Shape.PHONE_FR
                     else validators.phone_intl_value(text)
                 )
                 if phone is not None and phone not in self._practice_phones:
-                    yield _Span(_Kind.PHONE, start, end, phone, self.roster.phone.get(phone))
+                    append(_Span(_Kind.PHONE, start, end, phone, roster.phone.get(phone)))
             elif name is _Shape.EMAIL:
+                if (name, text) in practice:
+                    continue
                 email = normalise_email(text)
                 if email not in self._practice_emails:
-                    yield _Span(_Kind.EMAIL, start, end, email, self.roster.email.get(email))
-            elif name in (_Shape.DATE_NUMERIC, _Shape.DATE_ISO, _Shape.DATE_WORDS):
-                day = validators.parse_date(text)
-                if day is None:
-                    continue
-                if day in born or validators.is_birth_label(
-                    folded[max(0, start - _CONTEXT_WINDOW) : start]
-                ):
-                    patient = born.get(day)
-                    yield _Span(_Kind.BIRTH_DATE, start, end, day.isoformat(), patient)
+                    append(_Span(_Kind.EMAIL, start, end, email, roster.email.get(email)))
             elif name is _Shape.STREET:
+                # The practice's own street, as its config writes it: a trimmed span (a
+                # prefix of this one) would be the practice's too.
+                if (name, text) in practice:
+                    continue
                 end = _street_end(field.text, folded, start, end)
                 if end > start and not self._is_practice_address(folded[start:end]):
                     streets.append((start, end))
-                    yield _Span(_Kind.ADDRESS, start, end, alnum_key(folded[start:end]))
+                    append(_Span(_Kind.ADDRESS, start, end, alnum_key(folded[start:end])))
             elif name is _Shape.POSTCODE_TOWN:
+                if (name, text) in practice:
+                    continue
                 end = _town_end(folded, start, end)
                 # The street it follows is among the last ones met (candidates come sorted).
                 after_street = any(
@@ -697,19 +779,21 @@ class Engine:
                 if (after_street or line_start) and not self._is_practice_address(
                     folded[start:end]
                 ):
-                    yield _Span(_Kind.ADDRESS, start, end, alnum_key(folded[start:end]))
-            elif name in (_Shape.CIVILITY_NAME, _Shape.INTRO_NAME):
+                    append(_Span(_Kind.ADDRESS, start, end, alnum_key(folded[start:end])))
+            elif name is _Shape.CIVILITY_NAME or name is _Shape.INTRO_NAME:
                 span = name_rules.context_name_span(folded, start, end, skip_first=True)
                 if span is not None and span not in names and not protected.overlaps(*span):
                     names.add(span)
-                    yield self._context_name(folded, *span)
-            elif name in (_Shape.UPPER_FIRST, _Shape.FIRST_UPPER):
-                if (start, end) in names or protected.overlaps(start, end):
-                    continue  # a pair is all-or-nothing: its span is the candidate's
-                span = name_rules.pair_span(folded, start, end)
-                if span is not None and span not in names and not protected.overlaps(*span):
-                    names.add(span)  # "Mme Marie DUPONT" is also "Marie DUPONT": once
-                    yield self._context_name(folded, *span)
+                    append(self._context_name(folded, *span))
+            elif name is _Shape.NIR:
+                nir = validators.nir_value(text, folded[max(0, start - _CONTEXT_WINDOW) : start])
+                if nir is not None:
+                    patient = roster.nir.get(nir) or roster.nir.get(nir[:13])
+                    append(_Span(_Kind.NIR, start, end, nir, patient))
+            elif name is _Shape.IBAN:
+                iban = validators.iban_value(text)
+                if iban is not None:
+                    append(_Span(_Kind.IBAN, start, start + iban[1], iban[0]))
 
     def _display_names(self, folded: str, protected: _SpanIndex) -> Iterable[_Span]:
         """A display name is a person's name: each run of two or more name words."""
@@ -739,10 +823,6 @@ def name_digest_value(normalised_name: str) -> str:
     """A name's words in sorted order: "DUPONT Marie" and "Marie Dupont" hash alike, so an
     unrostered patient keeps one token whichever order the name is written in."""
     return " ".join(sorted(normalised_name.split()))
-
-
-def _digest_value(span: _Span) -> str:
-    return name_digest_value(span.value) if span.kind is _Kind.NAME else span.value
 
 
 # The last letters of every civility or intro word _CIVILITY_BEFORE knows: a cheap test
@@ -789,6 +869,9 @@ class _SpanIndex:
     def contains(self, start: int, end: int) -> bool:
         i = bisect_right(self._starts, start)  # spans starting at or before `start`
         return i > 0 and self._max_end[i - 1] >= end
+
+
+_NO_SPANS = _SpanIndex([])  # shared by the fields without protected spans (never changed)
 
 
 def _street_end(text: str, folded: str, start: int, end: int) -> int:

@@ -99,6 +99,48 @@ class ReMatcher:
         ]
 
 
+# How a shape's Hyperscan hits become the starts its pattern is re-read from.
+_EXACT = 0  # each hit's start is where a match may start (before == 0)
+_LOCATE = 1  # a locator finds the starts before the hit (see Shape.locate_start)
+_WINDOW = 2  # a match starts in [hit - before, hit] or [end - max_len, end]: finditer
+
+
+class _Plan:
+    """Per shape: how its hits are re-read (built once; attributes read per hit)."""
+
+    __slots__ = (
+        "name",
+        "pattern",
+        "mode",
+        "som",
+        "before",
+        "max_len",
+        "alphabet",
+        "locate",
+        "offset",
+    )
+
+    def __init__(self, shape: Shape) -> None:
+        self.name = shape.name
+        self.pattern = compile_shape(shape)
+        self.before = shape.before
+        self.max_len = shape.max_len
+        # A hit's start is known (SOM) for triggers and leftmost-start patterns.
+        self.som = bool(shape.trigger or shape.leftmost_start)
+        # The barrier skip holds for a trigger's run (see Shape.alphabet).
+        self.alphabet = shape.alphabet if shape.trigger is not None else None
+        self.offset = shape.locate_offset
+        self.locate = (
+            re.compile(shape.locate_start, re.ASCII) if shape.locate_start is not None else None
+        )
+        if self.locate is not None:
+            self.mode = _LOCATE
+        elif shape.before == 0 and self.som:
+            self.mode = _EXACT
+        else:
+            self.mode = _WINDOW
+
+
 class HyperscanMatcher:
     """Hyperscan prefilter for shapes, Hyperscan literal database for names."""
 
@@ -107,24 +149,22 @@ class HyperscanMatcher:
     def __init__(self, literals: Sequence[str]) -> None:
         import hyperscan
 
-        self._compiled = [(shape, compile_shape(shape)) for shape in SHAPES]
-        self._locators = {
-            shape.name: re.compile(shape.locate_start, re.ASCII)
-            for shape in SHAPES
-            if shape.locate_start is not None
-        }
+        self._plans = [_Plan(shape) for shape in SHAPES]
         self._shape_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         expressions: list[bytes] = []
         flags: list[int] = []
-        self._expression_shape: list[int] = []
-        for index, shape in enumerate(SHAPES):
+        # Per expression id: (shape index, the hit's start is the reported start). A
+        # shape without trigger and without SOM reports only its end.
+        self._expression_plan: list[tuple[int, bool]] = []
+        for index, (shape, plan) in enumerate(zip(SHAPES, self._plans, strict=True)):
+            som = plan.som
             for pattern in (shape.trigger or shape.pattern, *shape.extra_triggers):
                 expressions.append(pattern.encode("ascii"))
                 flags.append(
-                    (hyperscan.HS_FLAG_SOM_LEFTMOST if shape.trigger or shape.leftmost_start else 0)
+                    (hyperscan.HS_FLAG_SOM_LEFTMOST if som else 0)
                     | (hyperscan.HS_FLAG_CASELESS if shape.caseless else 0)
                 )
-                self._expression_shape.append(index)
+                self._expression_plan.append((index, som))
         self._shape_db.compile(
             expressions=expressions, ids=list(range(len(expressions))), flags=flags
         )
@@ -143,74 +183,45 @@ class HyperscanMatcher:
             )
 
     def shapes(self, folded: str, data: bytes) -> list[Candidate]:
-        # Per shape: ranges [low, high] where a match may start (see Shape).
-        hits: list[list[tuple[int, int]]] = [[] for _ in SHAPES]
-
-        expression_shape = self._expression_shape
+        raw: list[tuple[int, int, int]] = []
+        append = raw.append
 
         def on_match(expression: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-            shape_id = expression_shape[expression]
-            shape = SHAPES[shape_id]
-            if shape.trigger is not None:
-                hits[shape_id].append((max(0, start - shape.before), start))
-            elif shape.leftmost_start:
-                hits[shape_id].append((start, start))
-            else:
-                hits[shape_id].append((max(0, end - shape.max_len), end))
+            append((expression, start, end))  # the least work per hit: sorted out below
 
         self._shape_db.scan(data, match_event_handler=on_match, scratch=self._scratch("shape"))
+        if not raw:
+            return []
+        # Per shape: the hit positions (a start, or an end for shapes without SOM).
+        hits: dict[int, list[int]] = {}
+        expression_plan = self._expression_plan
+        for expression, start, end in raw:
+            shape_index, som = expression_plan[expression]
+            positions = hits.get(shape_index)
+            if positions is None:
+                hits[shape_index] = positions = []
+            positions.append(start if som else end)
         found: list[Candidate] = []
-        for (shape, pattern), shape_hits in zip(self._compiled, hits, strict=True):
-            if not shape_hits:
+        for shape_index in sorted(hits):
+            plan = self._plans[shape_index]
+            if plan.mode == _WINDOW:
+                _read_windows(plan, folded, hits[shape_index], found)
                 continue
-            alphabet = shape.alphabet
-            if alphabet is not None and shape.trigger is not None and shape.locate_start is None:
-                # A match holds its trigger's start and only `alphabet` characters: it
-                # starts after the last barrier before the trigger (see Shape).
-                shape_hits = [
-                    (low + len(folded[low:high].rstrip(alphabet)), high) for low, high in shape_hits
-                ]
-            if shape.locate_start is not None:
-                locate = self._locators[shape.name]
-                located = set()
-                for _low, trigger_start in shape_hits:
-                    # Every position from which the locator reaches the anchor may start a
-                    # match (the leftmost may fail the pattern's `\b`): collect them all.
-                    anchor = trigger_start + shape.locate_offset
-                    position = max(0, anchor - shape.before)
-                    if alphabet is not None:  # skip to the last barrier (see Shape)
-                        position += len(folded[position:anchor].rstrip(alphabet))
-                    while (m := locate.search(folded, position, anchor)) is not None:
-                        located.add(m.start())
-                        position = m.start() + 1
-                shape_hits = [(start, start) for start in located]
-            if shape.locate_start is not None or (
-                shape.before == 0 and (shape.trigger is not None or shape.leftmost_start)
-            ):
-                # Exact starts: try the pattern there only, left to right, skipping starts
-                # inside the previous match (as finditer over the whole text would).
-                last_end = 0
-                for start in sorted({low for low, _high in shape_hits}):
-                    if start < last_end:
-                        continue
-                    m = pattern.match(folded, start, start + shape.max_len + 1)
-                    if m is not None:
-                        found.append((shape.name, start, m.end()))
-                        last_end = m.end()
-                continue
-            for low, high in _clusters(shape_hits, shape.max_len):
-                # Matches starting in [low, high] end within max_len of their start, and
-                # a final `\b` reads one character further: cutting the text there
-                # changes no such match, and bounds the re-read.
-                # Matches do not overlap: once one ends past `high`, the next starts past
-                # it, so stop there rather than let finditer try every position left in
-                # the window (up to `max_len`, hundreds of characters for e-mail/street).
-                for m in pattern.finditer(folded, low, high + shape.max_len + 1):
-                    if m.start() > high:
-                        break
-                    found.append((shape.name, m.start(), m.end()))
-                    if m.end() > high:
-                        break
+            if plan.mode == _LOCATE:
+                starts = _located_starts(plan, folded, hits[shape_index])
+            else:
+                starts = sorted(set(hits[shape_index]))
+            # Exact starts: try the pattern there only, left to right, skipping starts
+            # inside the previous match (as finditer over the whole text would).
+            match, name, reach = plan.pattern.match, plan.name, plan.max_len + 1
+            last_end = 0
+            for start in starts:
+                if start < last_end:
+                    continue
+                m = match(folded, start, start + reach)
+                if m is not None:
+                    last_end = m.end()
+                    found.append((name, start, last_end))
         return found
 
     def _scratch(self, which: str) -> Any:
@@ -225,14 +236,60 @@ class HyperscanMatcher:
         if self._literal_db is None:
             return []
         hits: list[LiteralHit] = []
+        append = hits.append
 
         def on_match(index: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-            hits.append((index, start, end - 2))  # see ReMatcher.literals
+            append((index, start, end - 2))  # see ReMatcher.literals
 
         self._literal_db.scan(
             word_view(data), match_event_handler=on_match, scratch=self._scratch("literal")
         )
         return hits
+
+
+def _located_starts(plan: _Plan, folded: str, triggers: list[int]) -> list[int]:
+    """Every position from which the locator reaches a trigger's anchor may start a match
+    (the leftmost may fail the pattern's `\\b`): collect them all, sorted."""
+    assert plan.locate is not None
+    search = plan.locate.search
+    alphabet = plan.alphabet
+    located = set()
+    for trigger_start in triggers:
+        anchor = trigger_start + plan.offset
+        position = max(0, anchor - plan.before)
+        if alphabet is not None:  # skip to the last barrier (see Shape)
+            position += len(folded[position:anchor].rstrip(alphabet))
+        while (m := search(folded, position, anchor)) is not None:
+            located.add(m.start())
+            position = m.start() + 1
+    return sorted(located)
+
+
+def _read_windows(plan: _Plan, folded: str, positions: list[int], found: list[Candidate]) -> None:
+    """Re-read the windows where a match may start with finditer, as on the whole text."""
+    before, max_len, alphabet = plan.before, plan.max_len, plan.alphabet
+    if plan.som:  # a trigger's (or the pattern's) start: the match starts before it
+        ranges = [(max(0, start - before), start) for start in positions]
+        if alphabet is not None:
+            # A match holds its trigger's start and only `alphabet` characters: it
+            # starts after the last barrier before the trigger (see Shape).
+            ranges = [(low + len(folded[low:high].rstrip(alphabet)), high) for low, high in ranges]
+    else:  # a pattern's end without SOM: the start lies within max_len of it
+        ranges = [(max(0, end - max_len), end) for end in positions]
+    finditer, name = plan.pattern.finditer, plan.name
+    for low, high in _clusters(ranges, max_len):
+        # Matches starting in [low, high] end within max_len of their start, and a final
+        # `\b` reads one character further: cutting the text there changes no such
+        # match, and bounds the re-read. Matches do not overlap: once one ends past
+        # `high`, the next starts past it, so stop there rather than let finditer try
+        # every position left in the window (up to `max_len`, hundreds of characters for
+        # e-mail/street).
+        for m in finditer(folded, low, high + max_len + 1):
+            if m.start() > high:
+                break
+            found.append((name, m.start(), m.end()))
+            if m.end() > high:
+                break
 
 
 def _clusters(hits: list[tuple[int, int]], max_len: int) -> list[tuple[int, int]]:

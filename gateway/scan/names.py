@@ -97,8 +97,20 @@ def context_name_span(
 
 
 def pair_span(folded: str, start: int, end: int) -> tuple[int, int] | None:
-    """A "SURNAME Firstname" / "Firstname SURNAME" candidate, unless a word is a stopword."""
-    words = name_words(folded, start, end)
-    if not words or any(w[0] < 0 for w in words):
-        return None
-    return words[0][0], words[-1][1]
+    """A "SURNAME Firstname" / "Firstname SURNAME" candidate, unless a word is a stopword.
+
+    The candidate is an UPPER_FIRST or FIRST_UPPER match: capitalised words of letters,
+    "'" and "-", one space apart. Split on that space they are exactly the words
+    `name_words` reads, so this is `name_words` with every word a name word (a
+    capitalised particle counts when a name word follows), without its regex pass.
+    """
+    name_follows = False
+    for word in reversed(folded[start:end].split(" ")):
+        low = word.lower()
+        bare = low.strip("'-")
+        if (bare in STOPWORDS or len(bare) < 2 or not word[:1].isupper()) and not (
+            name_follows and word[:1].isupper() and low in PARTICLES
+        ):
+            return None
+        name_follows = True
+    return start, end

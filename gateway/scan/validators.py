@@ -32,6 +32,11 @@ _BIRTH_LABEL = re.compile(
 )
 # Every birth label contains one of these: "ne", "naiss", "ddn", "dob", "birth", "born".
 _BIRTH_HINTS = ("ne", "naiss", "dd", "dob", "birth", "born")
+# What may follow a birth label in _BIRTH_LABEL (a superset), and the last characters
+# of its labels: "nee", "nes", "ddn", "naissance", "naiss", "dob", "birth date",
+# "date of birth", "born", "ne (e)".
+_BIRTH_TAIL = " :.,-"
+_BIRTH_LABEL_LAST = frozenset("esnbh)")
 _DATE_SEPARATOR = re.compile(r"[/.-]")
 _MONTHS = {
     m: i + 1
@@ -104,6 +109,13 @@ def phone_intl_value(candidate: str) -> str | None:
 def is_birth_label(before: str) -> bool:
     # "date de naissance : le " is 23 characters; 40 leaves room for spacing.
     window = before[-40:].lower()
+    # Every label ends with one of _BIRTH_LABEL_LAST, followed by separators and maybe
+    # "le": look at that one character first (most dates are not birth dates).
+    tail = window.rstrip(_BIRTH_TAIL)
+    if tail.endswith("le"):
+        tail = tail[:-2].rstrip(_BIRTH_TAIL)
+    if tail[-1:] not in _BIRTH_LABEL_LAST:
+        return False
     if not any(hint in window for hint in _BIRTH_HINTS):
         return False  # the regex search tries every start position: skip it when hopeless
     return _BIRTH_LABEL.search(window) is not None
@@ -119,13 +131,21 @@ def parse_date(candidate: str) -> date | None:
         if len(words) == 3 and words[1] in _MONTHS:
             day = int(words[0].removesuffix("er"))
             return date(int(words[2]), _MONTHS[words[1]], day)
-        parts = _DATE_SEPARATOR.split(text)
-        if len(parts) == 3:
-            day, month, year = (int(p) for p in parts)
-            if len(parts[2]) == 2:
-                # Two-digit years: 00-30 read as 20xx, the rest as 19xx (birth dates skew old).
-                year += 2000 if year <= 30 else 1900
-            return date(year, month, day)
     except ValueError:
         return None
-    return None
+    return parse_numeric_date(text)
+
+
+def parse_numeric_date(candidate: str) -> date | None:
+    """A date written dd/mm/yyyy or dd.mm.yy (the DATE_NUMERIC shape); None if invalid."""
+    parts = _DATE_SEPARATOR.split(candidate)
+    if len(parts) != 3:
+        return None
+    try:
+        day, month, year = int(parts[0]), int(parts[1]), int(parts[2])
+        if len(parts[2]) == 2:
+            # Two-digit years: 00-30 read as 20xx, the rest as 19xx (birth dates skew old).
+            year += 2000 if year <= 30 else 1900
+        return date(year, month, day)
+    except ValueError:
+        return None
