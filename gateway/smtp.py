@@ -140,6 +140,14 @@ class Gate:
         return any(addr in net for net in self.networks)
 
 
+# `<local@domain>` with a dot-atom local part and a plain domain name: what aiosmtpd's
+# parser (email._header_value_parser.get_angle_addr) returns unchanged as addr_spec.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ANGLE_ADDRESS = re.compile(
+    rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?=$|[ \t])"
+)
+
+
 class PortiqueSMTP(SMTP):
     """aiosmtpd's protocol machine with Portique's DATA, limits and replies."""
 
@@ -210,6 +218,22 @@ class PortiqueSMTP(SMTP):
     def relay_allowed(self) -> bool:
         assert self.session is not None
         return bool(self.session.authenticated) or self.gate.peer_allowed(self.session.peer)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's MAIL/RCPT address parsing, with a fast path for the usual
+        `<dot-atom@domain>` (aiosmtpd runs email's header parser on every address: 6 % of
+        the event loop's time under load). Same answers (tests/relay checks with
+        hypothesis); anything else goes to aiosmtpd."""
+        m = _PLAIN_ANGLE_ADDRESS.match(arg)
+        if m is None:
+            return super()._getaddr(arg)
+        rest = arg[m.end() :].lstrip(" \t")  # the parser eats the whitespace after ">"
+        if rest.startswith("("):
+            return super()._getaddr(arg)  # a comment: also eaten, by the parser's rules
+        address = m.group(1)
+        if self.local_part_limit and address.rindex("@") > self.local_part_limit:
+            return None, None
+        return address, rest
 
     # --- DATA ----------------------------------------------------------------------
 
