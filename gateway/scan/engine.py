@@ -136,8 +136,8 @@ _TOKEN_KINDS = frozenset(
         _Kind.PATIENT_ID,
     }
 )
-_PRACTICE = "\x00practice"
-_FIELD_SEPARATOR = "\x00"  # never part of a shape; the literal word view reads it as a space  # literal owner marking the practice's own names
+_PRACTICE = "\x00practice"  # literal owner marking the practice's own names
+_FIELD_SEPARATOR = "\x00"  # never part of a shape; the literal word view reads it as a space
 # Fields where a rostered surname alone is a name: short, name-bearing places.
 _NAME_BEARING = frozenset({_Field.SUBJECT, _Field.DISPLAY_NAME, _Field.FILENAME, _Field.METADATA})
 _CIVILITY_BEFORE = re.compile(
@@ -169,10 +169,11 @@ _WHOLE_FIELD_KINDS = {
     _Field.IDENTIFIER: _Kind.PATIENT_ID,
     _Field.DATE_OF_BIRTH: _Kind.BIRTH_DATE,
 }
+# No roster word consumed (shared, never changed).
 _NONE_USED: frozenset[int] = frozenset()
-_START_END = itemgetter(
-    1, 2
-)  # sort key of (shape, start, end) candidates  # no roster word consumed (shared, never changed)
+# Sort keys: (shape, start, end) candidates by start and end; _Span by start.
+_START_END = itemgetter(1, 2)
+_SPAN_START = itemgetter(1)
 
 
 class _Span(NamedTuple):  # a tuple: built tens of times per message, cheaper than a dataclass
@@ -390,65 +391,72 @@ class Engine:
         tick = check or _no_check
         by_field: dict[int, list[Finding]] = {}
         for finding in findings:
-            by_field.setdefault(finding.field, []).append(finding)
+            found = by_field.get(finding.field)
+            if found is None:
+                by_field[finding.field] = [finding]
+            else:
+                found.append(finding)
         texts: list[str] = []
         vault: dict[str, VaultEntry] = {}
+        actions: dict[IdentifierKind, TypeAction] = {}  # policy.action_for, once per kind
         for index, field in enumerate(fields):
             tick()
             text = field.text
+            field_findings = by_field.get(index)
+            if not field_findings:
+                texts.append(text)
+                continue
+            if len(field_findings) > 1:
+                field_findings.sort(key=_start_longest)
+            # One join of the kept slices and the replacements.
             pieces: list[str] = []
             cursor = 0
-            for finding in sorted(by_field.get(index, ()), key=lambda f: (f.start, -f.end)):
-                if finding.start < cursor:  # overlapping findings from a caller: covered already
-                    if finding.end > cursor:
-                        cursor = finding.end
+            for finding in field_findings:
+                start, end = finding.start, finding.end
+                if start < cursor:  # overlapping findings from a caller: covered already
+                    if end > cursor:
+                        cursor = end
                     continue
-                pieces.append(text[cursor : finding.start])
-                original = text[finding.start : finding.end]
-                pieces.append(self._replacement(finding, original, policy, vault))
-                cursor = finding.end
+                pieces.append(text[cursor:start])
+                kind = finding.kind
+                action = actions.get(kind)
+                if action is None:
+                    action = actions[kind] = policy.action_for(kind)
+                if action is TypeAction.PSEUDONYMISE and kind in _TOKEN_KINDS:
+                    pieces.append(self._pseudonym(finding, text, policy.audience, vault))
+                elif action is TypeAction.PSEUDONYMISE or action is TypeAction.REDACT:
+                    pieces.append(LABELS[kind])
+                else:
+                    pieces.append(_other_replacement(action, kind, text[start:end]))
+                cursor = end
             pieces.append(text[cursor:])
             texts.append("".join(pieces))
         return RewriteResult(texts=texts, vault_entries=list(vault.values()))
 
     # -- rewriting -----------------------------------------------------------------
 
-    def _replacement(
-        self,
-        finding: Finding,
-        original: str,
-        policy: TransformPolicy,
-        vault: dict[str, VaultEntry],
+    def _pseudonym(
+        self, finding: Finding, text: str, audience: str, vault: dict[str, VaultEntry]
     ) -> str:
-        action = policy.action_for(finding.kind)
-        if action is TypeAction.KEEP:
-            return original
-        if action is TypeAction.REMOVE:
-            return ""
-        if action is TypeAction.GENERALISE and finding.kind is _Kind.BIRTH_DATE:
-            year = _YEAR.search(original)
-            return year.group() if year else LABELS[finding.kind]
-        if action is TypeAction.PSEUDONYMISE and finding.kind in _TOKEN_KINDS:
-            patient, identity = self._identity(finding, original)
-            if patient is not None:
-                token = self.token_for_patient(patient, policy.audience)
-                vault.setdefault(
-                    token,
-                    VaultEntry(
-                        token=token, audience=policy.audience, patient=patient, identity=identity
-                    ),
-                )
-                return token
-        return LABELS[finding.kind]
-
-    def _identity(self, finding: Finding, original: str) -> tuple[str | None, str]:
-        if finding.patient is not None:
-            patient = self.roster.patients.get(finding.patient)
-            return finding.patient, patient.identity() if patient else original.strip()
-        if finding.kind is _Kind.NAME:
+        """The patient's token (its vault entry added once per token), else the label."""
+        patient = finding.patient
+        if patient is None:
+            if finding.kind is not _Kind.NAME:
+                return LABELS[finding.kind]
             # An unrostered name: a stable token from its keyed digest.
-            return "n-" + finding.digest, " ".join(original.split())
-        return None, ""
+            patient = "n-" + finding.digest
+        token = self._token(patient, audience)
+        if token not in vault:  # the first occurrence's identity, as before
+            original = text[finding.start : finding.end]
+            if finding.patient is None:
+                identity = " ".join(original.split())
+            else:
+                rostered = self.roster.patients.get(patient)
+                identity = rostered.identity() if rostered else original.strip()
+            vault[token] = VaultEntry(
+                token=token, audience=audience, patient=patient, identity=identity
+            )
+        return token
 
     # -- detection -----------------------------------------------------------------
 
@@ -467,7 +475,8 @@ class Engine:
         candidates: list[list[tuple[ShapeName, int, int]]],
         literal_hits: list[list[tuple[int, int, int]]],
     ) -> None:
-        """Run the matchers once over all fields joined by NUL, then split hits per field.
+        """Run the matchers once over all fields joined by NUL, then split hits per field
+        (candidates sorted by start and end).
 
         One pass per message instead of two per field: a message has tens of small
         fields (subject, names, file names). No shape matches NUL, so no candidate
@@ -479,6 +488,7 @@ class Engine:
             only = scanned[0]
             data = folded_fields[only].encode("ascii")
             candidates[only] = self.matcher.shapes(folded_fields[only], data)
+            candidates[only].sort(key=_START_END)
             literal_hits[only] = self.matcher.literals(folded_fields[only], data)
             return
         starts: list[int] = []
@@ -486,13 +496,22 @@ class Engine:
         for index in scanned:
             starts.append(position)
             position += len(folded_fields[index]) + 1
-        joined = _FIELD_SEPARATOR.join(folded_fields[index] for index in scanned)
+        joined = _FIELD_SEPARATOR.join([folded_fields[index] for index in scanned])
         data = joined.encode("ascii")
-        for name, start, end in self.matcher.shapes(joined, data):
-            slot = bisect_right(starts, start) - 1
-            base = starts[slot]
-            if end <= base + len(folded_fields[scanned[slot]]):
-                candidates[scanned[slot]].append((name, start - base, end - base))
+        found = self.matcher.shapes(joined, data)
+        if found:
+            # By start: one sweep over the fields (and each field's list comes sorted).
+            found.sort(key=_START_END)
+            slot = 0
+            base, limit, target = 0, len(folded_fields[scanned[0]]), candidates[scanned[0]]
+            for name, start, end in found:
+                if start > limit:
+                    slot = bisect_right(starts, start, slot) - 1
+                    base = starts[slot]
+                    limit = base + len(folded_fields[scanned[slot]])
+                    target = candidates[scanned[slot]]
+                if end <= limit:
+                    target.append((name, start - base, end - base))
         for literal, start, end in self.matcher.literals(joined, data):
             slot = bisect_right(starts, start) - 1
             base = starts[slot]
@@ -701,14 +720,12 @@ class Engine:
         born: dict[date, str],
         out: list[_Span],
     ) -> None:
-        """Append to `out` the spans of the candidates that pass their checks."""
+        """Append to `out` the spans of the candidates (sorted by start, end) that pass."""
         streets: list[tuple[int, int]] = []
         names: set[tuple[int, int]] = set()
         practice = self._practice_candidates
         roster = self.roster
         append = out.append
-        if len(candidates) > 1:
-            candidates = sorted(candidates, key=_START_END)
         # Most frequent shapes first; DOCTOR candidates only protect (see _protected_spans).
         for name, start, end in candidates:
             if name is _Shape.DOCTOR:
@@ -927,9 +944,10 @@ def _town_end(folded: str, start: int, end: int) -> int:
 
 def _merge_addresses(spans: list[_Span], folded: str) -> list[_Span]:
     """Join a street and the postcode + town that follows it into one address."""
-    addresses = sorted((s for s in spans if s.kind is _Kind.ADDRESS), key=lambda s: s.start)
+    addresses = [s for s in spans if s.kind is _Kind.ADDRESS]
     if len(addresses) < 2:
         return spans
+    addresses.sort(key=_SPAN_START)
     others = [s for s in spans if s.kind is not _Kind.ADDRESS]
     bounds: list[list[int]] = []  # [start, end] of merged addresses; values computed once
     for span in addresses:
@@ -943,6 +961,23 @@ def _merge_addresses(spans: list[_Span], folded: str) -> list[_Span]:
         _Span(_Kind.ADDRESS, start, end, alnum_key(folded[start:end])) for start, end in bounds
     ]
     return others + merged
+
+
+def _start_longest(finding: Finding) -> tuple[int, int]:
+    """Rewrite order: by start, the longest first."""
+    return (finding.start, -finding.end)
+
+
+def _other_replacement(action: TypeAction, kind: IdentifierKind, original: str) -> str:
+    """The replacement for KEEP, REMOVE and GENERALISE (PSEUDONYMISE/REDACT: the caller)."""
+    if action is TypeAction.KEEP:
+        return original
+    if action is TypeAction.REMOVE:
+        return ""
+    if action is TypeAction.GENERALISE and kind is _Kind.BIRTH_DATE:
+        year = _YEAR.search(original)
+        return year.group() if year else LABELS[kind]
+    return LABELS[kind]
 
 
 def _no_check() -> None:
@@ -964,7 +999,7 @@ def _resolve_overlaps(spans: list[_Span], folded: str) -> list[_Span]:
     result: list[_Span] = []
     cluster: list[_Span] = []
     cluster_end = -1
-    for span in sorted(spans, key=lambda s: s.start):
+    for span in sorted(spans, key=_SPAN_START):
         if span.end <= span.start:  # an empty whole field: consumed, nothing to rewrite
             continue
         if cluster and span.start >= cluster_end:

@@ -99,34 +99,22 @@ class ReMatcher:
         ]
 
 
-# How a shape's Hyperscan hits become the starts its pattern is re-read from.
+# How a shape's Hyperscan hits (leftmost starts) become the starts its pattern is re-read from.
 _EXACT = 0  # each hit's start is where a match may start (before == 0)
 _LOCATE = 1  # a locator finds the starts before the hit (see Shape.locate_start)
-_WINDOW = 2  # a match starts in [hit - before, hit] or [end - max_len, end]: finditer
+_WINDOW = 2  # a match starts in [hit - before, hit]: finditer over the window
 
 
 class _Plan:
     """Per shape: how its hits are re-read (built once; attributes read per hit)."""
 
-    __slots__ = (
-        "name",
-        "pattern",
-        "mode",
-        "som",
-        "before",
-        "max_len",
-        "alphabet",
-        "locate",
-        "offset",
-    )
+    __slots__ = ("name", "pattern", "mode", "before", "max_len", "alphabet", "locate", "offset")
 
     def __init__(self, shape: Shape) -> None:
         self.name = shape.name
         self.pattern = compile_shape(shape)
         self.before = shape.before
         self.max_len = shape.max_len
-        # A hit's start is known (SOM) for triggers and leftmost-start patterns.
-        self.som = bool(shape.trigger or shape.leftmost_start)
         # The barrier skip holds for a trigger's run (see Shape.alphabet).
         self.alphabet = shape.alphabet if shape.trigger is not None else None
         self.offset = shape.locate_offset
@@ -135,7 +123,7 @@ class _Plan:
         )
         if self.locate is not None:
             self.mode = _LOCATE
-        elif shape.before == 0 and self.som:
+        elif shape.before == 0:
             self.mode = _EXACT
         else:
             self.mode = _WINDOW
@@ -153,18 +141,16 @@ class HyperscanMatcher:
         self._shape_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         expressions: list[bytes] = []
         flags: list[int] = []
-        # Per expression id: (shape index, the hit's start is the reported start). A
-        # shape without trigger and without SOM reports only its end.
-        self._expression_plan: list[tuple[int, bool]] = []
-        for index, (shape, plan) in enumerate(zip(SHAPES, self._plans, strict=True)):
-            som = plan.som
+        # Per expression id: its shape's index (a shape may have several triggers).
+        self._expression_shape: list[int] = []
+        for index, shape in enumerate(SHAPES):
             for pattern in (shape.trigger or shape.pattern, *shape.extra_triggers):
                 expressions.append(pattern.encode("ascii"))
                 flags.append(
-                    (hyperscan.HS_FLAG_SOM_LEFTMOST if som else 0)
+                    hyperscan.HS_FLAG_SOM_LEFTMOST
                     | (hyperscan.HS_FLAG_CASELESS if shape.caseless else 0)
                 )
-                self._expression_plan.append((index, som))
+                self._expression_shape.append(index)
         self._shape_db.compile(
             expressions=expressions, ids=list(range(len(expressions))), flags=flags
         )
@@ -183,34 +169,24 @@ class HyperscanMatcher:
             )
 
     def shapes(self, folded: str, data: bytes) -> list[Candidate]:
-        raw: list[tuple[int, int, int]] = []
-        append = raw.append
+        # Per shape, the starts of its hits; per expression, its shape's list. The
+        # callback (one Python call per hit) does nothing else.
+        starts_of = [[] for _ in SHAPES]  # type: ignore[var-annotated]
+        by_expression = [starts_of[shape] for shape in self._expression_shape]
 
-        def on_match(expression: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-            append((expression, start, end))  # the least work per hit: sorted out below
+        def on_match(expression: int, start: int, _end: int, _flags: int, _ctx: object) -> None:
+            by_expression[expression].append(start)
 
         self._shape_db.scan(data, match_event_handler=on_match, scratch=self._scratch("shape"))
-        if not raw:
-            return []
-        # Per shape: the hit positions (a start, or an end for shapes without SOM).
-        hits: dict[int, list[int]] = {}
-        expression_plan = self._expression_plan
-        for expression, start, end in raw:
-            shape_index, som = expression_plan[expression]
-            positions = hits.get(shape_index)
-            if positions is None:
-                hits[shape_index] = positions = []
-            positions.append(start if som else end)
         found: list[Candidate] = []
-        for shape_index in sorted(hits):
-            plan = self._plans[shape_index]
-            if plan.mode == _WINDOW:
-                _read_windows(plan, folded, hits[shape_index], found)
+        for plan, hits in zip(self._plans, starts_of, strict=True):
+            if not hits:
                 continue
-            if plan.mode == _LOCATE:
-                starts = _located_starts(plan, folded, hits[shape_index])
-            else:
-                starts = sorted(set(hits[shape_index]))
+            mode = plan.mode
+            if mode == _WINDOW:
+                _read_windows(plan, folded, hits, found)
+                continue
+            starts = _located_starts(plan, folded, hits) if mode == _LOCATE else sorted(set(hits))
             # Exact starts: try the pattern there only, left to right, skipping starts
             # inside the previous match (as finditer over the whole text would).
             match, name, reach = plan.pattern.match, plan.name, plan.max_len + 1
@@ -268,14 +244,11 @@ def _located_starts(plan: _Plan, folded: str, triggers: list[int]) -> list[int]:
 def _read_windows(plan: _Plan, folded: str, positions: list[int], found: list[Candidate]) -> None:
     """Re-read the windows where a match may start with finditer, as on the whole text."""
     before, max_len, alphabet = plan.before, plan.max_len, plan.alphabet
-    if plan.som:  # a trigger's (or the pattern's) start: the match starts before it
-        ranges = [(max(0, start - before), start) for start in positions]
-        if alphabet is not None:
-            # A match holds its trigger's start and only `alphabet` characters: it
-            # starts after the last barrier before the trigger (see Shape).
-            ranges = [(low + len(folded[low:high].rstrip(alphabet)), high) for low, high in ranges]
-    else:  # a pattern's end without SOM: the start lies within max_len of it
-        ranges = [(max(0, end - max_len), end) for end in positions]
+    ranges = [(max(0, start - before), start) for start in positions]
+    if alphabet is not None:
+        # A match holds its trigger's start and only `alphabet` characters: it starts
+        # after the last barrier before the trigger (see Shape).
+        ranges = [(low + len(folded[low:high].rstrip(alphabet)), high) for low, high in ranges]
     finditer, name = plan.pattern.finditer, plan.name
     for low, high in _clusters(ranges, max_len):
         # Matches starting in [low, high] end within max_len of their start, and a final

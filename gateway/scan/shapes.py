@@ -48,8 +48,8 @@ class Shape:
     #   `before` characters after the match's start. The full name patterns cost
     #   Hyperscan ~150 MB/s each on prose; their triggers cost next to nothing, and
     #   report once per match instead of once per possible end.
-    # - no trigger, `leftmost_start`: the pattern itself, with its exact start (SOM).
-    # - no trigger, no SOM: the pattern itself; the start lies within `max_len` of the end.
+    # - no trigger: the pattern itself.
+    # Either way Hyperscan reports the leftmost start (SOM) of each hit.
     trigger: str | None = None
     extra_triggers: tuple[str, ...] = ()  # alternatives, cheaper than one alternation
     before: int = 0
@@ -58,7 +58,6 @@ class Shape:
     # at the anchor (use `\Z`).
     locate_start: str | None = None
     locate_offset: int = 0
-    leftmost_start: bool = True
     # Every character a match (or, with `locate_start`, a located run) can hold; None
     # when unbounded. A character outside it before a trigger is a barrier: no match
     # spans it, so the re-read starts right after it instead of `before` characters
