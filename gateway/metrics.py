@@ -14,16 +14,23 @@ Invariants:
   malformed numeric fields are skipped.
 - /readyz answers 200 only when every readiness check is true; otherwise 503 with
   the names of the failing checks (never their error text).
+- Worker processes (gateway/workers.py): with PROMETHEUS_MULTIPROC_DIR set (the
+  supervisor sets it for its workers), prometheus_client keeps every value in a file
+  per process and /metrics (worker 0) reports the sum of the counters and histograms
+  over all workers, dead ones included, and the highest reading of each gauge over
+  the live ones (`livemax`: only worker 0 sets the queue, lockdown, certificate and
+  audit-chain gauges; the others leave them at 0).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import (
@@ -36,6 +43,18 @@ from prometheus_client import (
 )
 
 from gateway.events import Event
+
+# The environment variable that puts prometheus_client in multiprocess mode; read by
+# prometheus_client itself when it is first imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Gauges across worker processes: the highest value among live workers (see above).
+GAUGE_MODE: Final = "livemax"
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory this process writes its values to, if any."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
 
 # A label value is a short token: route, connector and finding-type names are config
 # identifiers (letters, digits, "_", "-", "."); 64 characters is far beyond any of them.
@@ -159,12 +178,16 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "portique_queue_depth", "Route copies waiting for delivery", registry=r
+            "portique_queue_depth",
+            "Route copies waiting for delivery",
+            registry=r,
+            multiprocess_mode=GAUGE_MODE,
         )
         self.oldest_age = Gauge(
             "portique_queue_oldest_age_seconds",
             "Age of the oldest copy waiting for delivery",
             registry=r,
+            multiprocess_mode=GAUGE_MODE,
         )
         self.delivery_attempts = Counter(
             "portique_delivery_attempts",
@@ -197,17 +220,20 @@ class Metrics:
             "portique_audit_chain_ok",
             "1 when the audit trail verifies and is writable, 0 otherwise",
             registry=r,
+            multiprocess_mode=GAUGE_MODE,
         )
         self.lockdown = Gauge(
             "portique_lockdown",
             "1 while the incident switch stops all outbound delivery",
             registry=r,
+            multiprocess_mode=GAUGE_MODE,
         )
         self.client_cert_expiry = Gauge(
             "portique_client_cert_expiry_timestamp_seconds",
             "Expiry (Unix time) of each connector's client certificate",
             ["connector"],
             registry=r,
+            multiprocess_mode=GAUGE_MODE,
         )
         self.admin_logins = Counter(
             "portique_admin_logins",
@@ -225,6 +251,7 @@ class Metrics:
         )
         # An unknown chain state reads as "not ok" until the service reports one.
         self.audit_chain_ok.set(0)
+        self._audit_check: Callable[[], bool] | None = None
         # Events may come from the event loop and from worker threads (the console).
         self._copies_lock = threading.Lock()
         self._copies: OrderedDict[str, tuple[str, str]] = OrderedDict()
@@ -254,13 +281,30 @@ class Metrics:
         typically `lambda: (s := trail.status()).ok and s.writable` (cheap: it checks
         only records added since the previous call). A check that raises reads as 0."""
 
-        def read() -> float:
-            try:
-                return 1.0 if check() else 0.0
-            except Exception:
-                return 0.0
+        self._audit_check = check
+        if multiprocess_dir() is None:
+            self.audit_chain_ok.set_function(self._read_audit_chain)
 
-        self.audit_chain_ok.set_function(read)
+    def _read_audit_chain(self) -> float:
+        check = self._audit_check
+        try:
+            return 1.0 if check is not None and check() else 0.0
+        except Exception:
+            return 0.0
+
+    def exposition(self) -> bytes:
+        """The /metrics body: this process's registry, or with worker processes the
+        values of every worker (a function gauge has no file: set it first)."""
+        path = multiprocess_dir()
+        if path is None:
+            return bytes(generate_latest(self.registry))
+        from prometheus_client import multiprocess
+
+        if self._audit_check is not None:
+            self.audit_chain_ok.set(self._read_audit_chain())
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path)  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(merged))
 
     def set_client_cert_expiry(self, connector: str, unix_ts: float) -> None:
         self.client_cert_expiry.labels(connector=_label(connector)).set(unix_ts)
@@ -382,7 +426,7 @@ def build_metrics_app(
     """The aiohttp application serving /metrics, /healthz and /readyz."""
 
     async def get_metrics(_request: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
+        body = metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def get_healthz(_request: web.Request) -> web.Response:

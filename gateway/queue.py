@@ -22,7 +22,13 @@ Invariants:
   caller keeps its spool entry until `deliver_direct` returns, so a crash in between
   re-processes the message: a duplicate, never a loss.
 - Lockdown pauses all deliveries (persisted in the database, survives restart); mail
-  is still accepted and spooled meanwhile.
+  is still accepted and spooled meanwhile. Several worker processes (gateway/workers.py)
+  re-read the setting at most LOCKDOWN_REFRESH seconds old, so a lockdown set in one
+  stops new deliveries in every worker within that time.
+- A stored entry is delivered by one process at a time: the scheduler claims due
+  entries (`claimed_by`, one UPDATE that only takes unclaimed rows) before it starts
+  them, and a retry or a stop gives the claim back. Claims of a process that died are
+  released by its successor at start (`release_claims`): with one process, all of them.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -73,6 +79,11 @@ MIGRATIONS = [
     CREATE INDEX entries_due ON entries (next_attempt);
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)
     """,
+    # Which process is delivering the entry ('' = nobody): worker processes share the
+    # queue (issue 7), and two of them must never send the same entry.
+    """
+    ALTER TABLE entries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''
+    """,
 ]
 
 KIND_MESSAGE = "message"  # a route copy of a received message
@@ -82,6 +93,10 @@ KIND_NOTICE = "notice"  # a hold/reject notice we generated (from <>)
 # Upper bound on one connector call, in seconds, beyond the connector's own timeouts:
 # a stuck peer must not pin a delivery slot forever (RFC 5321 4.5.3.2.6: 10 min for DATA).
 DELIVERY_TIMEOUT = 900.0
+# Seconds a worker process trusts its reading of the lockdown setting when other
+# processes share the queue: a SELECT per fast-path message was 1-2 % of samples, and
+# half a second is prompt for an incident switch (the control reply comes first).
+LOCKDOWN_REFRESH = 0.5
 
 
 class MemoryBudget:
@@ -342,14 +357,65 @@ class QueueStore:
             ).fetchall()
         return [_entry(r) for r in rows]
 
-    def due(self, now: float, exclude: set[str], limit: int) -> list[QueueEntry]:
+    def claim_due(self, now: float, owner: str, exclude: set[str], limit: int) -> list[QueueEntry]:
+        """Claim up to `limit` due, unclaimed entries for `owner` and return them.
+
+        A read first (no lock in WAL mode: the common case, nothing due, writes
+        nothing), then one UPDATE that takes only rows still unclaimed, so two
+        processes never get the same entry. The claim is not fsync'ed: one lost in a
+        power cut leaves the entry unclaimed, which is what a restart does anyway."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE next_attempt <= ? "
+                "SELECT id FROM entries WHERE next_attempt <= ? AND claimed_by = '' "
                 "ORDER BY next_attempt, id LIMIT ?",
                 (now, limit + len(exclude)),
             ).fetchall()
-        return [e for e in (_entry(r) for r in rows) if e.id not in exclude][:limit]
+            ids = [str(r[0]) for r in rows if r[0] not in exclude][:limit]
+            if not ids:
+                return []
+            marks = ", ".join("?" * len(ids))
+            with self._relaxed_sync():
+                claimed = self._db.execute(
+                    f"UPDATE entries SET claimed_by = ? WHERE claimed_by = '' "
+                    f"AND id IN ({marks}) RETURNING {_COLUMNS}",
+                    (owner, *ids),
+                ).fetchall()
+        entries = sorted((_entry(r) for r in claimed), key=lambda e: (e.next_attempt, e.id))
+        return entries
+
+    def claim_owners(self) -> set[str]:
+        """Every process name holding a claim now."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT claimed_by FROM entries WHERE claimed_by != ''"
+            ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def release_claims(self, owners: Iterable[str]) -> int:
+        """Give back the claims of these processes (dead, or stopping); returns how many."""
+        released = 0
+        with self._lock:
+            for owner in owners:
+                cur = self._db.execute(
+                    "UPDATE entries SET claimed_by = '' WHERE claimed_by = ?", (owner,)
+                )
+                released += cur.rowcount
+        return released
+
+    def release(self, queue_id: str) -> None:
+        """Give back the claim on one entry (its attempt ended without an update)."""
+        with self._lock:
+            self._db.execute("UPDATE entries SET claimed_by = '' WHERE id = ?", (queue_id,))
+
+    @contextlib.contextmanager
+    def _relaxed_sync(self) -> Iterator[None]:
+        """synchronous=NORMAL for one statement: the WAL is not fsync'ed for it; the
+        next durable commit covers it (caller holds the lock)."""
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
 
     def next_due(self) -> float | None:
         with self._lock:
@@ -362,7 +428,7 @@ class QueueStore:
         with self._lock:
             self._db.execute(
                 "UPDATE entries SET recipients = ?, next_attempt = ?, attempts = attempts + 1, "
-                "last_error = ? WHERE id = ?",
+                "last_error = ?, claimed_by = '' WHERE id = ?",
                 (json.dumps(list(recipients)), next_attempt, error, queue_id),
             )
 
@@ -377,14 +443,8 @@ class QueueStore:
         """Delete an entry. `durable=False` after a delivery: the WAL is not fsync'ed
         for this commit (the next durable commit covers it); a crash may then deliver
         the entry again, which is a duplicate, never a loss."""
-        with self._lock:
-            if not durable:
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                cur = self._db.execute("DELETE FROM entries WHERE id = ?", (queue_id,))
-            finally:
-                if not durable:
-                    self._db.execute("PRAGMA synchronous=FULL")
+        with self._lock, self._relaxed_sync() if not durable else contextlib.nullcontext():
+            cur = self._db.execute("DELETE FROM entries WHERE id = ?", (queue_id,))
         self._path(queue_id).unlink(missing_ok=True)
         return cur.rowcount > 0
 
@@ -417,8 +477,12 @@ class DeliveryQueue:
         clock: Callable[[], float] = time.time,
         memory: MemoryBudget | None = None,
         patient_addresses: Callable[[Sequence[str]], bool] = identifies_patient,
+        claim_owner: str | None = None,
+        lockdown_refresh: float | None = None,
     ) -> None:
         self.store = store
+        # This process's name on the entries it delivers (see QueueStore.claim_due).
+        self.claim_owner = claim_owner or f"p{os.getpid()}"
         # Which recipients make an event patient-identifying (masked by every sink):
         # the service widens the default (patient.mssante.fr) to rostered patients.
         self.patient_addresses = patient_addresses
@@ -440,6 +504,10 @@ class DeliveryQueue:
         self._enqueue_task: asyncio.Task[None] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._lockdown: bool | None = None  # cached lockdown setting (see `lockdown`)
+        # None: this process makes every change, the cache is always right. Seconds:
+        # other processes share the setting, re-read it when older than that.
+        self._lockdown_refresh = lockdown_refresh
+        self._lockdown_read_at = 0.0
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -462,6 +530,11 @@ class DeliveryQueue:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._io.shutdown(wait=True)
+        try:
+            # Deliveries cut off by the stop: another process may take them now.
+            self.store.release_claims([self.claim_owner])
+        except sqlite3.Error as exc:
+            log.warning("queue_claims_not_released", error=type(exc).__name__)
 
     def wake(self) -> None:
         if self._wake is not None:
@@ -572,13 +645,19 @@ class DeliveryQueue:
     def lockdown(self) -> bool:
         # Read once, then kept: every change goes through set_lockdown (the control
         # socket and the console call it); a SELECT per dispatch was 1-2 % of samples.
-        if self._lockdown is None:
+        # With other worker processes, re-read when older than `lockdown_refresh`.
+        refresh = self._lockdown_refresh
+        if self._lockdown is None or (
+            refresh is not None and time.monotonic() - self._lockdown_read_at >= refresh
+        ):
             self._lockdown = self.store.setting("lockdown") == "on"
+            self._lockdown_read_at = time.monotonic()
         return self._lockdown
 
     def set_lockdown(self, on: bool, user: str = "") -> None:
         self.store.set_setting("lockdown", "on" if on else "off")
         self._lockdown = on
+        self._lockdown_read_at = time.monotonic()
         self.events.emit("lockdown", on=on, user=user)
         self.wake()
 
@@ -606,7 +685,7 @@ class DeliveryQueue:
         if room <= 0:
             return 0
         started = 0
-        for entry in self.store.due(self.clock(), self._in_flight, room):
+        for entry in self.store.claim_due(self.clock(), self.claim_owner, self._in_flight, room):
             self._in_flight.add(entry.id)
             task = asyncio.create_task(self._deliver(entry), name=f"deliver-{entry.id}")
             self._tasks.add(task)
@@ -629,7 +708,12 @@ class DeliveryQueue:
             raise
         except Exception as exc:
             log.error("queue_attempt_failed", queue_id=entry.id, error=type(exc).__name__)
-            self._defer(entry, list(entry.recipients), "internal error")
+            try:
+                self._defer(entry, list(entry.recipients), "internal error")
+            except Exception as defer_exc:
+                log.error("queue_defer_failed", queue_id=entry.id, error=type(defer_exc).__name__)
+                with contextlib.suppress(Exception):
+                    self.store.release(entry.id)
         finally:
             self._in_flight.discard(entry.id)
             self.wake()

@@ -31,6 +31,9 @@ Invariants:
 - The checkpoint e-mail sender never blocks (see `_queue_checkpoint_email`).
 - Orderly stop: console, metrics server, service (SMTP drain, queue), then the audit
   trail is closed in a thread (its closing checkpoint fsyncs) and the vault last.
+- With worker processes (gateway/workers.py), every worker runs this whole runtime but
+  only worker 0 (`WorkerSlot.primary`) runs the control socket, the console, the
+  metrics server, the metric gauges and the audit duties: each exists once.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from gateway.scan import build_engine
 from gateway.scan.model import ScanEngine
 from gateway.service import Service
 from gateway.vault import Vault
+from gateway.workers import WorkerSlot
 
 log = get_logger("portique.runtime")
 
@@ -111,8 +115,9 @@ class _LatencySink:
 class Runtime:
     """Everything one `portique serve` process runs. `await start()`, then `await stop()`."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, slot: WorkerSlot | None = None) -> None:
         self.cfg = cfg
+        self.slot = slot or WorkerSlot()
         self.keyring: Keyring | None = None
         self.engine: ScanEngine | None = None
         self.vault: Vault | None = None
@@ -152,7 +157,7 @@ class Runtime:
                 identifies_patient=self._address_identifies_patient(),
             )
             service = self.service = Service(
-                cfg, engine=self.engine, vault=self.vault, keyring=keyring
+                cfg, engine=self.engine, vault=self.vault, keyring=keyring, slot=self.slot
             )
             # Required: an event the trail cannot record fails the operation emitting it.
             service.events.subscribe(self.trail, required=True)
@@ -160,7 +165,7 @@ class Runtime:
             service.events.subscribe(_LatencySink(self.metrics))
             service.on_pipeline_duration = self.metrics.observe_scan_duration
             try:
-                await service.start()
+                await service.start(control_socket=self.slot.primary)
             except OSError as exc:
                 _check_bind_error("smtp.listen", cfg.smtp.listen, exc)
                 raise
@@ -168,9 +173,11 @@ class Runtime:
             await self._close_stores()
             raise
         self.metrics.watch_audit_chain(self._audit_chain_ok)
-        self.metrics.set_lockdown(service.queue.lockdown)
+        primary = self.slot.primary
+        if primary:
+            self.metrics.set_lockdown(service.queue.lockdown)
         try:
-            if cfg.metrics.enabled:
+            if cfg.metrics.enabled and primary:
                 try:
                     self.metrics_runner = await start_metrics_server(
                         self.metrics, cfg.metrics.listen, self.readiness
@@ -178,7 +185,7 @@ class Runtime:
                 except OSError as exc:
                     _check_bind_error("metrics.listen", cfg.metrics.listen, exc)
                     raise
-            if cfg.admin.enabled:
+            if cfg.admin.enabled and primary:
                 from gateway.admin import start_console
 
                 try:
@@ -191,11 +198,12 @@ class Runtime:
         except BaseException:
             await self.stop()
             raise
-        self._tasks = [
-            asyncio.create_task(self._watch_roster(), name="roster-watch"),
-            asyncio.create_task(self._update_gauges(), name="metric-gauges"),
-            asyncio.create_task(self._audit_duties(), name="audit-duties"),
-        ]
+        self._tasks = [asyncio.create_task(self._watch_roster(), name="roster-watch")]
+        if primary:
+            self._tasks += [
+                asyncio.create_task(self._update_gauges(), name="metric-gauges"),
+                asyncio.create_task(self._audit_duties(), name="audit-duties"),
+            ]
         log.info(
             "runtime_started",
             roster_patients=self.roster_patients,
@@ -456,26 +464,53 @@ class Runtime:
             vault.close()
 
 
-async def run_until_signalled(cfg: Config) -> int:
-    """Start the runtime, print where it listens, run until SIGTERM/SIGINT, stop."""
+def describe(runtime: Runtime) -> dict[str, Any]:
+    """Where a started runtime listens, for the start-up line (see `start_line`)."""
+    service = runtime.service
+    assert service is not None and service.smtp is not None
+    return {
+        "smtp": f"{service.smtp.host}:{service.smtp_port}",
+        "metrics": runtime.metrics_address,
+        "admin": runtime.console_address,
+        "roster_patients": runtime.roster_patients,
+    }
+
+
+def start_line(cfg: Config, described: dict[str, Any], workers: int = 1) -> str:
+    """The one line `portique serve` prints once it is ready (tests parse it)."""
+    parts = [f"portique: listening on {described['smtp']}"]
+    if described.get("metrics"):
+        parts.append(f"metrics on {described['metrics']}")
+    if described.get("admin"):
+        parts.append(f"admin console on https://{described['admin']}")
+    parts.append(f"roster of {described.get('roster_patients', 0)} patients")
+    if workers > 1:
+        parts.append(f"{workers} workers")
+    parts.append(f"data in {cfg.data_dir}")
+    return ", ".join(parts)
+
+
+async def run_until_signalled(
+    cfg: Config,
+    slot: WorkerSlot | None = None,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
+    """Start the runtime, say where it listens, run until SIGTERM/SIGINT, stop.
+
+    Alone, it prints the start-up line; a worker (`slot`) hands the same facts to
+    `on_ready` instead (the supervisor prints one line for all workers)."""
     import signal
 
-    runtime = Runtime(cfg)
+    runtime = Runtime(cfg, slot)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await runtime.start()
-    service = runtime.service
-    assert service is not None and service.smtp is not None
-    parts = [f"portique: listening on {service.smtp.host}:{service.smtp_port}"]
-    if runtime.metrics_address:
-        parts.append(f"metrics on {runtime.metrics_address}")
-    if runtime.console_address:
-        parts.append(f"admin console on https://{runtime.console_address}")
-    parts.append(f"roster of {runtime.roster_patients} patients")
-    parts.append(f"data in {cfg.data_dir}")
-    print(", ".join(parts), flush=True)
+    if on_ready is not None:
+        on_ready(describe(runtime))
+    else:
+        print(start_line(cfg, describe(runtime)), flush=True)
     await stop.wait()
     await runtime.stop()
     return 0

@@ -44,6 +44,7 @@ from gateway.pipeline.model import CopyOutcome, MessageOutcome, RouteCopy
 from gateway.quarantine import HeldItem, Quarantine
 from gateway.queue import (
     KIND_NOTICE,
+    LOCKDOWN_REFRESH,
     DeliveryQueue,
     NewCopy,
     QueueStore,
@@ -55,6 +56,7 @@ from gateway.scan.model import ScanEngine, VaultEntry
 from gateway.smtp import Accepted, Gate, SmtpServer, load_tls_context
 from gateway.spool import Envelope, Spool, UnreadableSpoolEntry
 from gateway.verdicts import Action, Verdict
+from gateway.workers import WorkerSlot
 
 log = get_logger("portique.service")
 
@@ -97,8 +99,11 @@ class Service:
         connectors: Mapping[str, Connector] | None = None,
         clock: Callable[[], float] = time.time,
         keyring: Keyring | None = None,
+        slot: WorkerSlot | None = None,
     ) -> None:
         self.cfg = cfg
+        # Which worker process this is (gateway/workers.py); 0 of 1 without workers.
+        self.slot = slot or WorkerSlot()
         self.engine = engine
         self.vault = vault
         self.is_mssante = is_mssante
@@ -141,8 +146,11 @@ class Service:
             self._keyring = load_keys(data_dir)
         self.events.subscribe(LogSink(self._keyring.digest_key))
         sealer = Sealer(self._keyring)
-        self.spool = Spool(data_dir, sealer, cfg.spool)
+        slot = self.slot
+        self.spool = Spool(data_dir, sealer, cfg.spool, subdir=slot.spool_subdir)
         self.store = QueueStore(data_dir, sealer)
+        # Deliveries cut off by an earlier stop or crash of this slot's process.
+        self.store.release_claims(o for o in self.store.claim_owners() if slot.owns_stale_claim(o))
         self.quarantine = Quarantine(data_dir, sealer)
         if self._given_connectors is not None:
             self.connectors = dict(self._given_connectors)
@@ -166,6 +174,8 @@ class Service:
             clock=self.clock,
             memory=memory_budget_for(cfg.smtp.max_message_size),
             patient_addresses=self.identifies_patient,
+            claim_owner=slot.claim_owner,
+            lockdown_refresh=LOCKDOWN_REFRESH if slot.shared else None,
         )
         self._executor = concurrent.futures.ThreadPoolExecutor(
             PROCESSING_WORKERS, thread_name_prefix="pipeline"
@@ -175,6 +185,10 @@ class Service:
         )
         await self.spool.start()
         self._processing = asyncio.Queue()
+        for orphan in slot.orphan_spools(data_dir):
+            adopted = self.spool.adopt(orphan)
+            if adopted:
+                log.info("spool_adopted", entries=len(adopted), directory=orphan.name)
         for spool_id in self.spool.recover():
             self._processing.put_nowait(spool_id)
         self._workers = [
@@ -189,7 +203,7 @@ class Service:
             self._tls_context(),
             accepted_durable=self.events.durable,
         )
-        self.smtp = SmtpServer(gate, cfg.smtp.listen)
+        self.smtp = SmtpServer(gate, cfg.smtp.listen, reuse_port=slot.shared)
         await self.smtp.start()
         if control_socket:
             from gateway.control import ControlServer

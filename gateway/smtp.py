@@ -454,9 +454,12 @@ def load_tls_context(cfg: SmtpConfig, cert: Path, key: Path) -> ssl.SSLContext:
 class SmtpServer:
     """The listening socket and its sessions."""
 
-    def __init__(self, gate: Gate, listen: str) -> None:
+    def __init__(self, gate: Gate, listen: str, *, reuse_port: bool = False) -> None:
         self.gate = gate
         self.host, self.port = parse_listen(listen)
+        # SO_REUSEPORT: worker processes (gateway/workers.py) each listen on the same
+        # port and the kernel spreads the connections between them.
+        self.reuse_port = reuse_port
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -465,7 +468,10 @@ class SmtpServer:
         logging.getLogger("mail.log").setLevel(logging.ERROR)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: PortiqueSMTP(self.gate), self.host or None, self.port
+            lambda: PortiqueSMTP(self.gate),
+            self.host or None,
+            self.port,
+            reuse_port=self.reuse_port or None,
         )
         sock = self._server.sockets[0]
         self.port = int(sock.getsockname()[1])

@@ -24,8 +24,12 @@ Invariants:
   and renames their files; a larger transfer spills to `incoming/<id>.tmp` (locked)
   as soon as it passes SPILL_BYTES, as before. Either way the 250 waits for the same
   fsyncs and the rename into `active/`.
-- Spool ids are unique across processes sharing the directory (time, pid, randomness),
-  so several acceptor processes can share one spool later.
+- Spool ids are unique across processes (time, pid, randomness).
+- Worker processes (gateway/workers.py): worker 0 uses `spool/` itself, worker N
+  `spool/w<N>/` with the same layout, and only its own: a restarted worker recovers
+  its directory and no other process reads it, so an entry is processed by one
+  process. A directory whose worker no longer exists (fewer workers configured) is
+  adopted by worker 0 (`adopt`: committed entries renamed into its `active/`).
 """
 
 from __future__ import annotations
@@ -239,8 +243,11 @@ def spool_aad(spool_id: str) -> bytes:
 
 
 class Spool:
-    def __init__(self, data_dir: Path, sealer: Sealer, cfg: SpoolConfig) -> None:
-        self.root = data_dir / "spool"
+    def __init__(
+        self, data_dir: Path, sealer: Sealer, cfg: SpoolConfig, *, subdir: str = ""
+    ) -> None:
+        # subdir: "w<N>" for worker N > 0 (see the module docstring), "" otherwise.
+        self.root = data_dir / "spool" / subdir if subdir else data_dir / "spool"
         self.incoming = self.root / "incoming"
         self.active = self.root / "active"
         self.sealer = sealer
@@ -275,6 +282,27 @@ class Spool:
                 continue
             tmp.unlink(missing_ok=True)
         return self.pending_ids()
+
+    def adopt(self, other_root: Path) -> list[str]:
+        """Take over the committed entries of another spool directory whose process is
+        gone; returns their ids. Its unfinished transfers (never answered 250) are
+        dropped as `recover()` would. The renames are made durable before returning."""
+        moved: list[str] = []
+        incoming, active = other_root / "incoming", other_root / "active"
+        if incoming.is_dir():
+            for tmp in incoming.iterdir():
+                tmp.unlink(missing_ok=True)
+        if not active.is_dir():
+            return moved
+        for entry in sorted(active.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            os.rename(entry, self.active / entry.name)
+            moved.append(entry.name)
+        if moved:
+            fsync_directory(self.active)
+            fsync_directory(active)
+        return moved
 
     def pending_ids(self) -> list[str]:
         return sorted(p.name for p in self.active.iterdir() if not p.name.startswith("."))

@@ -26,8 +26,8 @@
 #            [--engine-harness]  (while `portique serve` builds no scan engine: the same
 #                                 Service with the engine and vault wired by load-tests)
 #            [--instances K]  (K independent Portique processes, own data_dir each, the
-#                             smtp-source sessions and messages split between them: what
-#                             workers = "auto" with SO_REUSEPORT could reach; not the bar)
+#                             smtp-source sessions and messages split between them: a
+#                             reference for workers = N, which shares one data_dir; not the bar)
 #            [--portique-toml FILE]  (TOML appended to Portique's config, e.g. a [queue] section)
 #            [--profile DIR]   (py-spy, from PyPI into .venv: folded stacks + top functions)
 # The temp dir is made under $TMPDIR (default /tmp); it must be reachable by the postfix
@@ -285,6 +285,13 @@ launch_instance() {  # launch_instance ACTION PORT INSTANCE -> pid in LAUNCHED
   LAUNCHED=$!
   PIDS+=("$LAUNCHED")
   wait_port "$2" 30 || { log "portique did not listen on $2"; tail -n 20 "$logf" >&2; return 1; }
+  # With workers > 1 the port answers as soon as worker 0 listens; the start-up line
+  # comes once every worker does (gateway/workers.py), so the load sees them all.
+  local deadline=$((SECONDS + 60))
+  until grep -q "listening on" "$logf" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { log "portique did not report ready"; tail -n 20 "$logf" >&2; return 1; }
+    sleep 0.1
+  done
 }
 start_portique() {  # start_portique ACTION PORT: instance 0 on PORT, others on free ports
   local i port
@@ -410,7 +417,7 @@ fi
 # --- table ----------------------------------------------------------------------------------
 rate_of() { echo "${DELIVERED[$1]} / ${SECS[$1]}" | bc -l; }
 echo
-echo "Postfix vs Portique: $MESSAGES x $MSG_BYTES-byte lab orders, smtp-source -s $SESSIONS -> relay -> smtp-sink; nproc=$(nproc)"
+echo "Postfix vs Portique: $MESSAGES x $MSG_BYTES-byte lab orders, smtp-source -s $SESSIONS -> relay -> smtp-sink; nproc=$(nproc), Portique workers=$WORKERS"
 printf '| %-66s | %9s | %9s | %10s | %s\n' "relay" "delivered" "seconds" "msg/s" "note"
 printf '|%s|%s|%s|%s|%s\n' "--------------------------------------------------------------------" "-----------" "-----------" "------------" "------"
 for name in postfix portique-pseudonymise portique-deliver; do

@@ -1,4 +1,9 @@
-"""`portique serve [-c FILE]`: run the gateway until SIGTERM or SIGINT."""
+"""`portique serve [-c FILE]`: run the gateway until SIGTERM or SIGINT.
+
+With `workers` above 1 (or "auto" on a multi-core machine) this process is the
+supervisor of that many worker processes (gateway/workers.py); each worker is this
+same command with the hidden `--worker-*` options.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,40 @@ from typing import Any
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("serve", parents=[common], help="run the gateway")
+    # Set by the supervisor for its workers only (gateway/workers.py:command_line).
+    for name, kind in (
+        ("--worker-index", int),
+        ("--worker-count", int),
+        ("--worker-listen", str),
+        ("--worker-status-fd", int),
+        ("--worker-parent", int),
+    ):
+        p.add_argument(name, type=kind, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     import asyncio
+    import dataclasses
 
     from gateway.config import load_config
     from gateway.logging import configure_logging
 
     cfg = load_config(args.config)
     configure_logging(cfg.log_level)
+    worker = _worker_args(args)
+    if worker is not None:
+        from gateway.workers import die_with_parent
+
+        die_with_parent(worker.parent)
+        import structlog
+
+        structlog.contextvars.bind_contextvars(worker=worker.slot.index)
+        cfg = dataclasses.replace(cfg, smtp=dataclasses.replace(cfg.smtp, listen=worker.listen))
+    elif cfg.worker_count() > 1:
+        from gateway.workers import run_supervisor
+
+        return run_supervisor(cfg, cfg.worker_count())
     _tune_malloc()
     try:
         import uvloop
@@ -26,7 +54,21 @@ def run_serve(args: argparse.Namespace) -> int:
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
-    return int(runner(_serve(cfg)))
+    return int(runner(_serve(cfg, worker)))
+
+
+def _worker_args(args: argparse.Namespace) -> Any:
+    """The supervisor's instructions when this process is a worker, else None."""
+    if args.worker_index is None:
+        return None
+    from gateway.workers import WorkerArgs, WorkerSlot
+
+    return WorkerArgs(
+        WorkerSlot(args.worker_index, args.worker_count),
+        args.worker_listen,
+        args.worker_status_fd,
+        args.worker_parent,
+    )
 
 
 def _tune_malloc() -> None:
@@ -46,8 +88,12 @@ def _tune_malloc() -> None:
         return
 
 
-async def _serve(cfg: Any) -> int:
+async def _serve(cfg: Any, worker: Any) -> int:
     # The whole product (engine, vault, audit, metrics, console): gateway/runtime.py.
     from gateway.runtime import run_until_signalled
 
-    return await run_until_signalled(cfg)
+    if worker is None:
+        return await run_until_signalled(cfg)
+    from gateway.workers import report_ready
+
+    return await run_until_signalled(cfg, worker.slot, report_ready(worker.status_fd))

@@ -1,0 +1,280 @@
+"""End to end with `workers = 2`: a supervisor and two worker processes of the real
+`portique serve`, sharing one SMTP port (SO_REUSEPORT) and one data_dir.
+
+practice clients --SMTP--> supervisor's port, spread by the kernel over worker 0 and
+worker 1 --relay--> an aiosmtpd sink in this test.
+
+What must hold with several processes: every acknowledged message arrives exactly once
+(pseudonymised on the lab route); both workers' audit records form one chain that
+verifies; a lockdown set through worker 0 stops delivery in both workers and lifting it
+resumes both; a worker killed with SIGKILL is restarted and none of its acknowledged
+messages is lost; /metrics counts what both workers did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import smtplib
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration._serve import ServeProcess, run_cli
+from tests.integration.test_serve import LAB, LAB_ORDER, PLANTED, ROSTER_CSV, SENDER
+from tests.integration.test_serve import write_config as write_single_process_config
+from tests.relay._helpers import Sink, SinkHandler, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+# Seconds the slow sink takes per message (4 deliveries at once per destination: about
+# 20 messages a second, slower than the clients send).
+SLOW_SINK = 0.2
+_MESSAGE_ID = re.compile(rb"Message-ID: <(w-[0-9a-z-]+)@cabinet-du-parc\.fr>", re.IGNORECASE)
+
+
+def write_config(tmp: Path, sink_port: int) -> Path:
+    """test_serve's configuration (lab route pseudonymises), with two workers and
+    without the catch-all reject-if-phi route: the audit trail masks every address a
+    patient route could match, and these tests read Message-IDs back from it."""
+    config = write_single_process_config(tmp, sink_port)
+    text = config.read_text()
+    catch_all = '[[routes]]\nname = "default"\nmatch = ["*"]\naction = "reject-if-phi"\n'
+    assert catch_all in text
+    config.write_text("workers = 2\n" + text.replace(catch_all + 'connector = "relay"\n', ""))
+    return config
+
+
+def lab_order(marker: str) -> bytes:
+    return (
+        f"From: {SENDER}\r\nTo: {LAB}\r\nSubject: Commande couronne 36\r\n"
+        f"Message-ID: <{marker}@cabinet-du-parc.fr>\r\n"
+        "Date: Sun, 29 Nov 2026 05:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        f"{LAB_ORDER}"
+    ).encode()
+
+
+def send_one(port: int, marker: str) -> bool:
+    """One message on its own connection; True once the gateway answered 250."""
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.ehlo("cabinet.test")
+            return client.sendmail(SENDER, [LAB], lab_order(marker)) == {}
+    except (smtplib.SMTPException, OSError):
+        return False
+
+
+async def send_concurrently(port: int, markers: list[str], clients: int = 8) -> list[str]:
+    """Send every marker's message from `clients` threads; the markers answered 250."""
+    chunks = [markers[i::clients] for i in range(clients)]
+
+    def run(chunk: list[str]) -> list[str]:
+        return [m for m in chunk if send_one(port, m)]
+
+    done = await asyncio.gather(*(asyncio.to_thread(run, c) for c in chunks))
+    return [m for chunk in done for m in chunk]
+
+
+def arrived(sink: Sink) -> Counter[str]:
+    """Markers of the messages at the sink, with how many times each came."""
+    found = (_MESSAGE_ID.search(m.data) for m in sink.messages)
+    return Counter(m.group(1).decode() for m in found if m is not None)
+
+
+def worker_pids(gateway: ServeProcess) -> list[int]:
+    """Worker pids in index order, from the supervisor's `workers_started` log line."""
+    for line in gateway.stderr_path.read_text().splitlines():
+        if '"workers_started"' in line:
+            return [int(p) for p in json.loads(line)["pids"]]
+    raise AssertionError("no workers_started line")
+
+
+def received_by_pid(data_dir: Path) -> dict[str, int]:
+    """message marker -> pid of the worker that accepted it, from the audit trail's
+    `received` records (spool ids carry the accepting process's pid)."""
+    conn = sqlite3.connect(f"{(data_dir / 'audit.sqlite').as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT fields FROM records WHERE kind = 'received'").fetchall()
+    finally:
+        conn.close()
+    owners: dict[str, int] = {}
+    for (text,) in rows:
+        fields = json.loads(text)
+        marker = str(fields.get("message_id", "")).strip("<>").partition("@")[0]
+        owners[marker] = int(str(fields["spool_id"])[11:16], 16)
+    return owners
+
+
+def metric_total(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def http_text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback test URL
+        return str(resp.read().decode())
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    s = await Sink().start()
+    yield s
+    await s.stop()
+
+
+def start_gateway(tmp_path: Path, sink: Sink) -> tuple[Path, ServeProcess]:
+    config = write_config(tmp_path, sink.port)
+    assert run_cli(config, "keys", "init").returncode == 0
+    csv = tmp_path / "roster.csv"
+    csv.write_text(ROSTER_CSV, encoding="utf-8")
+    imported = run_cli(config, "roster", "import", str(csv))
+    assert imported.returncode == 0, imported.stderr
+    csv.unlink()
+    return config, ServeProcess(config).start()
+
+
+async def test_two_workers_relay_once_share_lockdown_audit_and_metrics(
+    tmp_path: Path, sink: Sink
+) -> None:
+    config, gateway = start_gateway(tmp_path, sink)
+    data_dir = tmp_path / "data"
+    try:
+        assert "2 workers" in gateway.stdout_path.read_text()
+        pids = worker_pids(gateway)
+        assert len(pids) == 2
+
+        # Concurrent clients: every message arrives once, pseudonymised.
+        markers = [f"w-{n}" for n in range(24)]
+        assert sorted(await send_concurrently(gateway.smtp_port, markers)) == sorted(markers)
+        await wait_until(lambda: set(arrived(sink)) >= set(markers), within=30)
+        await asyncio.sleep(0.5)  # a duplicate would come now
+        assert arrived(sink) == Counter(markers)
+        for message in sink.messages:
+            text = message.data.decode("utf-8", "replace")
+            assert "Couronne zircone sur 36" in text
+            for value in PLANTED:
+                assert value not in text, value
+        # The kernel spread the connections: both workers accepted some.
+        owners = received_by_pid(data_dir)
+        assert {owners[m] for m in markers} == set(pids)
+
+        # /metrics (worker 0) counts the messages of both workers.
+        metrics = await asyncio.to_thread(
+            http_text, f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+        )
+        assert metric_total(metrics, "portique_messages_received_total") == len(markers)
+        delivered = metric_total(metrics, "portique_messages_delivered_total")
+        assert delivered == len(markers)
+
+        # Lockdown through worker 0's control socket stops delivery in both workers.
+        locked = await asyncio.to_thread(run_cli, config, "lockdown", "on")
+        assert locked.returncode == 0, locked.stderr
+        await asyncio.sleep(1.0)  # LOCKDOWN_REFRESH (0.5 s) in the other worker
+        held = [f"w-held-{n}" for n in range(16)]
+        assert sorted(await send_concurrently(gateway.smtp_port, held)) == sorted(held)
+        owners = received_by_pid(data_dir)
+        assert {owners[m] for m in held} == set(pids)
+        await asyncio.sleep(2.0)
+        assert not set(arrived(sink)) & set(held)
+
+        unlocked = await asyncio.to_thread(run_cli, config, "lockdown", "off")
+        assert unlocked.returncode == 0, unlocked.stderr
+        await wait_until(lambda: set(arrived(sink)) >= set(held), within=30)
+        await asyncio.sleep(0.5)
+        assert arrived(sink) == Counter(markers + held)
+    finally:
+        exit_status = await asyncio.to_thread(gateway.stop)
+    assert exit_status == 0, gateway.stderr_tail()
+    for pid in pids:  # the workers stopped with the supervisor
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+    # Both workers appended to one audit chain, concurrently: it verifies.
+    verified = await asyncio.to_thread(run_cli, config, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+class SlowHandler(SinkHandler):
+    """A sink that takes SLOW_SINK seconds per message, so that deliveries back up and
+    a killed worker has acknowledged messages it has not delivered yet."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(SLOW_SINK)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_a_killed_worker_is_restarted_and_loses_no_acknowledged_message(
+    tmp_path: Path,
+) -> None:
+    sink = await Sink(SlowHandler()).start()
+    try:
+        await _kill_a_worker_under_load(tmp_path, sink)
+    finally:
+        await sink.stop()
+
+
+async def _kill_a_worker_under_load(tmp_path: Path, sink: Sink) -> None:
+    _config, gateway = start_gateway(tmp_path, sink)
+    data_dir = tmp_path / "data"
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    stop_load = threading.Event()
+
+    def load(client: int) -> None:
+        n = 0
+        while not stop_load.is_set():
+            marker = f"w-{client}-{n}"
+            n += 1
+            if send_one(gateway.smtp_port, marker):
+                with lock:
+                    acknowledged.append(marker)
+
+    try:
+        pids = worker_pids(gateway)
+        clients = [asyncio.create_task(asyncio.to_thread(load, c)) for c in range(6)]
+        await wait_until(lambda: len(acknowledged) >= 20, within=30)
+        os.kill(pids[0], signal.SIGKILL)  # worker 0: also the control socket's owner
+        killed_at = time.monotonic()
+        arrived_before_kill = set(arrived(sink))
+        await wait_until(lambda: "worker_restarted" in gateway.stderr_path.read_text(), within=30)
+        restart_after = time.monotonic() - killed_at
+        count_at_restart = len(acknowledged)
+        await wait_until(lambda: len(acknowledged) >= count_at_restart + 10, within=30)
+        stop_load.set()
+        await asyncio.gather(*clients)
+
+        # Every acknowledged message arrives, the killed worker's included.
+        await wait_until(lambda: set(arrived(sink)) >= set(acknowledged), within=45)
+        await asyncio.sleep(0.5)
+        counts = arrived(sink)
+        # A copy may come twice only if the killed worker had sent it and not yet
+        # dropped its spool entry (at-least-once): never one recovered by two workers.
+        owners = received_by_pid(data_dir)
+        twice = [m for m, n in counts.items() if n > 1]
+        assert all(owners[m] == pids[0] for m in twice), twice
+        # The killed worker had acknowledged messages still waiting for the slow sink:
+        # its restarted successor recovered them from its spool directory.
+        killed_owned = {m for m in acknowledged if owners[m] == pids[0]}
+        assert killed_owned - arrived_before_kill, "nothing was left to recover"
+        log = gateway.stderr_path.read_text()
+        assert '"worker_exited"' in log and '"status": -9' in log
+        assert restart_after < 15
+    finally:
+        stop_load.set()
+        exit_status = await asyncio.to_thread(gateway.stop)
+    assert exit_status == 0, gateway.stderr_tail()
