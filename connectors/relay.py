@@ -275,6 +275,21 @@ def data_slices(data: bytes) -> Iterator[bytes]:
         yield b"\r\n"
 
 
+# A dot-atom address with a plain domain, written in MAIL/RCPT exactly as aiosmtplib's
+# quote_address would write it ("<" + address + ">"), without its parser.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _plain_path(address: str) -> bytes | None:
+    """`<address>` as ASCII bytes for a plain address or the null sender; else None."""
+    if not address:
+        return b"<>"
+    if _PLAIN_ADDRESS.fullmatch(address) is None:
+        return None
+    return b"<" + address.encode("ascii") + b">"
+
+
 async def send_streaming(
     client: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...], data: bytes
 ) -> dict[str, aiosmtplib.SMTPResponse]:
@@ -293,15 +308,34 @@ async def send_streaming(
     if utf8 and client.supports_extension("smtputf8"):
         options.append("SMTPUTF8")
     encoding = "utf-8" if utf8 else "ascii"
-    await client.mail(sender, options=options, encoding=encoding)
     refused: dict[str, aiosmtplib.SMTPResponse] = {}
     refusals: list[aiosmtplib.SMTPRecipientRefused] = []
-    for rcpt in recipients:
-        try:
-            await client.rcpt(rcpt, encoding=encoding)
-        except aiosmtplib.SMTPRecipientRefused as exc:
-            refused[rcpt] = aiosmtplib.SMTPResponse(exc.code, exc.message)
-            refusals.append(exc)
+    protocol = client.protocol
+    maybe_paths = [_plain_path(a) for a in (sender, *recipients)]
+    paths = [p for p in maybe_paths if p is not None]
+    if protocol is None or client.is_ehlo_or_helo_needed or len(paths) != len(maybe_paths):
+        # aiosmtplib's own commands: EHLO if needed, quoting by email's address parser.
+        await client.mail(sender, options=options, encoding=encoding)
+        for rcpt in recipients:
+            try:
+                await client.rcpt(rcpt, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused[rcpt] = aiosmtplib.SMTPResponse(exc.code, exc.message)
+                refusals.append(exc)
+    else:
+        # The usual plain addresses: the same commands, without parsing each address
+        # again (quote_address was ~5 % of the event loop's time under load).
+        timeout = client.timeout
+        reply = await protocol.execute_command(
+            b"MAIL", b"FROM:" + paths[0], *(o.encode("ascii") for o in options), timeout=timeout
+        )
+        if reply.code != 250:
+            raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+        for rcpt, path in zip(recipients, paths[1:], strict=True):
+            reply = await protocol.execute_command(b"RCPT", b"TO:" + path, timeout=timeout)
+            if reply.code not in (250, 251):
+                refused[rcpt] = reply
+                refusals.append(aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt))
     if len(refused) == len(recipients):
         await client.rset()
         raise aiosmtplib.SMTPRecipientsRefused(refusals)

@@ -81,6 +81,10 @@ name = "all"
 match = ["*"]
 action = "deliver"
 connector = "relay"
+[metrics]
+enabled = false
+[admin]
+enabled = false
 """
     )
     return cfg

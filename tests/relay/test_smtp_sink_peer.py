@@ -74,7 +74,7 @@ def smtp_sink() -> Iterator[tuple[int, Path]]:
 
 
 def dumped_messages(dump: Path) -> list[bytes]:
-    return [p.read_bytes() for p in sorted(dump.iterdir(), key=lambda p: p.stat().st_mtime_ns)]
+    return [p.read_bytes() for p in dump.iterdir()]
 
 
 async def test_small_and_multi_slice_messages_arrive_whole(
@@ -97,8 +97,11 @@ async def test_small_and_multi_slice_messages_arrive_whole(
         await relay.close()
     arrived = await asyncio.to_thread(dumped_messages, dump)
     assert len(arrived) == 3
-    for data, dumped in zip(messages, arrived, strict=True):
+    for data in messages:
+        message_id = data.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0]
+        (dumped,) = [d for d in arrived if b"Message-ID: " + message_id + b"\n" in d]
         # smtp-sink writes the envelope as X- headers, then the message with dot-stuffing
         # undone, in LF line endings, and a blank line.
         assert b"X-Rcpt-Args: <lab@lab.test>" in dumped
+        assert b"X-Mail-Args: <dr@practice.test>\n" in dumped
         assert dumped.endswith(data.replace(b"\r\n", b"\n") + b"\n")
