@@ -42,6 +42,7 @@ from gateway.scan.model import (
     TransformPolicy,
     TypeAction,
     VaultEntry,
+    new_finding,
 )
 from gateway.scan.patients import (
     RosterIndex,
@@ -113,6 +114,7 @@ LABELS: dict[IdentifierKind, str] = {
     _Kind.PATIENT_ID: "[ID]",
     _Kind.BURNED_IN: "[IMAGE]",
 }
+_KIND_VALUE = {kind: kind.value for kind in IdentifierKind}  # a dict read, not a property
 # Lower number wins an overlap.
 _PRIORITY = {
     _Kind.NIR: 0,
@@ -222,6 +224,19 @@ class Engine:
             i for i, owner in enumerate(self._literal_owner) if owner == _PRACTICE
         )
         self.matcher: CandidateMatcher = make_matcher(engine, self._literals)
+        # Per surname, the first and the last words of its patients' first names.
+        heads: dict[str, set[str]] = {}
+        tails: dict[str, set[str]] = {}
+        for last, first in self.roster.full_names:
+            words = first.split(" ")
+            heads.setdefault(last, set()).add(words[0])
+            tails.setdefault(last, set()).add(words[-1])
+        self._first_heads = {last: frozenset(w) for last, w in heads.items()}
+        self._first_tails = {last: frozenset(w) for last, w in tails.items()}
+        # First words of every rostered last and first name (of patients with both).
+        self._name_heads = frozenset(
+            part.split(" ", 1)[0] for pair in self.roster.full_names for part in pair
+        )
         # Tokens repeat across a lab's messages; the cache is bounded (entries) and
         # holds only opaque keys and tokens. lru_cache is safe to share across threads.
         self._token = lru_cache(maxsize=65_536)(
@@ -281,7 +296,7 @@ class Engine:
     ) -> list[Finding]:
         tick = check or _no_check  # the caller's time budget, checked once per field
         count = len(fields)
-        folded_fields = [self._fold_field(f) for f in fields]
+        folded_fields = self._fold_fields(fields)
         spans: list[list[_Span]] = [[] for _ in range(count)]
         candidates: list[list[tuple[ShapeName, int, int]]] = [[] for _ in range(count)]
         literal_hits: list[list[tuple[int, int, int]]] = [[] for _ in range(count)]
@@ -376,8 +391,10 @@ class Engine:
                     value = name_digest_value(value)
                 digest = digests.get((kind, value))
                 if digest is None:
-                    digest = digests[kind, value] = value_digest(digest_key, kind.value, value)
-                findings.append(Finding(kind, index, start, end, digest, patient))
+                    digest = digests[kind, value] = value_digest(
+                        digest_key, _KIND_VALUE[kind], value
+                    )
+                findings.append(new_finding(kind, index, start, end, digest, patient))
         return findings
 
     def rewrite_fields(
@@ -460,6 +477,24 @@ class Engine:
 
     # -- detection -----------------------------------------------------------------
 
+    @classmethod
+    def _fold_fields(cls, fields: Sequence[TextField]) -> list[str]:
+        """Every field folded, in one `fold` of their join (folding keeps lengths and
+        maps each character alone, so slices of the folded join are the folded fields)."""
+        if len(fields) == 1:
+            return [cls._fold_field(fields[0])]
+        folded = fold(_FIELD_SEPARATOR.join([f.text for f in fields]))
+        result: list[str] = []
+        position = 0
+        for field in fields:
+            end = position + len(field.text)
+            text = folded[position:end]
+            if field.kind is _Field.FILENAME:
+                text = text.replace("_", " ")  # see _fold_field
+            result.append(text)
+            position = end + 1
+        return result
+
     @staticmethod
     def _fold_field(field: TextField) -> str:
         folded = fold(field.text)
@@ -533,8 +568,8 @@ class Engine:
         return _Span(kind, start, end, alnum_key(stripped))
 
     def _patient_for_name_words(self, words: list[str]) -> str | None:
-        if not self.roster.full_names:
-            return None
+        if not words or words[0] not in self._name_heads:
+            return None  # no rostered last or first name starts with the first word
         for cut in range(1, len(words)):
             left, right = " ".join(words[:cut]), " ".join(words[cut:])
             for pair in ((left, right), (right, left)):
@@ -556,7 +591,7 @@ class Engine:
                 for index, s, e in hits
                 if index in self._practice_literals and _is_word(folded, s, e)
             )
-        return _SpanIndex(spans)
+        return _SpanIndex(spans) if spans else _NO_SPANS
 
     def _roster_words(
         self, folded: str, hits: list[tuple[int, int, int]], protected: _SpanIndex
@@ -620,6 +655,9 @@ class Engine:
         m = pattern.match(lower, end, end + _FIRST_NAME_WINDOW)
         if m is None:
             return None
+        head = _ALNUM_RUN.match(lower, m.start(1))
+        if head is None or head.group() not in self._first_heads.get(surname, ()):
+            return None  # every first name tried below starts with this word
         parts = list(_ALNUM_RUN.finditer(lower, m.start(1), m.end(1)))
         for count in range(len(parts), 0, -1):  # longest first name first
             first = " ".join(p.group() for p in parts[:count])
@@ -637,9 +675,13 @@ class Engine:
         stripped = left.rstrip(separators)
         if not 1 <= len(left) - len(stripped) <= 3:
             return None
-        m = _WORDS.match(stripped[::-1])
+        reversed_left = stripped[::-1]
+        m = _WORDS.match(reversed_left)
         if m is None:
             return None
+        tail = _ALNUM_RUN.match(reversed_left)
+        if tail is None or tail.group()[::-1] not in self._first_tails.get(surname, ()):
+            return None  # every first name tried below ends with this word
         group_end = window_start + len(stripped)
         parts = list(_ALNUM_RUN.finditer(lower, group_end - m.end(), group_end))
         if parts and parts[0].start() > 0 and lower[parts[0].start() - 1].isalnum():
@@ -691,12 +733,12 @@ class Engine:
             if i in used:
                 continue
             if named:
-                owners = self.roster.word_patients.get(word, frozenset())
-                in_message = sorted(key for key in named if key in owners)
+                owners = self.roster.word_patients.get(word)
+                in_message = named.intersection(owners) if owners else None
                 if in_message:
                     original = field.text[start:end]
                     if original[:1].isupper() or field.kind in _NAME_BEARING:
-                        found.append(_Span(_Kind.NAME, start, end, word, in_message[0]))
+                        found.append(_Span(_Kind.NAME, start, end, word, min(in_message)))
                     continue
             surnames = self.roster.surname_patients.get(word)
             if not surnames:
@@ -996,10 +1038,18 @@ def _resolve_overlaps(spans: list[_Span], folded: str) -> list[_Span]:
     spans are resolved alone (small ones with a sorted list, large ones with occupancy
     bytes, so that 50,000 overlapping names in one field cannot go quadratic).
     """
+    ordered = sorted(spans, key=_SPAN_START)
+    last_end = 0
+    for span in ordered:  # the usual case: no overlap, no empty span, nothing to resolve
+        if span.start < last_end or span.end <= span.start:
+            break
+        last_end = span.end
+    else:
+        return ordered
     result: list[_Span] = []
     cluster: list[_Span] = []
     cluster_end = -1
-    for span in sorted(spans, key=_SPAN_START):
+    for span in ordered:
         if span.end <= span.start:  # an empty whole field: consumed, nothing to rewrite
             continue
         if cluster and span.start >= cluster_end:
