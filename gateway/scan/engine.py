@@ -840,7 +840,7 @@ class Engine:
                 ):
                     append(_Span(_Kind.ADDRESS, start, end, alnum_key(folded[start:end])))
             elif name is _Shape.CIVILITY_NAME or name is _Shape.INTRO_NAME:
-                span = name_rules.context_name_span(folded, start, end, skip_first=True)
+                span = name_rules.trigger_name_span(folded, start, end)
                 if span is not None and span not in names and not protected.overlaps(*span):
                     names.add(span)
                     append(self._context_name(folded, *span))

@@ -96,6 +96,48 @@ def context_name_span(
     return words[first][0], words[last][1]
 
 
+def trigger_name_span(folded: str, start: int, end: int) -> tuple[int, int] | None:
+    """`context_name_span(folded, start, end, skip_first=True)` for a CIVILITY_NAME or
+    INTRO_NAME match, without the word regex.
+
+    Such a match is tokens one space apart: the trigger word (maybe with ":" attached),
+    maybe ":", maybe a civility ("M.", "Mme"), then name-shaped words. The word regex
+    reads each token without its trailing "." or ":" (":" alone: no word), and only
+    name-shaped words (one space apart) can be particles.
+    """
+    spans: list[tuple[int, int]] = []
+    lows: list[str] = []
+    good: list[bool] = []  # a name word
+    position = start
+    for token in folded[start:end].split(" "):
+        word = token.rstrip(".:")
+        if word:
+            low = word.lower()
+            bare = low.strip("'-")
+            spans.append((position, position + len(word)))
+            lows.append(low)
+            good.append(not (bare in STOPWORDS or len(bare) < 2 or not word[0].isupper()))
+        position += len(token) + 1
+    for i in range(len(spans) - 2, -1, -1):
+        if (
+            not good[i]
+            and good[i + 1]
+            and folded[spans[i][0]].isupper()
+            and lows[i] in PARTICLES
+            and spans[i + 1][0] - spans[i][1] == 1
+        ):
+            good[i] = True
+    first = 1  # skip the trigger word, then a civility inside an intro ("pour Mme Dupont")
+    while first < len(spans) and not good[first]:
+        first += 1
+    if first >= len(spans):
+        return None
+    last = first
+    while last + 1 < len(spans) and good[last + 1]:
+        last += 1
+    return spans[first][0], spans[last][1]
+
+
 def pair_span(folded: str, start: int, end: int) -> tuple[int, int] | None:
     """A "SURNAME Firstname" / "Firstname SURNAME" candidate, unless a word is a stopword.
 

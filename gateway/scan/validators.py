@@ -48,7 +48,8 @@ _MONTHS = {
 
 def nir_value(candidate: str, before: str) -> str | None:
     """Normalised NIR if the candidate is key-valid, or labelled (a wrong key is still suspicious)."""
-    compact = "".join(ch for ch in candidate.upper() if ch.isalnum())
+    # The NIR shape holds digits, "2A"/"2B" and the separators " ", "." and "-".
+    compact = candidate.upper().replace(" ", "").replace(".", "").replace("-", "")
     # stdnum's key arithmetic (mod 97, 2A -> 19, 2B -> 18) on an already compact number:
     # stdnum.fr.nir.is_valid would first re-clean it, at 3x the cost.
     if (

@@ -184,6 +184,71 @@ def test_hyperscan_and_re_agree_on_arbitrary_text(parts: list[str]) -> None:
     assert engine("hyperscan").scan_fields(fields) == engine("re").scan_fields(fields)
 
 
+NAME_TOKENS = st.sampled_from(
+    [
+        "M.",
+        "Mme",
+        "Mme.",
+        "Mr",
+        "MADAME",
+        "Patient",
+        "patiente",
+        "Pour",
+        "Bonjour",
+        "Nom",
+        ":",
+        "Dupont",
+        "DUPONT",
+        "Jean",
+        "Jean-Pierre",
+        "N'Diaye",
+        "D'ARTAGNAN",
+        "Le",
+        "LE",
+        "de",
+        "De",
+        "La",
+        "Van",
+        "Merci",
+        "Facture",
+        "FAC",
+        "A",
+        "Xy",
+        "ROUX",
+        "Da",
+        "Silva",
+    ]
+)
+NAME_SEPARATORS = st.sampled_from([" ", " ", " ", "  ", ", ", "\n", ": ", " : "])
+
+
+@settings(max_examples=400, deadline=None)
+@given(tokens=st.lists(st.tuples(NAME_TOKENS, NAME_SEPARATORS), max_size=12))
+def test_name_span_shortcuts_read_as_the_word_regex(tokens: list[tuple[str, str]]) -> None:
+    """trigger_name_span and pair_span (split on the shape's single spaces) give what
+    name_words (the word regex) gives, on every CIVILITY/INTRO/pair match."""
+    from gateway.scan import names
+    from gateway.scan.matchers import compile_shape
+    from gateway.scan.shapes import SHAPES, ShapeName
+
+    text = "".join(token + separator for token, separator in tokens)
+    for shape in SHAPES:
+        pattern = compile_shape(shape)
+        for m in pattern.finditer(text):
+            start, end = m.span()
+            if shape.name in (ShapeName.CIVILITY_NAME, ShapeName.INTRO_NAME):
+                expected = names.context_name_span(text, start, end, skip_first=True)
+                assert names.trigger_name_span(text, start, end) == expected
+            elif shape.name in (ShapeName.UPPER_FIRST, ShapeName.FIRST_UPPER):
+                words = names.name_words(text, start, end)
+                reference = (
+                    None
+                    if not words or any(w[0] < 0 for w in words)
+                    else (words[0][0], words[-1][1])
+                )
+                assert names.pair_span(text, start, end) == reference
+
+
 @given(st.text())
 def test_fold_keeps_length(text: str) -> None:
     assert len(fold(text)) == len(text)
