@@ -22,7 +22,8 @@ Invariants:
   caller keeps its spool entry until `deliver_direct` returns, so a crash in between
   re-processes the message: a duplicate, never a loss.
 - Lockdown pauses all deliveries (persisted in the database, survives restart); mail
-  is still accepted and spooled meanwhile. Several worker processes (gateway/workers.py)
+  is still accepted and spooled meanwhile. A copy already waiting for its destination's
+  slot when the lockdown begins is not sent either: it is kept (queued) for later. Several worker processes (gateway/workers.py)
   re-read the setting at most LOCKDOWN_REFRESH seconds old, so a lockdown set in one
   stops new deliveries in every worker within that time.
 - A stored entry is delivered by one process at a time: the scheduler claims due
@@ -770,6 +771,10 @@ class DeliveryQueue:
         destination = connector.destination(item)
         started = time.monotonic()
         async with self._semaphore(destination):
+            if self.lockdown:
+                # Set while this copy waited for its destination's slot: it stays here.
+                await self._hold_for_lockdown(entry, direct)
+                return
             try:
                 result = await asyncio.wait_for(connector.deliver(item), DELIVERY_TIMEOUT)
             except TimeoutError:
@@ -845,6 +850,16 @@ class DeliveryQueue:
             self.store.remove(entry.id)
             return
         self._defer(entry, temp_rcpts, detail)
+
+    async def _hold_for_lockdown(self, entry: QueueEntry, direct: NewCopy | None) -> None:
+        """A lockdown began while `entry` waited for a delivery slot: do not send it. A
+        fast-path copy becomes a durable entry (dispatched when the lockdown ends); a
+        stored entry gives its claim back, unchanged."""
+        if direct is not None:
+            await self.enqueue([direct])
+            await self.events.durable()
+        else:
+            self.store.release(entry.id)
 
     def backoff(self, attempts: int) -> float:
         """Seconds before retry number `attempts + 1`."""

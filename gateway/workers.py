@@ -339,8 +339,18 @@ class Supervisor:
         backoff = RESTART_BACKOFF_FIRST
         while not self._stop.is_set():
             started = time.monotonic()
-            proc, described = await self._start(worker)
             first = worker.ready is not None and not worker.ready.done()
+            try:
+                proc, described = await self._start(worker)
+            except OSError as exc:  # cannot fork or exec now (no memory, no fds)
+                log.error("worker_spawn_failed", worker=worker.index, error=type(exc).__name__)
+                if first:
+                    assert worker.ready is not None
+                    worker.ready.set_exception(WorkerFailed(worker.index, 1))
+                    return
+                await self._pause(backoff)
+                backoff = min(2 * backoff, RESTART_BACKOFF_MAX)
+                continue
             if described is None:
                 returncode = await proc.wait()
                 if self._stop.is_set():
@@ -354,7 +364,12 @@ class Supervisor:
                     assert worker.ready is not None
                     worker.ready.set_result(described)
                 else:
-                    log.info("worker_restarted", worker=worker.index, pid=proc.pid)
+                    log.info(
+                        "worker_restarted",
+                        worker=worker.index,
+                        pid=proc.pid,
+                        restarts=worker.restarts,
+                    )
                 returncode = await proc.wait()
             if self._stop.is_set():
                 return
@@ -368,10 +383,14 @@ class Supervisor:
             self._forget(proc.pid)
             if time.monotonic() - started >= HEALTHY_RUN:
                 backoff = RESTART_BACKOFF_FIRST
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), backoff)
+            await self._pause(backoff)
             backoff = min(2 * backoff, RESTART_BACKOFF_MAX)
             worker.restarts += 1
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if asked to stop meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _start(
         self, worker: _Worker

@@ -196,9 +196,12 @@ timed_run() {
   echo "$name $(echo "$t1 - $t0" | bc -l) $lab $other"
 }
 
-cpu_ticks_all() {  # summed over every running Portique instance
-  local total=0 pid
-  for pid in $PORTIQUE_PID ${EXTRA_PIDS:-}; do total=$((total + $(cpu_ticks "$pid"))); done
+cpu_ticks_all() {  # summed over every running Portique instance and its worker processes
+  local total=0 pid child
+  for pid in $PORTIQUE_PID ${EXTRA_PIDS:-}; do
+    total=$((total + $(cpu_ticks "$pid")))
+    for child in $(pgrep -P "$pid" 2>/dev/null); do total=$((total + $(cpu_ticks "$child"))); done
+  done
   echo "$total"
 }
 

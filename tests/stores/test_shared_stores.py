@@ -6,6 +6,7 @@
 - Two processes appending to the audit trail at once make one chain that verifies.
 - A lockdown set through one process's queue is seen by another's within its refresh.
 - A spool directory whose worker no longer exists is adopted by worker 0.
+- A lockdown also keeps a copy that was waiting for a delivery slot when it began.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from connectors.base import DeliveryItem, DeliveryResult, FakeConnector
 from crypto.aead import Sealer
 from crypto.keys import Keyring, load_keys
 from gateway.audit import AuditTrail
@@ -178,6 +180,10 @@ async def test_a_lockdown_set_in_one_process_reaches_the_other(
 
 
 def test_two_processes_append_one_chain_that_verifies(data_dir: Path, keyring: Keyring) -> None:
+    # Created first, as worker 0 does before the others start: concurrent first opens
+    # race on the schema migration (gateway/_sqlite.py reads the version outside its
+    # transaction).
+    AuditTrail.open(data_dir, keyring, AuditConfig()).close()
     ctx = _spawn()
     go = ctx.Barrier(2)
     procs = [
@@ -227,3 +233,63 @@ async def test_worker_0_adopts_the_spool_of_a_worker_that_no_longer_exists(
     envelope, body = spool.read(writer.spool_id)
     assert envelope.recipients == ("lab@labo.test",) and body.endswith(b"body\r\n")
     assert list(gone.active.iterdir()) == [] and list(gone.incoming.iterdir()) == []
+
+
+class GatedConnector(FakeConnector):
+    """The fake connector, holding each delivery until `gate` opens."""
+
+    def __init__(self) -> None:
+        super().__init__("gated")
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def deliver(self, item: DeliveryItem) -> DeliveryResult:
+        self.started.set()
+        await self.gate.wait()
+        return await super().deliver(item)
+
+
+async def test_a_copy_waiting_for_its_slot_is_kept_when_a_lockdown_begins(
+    data_dir: Path, keyring: Keyring
+) -> None:
+    store = QueueStore(data_dir, Sealer(keyring))
+    connector = GatedConnector()
+    queue = DeliveryQueue(
+        store,
+        QueueConfig(per_destination_concurrency=1, poll_interval=0.05),
+        {"gated": connector},
+        EventBus(),
+        hostname="portique.test",
+        bounce_connector=lambda _s: "gated",
+    )
+    await queue.start()
+    try:
+        first, second = (
+            NewCopy(
+                spool_id=f"s{n}",
+                route="labs",
+                connector="gated",
+                mail_from="dr@cabinet.test",
+                recipients=(f"lab{n}@labo.test",),
+                data=b"Subject: x\r\n\r\nbody\r\n",
+            )
+            for n in range(2)
+        )
+        sending = asyncio.create_task(queue.deliver_direct(first))
+        await connector.started.wait()
+        waiting = asyncio.create_task(queue.deliver_direct(second))  # no free slot
+        await asyncio.sleep(0.05)
+        queue.set_lockdown(True, user="test")
+        connector.gate.set()
+        await asyncio.gather(sending, waiting)
+        assert [i.recipients for i in connector.delivered] == [("lab0@labo.test",)]
+        assert [e.recipients for e in store.all()] == [("lab1@labo.test",)]  # kept, durably
+
+        queue.set_lockdown(False, user="test")
+        async with asyncio.timeout(10):
+            while len(connector.delivered) < 2:  # noqa: ASYNC110 - the queue's own scheduler
+                await asyncio.sleep(0.02)
+        assert connector.delivered[1].recipients == ("lab1@labo.test",)
+    finally:
+        await queue.stop()
+        store.close()
