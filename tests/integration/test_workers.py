@@ -8,7 +8,8 @@ What must hold with several processes: every acknowledged message arrives exactl
 (pseudonymised on the lab route); both workers' audit records form one chain that
 verifies; a lockdown set through worker 0 stops delivery in both workers and lifting it
 resumes both; a worker killed with SIGKILL is restarted and none of its acknowledged
-messages is lost; /metrics counts what both workers did.
+messages is lost; /metrics counts what both workers did; SIGTERM lets a transaction in
+flight finish, refuses new sessions and stops every worker.
 """
 
 from __future__ import annotations
@@ -180,6 +181,9 @@ async def test_two_workers_relay_once_share_lockdown_audit_and_metrics(
         assert metric_total(metrics, "portique_messages_received_total") == len(markers)
         delivered = metric_total(metrics, "portique_messages_delivered_total")
         assert delivered == len(markers)
+        # Gauges are worker 0's reading (livemax), read at the scrape.
+        assert metric_total(metrics, "portique_audit_chain_ok") == 1
+        assert metric_total(metrics, "portique_lockdown") == 0
 
         # Lockdown through worker 0's control socket stops delivery in both workers.
         locked = await asyncio.to_thread(run_cli, config, "lockdown", "on")
@@ -191,6 +195,10 @@ async def test_two_workers_relay_once_share_lockdown_audit_and_metrics(
         assert {owners[m] for m in held} == set(pids)
         await asyncio.sleep(2.0)
         assert not set(arrived(sink)) & set(held)
+        metrics = await asyncio.to_thread(
+            http_text, f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+        )
+        assert metric_total(metrics, "portique_lockdown") == 1
 
         unlocked = await asyncio.to_thread(run_cli, config, "lockdown", "off")
         assert unlocked.returncode == 0, unlocked.stderr
@@ -278,3 +286,52 @@ async def _kill_a_worker_under_load(tmp_path: Path, sink: Sink) -> None:
         stop_load.set()
         exit_status = await asyncio.to_thread(gateway.stop)
     assert exit_status == 0, gateway.stderr_tail()
+
+
+async def test_sigterm_finishes_transactions_in_flight_and_refuses_new_sessions(
+    tmp_path: Path, sink: Sink
+) -> None:
+    config, gateway = start_gateway(tmp_path, sink)
+    pids = worker_pids(gateway)
+    head, tail = lab_order("w-across-stop").split(b"\r\n\r\n", 1)
+
+    def transaction_across_the_stop() -> tuple[int, str]:
+        """DATA begun before SIGTERM and finished after; what a new client hears then."""
+        with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=30) as client:
+            client.ehlo("cabinet.test")
+            client.mail(SENDER)
+            client.rcpt(LAB)
+            client.putcmd("data")
+            assert client.getreply()[0] == 354
+            client.send(head + b"\r\n\r\n")
+            assert gateway.proc is not None
+            gateway.proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            try:
+                with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as late:
+                    newcomer = f"greeted {late.ehlo()[0]}"
+            except smtplib.SMTPConnectError as exc:
+                newcomer = f"refused {exc.smtp_code}"
+            except ConnectionRefusedError:
+                newcomer = "refused"
+            client.send(tail + b"\r\n.\r\n")
+            code, _ = client.getreply()
+            return code, newcomer
+
+    code, newcomer = await asyncio.to_thread(transaction_across_the_stop)
+    assert code == 250  # the transaction in flight finished
+    assert newcomer in ("refused 421", "refused"), newcomer
+    assert gateway.proc is not None
+    assert await asyncio.to_thread(gateway.proc.wait, 60) == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+    # Acknowledged during the stop: it arrives once, before the stop or, if the stop
+    # cut its processing off, after the next start from its worker's spool directory.
+    restarted = ServeProcess(config).start()
+    try:
+        await wait_until(lambda: "w-across-stop" in arrived(sink), within=30)
+    finally:
+        assert await asyncio.to_thread(restarted.stop) == 0
+    assert arrived(sink)["w-across-stop"] == 1
