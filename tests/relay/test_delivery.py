@@ -314,8 +314,10 @@ async def test_relay_authenticates_to_the_upstream_over_tls(pki):
     loop = asyncio.get_running_loop()
     from aiosmtpd.smtp import SMTP
 
-    server = await loop.create_server(
-        lambda: SMTP(
+    sessions: list[SMTP] = []
+
+    def session() -> SMTP:
+        proto = SMTP(
             handler,
             hostname="sink.test",
             tls_context=pki.server_context(),
@@ -323,10 +325,11 @@ async def test_relay_authenticates_to_the_upstream_over_tls(pki):
             auth_required=True,
             authenticator=authenticator,
             loop=loop,
-        ),
-        "127.0.0.1",
-        0,
-    )
+        )
+        sessions.append(proto)
+        return proto
+
+    server = await loop.create_server(session, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         item = DeliveryItem("q1", "dr@practice.test", ("lab@lab.test",), message())
@@ -358,6 +361,9 @@ async def test_relay_authenticates_to_the_upstream_over_tls(pki):
         assert [r.status for r in result.results] == [Status.TEMPFAIL]
         assert result.results[0].detail.startswith("535")
         assert "wrong" not in result.results[0].detail
+        # The refused login's connection is closed at once, not left to the garbage
+        # collector (an unclosed socket) or to the upstream's idle timeout.
+        await wait_until(lambda: all(s.transport is None for s in sessions), within=5)
         await bad.close()
         assert set(seen) == {"practice"} and len(handler.messages) == 1
     finally:
