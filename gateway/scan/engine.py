@@ -868,7 +868,16 @@ class Engine:
             run = []
 
     def _context_name(self, folded: str, start: int, end: int) -> _Span:
-        value = normalise_folded_name(folded[start:end])
+        value = folded[start:end].lower()
+        # normalise_folded_name, whose regex has nothing to do on words one space apart
+        # (the usual name reading): letters and digits, single spaces, no edge space.
+        if not (
+            value.replace(" ", "").isalnum()
+            and "  " not in value
+            and value[:1] != " "
+            and value[-1:] != " "
+        ):
+            value = normalise_folded_name(value)
         return _Span(_Kind.NAME, start, end, value, self._patient_for_name_words(value.split()))
 
     def _is_practice_address(self, folded: str) -> bool:
