@@ -9,8 +9,11 @@ checked in Python afterwards (see `validators`).
 
 `max_len` bounds a match (characters) so that a Hyperscan hit can be re-read by
 Python `re` inside a small window. Where the full pattern is slow in Hyperscan (name
-patterns, e-mail, street, date: measured 0.2-1.4 GB/s alone, and slower together),
-Hyperscan looks for a cheap `trigger` instead (see `Shape`).
+patterns, e-mail: measured 0.2-1.4 GB/s alone, and slower together), Hyperscan looks
+for a cheaper `trigger` instead (see `Shape`). Every hit costs a Python callback and a
+re-read, so a trigger should fire about once per candidate: street and numeric dates
+trigger on their head with its exact start (one `re.match` each), not on a short
+fragment that fires on every "27-28" or "CMD-2024".
 """
 
 from __future__ import annotations
