@@ -668,7 +668,7 @@ class DeliveryQueue:
         assert self._wake is not None
         while not self._stopping:
             try:
-                self.dispatch_due()
+                await self.dispatch_due()
             except Exception as exc:  # a broken row must not stop the scheduler
                 log.error("queue_dispatch_failed", error=type(exc).__name__)
             try:
@@ -678,21 +678,35 @@ class DeliveryQueue:
                 pass
             self._wake.clear()
 
-    def dispatch_due(self) -> int:
-        """Start deliveries for entries that are due now. Returns how many started."""
+    async def dispatch_due(self) -> int:
+        """Start deliveries for entries that are due now. Returns how many started.
+
+        The claim runs off the event loop: it writes, and with worker processes it may
+        wait for another process's transaction on queue.db."""
         if self.lockdown:
             return 0
         room = self.cfg.max_deliveries - len(self._in_flight)
         if room <= 0:
             return 0
-        started = 0
-        for entry in self.store.claim_due(self.clock(), self.claim_owner, self._in_flight, room):
+        loop = asyncio.get_running_loop()
+        claimed = await loop.run_in_executor(
+            self._io,
+            self.store.claim_due,
+            self.clock(),
+            self.claim_owner,
+            set(self._in_flight),
+            room,
+        )
+        # Fast-path deliveries may have taken slots meanwhile: give back the excess.
+        room = max(0, self.cfg.max_deliveries - len(self._in_flight))
+        for entry in claimed[room:]:
+            await loop.run_in_executor(self._io, self.store.release, entry.id)
+        for entry in claimed[:room]:
             self._in_flight.add(entry.id)
             task = asyncio.create_task(self._deliver(entry), name=f"deliver-{entry.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            started += 1
-        return started
+        return min(room, len(claimed))
 
     def _semaphore(self, destination: str) -> asyncio.Semaphore:
         sem = self._per_destination.get(destination)
