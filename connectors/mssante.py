@@ -417,11 +417,7 @@ class MSSanteConnector:
                 ]
             return await self._transaction(smtp, mail_from, recipients, data)
         finally:
-            try:
-                if smtp.is_connected:
-                    await smtp.quit()
-            except Exception:
-                smtp.close()
+            await _quit_or_close(smtp)
 
     async def _transaction(
         self, smtp: aiosmtplib.SMTP, mail_from: str, recipients: list[str], data: bytes
@@ -474,3 +470,15 @@ def client_cert_expiry(cfg: ConnectorConfig) -> dt.datetime:
 
 
 __all__ = ["MSSanteConnector", "client_cert_expiry", "set_header", "smtp_detail"]
+
+
+async def _quit_or_close(smtp: aiosmtplib.SMTP) -> None:
+    """QUIT politely; whatever happens (an error, a cancellation during QUIT), the
+    connection is closed before this returns or re-raises."""
+    try:
+        if smtp.is_connected:
+            await smtp.quit()
+    except Exception:  # noqa: S110 - the connection is closed below either way
+        pass
+    finally:
+        smtp.close()

@@ -6,6 +6,8 @@ Each failure case checks that nothing arrived and that the reason is clear and P
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import email
@@ -15,6 +17,7 @@ import ssl
 import zipfile
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -556,3 +559,33 @@ async def test_sasl_login_after_mutual_tls(pki: PKI, op_ctx: ssl.SSLContext) -> 
     assert "s3cret" not in bad.results[0].detail and "wrong" not in bad.results[0].detail
     assert none.results[0].status == Status.PERMFAIL  # 530 at MAIL: authentication required
     assert len(op.messages) == 1
+
+
+async def test_cancelled_during_quit_closes_the_connection(
+    pki: PKI, op_ctx: ssl.SSLContext
+) -> None:
+    """A delivery cancelled while the operator sits on QUIT (a stop, a timeout) does not
+    leave the TLS connection open: the operator sees it closed."""
+    quit_seen = asyncio.Event()
+    servers: list[Any] = []
+
+    async def slow_quit(server: Any, session: Any, envelope: Any) -> str:
+        servers.append(server)
+        quit_seen.set()
+        await asyncio.sleep(30)
+        return "221 Bye"
+
+    async with FakeOperator(op_ctx) as op:
+        op.handler.handle_QUIT = slow_quit  # type: ignore[attr-defined]
+        conn = MSSanteConnector(make_cfg(pki, op.port))
+        task = asyncio.create_task(conn.deliver(item(DR)))
+        async with asyncio.timeout(10):
+            await quit_seen.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(5):
+            while servers[0].transport is not None:  # noqa: ASYNC110 - aiosmtpd has no event for it
+                await asyncio.sleep(0.02)
+        await conn.close()
+    assert len(op.messages) == 1  # the message itself was delivered before QUIT
