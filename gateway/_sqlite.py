@@ -37,22 +37,28 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection, migrations: Sequence[str], name: str) -> int:
-    current = schema_version(conn)
-    if current > len(migrations):
-        raise SchemaError(
-            f"{name}: schema version {current} is newer than this release ({len(migrations)})"
-        )
-    for version in range(current, len(migrations)):
+    """Bring the schema to len(migrations). Each step re-reads the version inside its
+    write transaction, so processes opening the same new database at once (worker
+    processes, a CLI command next to `portique serve`) apply each step exactly once."""
+    while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _split(migrations[version]):
+            current = schema_version(conn)
+            if current > len(migrations):
+                raise SchemaError(
+                    f"{name}: schema version {current} is newer than this release"
+                    f" ({len(migrations)})"
+                )
+            if current == len(migrations):
+                conn.execute("COMMIT")
+                return current
+            for statement in _split(migrations[current]):
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute(f"PRAGMA user_version = {current + 1}")
             conn.execute("COMMIT")
         except Exception:
             conn.execute("ROLLBACK")
             raise
-    return len(migrations)
 
 
 def _split(script: str) -> list[str]:

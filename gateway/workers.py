@@ -43,7 +43,7 @@ Shared state and why it is safe:
 
 Invariants:
 - Worker 0 starts alone first: it creates the keys, TLS certificate and databases
-  (schema migrations are not safe to race); the others start once it is ready.
+  (first creation of key files is not safe to race); the others start once it is ready.
 - Fail closed on start: a worker that exits before it is ready stops the start (every
   worker is stopped, the exit status is that worker's), as one process would.
 - A worker that dies later is restarted after RESTART_BACKOFF_FIRST seconds, doubling
@@ -253,7 +253,7 @@ class Supervisor:
                 loop.add_signal_handler(sig, self._stop.set)
             described: dict[str, Any] | None = None
             # Worker 0 first: it creates the keys, the TLS certificate and the
-            # databases (schema migrations), which concurrent first starts would race on.
+            # databases, as one process would (key files are not safe to race on).
             for group in (self._workers[:1], self._workers[1:]):
                 for worker in group:
                     worker.ready = loop.create_future()

@@ -180,9 +180,8 @@ async def test_a_lockdown_set_in_one_process_reaches_the_other(
 
 
 def test_two_processes_append_one_chain_that_verifies(data_dir: Path, keyring: Keyring) -> None:
-    # Created first, as worker 0 does before the others start: concurrent first opens
-    # race on the schema migration (gateway/_sqlite.py reads the version outside its
-    # transaction).
+    # Created first, as worker 0 does before the others start (concurrent first opens
+    # are tested in tests/stores/test_migrate.py).
     AuditTrail.open(data_dir, keyring, AuditConfig()).close()
     ctx = _spawn()
     go = ctx.Barrier(2)
