@@ -1,0 +1,73 @@
+"""Two processes writing the audit trail (worker processes): one that commits back to
+back does not starve the other. SQLite's own busy handler retries with growing sleeps
+and can miss every gap between the other writer's commits until its busy timeout
+(10 s) expires, which would fail the append closed (451 to the client); the trail
+therefore queues its writers on a file lock around each write transaction."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+from crypto.keys import Keyring, load_keys
+from gateway.audit import AuditTrail
+from gateway.config import AuditConfig
+
+HOG_SECONDS = 6.0
+VICTIM_APPENDS = 25
+
+
+def _hog(data_dir: str, started: Any, stop: Any) -> None:
+    trail = AuditTrail.open(Path(data_dir), load_keys(Path(data_dir)), AuditConfig())
+    try:
+        started.set()
+        deadline = time.monotonic() + HOG_SECONDS
+        n = 0
+        while not stop.is_set() and time.monotonic() < deadline:
+            trail.append("hog", {"n": n})  # back to back, no pause
+            n += 1
+    finally:
+        trail.close()
+
+
+def _victim(data_dir: str, started: Any, out: Any) -> None:
+    trail = AuditTrail.open(Path(data_dir), load_keys(Path(data_dir)), AuditConfig())
+    waits: list[float] = []
+    try:
+        started.wait(30)
+        for n in range(VICTIM_APPENDS):
+            t0 = time.monotonic()
+            trail.append("victim", {"n": n})
+            waits.append(time.monotonic() - t0)
+    except Exception as exc:  # reported to the test, not hidden
+        out.put(("error", type(exc).__name__))
+        return
+    finally:
+        trail.close()
+    out.put(("ok", max(waits)))
+
+
+def test_a_back_to_back_writer_does_not_starve_another(data_dir: Path, keyring: Keyring) -> None:
+    AuditTrail.open(data_dir, keyring, AuditConfig()).close()
+    ctx = multiprocessing.get_context("spawn")
+    started, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    hog = ctx.Process(target=_hog, args=(str(data_dir), started, stop))
+    victim = ctx.Process(target=_victim, args=(str(data_dir), started, out))
+    hog.start()
+    victim.start()
+    try:
+        status, value = out.get(timeout=60)
+    finally:
+        stop.set()
+        victim.join(30)
+        hog.join(30)
+    assert status == "ok", value
+    assert value < 2.0, f"an append waited {value:.1f} s for the other writer"
+    assert (victim.exitcode, hog.exitcode) == (0, 0)
+    trail = AuditTrail.open_readonly(data_dir, keyring, AuditConfig())
+    try:
+        assert trail.verify().ok
+    finally:
+        trail.close()
