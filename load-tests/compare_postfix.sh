@@ -30,6 +30,8 @@
 #                             reference for workers = N, which shares one data_dir; not the bar)
 #            [--portique-toml FILE]  (TOML appended to Portique's config, e.g. a [queue] section)
 #            [--profile DIR]   (py-spy, from PyPI into .venv: folded stacks + top functions)
+#            [--profile-gil]   (with --profile: sample only threads holding the GIL, i.e.
+#                              Python CPU time; without it, wall time per thread)
 # The temp dir is made under $TMPDIR (default /tmp); it must be reachable by the postfix
 # and nobody users (smtp-sink drops to nobody).
 # Exit status: 0 when every run delivered every message (and verification passed), else 1.
@@ -57,6 +59,7 @@ VERIFY_MESSAGES=300  # driver verification run through Portique
 LATENCY_SECONDS=20   # fixed-rate latency run at half the measured rate
 EXTRA_TOML=""        # --portique-toml FILE: appended to Portique's config (e.g. [queue] tuning)
 PROFILE_DIR=""       # --profile DIR: py-spy samples of Portique during its timed runs
+PROFILE_GIL=""       # --profile-gil: py-spy --gil (CPU time under the GIL, not wall time)
 SETTLE=30            # seconds the driver waits for the last deliveries of a verification run
 
 while [ $# -gt 0 ]; do
@@ -73,9 +76,10 @@ while [ $# -gt 0 ]; do
     --settle) SETTLE="$2"; shift 2 ;;
     --portique-toml) EXTRA_TOML="$(cat "$2")"; shift 2 ;;
     --profile) PROFILE_DIR="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
+    --profile-gil) PROFILE_GIL="--gil"; shift ;;
     --keep) KEEP=1; shift ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -329,7 +333,7 @@ profile_start() {
   [ -n "$PROFILE_DIR" ] || return 0
   local pyspy="${PYSPY:-$REPO/.venv/bin/py-spy}"
   [ -x "$pyspy" ] || { log "py-spy not found ($pyspy): $REPO/.venv/bin/pip install py-spy"; return 0; }
-  "$pyspy" record --pid "$PORTIQUE_PID" --subprocesses --threads --rate 250 --format raw \
+  "$pyspy" record --pid "$PORTIQUE_PID" --subprocesses --threads --rate 250 --format raw $PROFILE_GIL \
     -o "$PROFILE_DIR/$1.folded" >"$PROFILE_DIR/$1.pyspy.log" 2>&1 &
   PYSPY_PID=$!
   PIDS+=("$PYSPY_PID")
