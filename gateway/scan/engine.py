@@ -13,7 +13,13 @@ Invariants:
   phone) wins over a name, which wins over an address, which wins over a date.
 - The practice's own details and the names after "Dr" are never findings.
 - Rewriting replaces every finding's span; nothing of the span survives unless the
-  action is KEEP (or GENERALISE keeps a birth year).
+  action is KEEP (or GENERALISE keeps a birth year, or an age's decade band).
+- An age ("âgé de 67 ans", "(72 ans)") is a finding only with its context (see
+  shapes.AGE); its span is the number and unit ("67 ans"): pseudonymise and redact write
+  "[AGE]", generalise a ten-year band ("60-69 ans"; "90 ans et plus", as HIPAA's
+  safe harbour groups ages over 89). A street with no house number is an address only
+  after a residence word ("demeurant", "domicilié", "adresse :"); the span starts at
+  the street type. Such a street is never taken for the practice's own address.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from gateway.scan.patients import (
     normalise_name,
     normalise_phone,
 )
-from gateway.scan.shapes import ShapeName
+from gateway.scan.shapes import AGE_VALUE, STREET_CONTEXT_HEAD, STREET_TYPES, ShapeName
 
 
 class _Shape:
@@ -68,6 +74,8 @@ class _Shape:
     DATE_ISO: Final = ShapeName.DATE_ISO
     DATE_WORDS: Final = ShapeName.DATE_WORDS
     STREET: Final = ShapeName.STREET
+    STREET_CONTEXT: Final = ShapeName.STREET_CONTEXT
+    AGE: Final = ShapeName.AGE
     POSTCODE_TOWN: Final = ShapeName.POSTCODE_TOWN
     CIVILITY_NAME: Final = ShapeName.CIVILITY_NAME
     INTRO_NAME: Final = ShapeName.INTRO_NAME
@@ -86,6 +94,7 @@ class _Kind:
     EMAIL: Final = IdentifierKind.EMAIL
     ADDRESS: Final = IdentifierKind.ADDRESS
     BIRTH_DATE: Final = IdentifierKind.BIRTH_DATE
+    AGE: Final = IdentifierKind.AGE
     PATIENT_ID: Final = IdentifierKind.PATIENT_ID
     BURNED_IN: Final = IdentifierKind.BURNED_IN
 
@@ -111,6 +120,7 @@ LABELS: dict[IdentifierKind, str] = {
     _Kind.EMAIL: "[EMAIL]",
     _Kind.ADDRESS: "[ADRESSE]",
     _Kind.BIRTH_DATE: "[DDN]",
+    _Kind.AGE: "[AGE]",
     _Kind.PATIENT_ID: "[ID]",
     _Kind.BURNED_IN: "[IMAGE]",
 }
@@ -125,6 +135,7 @@ _PRIORITY = {
     _Kind.NAME: 3,
     _Kind.ADDRESS: 4,
     _Kind.BIRTH_DATE: 5,
+    _Kind.AGE: 5,
     _Kind.BURNED_IN: 6,
 }
 # Kinds replaced by the patient's token when pseudonymised (issue 3: "a name, and the
@@ -161,6 +172,19 @@ _ALNUM_RUN = re.compile(r"[a-z0-9]+")
 _PAIR_GAP = re.compile(r"[ ,]{1,3}")
 _ADDRESS_GAP = re.compile(r"[ ,\n\r-]{1,4}")
 _YEAR = re.compile(r"(?:19|20)\d\d")
+# In an AGE candidate: the number and its unit (the finding's span), and the oldest age.
+_AGE_VALUE = re.compile(AGE_VALUE, re.ASCII | re.IGNORECASE)
+_AGE_NUMBER = re.compile(r"(\d{1,3}) ?(ans?|mois)")
+_MAX_AGE_YEARS = 120
+# "(5 ans)" after one of these is a duration ("garantie (5 ans)"), not the patient's age.
+_DURATION_BEFORE = re.compile(
+    r"\b(?:garantie|depuis|pendant|durant|duree|recul|delai|dans|sous|il y a|tous les|"
+    r"chaque|apres|avant|environ|soit)\W{0,3}$"
+)
+# In a STREET_CONTEXT candidate: the residence word before the street type.
+_STREET_CONTEXT_HEAD = re.compile(
+    STREET_CONTEXT_HEAD + r"(?=(?:" + STREET_TYPES + r")\b)", re.ASCII | re.IGNORECASE
+)
 _ADDRESS_WORD = re.compile(r"[A-Za-z'-]+")
 _PARTICLES = frozenset("de du des la le l d aux au en sur sous saint st sainte ste les".split())
 
@@ -823,6 +847,27 @@ class Engine:
                 if end > start and not self._is_practice_address(folded[start:end]):
                     streets.append((start, end))
                     append(_Span(_Kind.ADDRESS, start, end, alnum_key(folded[start:end])))
+            elif name is _Shape.STREET_CONTEXT:
+                # Someone's residence: no practice check (a number-less "avenue des
+                # Tilleuls" would read as part of the practice's "8 avenue des Tilleuls").
+                head = _STREET_CONTEXT_HEAD.match(folded, start, end)
+                street_start = head.end() if head is not None else start
+                end = _street_end(field.text, folded, street_start, end)
+                if end > street_start:
+                    streets.append((street_start, end))
+                    append(
+                        _Span(_Kind.ADDRESS, street_start, end, alnum_key(folded[street_start:end]))
+                    )
+            elif name is _Shape.AGE:
+                if folded[start] == "(" and _DURATION_BEFORE.search(
+                    folded[max(0, start - 16) : start].lower()
+                ):
+                    continue
+                age = _AGE_VALUE.search(folded, start, end)
+                if age is not None:
+                    years = _age_years(age.group())
+                    if years is not None and years <= _MAX_AGE_YEARS:
+                        append(_Span(_Kind.AGE, age.start(), age.end(), str(years)))
             elif name is _Shape.POSTCODE_TOWN:
                 if (name, text) in practice:
                     continue
@@ -1028,7 +1073,29 @@ def _other_replacement(action: TypeAction, kind: IdentifierKind, original: str) 
     if action is TypeAction.GENERALISE and kind is _Kind.BIRTH_DATE:
         year = _YEAR.search(original)
         return year.group() if year else LABELS[kind]
+    if action is TypeAction.GENERALISE and kind is _Kind.AGE:
+        return _age_band(original)
     return LABELS[kind]
+
+
+def _age_years(written: str) -> int | None:
+    """Whole years of an age span ("67 ans", "1 an", "18 mois"); None if unreadable."""
+    m = _AGE_NUMBER.match(fold(written).lower())
+    if m is None:
+        return None
+    number = int(m.group(1))
+    return number // 12 if m.group(2) == "mois" else number
+
+
+def _age_band(written: str) -> str:
+    """An age generalised to its ten-year band: "67 ans" -> "60-69 ans"."""
+    years = _age_years(written)
+    if years is None:
+        return LABELS[_Kind.AGE]
+    if years >= 90:
+        return "90 ans et plus"
+    low = years - years % 10
+    return f"{low}-{low + 9} ans"
 
 
 def _no_check() -> None:

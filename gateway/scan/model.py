@@ -22,6 +22,7 @@ class IdentifierKind(StrEnum):
     EMAIL = "email"
     ADDRESS = "address"
     BIRTH_DATE = "birth_date"
+    AGE = "age"  # an age given with its context ("âgé de 67 ans", "(72 ans)"): DOB-type
     PATIENT_ID = "patient_id"  # file or record numbers tied to a patient (DICOM PatientID, ...)
     BURNED_IN = "burned_in"  # an image flagged as carrying burned-in text
 
@@ -86,7 +87,7 @@ def new_finding(
 class TypeAction(StrEnum):
     PSEUDONYMISE = "pseudonymise"  # PAT-XXXXX-XXXXX token for linked identities, else [TYPE]
     REDACT = "redact"  # [TYPE] label
-    GENERALISE = "generalise"  # dates of birth -> year only; others as redact
+    GENERALISE = "generalise"  # dates of birth -> year only; ages -> decade band; others as redact
     REMOVE = "remove"  # drop the value
     KEEP = "keep"  # leave as is
 

@@ -32,6 +32,8 @@ class ShapeName(StrEnum):
     DATE_ISO = "date_iso"
     DATE_WORDS = "date_words"
     STREET = "street"
+    STREET_CONTEXT = "street_context"  # "demeurant rue des Lilas": a street with no number
+    AGE = "age"  # "âgé de 67 ans", "patiente de 45 ans", "Âge : 8 ans", "(72 ans)"
     POSTCODE_TOWN = "postcode_town"
     CIVILITY_NAME = "civility_name"
     INTRO_NAME = "intro_name"  # "patient(e)", "pour", salutations + capitalised words
@@ -87,6 +89,19 @@ _STREET_TYPES = (
 # The street head, also the Hyperscan trigger: among all shapes it costs ~5 % of the
 # bulk scan (0.75 GB/s for the whole database, 2 KB orders ~15 us).
 _STREET_HEAD = r"\b\d{1,4}(?: ?(?:bis|ter))?,? (?:" + _STREET_TYPES + r")\b"
+# A residence word right before a street with no house number: without one, "rue" or
+# "place" in clinical text ("mise en place") is no address. The shape's match starts at
+# the word; the address found starts at the street type (see engine).
+STREET_CONTEXT_HEAD = (
+    r"\b(?:demeurant|domicilie|residant|habitant|habite|adresse(?: postale)?)"
+    r"(?:e|es|s|\(e\))?(?: ?:)? (?:au |a la |a )?"
+)
+# An age needs its context: a person noun or "âgé(e)" + "de", an "Âge :" label, or the
+# parenthesised "(72 ans)". Durations ("depuis 3 ans", "garantie de 5 ans", "dans 10
+# jours", "contrôle (3 mois)") have none of these.
+_AGE_PERSON = r"age|patient|enfant|homme|femme|garcon|fillette|fille|adolescent|bebe|nourrisson"
+AGE_VALUE = r"\d{1,3} ?(?:ans?|mois)\b"
+STREET_TYPES = _STREET_TYPES  # the engine finds where the street starts after the head
 _POSTCODE = r"\b(?:0[1-9]|[1-8]\d|9[0-5]|97)\d\d\d"
 _CIVILITY = r"(?:M\.|Mr\.?|Mme\.?|Mlle\.?|Madame|Monsieur|Mademoiselle|MME|MR|MLLE|MADAME|MONSIEUR)"
 _INTRO = r"\b(?:[Pp]atiente?|PATIENTE?|[Pp]our|POUR|[Bb]onjour|[Bb]onsoir|[Cc]here?|[Nn]om)(?: ?:)?"
@@ -154,6 +169,24 @@ SHAPES: tuple[Shape, ...] = (
         # The head with its exact start (SOM), as for dates: the re-read is one
         # `match` at that start instead of a finditer over a window.
         trigger=_STREET_HEAD,
+    ),
+    Shape(
+        ShapeName.STREET_CONTEXT,
+        STREET_CONTEXT_HEAD + r"(?:" + _STREET_TYPES + r")\b\.?(?: [A-Za-z'-]{1,30}){1,6}",
+        True,
+        len("adresse postale(e) : a la ") + len("lotissement.") + 6 * 31,
+        # Head and street type with its exact start, as for STREET.
+        trigger=STREET_CONTEXT_HEAD + r"(?:" + _STREET_TYPES + r")\b",
+    ),
+    Shape(
+        ShapeName.AGE,
+        r"(?:\b(?:"
+        + _AGE_PERSON
+        + r")(?:e|\(e\))?s? de |\bage ?: ?)"
+        + AGE_VALUE
+        + r"|\(\d{1,3} ?ans?\)",
+        True,
+        len("adolescent(e)s de ") + len("120 mois"),
     ),
     Shape(
         ShapeName.POSTCODE_TOWN,

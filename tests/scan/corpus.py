@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -448,17 +449,103 @@ def reminder(rng: random.Random, p: SyntheticPatient, today: date) -> Message:
     )
 
 
+def _age(born: date, today: date) -> int:
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def write_age(rng: random.Random, years: int) -> tuple[str, str]:
+    """(the age with its context, the age as planted: "67 ans")."""
+    value = f"{years} an" if years == 1 else f"{years} ans"
+    form = rng.choice(
+        [
+            "âgé(e) de {}",
+            "âgée de {}",
+            "({})",
+            "patient(e) de {}",
+            "patiente de {}",
+            "Âge : {}",
+        ]
+    )
+    return form.format(value), value
+
+
+def write_residence(rng: random.Random, p: SyntheticPatient) -> tuple[str, str]:
+    """(a street with no house number after a residence word, the street as planted)."""
+    street = p.street.split(" ", 1)[1]  # "rue des Lilas": the number dropped
+    form = rng.choice(
+        [
+            "demeurant {street}",
+            "domicilié(e) {street} à {town}",
+            "Adresse : {street}",
+            "résidant {street}, {postcode} {town}",
+        ]
+    )
+    return form.format(street=street, town=p.town, postcode=p.postcode), street
+
+
+def clinical_note(rng: random.Random, p: SyntheticPatient, today: date) -> Message:
+    """A consultation report: the patient's age and a street with no house number, among
+    durations ("depuis 3 ans", "garantie 5 ans", "dans 10 jours") and "place" or "rue" in
+    clinical text, none of which is an identifier."""
+    t = make_traps(rng, today)
+    written = write_full_name(rng, p)
+    age, age_value = write_age(rng, _age(p.birth_date, today))
+    residence, street = write_residence(rng, p)
+    # Durations stay under 7 years: planted ages (9 and over) never read inside them.
+    since = f"depuis {rng.randint(2, 6)} ans"
+    warranty = f"garantie {rng.randint(2, 6)} ans"
+    warranty_de = f"garantie de {rng.randint(2, 6)} ans"
+    later = f"dans {rng.choice([8, 10, 15, 21])} jours"
+    review = f"contrôle ({rng.choice([3, 6])} mois)"
+    placed = f"mise en place il y a {rng.randint(2, 6)} ans"
+    street_word = "en face de la rue piétonne"
+    body = (
+        f"Compte rendu de consultation du {today:%d/%m/%Y}\n\n"
+        f"{written}, {age}, {residence}, consulte pour une douleur sur la {t['tooth']} "
+        f"{since}.\nCouronne {placed}, {warranty} (teinte {t['shade']}), "
+        f"implant sous {warranty_de}.\n"
+        f"Réévaluation {later}, puis {review}. Prochain rendez-vous le {t['appointment']}.\n"
+        f"Accès au cabinet : parking {street_word}.\n\n"
+        f"{rng.choice(PRACTITIONER_SIGNATURES)}\n"
+    )
+    planted = [*_name_values(written, p), ("age", age_value), ("address", street)]
+    traps = [
+        since,
+        warranty,
+        warranty_de,
+        later,
+        review,
+        placed,
+        street_word,
+        f"sur la {t['tooth']}",
+        t["shade"],
+        t["appointment"],
+        *_rpps_in(body),
+    ]
+    subject = f"Compte rendu - {p.last_name.upper()} {p.first_name}"
+    planted.extend(_name_values(subject, p))
+    return Message(
+        "clinical_note", [TextField(subject, FieldKind.SUBJECT), TextField(body)], planted, traps
+    )
+
+
 TEMPLATES = (lab_order, referral_letter, billing, reminder)
+# Templates the corpus test adds; the benchmark's dense messages keep TEMPLATES, so its
+# figures stay comparable across rounds.
+EXTRA_TEMPLATES = (clinical_note,)
 
 
 def make_corpus(
-    count: int, seed: int = 3, extra_roster: int = 1000
+    count: int,
+    seed: int = 3,
+    extra_roster: int = 1000,
+    templates: tuple[Callable[[random.Random, SyntheticPatient, date], Message], ...] = TEMPLATES,
 ) -> tuple[list[Message], list[RosterPatient]]:
     """`count` messages over a pool of patients, and a roster holding them plus others."""
     rng = random.Random(seed)
     today = date(2024, 11, 2)
     pool = [make_patient(rng) for _ in range(max(10, count // 2))]
-    messages = [TEMPLATES[i % len(TEMPLATES)](rng, rng.choice(pool), today) for i in range(count)]
+    messages = [templates[i % len(templates)](rng, rng.choice(pool), today) for i in range(count)]
     others = [make_patient(rng) for _ in range(extra_roster)]
     roster = [p.roster_entry(f"p-{i}") for i, p in enumerate(pool + others)]
     return messages, roster
@@ -479,7 +566,11 @@ def words(text: str) -> set[str]:
 
 
 def leaked(kind: str, value: str, output: str) -> bool:
-    """Whether a planted value survives in the output (names: every word of it)."""
+    """Whether a planted value survives in the output (names: every word of it; ages: the
+    number, not inside a longer one, then its unit)."""
+    if kind == "age":
+        number, unit = value.split()
+        return re.search(rf"(?<!\d){number}\W*{unit}\b", _ascii(output).lower()) is not None
     if kind == "name":
         parts = re.findall(r"[0-9a-z]+", _ascii(value).lower())
         present = words(output)

@@ -3,7 +3,8 @@
 Leak rate: share of planted identifier values that survive anywhere in the output
 fields, ignoring case, accents and separators. Trap loss: share of look-alikes
 (tooth numbers, shades, order and invoice numbers, practitioner RPPS, prices,
-appointment dates) that no longer appear verbatim.
+appointment dates, durations such as "depuis 3 ans", "rue" or "place" in clinical text)
+that no longer appear verbatim.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import pytest
 
 from crypto.pseudonym import TOKEN_PATTERN
 from gateway.scan import Engine, Finding, TransformPolicy, build_engine
-from tests.scan.corpus import PRACTICE, Message, leaked, make_corpus
+from tests.scan.corpus import (
+    EXTRA_TEMPLATES,
+    PRACTICE,
+    TEMPLATES,
+    Message,
+    leaked,
+    make_corpus,
+)
 
 CORPUS_SIZE = 520  # issue 3 asks for at least 500 messages
 DIGEST_KEY = b"k" * 32
@@ -24,7 +32,7 @@ PSEUDONYM_KEY = b"s" * 32
 
 @lru_cache(maxsize=1)
 def corpus() -> tuple[list[Message], list]:  # type: ignore[type-arg]
-    return make_corpus(CORPUS_SIZE)
+    return make_corpus(CORPUS_SIZE, templates=TEMPLATES + EXTRA_TEMPLATES)
 
 
 @lru_cache(maxsize=4)
@@ -76,7 +84,7 @@ def test_leak_rate_and_trap_loss(with_roster: bool, max_leak: float) -> None:
     assert lost / traps <= 0.01, summary
 
 
-def test_at_least_500_messages_in_four_templates() -> None:
+def test_at_least_500_messages_in_five_templates() -> None:
     messages = corpus()[0]
     assert len(messages) >= 500
     assert Counter(m.template for m in messages).keys() == {
@@ -84,6 +92,7 @@ def test_at_least_500_messages_in_four_templates() -> None:
         "referral",
         "billing",
         "reminder",
+        "clinical_note",
     }
 
 

@@ -172,6 +172,17 @@ ALPHABET = st.sampled_from(
         "2A",
         "Pr. ",
         "MARTIN",
+        "âgée de ",
+        "Âge : ",
+        "patient de ",
+        " ans",
+        "an ",
+        " mois",
+        "demeurant ",
+        "domicilié ",
+        "Adresse : ",
+        "place ",
+        "Lilas ",
     ]
 )
 
