@@ -4,12 +4,19 @@ SMTP sink on loopback; the console in front of it through ServiceBackend.
 
 `RealStack` runs in whatever event loop starts it; `BackgroundStack` runs one in a
 thread of its own, for the Playwright tests (whose sync API owns the main thread).
+
+Invariant: `BackgroundStack` closes its loop only once the loop watches no socket any
+more (else raises). A transport still open when its loop closes is dropped with its
+socket, and the ResourceWarning surfaces at some later garbage collection, in whichever
+test runs then. The console's TLS connections close asynchronously (close_notify, then
+the peer's answer or EOF), so the clients (the browser) must be closed before the stack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import selectors
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -141,7 +148,10 @@ class BackgroundStack:
 
     def __init__(self, stack: RealStack) -> None:
         self.stack = stack
-        self.loop = asyncio.new_event_loop()
+        # Our own selector, so that what the loop still watches is public (get_map).
+        self.selector = selectors.DefaultSelector()
+        self.loop = asyncio.SelectorEventLoop(self.selector)
+        self.loop_own_fds = set(self.selector.get_map())  # its wake-up pipe
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> RealStack:
@@ -152,10 +162,27 @@ class BackgroundStack:
     def __exit__(self, *exc: object) -> None:
         try:
             self.run(self.stack.stop())
+            self.run(self.sockets_closed())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
             self.loop.close()
+
+    async def sockets_closed(self, within: float = 10.0) -> None:
+        """Wait until every connection of the stopped stack is closed (TLS ones finish
+        their close_notify exchange after the server has let them go)."""
+        try:
+            async with asyncio.timeout(within):
+                while self.watched_fds():  # noqa: ASYNC110 - the selector has no event
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            raise AssertionError(
+                f"sockets still open {within:.0f} s after the stack stopped "
+                f"(fds {sorted(self.watched_fds())}): was a client left connected?"
+            ) from None
+
+    def watched_fds(self) -> set[object]:
+        return set(self.selector.get_map()) - self.loop_own_fds
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

@@ -54,7 +54,11 @@ def stack(
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def browser(stack: tuple[RealStack, BackgroundStack]) -> Iterator[Browser]:
+    """Depends on `stack` so as to be closed before it: chromium's keep-alive connections
+    to the console are then closed by chromium's exit, and the stack's loop can close
+    with no socket left open (BackgroundStack checks; a closed context is not enough,
+    chromium may still hold its connections)."""
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         yield b

@@ -243,7 +243,9 @@ async def test_roles(console: Console) -> None:
 async def test_idle_session_expires(
     data_dir: Path, admin_config: AdminConfig, console: Console
 ) -> None:
-    config = with_config(admin_config, session_idle_timeout=0.5)
+    # Long enough for the login's requests on a loaded 2-core machine (0.5 s was not:
+    # the pre-login session expired between GET and POST /login).
+    config = with_config(admin_config, session_idle_timeout=2.0)
     runner = await start_admin(FakeBackend(), config, data_dir, users=console.users)
     try:
         port = runner.addresses[0][1]
@@ -251,7 +253,7 @@ async def test_idle_session_expires(
         try:
             await client.login(console.accounts["viewer"])
             assert (await client.http.get("/")).status_code == 200
-            await asyncio.sleep(0.7)
+            await asyncio.sleep(2.3)
             r = await client.http.get("/")
             assert (r.status_code, r.headers["location"]) == (303, "/login")
             assert "Session expirée" in (await client.http.get("/login")).text
