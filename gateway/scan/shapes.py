@@ -187,6 +187,12 @@ SHAPES: tuple[Shape, ...] = (
         + r"|\(\d{1,3} ?ans?\)",
         True,
         len("adolescent(e)s de ") + len("120 mois"),
+        # The number's last digit and unit: the pattern itself, led by its alternation of
+        # words and "(", costs the Hyperscan pass ~8 % on prose, these triggers ~3 %; they
+        # fire on durations too ("depuis 3 ans"), rare outside clinical notes.
+        trigger=r"\d ?ans?\b",
+        extra_triggers=(r"\d ?mois\b",),
+        before=len("adolescent(e)s de ") + 2,
     ),
     Shape(
         ShapeName.POSTCODE_TOWN,
