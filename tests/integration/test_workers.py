@@ -322,7 +322,10 @@ async def test_sigterm_finishes_transactions_in_flight_and_refuses_new_sessions(
     assert code == 250  # the transaction in flight finished
     assert newcomer in ("refused 421", "refused"), newcomer
     assert gateway.proc is not None
-    assert await asyncio.to_thread(gateway.proc.wait, 60) == 0
+    status = await asyncio.to_thread(gateway.proc.wait, 60)
+    # Seen once in a full run: status 1 (a worker not stopped within STOP_TIMEOUT?);
+    # the log says which, so keep it in the failure.
+    assert status == 0, gateway.stderr_tail()
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
