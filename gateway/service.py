@@ -126,6 +126,8 @@ class Service:
         self._retry_handles: list[asyncio.TimerHandle] = []
         # Fast-path deliveries in flight (each drops its spool entry when done).
         self._direct_tasks: set[asyncio.Task[None]] = set()
+        # Bytes of fast-path copies held in memory, waiting for or in delivery.
+        self._direct_bytes = 0
         self.smtp: SmtpServer | None = None
         # Seconds each message spent in the pipeline (scan + transform), for the
         # scan-duration metric; the runtime sets it.
@@ -475,18 +477,33 @@ class Service:
         # from memory; the others (and whatever tempfails) get a durable queue entry.
         # The spool entry stays the durable record until every copy is delivered,
         # queued or bounced: a crash in between re-processes it (duplicates, no loss).
-        direct = [c for c in to_queue if self.queue.can_deliver_direct(c)]
+        # Copies waiting in memory for the fast path are bounded like deliveries: at most
+        # max_deliveries messages and the memory budget's bytes; beyond, a copy goes to the
+        # durable queue (sealed on disk) instead of piling up in RAM behind a slow peer.
+        direct: list[NewCopy] = []
+        room = self.queue.memory.capacity - self._direct_bytes
+        if len(self._direct_tasks) < self.cfg.queue.max_deliveries:
+            for c in to_queue:
+                if len(c.data) <= room and self.queue.can_deliver_direct(c):
+                    direct.append(c)
+                    room -= len(c.data)
         stored = [c for c in to_queue if not any(c is d for d in direct)]
         entries = await self.queue.enqueue(stored)
         if direct:
+            in_memory = sum(len(c.data) for c in direct)
+            self._direct_bytes += in_memory
             task = asyncio.create_task(
                 self._finish_direct(spool_id, direct), name=f"direct-{spool_id}"
             )
             self._direct_tasks.add(task)
             task.add_done_callback(self._direct_tasks.discard)
+            task.add_done_callback(lambda _t: self._release_direct(in_memory))
         else:
             await loop.run_in_executor(self._io, self.spool.remove, spool_id)
         return ProcessResult(spool_id, tuple(e.id for e in entries), tuple(held), rejected)
+
+    def _release_direct(self, size: int) -> None:
+        self._direct_bytes -= size
 
     async def _finish_direct(self, spool_id: str, copies: Sequence[NewCopy]) -> None:
         """Deliver fast-path copies, then drop the spool entry. On any failure the entry

@@ -125,3 +125,43 @@ async def test_the_250_waits_until_the_received_audit_record_is_durable(
         assert trail.verify().ok
     finally:
         trail.close()
+
+
+class _HeldSink(SinkHandler):
+    """Answers DATA only once `release` is set: a peer slower than the arrivals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def handle_DATA(self, server, session, envelope):
+        await self.release.wait()
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_copies_behind_a_slow_peer_go_to_the_durable_queue_not_to_memory(
+    portique_factory,
+):
+    """The fast path keeps at most `max_deliveries` messages in memory; copies arriving
+    while those wait for a slow peer are sealed into the durable queue instead of piling
+    up in RAM (200 sessions of 5 MB files once took a worker past 1 GB), and all arrive."""
+    handler = _HeldSink()
+    sink = await Sink(handler).start()
+    try:
+        svc = await portique_factory(sink.port, queue={"max_deliveries": 2})
+        for n in range(6):
+            await asyncio.to_thread(
+                send_sync, svc.smtp_port, message(message_id=f"<slow{n}@practice.test>")
+            )
+        # (The spool keeps the fast-path messages' entries until they are delivered.)
+        await wait_until(lambda: len(svc.queue.list()) >= 4)
+        await asyncio.sleep(0.5)
+        assert len(svc.queue.list()) == 4  # 2 in memory on the fast path, 4 on disk
+        handler.release.set()
+        await sink.wait_for(6, within=60)
+        assert sorted(m.data.split(b"Message-ID: ")[1][:7] for m in sink.messages) == [
+            f"<slow{n}@".encode() for n in range(6)
+        ]
+    finally:
+        handler.release.set()
+        await sink.stop()
