@@ -33,6 +33,7 @@ from connectors.base import DeliveryItem, DeliveryResult, RecipientResult, Statu
 from gateway.config import ConnectorConfig
 from gateway.errors import ConfigError
 from gateway.logging import get_logger
+from gateway.smtp import PLAIN_ADDRESS
 
 log = get_logger("portique.connectors.relay")
 
@@ -275,10 +276,9 @@ def data_slices(data: bytes) -> Iterator[bytes]:
         yield b"\r\n"
 
 
-# A dot-atom address with a plain domain, written in MAIL/RCPT exactly as aiosmtplib's
-# quote_address would write it ("<" + address + ">"), without its parser.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+# Written in MAIL/RCPT exactly as aiosmtplib's quote_address would write it
+# ("<" + address + ">"), without its parser.
+_PLAIN_ADDRESS = re.compile(PLAIN_ADDRESS)
 
 
 def _plain_path(address: str) -> bytes | None:

@@ -140,12 +140,13 @@ class Gate:
         return any(addr in net for net in self.networks)
 
 
-# `<local@domain>` with a dot-atom local part and a plain domain name: what aiosmtpd's
-# parser (email._header_value_parser.get_angle_addr) returns unchanged as addr_spec.
+# A plain address: dot-atom local part, plain domain name (ASCII). Inbound, `<` it `>` is
+# what aiosmtpd's parser (email._header_value_parser.get_angle_addr) returns unchanged
+# as addr_spec; outbound (connectors/relay.py), what aiosmtplib's quote_address writes
+# as "<" + address + ">". Either side's general parser handles everything else.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ANGLE_ADDRESS = re.compile(
-    rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?=$|[ \t])"
-)
+PLAIN_ADDRESS = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_ANGLE_ADDRESS = re.compile(rf"<({PLAIN_ADDRESS})>(?=$|[ \t])")
 
 
 class PortiqueSMTP(SMTP):
