@@ -273,8 +273,10 @@ class Supervisor:
             from gateway.runtime import start_line
 
             described["smtp"] = f"{self.host}:{self.port}"
-            print(start_line(self.cfg, described, self.count), flush=True)
+            # Logged before the start line: whoever waits for the start line on
+            # stdout can rely on the pids already being in the log.
             log.info("workers_started", workers=self.count, pids=self.pids())
+            print(start_line(self.cfg, described, self.count), flush=True)
             await self._stop.wait()
             return await self._stop_workers()
         finally:
