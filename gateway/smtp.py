@@ -40,6 +40,15 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from gateway.config import SmtpConfig, SmtpUser, parse_listen
 from gateway.errors import DiskFullError, SpoolError
 from gateway.logging import get_logger
+from gateway.smtp_data import (
+    BARE_CR_LF,
+    LINE_TOO_LONG,
+    SINK_FULL,
+    TOO_BIG,
+    DataDecoder,
+    SinkFull,
+    read_data,
+)
 from gateway.spool import Envelope, Spool, SpoolWriter, new_spool_id
 
 log = get_logger("portique.smtp")
@@ -59,12 +68,16 @@ R_SHUTTING_DOWN = "421 4.3.2 Service shutting down, please try again later"
 R_TOO_BUSY = "421 4.3.2 Too many connections, please try again later"
 R_NO_RCPT = "554 5.5.1 No valid recipients"
 R_DATA_START = "354 End data with <CR><LF>.<CR><LF>"
+_DATA_REFUSALS = {
+    TOO_BIG: R_TOO_BIG,
+    LINE_TOO_LONG: R_LINE_TOO_LONG,
+    BARE_CR_LF: R_BARE_CR_LF,
+    SINK_FULL: R_TEMP_FAIL,
+}
 
 # Free disk needed to accept a new transaction, as a multiple of the maximum message
 # size (sealed spool file, then one queue copy per route) (reliability promise 4).
 DISK_GUARD_FACTOR = 1.5
-# A Message-ID longer than this is not recorded (RFC 5322 line limit, 998 octets).
-MESSAGE_ID_MAX = 998
 
 
 @dataclass(frozen=True)
@@ -320,57 +333,20 @@ class PortiqueSMTP(SMTP):
             gate.transactions_in_flight -= 1
 
     async def _receive_data(self, writer: SpoolWriter) -> tuple[str | None, str]:
-        """Stream DATA lines into `writer`. Returns (refusal reply or None, Message-ID)."""
-        limit = self.gate.cfg.max_message_size
-        line_limit = self.line_length_limit
-        size = 0
-        problem: str | None = None
-        in_headers = True
-        message_id = ""
-        fragments: list[bytes] = []
-        while self.transport is not None:
+        """Stream DATA into `writer`. Returns (refusal reply or None, Message-ID)."""
+
+        def store(data: bytes) -> None:
             try:
-                line = await self._reader.readuntil(b"\r\n")
-            except asyncio.LimitOverrunError as exc:
-                # Part of an over-long line: drain it and refuse once DATA ends (RFC 5321 4.2.5).
-                problem = problem or R_LINE_TOO_LONG
-                line = await self._reader.read(exc.consumed)
-                fragments.clear()
-                continue
-            except asyncio.IncompleteReadError as exc:
-                raise ConnectionResetError("peer closed during DATA") from exc
-            if fragments:
-                fragments.append(line)
-                line = b"".join(fragments)
-                fragments.clear()
-                problem = problem or R_LINE_TOO_LONG
-            if line == b".\r\n":
-                break
-            if problem is not None:
-                continue  # drain to the end of DATA without storing anything
-            body = line[:-2]
-            if b"\r" in body or b"\n" in body:
-                problem = R_BARE_CR_LF
-                continue
-            if len(line) > line_limit:
-                problem = R_LINE_TOO_LONG
-                continue
-            if line.startswith(b"."):
-                line = line[1:]  # RFC 5321 4.5.2 dot transparency
-            size += len(line)
-            if size > limit:
-                problem = R_TOO_BIG
-                continue
-            if in_headers:
-                if line == b"\r\n":
-                    in_headers = False
-                elif line[:11].lower() == b"message-id:" and len(line) <= MESSAGE_ID_MAX:
-                    message_id = line[11:].strip().decode("ascii", "replace")
-            try:
-                writer.write(line)
-            except SpoolError:
-                problem = R_TEMP_FAIL
-        return problem, message_id
+                writer.write(data)
+            except SpoolError as exc:
+                raise SinkFull from exc
+
+        decoder = DataDecoder(
+            store, line_limit=self.line_length_limit, size_limit=self.gate.cfg.max_message_size
+        )
+        await read_data(self._reader, decoder)
+        refusal = None if decoder.problem is None else _DATA_REFUSALS[decoder.problem]
+        return refusal, decoder.message_id
 
     def _received_header(self, spool_id: str, envelope: Envelope) -> bytes:
         proto = "ESMTP"
