@@ -354,12 +354,25 @@ class PortiqueSMTP(SMTP):
             proto += "S"
         if envelope.user:
             proto += "A"
-        stamp = email.utils.formatdate(localtime=False)
+        stamp = _date_now()
         return (
             f"Received: from {envelope.helo or 'unknown'} ([{envelope.client}])\r\n"
             f"\tby {self.gate.cfg.hostname} (Portique) with {proto} id {spool_id};\r\n"
             f"\t{stamp}\r\n"
         ).encode("ascii", "replace")
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date_now() -> str:
+    """RFC 5322 date of the current second, formatted once per second (per message,
+    email.utils.formatdate was 1 % of the event loop's time under load)."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, localtime=False))
+    return _date_cache[1]
 
 
 def _null_sender(address: str) -> str:

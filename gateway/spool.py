@@ -46,7 +46,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -55,6 +55,7 @@ from gateway.config import SpoolConfig
 from gateway.errors import SpoolError
 
 _counter = itertools.count()
+_ENVELOPE_JSON = json.JSONEncoder(separators=(",", ":"))
 
 # Sealed bytes a transfer keeps in memory before it spills to its incoming file (bytes):
 # a 2 KB lab order then costs no file creation on the event loop (SpoolWriter.__init__
@@ -100,7 +101,18 @@ class Envelope:
     smtp_utf8: bool = False
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        # Field by field: dataclasses.asdict deep-copies, and this runs per message.
+        fields = {
+            "mail_from": self.mail_from,
+            "recipients": list(self.recipients),
+            "client": self.client,
+            "helo": self.helo,
+            "user": self.user,
+            "tls": self.tls,
+            "received_at": self.received_at,
+            "smtp_utf8": self.smtp_utf8,
+        }
+        return _ENVELOPE_JSON.encode(fields).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Envelope:

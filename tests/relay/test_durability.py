@@ -219,3 +219,27 @@ async def test_a_spool_entry_that_does_not_open_is_set_aside_not_retried(tmp_pat
         assert (data_dir / "spool" / "unreadable" / "forged").exists()
     finally:
         await svc2.stop(grace=0.1)
+
+
+def test_envelope_json_keeps_every_field() -> None:
+    """The spool's envelope record round-trips every field (a field added to Envelope
+    but not to its hand-written to_json would be lost at recovery)."""
+    from dataclasses import fields
+
+    from gateway.spool import Envelope
+
+    envelope = Envelope(
+        mail_from="cabinet@cabinet.test",
+        recipients=("a@labo.test", "b@labo.test"),
+        client="192.0.2.7",
+        helo="poste-accueil",
+        user="secretariat",
+        tls=True,
+        received_at=1_790_000_000.25,
+        smtp_utf8=True,
+    )
+    defaults = Envelope(mail_from="", recipients=())
+    assert all(getattr(envelope, f.name) != getattr(defaults, f.name) for f in fields(Envelope)), (
+        "give every field a non-default value above"
+    )
+    assert Envelope.from_json(envelope.to_json()) == envelope
