@@ -16,17 +16,15 @@ committed, so the service may drop the spool file afterwards.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crypto.aead import STREAM_CHUNK, Sealer, SealError, StreamSealer, open_stream_into
-from gateway._sqlite import open_database
+from crypto.aead import Sealer
 from gateway.errors import SpoolError
+from gateway.sealed_files import SealedFileStore
 from gateway.spool import fsync_directory, new_spool_id
 
 MIGRATIONS = [
@@ -104,26 +102,9 @@ def _item(row: tuple[object, ...]) -> HeldItem:
     )
 
 
-def quarantine_aad(held_id: str) -> bytes:
-    return f"quarantine:{held_id}".encode()
-
-
-class Quarantine:
+class Quarantine(SealedFileStore):
     def __init__(self, data_dir: Path, sealer: Sealer) -> None:
-        self.dir = data_dir / "quarantine"
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.sealer = sealer
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection = open_database(
-            data_dir / "quarantine.db", MIGRATIONS, check_same_thread=False
-        )
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _path(self, held_id: str) -> Path:
-        return self.dir / f"{held_id}.msg"
+        super().__init__(data_dir, sealer, kind="quarantine", migrations=MIGRATIONS)
 
     def hold(
         self,
@@ -157,19 +138,7 @@ class Quarantine:
         )
         path = self._path(held_id)
         try:
-            sealer = StreamSealer(self.sealer, quarantine_aad(held_id))
-            view = memoryview(data)
-            with open(path, "wb") as fh:
-                offset = 0
-                while True:
-                    chunk = bytes(view[offset : offset + STREAM_CHUNK])
-                    offset += STREAM_CHUNK
-                    last = offset >= len(view)
-                    fh.write(sealer.seal_chunk(chunk, final=last))
-                    if last:
-                        break
-                fh.flush()
-                os.fdatasync(fh.fileno())
+            self.write_sealed(path, held_id, data, sync=True)
             fsync_directory(self.dir)
             with self._lock:
                 self._db.execute(
@@ -208,12 +177,7 @@ class Quarantine:
 
     def data(self, held_id: str) -> bytes:
         """The held bytes (PHI): for an audited release or an admin's view only."""
-        try:
-            with open(self._path(held_id), "rb") as fh:
-                out = open_stream_into(self.sealer, fh, quarantine_aad(held_id))
-        except (OSError, SealError) as exc:
-            raise SpoolError(f"held item {held_id} cannot be read") from exc
-        return bytes(out)
+        return bytes(self.read_sealed(held_id))
 
     def delete(self, held_id: str) -> bool:
         with self._lock:

@@ -40,7 +40,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,13 +47,13 @@ from pathlib import Path
 from typing import cast
 
 from connectors.base import Connector, DeliveryItem, DeliveryResult, Status
-from crypto.aead import STREAM_CHUNK, Sealer, SealError, StreamSealer, open_stream_into
-from gateway._sqlite import open_database
+from crypto.aead import Sealer
 from gateway.config import QueueConfig
 from gateway.dsn import FailedRecipient, build_dsn, status_from_detail
 from gateway.errors import SpoolError
 from gateway.events import EventBus
 from gateway.logging import get_logger
+from gateway.sealed_files import SealedFileStore
 from gateway.spool import fsync_directory, new_spool_id, sync_filesystem
 
 log = get_logger("portique.queue")
@@ -234,28 +233,11 @@ def _fdatasync_path(path: Path) -> None:
         os.close(fd)
 
 
-def queue_aad(queue_id: str) -> bytes:
-    return f"queue:{queue_id}".encode()
-
-
-class QueueStore:
+class QueueStore(SealedFileStore):
     """The durable part: SQLite index + sealed data files. Thread-safe, no asyncio."""
 
     def __init__(self, data_dir: Path, sealer: Sealer) -> None:
-        self.dir = data_dir / "queue"
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.sealer = sealer
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection = open_database(
-            data_dir / "queue.db", MIGRATIONS, check_same_thread=False
-        )
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _path(self, queue_id: str) -> Path:
-        return self.dir / f"{queue_id}.msg"
+        super().__init__(data_dir, sealer, kind="queue", migrations=MIGRATIONS)
 
     def add(self, copies: Sequence[NewCopy], now: float) -> list[QueueEntry]:
         """Write every data file, make them durable in one pass, then commit all rows.
@@ -269,7 +251,7 @@ class QueueStore:
             for c in copies:
                 qid = new_spool_id()
                 path = self._path(qid)
-                self._write_sealed(path, c.data, queue_aad(qid), sync=len(copies) == 1)
+                self.write_sealed(path.with_suffix(".tmp"), qid, c.data, sync=len(copies) == 1)
                 written.append(path)
                 entries.append(QueueEntry.first_attempt(qid, c, now))
             if len(copies) > 1:
@@ -318,31 +300,8 @@ class QueueStore:
             raise SpoolError("cannot queue a message") from exc
         return entries
 
-    def _write_sealed(self, path: Path, data: bytes, aad: bytes, *, sync: bool) -> None:
-        """Write `path`.tmp sealed; fdatasync it if `sync`. The caller renames it."""
-        sealer = StreamSealer(self.sealer, aad)
-        view = memoryview(data)
-        with open(path.with_suffix(".tmp"), "wb") as fh:
-            offset = 0
-            while True:
-                chunk = bytes(view[offset : offset + STREAM_CHUNK])
-                offset += STREAM_CHUNK
-                last = offset >= len(view)
-                fh.write(sealer.seal_chunk(chunk, final=last))
-                if last:
-                    break
-            fh.flush()
-            if sync:
-                os.fdatasync(fh.fileno())
-
     def load(self, queue_id: str) -> bytearray:
-        """The entry's bytes, in one buffer (not copied again to immutable bytes: a
-        50 MB message would otherwise cost 100 MB at delivery)."""
-        try:
-            with open(self._path(queue_id), "rb") as fh:
-                return open_stream_into(self.sealer, fh, queue_aad(queue_id))
-        except (OSError, SealError) as exc:
-            raise SpoolError(f"queue entry {queue_id} cannot be read") from exc
+        return self.read_sealed(queue_id)
 
     def get(self, queue_id: str) -> QueueEntry | None:
         with self._lock:
