@@ -23,8 +23,6 @@
 # Usage: load-tests/compare_postfix.sh [-m MESSAGES] [-s SESSIONS]
 #            [--rows postfix,pseudonymise,deliver] [--workers N|auto] [--no-verify]
 #            [--verify-messages N] [--latency-seconds S] [--settle S] [--keep] [--timeout SEC]
-#            [--engine-harness]  (while `portique serve` builds no scan engine: the same
-#                                 Service with the engine and vault wired by load-tests)
 #            [--instances K]  (K independent Portique processes, own data_dir each, the
 #                             smtp-source sessions and messages split between them: a
 #                             reference for workers = N, which shares one data_dir; not the bar)
@@ -51,7 +49,6 @@ SESSIONS=20          # the issue's load: 20 parallel smtp-source sessions
 TIMEOUT=300          # seconds per timed run, so a stuck relay cannot hang the script
 ROWS="postfix,pseudonymise,deliver"
 INSTANCES=1          # --instances K: K independent Portique processes, load split evenly
-ENGINE_HARNESS=0     # --engine-harness: run Portique through load-tests/gateway_with_engine.py
 WORKERS="auto"
 VERIFY=1
 KEEP=0
@@ -67,7 +64,6 @@ while [ $# -gt 0 ]; do
     -m) MESSAGES="$2"; shift 2 ;;
     -s) SESSIONS="$2"; shift 2 ;;
     --rows) ROWS="$2"; shift 2 ;;
-    --engine-harness) ENGINE_HARNESS=1; shift ;;
     --instances) INSTANCES="$2"; shift 2 ;;
     --workers) WORKERS="$2"; shift 2 ;;
     --no-verify) VERIFY=0; shift ;;
@@ -284,11 +280,7 @@ launch_instance() {  # launch_instance ACTION PORT INSTANCE -> pid in LAUNCHED
     "$PORTIQUE" roster import -c "$cfg" "$WORK/roster.csv" >/dev/null 2>&1 \
       || log "roster import failed: names may go undetected"
   fi
-  if [ "$ENGINE_HARNESS" = 1 ]; then
-    "$PY" "$HERE/gateway_with_engine.py" -c "$cfg" >"$logf" 2>&1 &
-  else
-    "$PORTIQUE" serve -c "$cfg" >"$logf" 2>&1 &
-  fi
+  "$PORTIQUE" serve -c "$cfg" >"$logf" 2>&1 &
   LAUNCHED=$!
   PIDS+=("$LAUNCHED")
   wait_port "$2" 30 || { log "portique did not listen on $2"; tail -n 20 "$logf" >&2; return 1; }
@@ -435,7 +427,6 @@ for name in postfix portique-pseudonymise portique-deliver; do
     portique-pseudonymise) label="Portique, pseudonymising lab route" ;;
     portique-deliver) label="Portique, deliver route (no scanning)" ;;
   esac
-  if [ "$ENGINE_HARNESS" = 1 ] && [ "$name" != postfix ]; then label="$label, engine harness"; fi
   if [ "$INSTANCES" != 1 ] && [ "$name" != postfix ]; then label="$label, $INSTANCES processes"; fi
   note=""
   [ "${DELIVERED[$name]}" = "$MESSAGES" ] || note="INCOMPLETE: ${DELIVERED[$name]} of $MESSAGES delivered, ${OTHER[$name]} other message(s) at the sink"

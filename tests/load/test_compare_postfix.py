@@ -81,30 +81,16 @@ def test_portique_deliver_row_with_verification(workdir: Path) -> None:
     assert list(workdir.iterdir()) == []
 
 
-def test_pseudonymise_row_is_only_counted_when_the_lab_copies_arrive(workdir: Path) -> None:
+def test_pseudonymising_row_through_serve(workdir: Path) -> None:
+    """`portique serve` with its scan engine: every lab copy reaches smtp-sink, the row
+    counts them all, and the driver's verification finds no planted name, NIR, phone or
+    e-mail."""
     out = run(
-        workdir, "--rows", "pseudonymise", "-m", "12", "-s", "2",
-        "--verify-messages", "6", "--latency-seconds", "0", "--settle", "5",
-    )  # fmt: skip
-    table = rows(out.stdout)
-    row = table["Portique, pseudonymising lab route"]
-    complete = row["delivered"] == "12"
-    verified = "RESULT: OK" in out.stderr
-    # Hold notices or any other mail reaching the sink never count as deliveries, and the
-    # exit status says whether the row is a valid figure.
-    assert (out.returncode == 0) == (complete and verified), out.stdout + out.stderr[-3000:]
-    assert ("INCOMPLETE" in row["note"]) == (not complete)
-
-
-def test_pseudonymising_row_through_the_engine_harness(workdir: Path) -> None:
-    """The same Service with the scan engine wired in: every lab copy reaches smtp-sink,
-    and the driver's verification finds no planted name, NIR, phone or e-mail."""
-    out = run(
-        workdir, "--engine-harness", "--rows", "pseudonymise", "-m", "20", "-s", "3",
+        workdir, "--rows", "pseudonymise", "-m", "20", "-s", "3",
         "--verify-messages", "10", "--latency-seconds", "0", "--settle", "20",
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
-    row = rows(out.stdout)["Portique, pseudonymising lab route, engine harness"]
+    row = rows(out.stdout)["Portique, pseudonymising lab route"]
     assert row["delivered"] == "20" and "INCOMPLETE" not in row["note"]
     assert "arrived 10  missing 0" in out.stderr and "RESULT: OK" in out.stderr
     assert "planted values found at the sink" not in out.stderr
