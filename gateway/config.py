@@ -237,6 +237,9 @@ class Config:
     data_dir: Path = Path("./portique-data")
     # Acceptor/pipeline processes: an integer or "auto" (one per core).
     workers: str = "1"
+    # Seconds a worker may go without a heartbeat (its event loop stuck) before the
+    # supervisor kills and restarts it (workers > 1 only).
+    worker_hang_timeout: float = 30.0
     log_level: str = "info"
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
@@ -430,6 +433,8 @@ def validate_config(cfg: Config) -> None:
     _parse_listen(cfg.metrics.listen, "metrics.listen")
     if cfg.workers != "auto" and not (cfg.workers.isdigit() and int(cfg.workers) >= 1):
         raise ConfigError('workers: expected a positive integer or "auto"')
+    if not cfg.worker_hang_timeout >= 3:
+        raise ConfigError("worker_hang_timeout: expected at least 3 seconds")
     for i, net in enumerate(cfg.smtp.allowed_networks):
         try:
             ipaddress.ip_network(net, strict=False)

@@ -48,6 +48,10 @@ Invariants:
   worker is stopped, the exit status is that worker's), as one process would.
 - A worker that dies later is restarted after RESTART_BACKOFF_FIRST seconds, doubling
   to RESTART_BACKOFF_MAX while it keeps dying within HEALTHY_RUN seconds.
+- A worker that hangs is treated as dead: once ready, its event loop writes a heartbeat
+  on the status pipe every HEARTBEAT_INTERVAL seconds; after `worker_hang_timeout`
+  seconds without one the supervisor logs `worker_hung`, SIGKILLs it and restarts it
+  (its acknowledged messages are in its spool directory, recovered by the successor).
 - Workers die with the supervisor (PR_SET_PDEATHSIG): no orphan keeps the port.
 """
 
@@ -63,7 +67,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -87,6 +90,8 @@ HEALTHY_RUN = 60.0
 # Seconds the supervisor waits for the workers after SIGTERM: their SMTP drain
 # (service.SHUTDOWN_GRACE, 10 s), then the audit close; SIGKILL after that.
 STOP_TIMEOUT = 40.0
+# Seconds between a worker's heartbeats on its status pipe (from its event loop).
+HEARTBEAT_INTERVAL = 1.0
 # Where prometheus_client's multiprocess mode keeps each worker's values.
 METRICS_DIR = "metrics-multiproc"
 LOCK_FILE = "serve.lock"
@@ -191,16 +196,34 @@ def die_with_parent(parent: int) -> None:
         raise SystemExit(1)
 
 
-def report_ready(status_fd: int) -> Callable[[dict[str, Any]], None]:
-    """The `on_ready` of a worker's runtime: one JSON line to the supervisor."""
+class StatusPipe:
+    """A worker's line to the supervisor: one JSON line when ready, then an empty line
+    every HEARTBEAT_INTERVAL seconds from the event loop for as long as it turns."""
 
-    def send(described: dict[str, Any]) -> None:
+    def __init__(self, status_fd: int) -> None:
+        self._fd = status_fd
+        self._beating: asyncio.Task[None] | None = None
+
+    def ready(self, described: dict[str, Any]) -> None:
+        """The `on_ready` of a worker's runtime (called on its event loop)."""
+        os.write(self._fd, json.dumps(described).encode() + b"\n")
+        os.set_blocking(self._fd, False)  # a slow reader must never stall the loop
+        self._beating = asyncio.get_running_loop().create_task(
+            self._beat(), name="worker-heartbeat"
+        )
+
+    async def _beat(self) -> None:
         try:
-            os.write(status_fd, json.dumps(described).encode() + b"\n")
+            while True:
+                await asyncio.sleep(HEARTBEAT_INTERVAL)
+                try:
+                    os.write(self._fd, b"\n")
+                except BlockingIOError:
+                    pass  # the pipe is full: the supervisor is behind, not us
+                except OSError:
+                    return  # the supervisor is gone (PDEATHSIG stops us anyway)
         finally:
-            os.close(status_fd)
-
-    return send
+            os.close(self._fd)
 
 
 # --- the supervisor -------------------------------------------------------------------
@@ -222,6 +245,10 @@ class _Worker:
     restarts: int = 0
     ready: asyncio.Future[dict[str, Any]] | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Once ready: the status pipe, read for heartbeats.
+    heartbeats: tuple[asyncio.StreamReader, asyncio.BaseTransport] | None = field(
+        default=None, repr=False
+    )
 
 
 class Supervisor:
@@ -376,7 +403,7 @@ class Supervisor:
                         pid=proc.pid,
                         restarts=worker.restarts,
                     )
-                returncode = await proc.wait()
+                returncode = await self._watch(worker, proc)
             if self._stop.is_set():
                 return
             log.error(
@@ -432,13 +459,40 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             line = b""
-        finally:
+        except BaseException:
             transport.close()
+            raise
         try:
             described = json.loads(line) if line else None
         except ValueError:
             described = None
-        return proc, described if isinstance(described, dict) else None
+        if not isinstance(described, dict):
+            transport.close()
+            return proc, None
+        worker.heartbeats = (reader, transport)
+        return proc, described
+
+    async def _watch(self, worker: _Worker, proc: asyncio.subprocess.Process) -> int:
+        """Follow a ready worker's heartbeats until it exits; kill it if they stop
+        for `worker_hang_timeout` seconds. Returns its exit status."""
+        assert worker.heartbeats is not None
+        reader, transport = worker.heartbeats
+        timeout = self.cfg.worker_hang_timeout
+        try:
+            while True:
+                try:
+                    beat = await asyncio.wait_for(reader.readline(), timeout)
+                except TimeoutError:
+                    log.error("worker_hung", worker=worker.index, pid=proc.pid, silent_s=timeout)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    break
+                if not beat:  # the pipe closed: the worker is exiting
+                    break
+        finally:
+            transport.close()
+            worker.heartbeats = None
+        return await proc.wait()
 
     def _forget(self, pid: int) -> None:
         """A dead worker's live gauges leave the sums; its counters stay counted."""

@@ -94,6 +94,6 @@ async def _serve(cfg: Any, worker: Any) -> int:
 
     if worker is None:
         return await run_until_signalled(cfg)
-    from gateway.workers import report_ready
+    from gateway.workers import StatusPipe
 
-    return await run_until_signalled(cfg, worker.slot, report_ready(worker.status_fd))
+    return await run_until_signalled(cfg, worker.slot, StatusPipe(worker.status_fd).ready)

@@ -8,8 +8,9 @@ What must hold with several processes: every acknowledged message arrives exactl
 (pseudonymised on the lab route); both workers' audit records form one chain that
 verifies; a lockdown set through worker 0 stops delivery in both workers and lifting it
 resumes both; a worker killed with SIGKILL is restarted and none of its acknowledged
-messages is lost; /metrics counts what both workers did; SIGTERM lets a transaction in
-flight finish, refuses new sessions and stops every worker.
+messages is lost; a worker that stops answering (SIGSTOP) is killed and restarted;
+/metrics counts what both workers did; SIGTERM lets a transaction in flight finish,
+refuses new sessions and stops every worker.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ pytestmark = pytest.mark.timeout(120)
 # Seconds the slow sink takes per message (4 deliveries at once per destination: about
 # 20 messages a second, slower than the clients send).
 SLOW_SINK = 0.2
+# Seconds without a heartbeat before the supervisor kills a worker (default 30).
+HANG_TIMEOUT = 4
 _MESSAGE_ID = re.compile(rb"Message-ID: <(w-[0-9a-z-]+)@cabinet-du-parc\.fr>", re.IGNORECASE)
 
 
@@ -51,7 +54,10 @@ def write_config(tmp: Path, sink_port: int) -> Path:
     text = config.read_text()
     catch_all = '[[routes]]\nname = "default"\nmatch = ["*"]\naction = "reject-if-phi"\n'
     assert catch_all in text
-    config.write_text("workers = 2\n" + text.replace(catch_all + 'connector = "relay"\n', ""))
+    config.write_text(
+        f"workers = 2\nworker_hang_timeout = {HANG_TIMEOUT}\n"
+        + text.replace(catch_all + 'connector = "relay"\n', "")
+    )
     return config
 
 
@@ -338,3 +344,44 @@ async def test_sigterm_finishes_transactions_in_flight_and_refuses_new_sessions(
     finally:
         assert await asyncio.to_thread(restarted.stop) == 0
     assert arrived(sink)["w-across-stop"] == 1
+
+
+async def test_a_hung_worker_is_killed_and_restarted(tmp_path: Path, sink: Sink) -> None:
+    """SIGSTOP freezes worker 1 as a stuck event loop would: no more heartbeats. The
+    supervisor kills it after worker_hang_timeout and starts a successor, which
+    relays again; the supervisor still stops cleanly."""
+    _config, gateway = start_gateway(tmp_path, sink)
+    try:
+        pids = worker_pids(gateway)
+        os.kill(pids[1], signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        await wait_until(lambda: '"worker_hung"' in gateway.stderr_path.read_text(), within=30)
+        hung_after = time.monotonic() - stopped_at
+        await wait_until(lambda: "worker_restarted" in gateway.stderr_path.read_text(), within=30)
+        log = gateway.stderr_path.read_text()
+        hung = next(json.loads(line) for line in log.splitlines() if '"worker_hung"' in line)
+        assert hung["worker"] == 1 and hung["pid"] == pids[1]
+        assert HANG_TIMEOUT - 0.5 <= hung_after < HANG_TIMEOUT + 10
+        assert not _alive(pids[1])
+        # Worker 0 was never touched: it kept beating.
+        assert not any(
+            json.loads(line).get("worker") == 0
+            for line in log.splitlines()
+            if '"worker_hung"' in line
+        )
+        # Both slots relay again: enough sessions that the kernel uses each.
+        markers = [f"w-after-hang-{n}" for n in range(16)]
+        assert sorted(await send_concurrently(gateway.smtp_port, markers)) == sorted(markers)
+        await wait_until(lambda: set(arrived(sink)) >= set(markers), within=30)
+    finally:
+        exit_status = await asyncio.to_thread(gateway.stop)
+    assert exit_status == 0, gateway.stderr_tail()
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is still a process (a reaped child is not; a zombie is not ours)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] not in ("Z", "X")
+    except OSError:
+        return False
