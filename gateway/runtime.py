@@ -12,7 +12,8 @@ background duties until asked to stop:
 - metrics: a sink on the events, setters fed every GAUGE_INTERVAL (queue depth, oldest
   queued copy, lockdown, MSSanté client certificate expiry), scan duration from the
   service's pipeline timer and end-to-end latency from delivery events; /readyz checks
-  service started, spool writable, keys loaded, audit writable, engine loaded;
+  service started, spool writable, keys loaded, audit writable, engine loaded, and
+  with several workers that every worker is up (gateway/workers.py);
 - audit duties: periodic signed checkpoints, the daily checkpoint e-mail (queued
   through the service like any other message), retention, and a daily full verify
   in a thread.
@@ -64,7 +65,7 @@ from gateway.scan import build_engine
 from gateway.scan.model import ScanEngine
 from gateway.service import Service
 from gateway.vault import Vault
-from gateway.workers import WorkerSlot
+from gateway.workers import WorkerSlot, workers_up
 
 log = get_logger("portique.runtime")
 
@@ -282,13 +283,16 @@ class Runtime:
         """/readyz checks: each a cheap local probe, named, never with error text."""
         service = self.service
         spool_dir = service.spool.active if service is not None and service.started else None
-        return {
+        checks = {
             "service_started": service is not None and service.started,
             "spool_writable": spool_dir is not None and os.access(spool_dir, os.W_OK),
             "keys_loaded": self.keyring is not None,
             "audit_writable": self.trail is not None and self.trail.is_writable(),
             "engine_loaded": self.engine is not None,
         }
+        if self.slot.shared:
+            checks["workers_up"] = workers_up(self.cfg.data_dir, self.slot.count)
+        return checks
 
     def _audit_chain_ok(self) -> bool:
         trail = self.trail

@@ -53,6 +53,9 @@ Invariants:
   seconds without one the supervisor logs `worker_hung`, SIGKILLs it and restarts it
   (its acknowledged messages are in its spool directory, recovered by the successor).
 - Workers die with the supervisor (PR_SET_PDEATHSIG): no orphan keeps the port.
+- Worker 0's /readyz covers every worker: the supervisor rewrites STATUS_FILE each
+  second (which workers are up: ready, and a heartbeat within the last 3 seconds), and
+  `workers_up` is true only if that file is current and every worker in it is up.
 """
 
 from __future__ import annotations
@@ -92,6 +95,11 @@ HEALTHY_RUN = 60.0
 STOP_TIMEOUT = 40.0
 # Seconds between a worker's heartbeats on its status pipe (from its event loop).
 HEARTBEAT_INTERVAL = 1.0
+# The supervisor's view of its workers, rewritten every HEARTBEAT_INTERVAL seconds for
+# worker 0's /readyz: {"written": epoch seconds, "workers": [{"index", "pid", "up"}]}.
+STATUS_FILE = "workers.status"
+# /readyz counts the status file as current if written less than this long ago (s).
+STATUS_FRESH = 5.0
 # Where prometheus_client's multiprocess mode keeps each worker's values.
 METRICS_DIR = "metrics-multiproc"
 LOCK_FILE = "serve.lock"
@@ -148,6 +156,21 @@ class WorkerSlot:
             and p.name[1:].isdigit()
             and int(p.name[1:]) >= self.count
         )
+
+
+def workers_up(data_dir: Path, count: int) -> bool:
+    """Worker 0's /readyz check: the supervisor's status file is current, lists
+    `count` workers, and every one of them is up."""
+    try:
+        status = json.loads((data_dir / STATUS_FILE).read_text())
+        workers = status["workers"]
+        return (
+            time.time() - float(status["written"]) < STATUS_FRESH
+            and len(workers) == count
+            and all(w["up"] is True for w in workers)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 # --- the worker side ------------------------------------------------------------------
@@ -245,10 +268,11 @@ class _Worker:
     restarts: int = 0
     ready: asyncio.Future[dict[str, Any]] | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
-    # Once ready: the status pipe, read for heartbeats.
+    # Once ready: the status pipe, read for heartbeats, and when the last one came.
     heartbeats: tuple[asyncio.StreamReader, asyncio.BaseTransport] | None = field(
         default=None, repr=False
     )
+    last_beat: float | None = None  # time.monotonic(); None while not ready
 
 
 class Supervisor:
@@ -303,14 +327,44 @@ class Supervisor:
             # Logged before the start line: whoever waits for the start line on
             # stdout can rely on the pids already being in the log.
             log.info("workers_started", workers=self.count, pids=self.pids())
+            status_writer = asyncio.create_task(self._write_status(), name="workers-status")
             print(start_line(self.cfg, described, self.count), flush=True)
             await self._stop.wait()
+            status_writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await status_writer
             return await self._stop_workers()
         finally:
             if self._reserved is not None:
                 self._reserved.close()
             if self._lock is not None:
                 self._lock.close()
+
+    def status(self) -> dict[str, Any]:
+        """Which workers are up: ready, with a heartbeat in the last 3 intervals."""
+        now = time.monotonic()
+        return {
+            "written": time.time(),
+            "workers": [
+                {
+                    "index": w.index,
+                    "pid": w.proc.pid if w.proc is not None else None,
+                    "up": w.last_beat is not None and now - w.last_beat < 3 * HEARTBEAT_INTERVAL,
+                }
+                for w in self._workers
+            ],
+        }
+
+    async def _write_status(self) -> None:
+        path = self.data_dir / STATUS_FILE
+        tmp = path.with_suffix(".tmp")
+        while True:
+            try:
+                tmp.write_text(json.dumps(self.status()))
+                os.replace(tmp, path)
+            except OSError as exc:  # a full disk: /readyz then reports the file stale
+                log.warning("workers_status_not_written", error=type(exc).__name__)
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers if w.proc is not None]
@@ -470,6 +524,7 @@ class Supervisor:
             transport.close()
             return proc, None
         worker.heartbeats = (reader, transport)
+        worker.last_beat = time.monotonic()
         return proc, described
 
     async def _watch(self, worker: _Worker, proc: asyncio.subprocess.Process) -> int:
@@ -489,9 +544,11 @@ class Supervisor:
                     break
                 if not beat:  # the pipe closed: the worker is exiting
                     break
+                worker.last_beat = time.monotonic()
         finally:
             transport.close()
             worker.heartbeats = None
+            worker.last_beat = None
         return await proc.wait()
 
     def _forget(self, pid: int) -> None:

@@ -353,11 +353,19 @@ async def test_a_hung_worker_is_killed_and_restarted(tmp_path: Path, sink: Sink)
     _config, gateway = start_gateway(tmp_path, sink)
     try:
         pids = worker_pids(gateway)
+        readyz = f"http://127.0.0.1:{gateway.metrics_port}/readyz"
+        assert await asyncio.to_thread(http_status, readyz) == (200, "")
         os.kill(pids[1], signal.SIGSTOP)
         stopped_at = time.monotonic()
+        # Worker 0's /readyz sees worker 1 down within a few heartbeats...
+        await wait_until(
+            lambda: http_status(readyz) == (503, "workers_up"), within=HANG_TIMEOUT + 5
+        )
         await wait_until(lambda: '"worker_hung"' in gateway.stderr_path.read_text(), within=30)
         hung_after = time.monotonic() - stopped_at
         await wait_until(lambda: "worker_restarted" in gateway.stderr_path.read_text(), within=30)
+        # ...and up again once its successor beats.
+        await wait_until(lambda: http_status(readyz) == (200, ""), within=10)
         log = gateway.stderr_path.read_text()
         hung = next(json.loads(line) for line in log.splitlines() if '"worker_hung"' in line)
         assert hung["worker"] == 1 and hung["pid"] == pids[1]
@@ -376,6 +384,19 @@ async def test_a_hung_worker_is_killed_and_restarted(tmp_path: Path, sink: Sink)
     finally:
         exit_status = await asyncio.to_thread(gateway.stop)
     assert exit_status == 0, gateway.stderr_tail()
+
+
+def http_status(url: str) -> tuple[int, str]:
+    """(status, the failing /readyz checks, comma-separated) of a GET."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback test URL
+            return int(resp.status), ""
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code), ",".join(json.loads(exc.read().decode())["failing"])
 
 
 def _alive(pid: int) -> bool:
