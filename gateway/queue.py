@@ -439,8 +439,12 @@ class DeliveryQueue:
         patient_addresses: Callable[[Sequence[str]], bool] = identifies_patient,
         claim_owner: str | None = None,
         lockdown_refresh: float | None = None,
+        route_actions: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
+        # Route name -> action, for delivery events: an entry queued by another worker
+        # (or before a restart) is labelled by its route, not "unknown".
+        self.route_actions = dict(route_actions or {})
         # This process's name on the entries it delivers (see QueueStore.claim_due).
         self.claim_owner = claim_owner or f"p{os.getpid()}"
         # Which recipients make an event patient-identifying (masked by every sink):
@@ -762,6 +766,8 @@ class DeliveryQueue:
                 self.events.emit(
                     "delivery",
                     queue_id=entry.id,
+                    route=entry.route,
+                    action=self.route_actions.get(entry.route, ""),
                     connector=entry.connector,
                     destination=destination,
                     status=status.value,

@@ -178,6 +178,7 @@ class Service:
             patient_addresses=self.identifies_patient,
             claim_owner=slot.claim_owner,
             lockdown_refresh=LOCKDOWN_REFRESH if slot.shared else None,
+            route_actions={r.name: r.action for r in cfg.effective_routes()},
         )
         self._executor = concurrent.futures.ThreadPoolExecutor(
             PROCESSING_WORKERS, thread_name_prefix="pipeline"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.control import run_command
+from gateway.metrics import Metrics
 from gateway.service import Service
 from tests.relay._helpers import (
     EventLog,
@@ -86,11 +87,23 @@ async def test_restart_resumes_queue_and_spool(tmp_path):
     sink = await Sink().start()
     try:
         svc2 = Service(make_config(data_dir, sink.port))
+        # A process that never saw the message decided (another worker, or after a
+        # restart) still labels its delivery by route and action.
+        metrics = Metrics()
+        svc2.events.subscribe(metrics)
         await svc2.start()
         await sink.wait_for(1)
         assert not (data_dir / "spool" / "incoming" / "dead.tmp").exists()
         await wait_until(lambda: svc2.queue.list() == [])
         await svc2.stop(grace=0.5)
+        delivered = {
+            "route": "all",
+            "action": "deliver",
+            "outcome": "delivered",
+        }
+        assert (
+            metrics.registry.get_sample_value("portique_messages_delivered_total", delivered) == 1
+        )
     finally:
         await sink.stop()
 
