@@ -68,6 +68,8 @@ PROCESSING_WORKERS = 2
 PROCESSING_CONCURRENCY = 8
 # Wait before retrying a message whose processing failed on local storage, in seconds.
 PROCESSING_RETRY_DELAY = 30.0
+# Bytes of accepted small messages kept in memory until processed (see _on_accepted).
+ACCEPTED_DATA_MAX = 16 * 1024 * 1024
 # Seconds the event loop waits beyond scan.message_budget before giving up on the
 # pipeline thread: the pipeline checks its own budget between stages, so it normally
 # returns its own hold first.
@@ -123,6 +125,11 @@ class Service:
         # processing memory hold: a stat of the spool file on the event loop per message
         # was 1.5 % of samples under load. Recovered or retried entries fall back to stat.
         self._accepted_sizes: dict[str, int] = {}
+        # Small messages' bytes handed over with the 250 (SpoolWriter.plaintext), used
+        # once instead of reading the spool file back; at most ACCEPTED_DATA_MAX bytes
+        # wait here (beyond, processing reads the spool as for a recovered entry).
+        self._accepted_data: dict[str, tuple[Envelope, bytes]] = {}
+        self._accepted_data_bytes = 0
         self._retry_handles: list[asyncio.TimerHandle] = []
         # Fast-path deliveries in flight (each drops its spool entry when done).
         self._direct_tasks: set[asyncio.Task[None]] = set()
@@ -306,6 +313,10 @@ class Service:
         )
         assert self._processing is not None
         self._accepted_sizes[accepted.spool_id] = accepted.size
+        data = accepted.data
+        if data is not None and self._accepted_data_bytes + len(data) <= ACCEPTED_DATA_MAX:
+            self._accepted_data[accepted.spool_id] = (env, data)
+            self._accepted_data_bytes += len(data)
         self._processing.put_nowait(accepted.spool_id)
 
     async def _process_loop(self) -> None:
@@ -313,6 +324,9 @@ class Service:
         while True:
             spool_id = await self._processing.get()
             size = self._accepted_sizes.pop(spool_id, None)
+            received = self._accepted_data.pop(spool_id, None)
+            if received is not None:
+                self._accepted_data_bytes -= len(received[1])
             if spool_id in self._busy:
                 continue
             self._busy.add(spool_id)
@@ -320,7 +334,7 @@ class Service:
                 if size is None:
                     size = self.spool.size_of(spool_id)
                 async with self.queue.memory.hold(size):
-                    await self.process_spooled(spool_id)
+                    await self.process_spooled(spool_id, received)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -369,10 +383,17 @@ class Service:
             )
         )
 
-    async def process_spooled(self, spool_id: str) -> ProcessResult | None:
+    async def process_spooled(
+        self, spool_id: str, received: tuple[Envelope, bytes] | None = None
+    ) -> ProcessResult | None:
+        """Process a committed spool entry: its envelope and bytes as `received` with
+        the 250 (a small message), else read back from the spool."""
         loop = asyncio.get_running_loop()
         try:
-            envelope, raw = await loop.run_in_executor(self._io, self.spool.read, spool_id)
+            if received is not None:
+                envelope, raw = received
+            else:
+                envelope, raw = await loop.run_in_executor(self._io, self.spool.read, spool_id)
         except UnreadableSpoolEntry:
             where = self.spool.set_aside(spool_id)
             log.error("spool_entry_unreadable", spool_id=spool_id, moved_to=str(where))

@@ -11,7 +11,8 @@ Invariants:
   after `accepted_durable` (the service's EventBus.durable: the audit trail's
   "received" record, committed in groups off the loop) has returned.
 - DATA is streamed to the spool (sealed chunk by chunk); the message is never held
-  twice in memory here.
+  twice in memory here, except a message of at most spool.KEEP_PLAINTEXT bytes, whose
+  plaintext is handed to the service with the 250 so it is not read back.
 - SMTP smuggling (CVE-2023-51766 class): a bare CR or bare LF inside DATA rejects the
   message with a 5xx; only CRLF.CRLF ends DATA, so `\\n.\\r\\n` and `\\r.\\n` never do.
 - Commands pipelined before the TLS handshake completes are discarded (aiosmtpd
@@ -88,6 +89,8 @@ class Accepted:
     envelope: Envelope
     size: int
     message_id: str
+    # The spooled bytes of a small message (SpoolWriter.plaintext), else None.
+    data: bytes | None = None
 
 
 class PasswordChecker:
@@ -305,7 +308,7 @@ class PortiqueSMTP(SMTP):
                 log.warning("smtp_spool_failed", spool_id=spool_id, error=type(exc).__name__)
                 await self.push(R_TEMP_FAIL)
                 return
-            accepted = Accepted(spool_id, envelope, writer.size, message_id)
+            accepted = Accepted(spool_id, envelope, writer.size, message_id, writer.plaintext)
             self._end_transaction()
             try:
                 gate.on_accepted(accepted)

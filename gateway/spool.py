@@ -67,6 +67,9 @@ SPILL_BYTES = 256 * 1024
 # First size of a transfer's frame buffer (bytes): a 2 KB lab order fits, and it stays
 # under the 256 KiB mmap threshold serve sets, so it comes from the heap and is reused.
 FRAME_START = 64 * 1024
+# A committed message up to this size stays in memory for its processing (see
+# SpoolWriter.commit): no read back from disk, no decryption, no thread hop.
+KEEP_PLAINTEXT = 64 * 1024
 # Seconds a free-space reading is reused by the disk guard at MAIL FROM.
 FREE_SPACE_TTL = 1.0
 # Random part of spool ids: 32 bits drawn once per process, then a counter (per-id
@@ -157,6 +160,7 @@ class SpoolWriter:
         self._frame = bytearray(min(FRAME_START, STREAM_CHUNK))
         self._pending = 0
         self._closed = False
+        self.plaintext: bytes | None = None  # set by commit() for a small message
         # Sealed frames not yet on disk (see SPILL_BYTES); the file exists only once
         # the transfer spills or the commit thread writes it.
         self._fh: BinaryIO | None = None
@@ -210,9 +214,15 @@ class SpoolWriter:
         self._store(self._sealer.seal_chunk(self._take_pending()))
 
     async def commit(self) -> None:
-        """Seal the last frame and return once the message is durable in `active/`."""
+        """Seal the last frame and return once the message is durable in `active/`.
+
+        A message that fits in its last frame and in KEEP_PLAINTEXT bytes is also kept
+        as `plaintext`, so the service can process it without reading it back."""
         try:
-            self._store(self._sealer.seal_chunk(self._take_pending(), final=True))
+            last = self._take_pending()
+            if len(last) == self.size and self.size <= KEEP_PLAINTEXT:
+                self.plaintext = last
+            self._store(self._sealer.seal_chunk(last, final=True))
             if self._fh is not None:
                 self._fh.flush()
         except (OSError, SpoolError) as exc:

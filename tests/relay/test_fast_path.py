@@ -165,3 +165,34 @@ async def test_copies_behind_a_slow_peer_go_to_the_durable_queue_not_to_memory(
     finally:
         handler.release.set()
         await sink.stop()
+
+
+async def test_a_small_message_is_processed_from_memory_a_large_one_from_the_spool(
+    portique_factory, sink, monkeypatch
+):
+    """Up to spool.KEEP_PLAINTEXT bytes, the bytes spooled with the 250 are processed
+    without reading the spool file back; a larger message is read back. Both arrive
+    whole, with the Received header the spool holds."""
+    from gateway.spool import KEEP_PLAINTEXT, Spool
+
+    reads: list[str] = []
+    real_read = Spool.read
+
+    def counting_read(self, spool_id):
+        reads.append(spool_id)
+        return real_read(self, spool_id)
+
+    monkeypatch.setattr(Spool, "read", counting_read)
+    svc = await portique_factory(sink.port)
+    small = "Petite commande.\r\n"
+    large = "Ligne de commande assez longue pour remplir le message.\r\n" * (KEEP_PLAINTEXT // 50)
+    await asyncio.to_thread(send_sync, svc.smtp_port, message(body=small))
+    (first,) = await sink.wait_for(1)
+    assert reads == []
+    await asyncio.to_thread(send_sync, svc.smtp_port, message(body=large))
+    _, second = await sink.wait_for(2)
+    assert len(reads) == 1
+    for got, body in ((first, small), (second, large)):
+        assert got.data.startswith(b"Received: from ")
+        assert got.data.replace(b"\r\n", b"\n").endswith(body.replace("\r\n", "\n").encode())
+    await wait_until(lambda: svc.processing_idle() and svc.queue.idle)
