@@ -335,10 +335,9 @@ class _Walker:
             if part.index in self.message_roots
             else self.free_text_headers(part, with_subject=True)
         )
-        cte = str(message.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        cte = part.transfer_encoding
         payload = decode_body(memoryview(self.raw)[part.header_end : part.end], cte)
-        maintype = message.get_content_maintype()
-        subtype = message.get_content_subtype()
+        maintype, _, subtype = part.content_type.partition("/")
         body_first = len(analysis.fields)
         if maintype == "text" and subtype in ("plain", "html") and b"\x00" not in payload:
             charset = declared_charset(message)
@@ -442,7 +441,7 @@ class _Walker:
     ) -> Rebuilder:
         fields = self.analysis.fields
         nl = self.nl
-        cte = str(part.message.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        cte = part.transfer_encoding
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
             new_names = [texts[i - first] for i in name_indices]
@@ -478,7 +477,7 @@ class _Walker:
         extracted: ExtractedFile | None,
     ) -> Rebuilder:
         nl = self.nl
-        cte = str(part.message.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        cte = part.transfer_encoding
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
             new_names = [texts[i - first] for i in name_indices]
@@ -560,6 +559,12 @@ def attachment_names(message: Message) -> list[tuple[str, str]]:
     """[(param, decoded name)] for Content-Disposition filename and Content-Type name."""
     out: list[tuple[str, str]] = []
     for param, header in (("filename", "content-disposition"), ("name", "content-type")):
+        present = message.get(header)
+        if present is None or (isinstance(present, str) and param not in present.lower()):
+            # get_param would find nothing: every spelling of the parameter (RFC 2231
+            # "name*", "name*0*" included) holds its name. Spares two parameter parses
+            # per text body, which has no file name.
+            continue
         try:
             value = message.get_param(param, None, header=header)
         except (LookupError, ValueError, UnicodeError) as exc:

@@ -1,0 +1,164 @@
+"""The common-shape header reader (gateway/pipeline/mime.py) gives exactly the Message
+that email's BytesHeaderParser gives, and the pipeline's outcome does not depend on
+which of the two read a header block.
+
+Compared: every attribute of the Message (headers as stored, payload, Unix From_,
+charset, preamble, epilogue, default type, policy) and the types of its defects.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from gateway.config import FilesConfig
+from gateway.pipeline import mime
+from gateway.pipeline.mime import parse_header_block, parse_message
+from tests.pipeline._helpers import lab_copy, run
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def _state(message: Message) -> dict[str, object]:
+    state = dict(vars(message))
+    state["defects"] = [type(defect) for defect in message.defects]
+    return state
+
+
+def _reference(block: bytes) -> dict[str, object]:
+    return _state(BytesHeaderParser(policy=compat32).parsebytes(block))
+
+
+def _takes_fast_path(block: bytes) -> bool:
+    text = block.decode("ascii", "surrogateescape")
+    return mime._parse_common_block(text) is not None
+
+
+def _load_test_messages() -> ModuleType:
+    """load-tests/messages.py (load-tests/ is a folder of scripts, not a package)."""
+    name = "portique_load_test_messages"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "load-tests" / "messages.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _corpus() -> Iterator[tuple[str, bytes]]:
+    """The golden inputs and outputs, and load-tests/messages.py's three kinds."""
+    for path in sorted(GOLDEN.glob("*.eml")):
+        yield path.name, path.read_bytes()
+    messages = _load_test_messages()
+    for kind in ("lab", "html", "stl"):
+        for load_id, _index, raw in messages.generate("hdr", 12, kind, messages.DEFAULT_SEED):
+            yield load_id, raw
+
+
+def _header_blocks(raw: bytes) -> list[bytes]:
+    _root, parts = parse_message(raw, FilesConfig())
+    return [raw[part.start : part.header_end] for part in parts]
+
+
+# Pieces that matter to header syntax: names, colons, blanks, every line ending, a Unix
+# From_ line, 8-bit bytes, NUL, an encoded word, parameters.
+_PIECES = st.sampled_from(
+    [
+        b"Subject",
+        b"X-a",
+        b"From ",
+        b"From",
+        b":",
+        b": ",
+        b" ",
+        b"\t",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\r\n\r\n",
+        b"\n\n",
+        b"v",
+        b"\xc3\xa9",
+        b"\xff",
+        b"\x00",
+        b"=?utf-8?q?=C3=A9?=",
+        b'; name="a b"',
+        b"a b",
+    ]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_PIECES, max_size=16).map(b"".join))
+@example(b"From: a <b@c>\r\nSubject: x\r\n  y\r\nX:\r\n\tz\r\nY:  \r\n\r\n")
+@example(b"\r\n")
+@example(b"A: b\nC: d\r\n\r\n")
+@example(b"From someone Sun Nov 29\nSubject: a\n\n")
+@example(b"Subject: a\rX: b\r\n\r\n")
+@example(b": no name\r\n\r\n")
+@example(b" continued first\r\nA: b\r\n\r\n")
+@example(b"Subject: no blank line\r\n")
+@example(b"Bad header\r\nA: b\r\n\r\n")
+def test_same_message_as_bytes_header_parser(block: bytes) -> None:
+    assert _state(parse_header_block(block)) == _reference(block)
+
+
+_NAME = st.text(st.sampled_from("abcXYZ-_0!#~"), min_size=1, max_size=10)
+_VALUE = st.text(st.sampled_from([*"ab c\t;=\"'<>@:é", "\udcff"]), max_size=20)
+_ENDING = st.sampled_from(["\r\n", "\n"])
+
+
+@st.composite
+def _common_blocks(draw: st.DrawFn) -> bytes:
+    lines = []
+    for _ in range(draw(st.integers(0, 6))):
+        lines.append(f"{draw(_NAME)}:{draw(st.sampled_from(['', ' ', '  ', chr(9)]))}")
+        lines[-1] += draw(_VALUE) + draw(_ENDING)
+        for _ in range(draw(st.integers(0, 2))):  # folded continuation lines
+            lines.append(draw(st.sampled_from([" ", "\t", "  "])) + draw(_VALUE) + draw(_ENDING))
+    lines.append(draw(_ENDING))
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_common_blocks())
+def test_common_shapes_take_the_fast_path(block: bytes) -> None:
+    """Blocks shaped like real mail, so that the fast path is what gets compared."""
+    assert _takes_fast_path(block)
+    assert _state(parse_header_block(block)) == _reference(block)
+
+
+def test_corpus_header_blocks() -> None:
+    """Every part's header block of the golden corpus and of the load-test messages; the
+    load-test messages (what the throughput figures measure) all take the fast path."""
+    compared = 0
+    for name, raw in _corpus():
+        for block in _header_blocks(raw):
+            assert _state(parse_header_block(block)) == _reference(block), name
+            if not name.endswith(".eml"):
+                assert _takes_fast_path(block), name
+            compared += 1
+    assert compared > 100
+
+
+def test_pipeline_outcome_independent_of_the_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outcomes (verdict, bytes, findings, vault entries, reason, safe subject) on the
+    corpus are the same when every block goes through BytesHeaderParser."""
+    corpus = [(name, raw) for name, raw in _corpus() if name.endswith(".in.eml") or ".lab." in name]
+    fast = [run(raw, lab_copy()) for _name, raw in corpus]
+    monkeypatch.setattr(mime, "_parse_common_block", lambda text: None)
+    for (name, raw), expected in zip(corpus, fast, strict=True):
+        assert run(raw, lab_copy()) == expected, name
