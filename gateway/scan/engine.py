@@ -357,6 +357,7 @@ class Engine:
                 fields[index], folded_fields[index], roster_words[index], named
             )
             spans[index].extend(names)
+        first_names = self._first_name_literals(named)
         for index in range(count) if named else with_words:
             tick()
             field = fields[index]
@@ -366,9 +367,11 @@ class Engine:
                         field, folded_fields[index], roster_words[index], named, consumed[index]
                     )
                 )
-            if named:
+            if first_names:
                 spans[index].extend(
-                    self._first_names_of_named(field, folded_fields[index], named, protected[index])
+                    self._first_names_of_named(
+                        field, folded_fields[index], first_names, protected[index]
+                    )
                 )
         # Birth dates of the patients named in this message -> the patient.
         born: dict[date, str] = {}
@@ -716,22 +719,32 @@ class Engine:
                 return parts[-count].start(), parts[-1].end(), first
         return None
 
-    def _first_names_of_named(
-        self, field: TextField, folded: str, named: set[str], protected: _SpanIndex
-    ) -> list[_Span]:
-        """A first name alone, capitalised, of a patient named in this message."""
-        found: list[_Span] = []
-        if not named:
-            return found
-        view: str | None = None
+    def _first_name_literals(self, named: set[str]) -> list[tuple[str, str, str]]:
+        """(patient key, normalised first name, its word-view literal) of each patient
+        named in the message, in key order: computed once per message, then looked for
+        in every field (_first_names_of_named)."""
+        found: list[tuple[str, str, str]] = []
         for key in sorted(named):
             patient = self.roster.patients.get(key)
             first = normalise_name(patient.first_name) if patient else ""
-            if not first:
-                continue
-            if view is None:
-                view = word_view(folded.encode("ascii")).decode("ascii")
-            literal = literal_form(first)
+            if first:
+                found.append((key, first, literal_form(first)))
+        return found
+
+    def _first_names_of_named(
+        self,
+        field: TextField,
+        folded: str,
+        first_names: list[tuple[str, str, str]],
+        protected: _SpanIndex,
+    ) -> list[_Span]:
+        """A first name alone, capitalised, of a patient named in this message
+        (`first_names`: see _first_name_literals)."""
+        found: list[_Span] = []
+        if not first_names:
+            return found
+        view = word_view(folded.encode("ascii")).decode("ascii")
+        for key, first, literal in first_names:
             at = view.find(literal)
             while at >= 0:
                 start, end = at, at + len(literal) - 2  # view is padded by one space

@@ -169,19 +169,30 @@ class HyperscanMatcher:
             )
 
     def shapes(self, folded: str, data: bytes) -> list[Candidate]:
-        # Per shape, the starts of its hits; per expression, its shape's list. The
-        # callback (one Python call per hit) does nothing else.
-        starts_of = [[] for _ in SHAPES]  # type: ignore[var-annotated]
-        by_expression = [starts_of[shape] for shape in self._expression_shape]
+        # The callback (one Python call per hit) only records the hit; hits are grouped
+        # per shape afterwards, visiting only the shapes that fired (a 2 KB order fires a
+        # handful of its 17), in shape order as before.
+        fired: list[tuple[int, int]] = []
+        record = fired.append
 
         def on_match(expression: int, start: int, _end: int, _flags: int, _ctx: object) -> None:
-            by_expression[expression].append(start)
+            record((expression, start))
 
         self._shape_db.scan(data, match_event_handler=on_match, scratch=self._scratch("shape"))
         found: list[Candidate] = []
-        for plan, hits in zip(self._plans, starts_of, strict=True):
-            if not hits:
-                continue
+        if not fired:
+            return found
+        starts_of: dict[int, list[int]] = {}  # shape index -> its hits' starts, in hit order
+        shape_of = self._expression_shape
+        for expression, start in fired:
+            shape_starts = starts_of.get(shape_of[expression])
+            if shape_starts is None:
+                starts_of[shape_of[expression]] = [start]
+            else:
+                shape_starts.append(start)
+        plans = self._plans
+        for shape_index in sorted(starts_of):
+            plan, hits = plans[shape_index], starts_of[shape_index]
             mode = plan.mode
             if mode == _WINDOW:
                 _read_windows(plan, folded, hits, found)
