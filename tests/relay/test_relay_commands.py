@@ -1,5 +1,5 @@
-"""The relay connector's MAIL and RCPT commands: written directly for plain addresses,
-through aiosmtplib for anything else; the peer sees the same envelope either way."""
+"""The relay connector's MAIL and RCPT commands: plain, quoted and null addresses reach
+the peer exactly as given (connectors/smtp_client.py writes them, never rewritten)."""
 
 from __future__ import annotations
 
