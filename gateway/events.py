@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+import logging
+import operator
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -56,19 +58,21 @@ class EventBus:
 
     def __init__(self) -> None:
         self._sinks: list[tuple[EventSink, bool]] = []
+        # The sinks that defer their writes, with their `durable` (see `durable()`).
+        self._deferring: list[tuple[EventSink, bool, Callable[[], Awaitable[None]]]] = []
         self._log = structlog.get_logger("portique.events")
 
     def subscribe(self, sink: EventSink, *, required: bool = False) -> None:
         self._sinks.append((sink, required))
+        wait = getattr(sink, "durable", None)
+        if wait is not None:
+            self._deferring.append((sink, required, wait))
 
     async def durable(self) -> None:
         """Wait until every event emitted so far is durable in each sink that defers
         its writes (a sink with an async `durable()`, the audit trail's group commit).
         Raises what such a required sink raises; a failing optional sink is logged."""
-        for sink, required in self._sinks:
-            wait = getattr(sink, "durable", None)
-            if wait is None:
-                continue
+        for sink, required, wait in self._deferring:
             try:
                 await wait()
             except Exception:
@@ -93,14 +97,43 @@ class LogSink:
     def __init__(self, digest_key: bytes) -> None:
         self._key = digest_key
         self._log = structlog.get_logger("portique")
+        # (structlog configuration it was built under, bound logger or None when info
+        # lines are filtered out): see `_info_logger`.
+        self._bound: tuple[tuple[Any, ...], Any] | None = None
+
+    def _info_logger(self) -> Any:
+        """The logger for this sink's info lines, or None if that level is filtered out.
+
+        The lazy proxy from `structlog.get_logger` assembles a new logger on every call
+        (~20 us, three times a message); this one is rebuilt only when structlog is
+        reconfigured (new processors list, wrapper, factory or context class), so a
+        change of level or of processors still takes effect at the next event."""
+        config = structlog.get_config()
+        identity = (
+            config["processors"],
+            config["wrapper_class"],
+            config["logger_factory"],
+            config["context_class"],
+        )
+        bound = self._bound
+        if bound is None or not all(map(operator.is_, identity, bound[0])):
+            logger = self._log.bind()
+            enabled = getattr(logger, "is_enabled_for", None)
+            if enabled is not None and not enabled(logging.INFO):
+                logger = None
+            bound = self._bound = (identity, logger)
+        return bound[1]
 
     def emit(self, event: Event) -> None:
+        logger = self._info_logger()
+        if logger is None:
+            return
         fields = dict(event.fields)
         if fields.get("identifies_patient"):
             for k in ("recipients", "mail_from"):
                 if k in fields:
                     fields[k] = mask_addresses(fields[k], self._key)
-        self._log.info(event.kind, **fields)
+        logger.info(event.kind, **fields)
 
 
 def mask_address(address: str, key: bytes) -> str:

@@ -12,16 +12,26 @@ Rows:
 - verify: full verification (chain, MACs, checkpoint signatures) of the trail;
 - search: one console page (50 records) filtered by recipient, with the total count;
 - status: the incremental check the dashboard and /readyz make after one append;
-- metrics: Metrics.emit of one event (the sink runs inline on the event bus).
+- metrics: Metrics.emit of one event (the sink runs inline on the event bus);
+- message events: what one relayed message costs in events (issue 7): `received`,
+  `decided` and `delivery` through an EventBus wired as `portique serve` wires it
+  (log sink at --log-level, the audit trail, metrics, latency), from 20 coroutines
+  that each await `durable()` after every event as the service and the queue do.
+  Prints the event loop's CPU per message (emits and their awaits) and the whole
+  process's (the audit writer thread's encoding, hashing, SQLite and fsync included),
+  user + system, as ranges over --repeat runs.
 
 `--quick` runs every row on tiny input (used by a test). Usage:
-    .venv/bin/python load-tests/bench_audit.py [--quick] [--records N]
+    .venv/bin/python load-tests/bench_audit.py [--quick] [--records N] [--messages N]
+        [--repeat N] [--log-level warning]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import resource
 import sys
 import tempfile
 import threading
@@ -33,8 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from crypto.keys import init_keys, load_keys  # noqa: E402
 from gateway.audit import AuditTrail  # noqa: E402
 from gateway.config import AuditConfig  # noqa: E402
-from gateway.events import Event  # noqa: E402
+from gateway.events import Event, EventBus, LogSink  # noqa: E402
+from gateway.logging import configure_logging  # noqa: E402
 from gateway.metrics import Metrics  # noqa: E402
+from gateway.runtime import _LatencySink  # noqa: E402
 
 DECIDED = {
     "spool_id": "20261129T0450-abcdef",
@@ -54,6 +66,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny input, for the test")
     parser.add_argument("--records", type=int, default=5000)
+    parser.add_argument("--messages", type=int, default=2000, help="for the message events row")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the message events row")
+    parser.add_argument("--log-level", default="warning", help="as log_level in portique.toml")
     args = parser.parse_args()
     n = 20 if args.quick else args.records
 
@@ -112,7 +127,8 @@ def main() -> int:
             result = trail.verify()
             dt = time.perf_counter() - t0
             assert result.ok, result.reason
-            print(f"verify   {result.records_checked:>7} records  {n / dt:>9.0f} records/s")
+            checked = result.records_checked
+            print(f"verify   {checked:>7} records  {checked / dt:>9.0f} records/s")
 
             t0 = time.perf_counter()
             records, total = trail.search(recipient="commandes@labo-dupont.fr", limit=50)
@@ -135,7 +151,104 @@ def main() -> int:
         metrics.emit(event)
     dt = time.perf_counter() - t0
     print(f"metrics  {m:>7} events   {m / dt:>9.0f} events/s  {dt / m * 1e6:.1f} us each")
+
+    configure_logging(args.log_level, io.StringIO())
+    messages = 40 if args.quick else args.messages
+    runs = [message_events(messages) for _ in range(1 if args.quick else args.repeat)]
+    loop_us = [loop for loop, _ in runs]
+    process_us = [process for _, process in runs]
+    print(
+        f"message events {messages:>5} messages  loop {_span(loop_us)} us/msg"
+        f"  process {_span(process_us)} us/msg  (log level {args.log_level})"
+    )
     return 0
+
+
+def _span(values: list[float]) -> str:
+    return f"{min(values):.0f}-{max(values):.0f}"
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def message_events(messages: int, sessions: int = 20) -> tuple[float, float]:
+    """(event-loop CPU, process CPU) per message, microseconds, for `messages`
+    messages' events on a fresh trail (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+        data_dir = Path(tmp)
+        init_keys(data_dir)
+        keyring = load_keys(data_dir)
+        trail = AuditTrail.open(
+            data_dir,
+            keyring,
+            AuditConfig(),
+            identifies_patient=lambda address: address.endswith("@patient.mssante.fr"),
+        )
+        metrics = Metrics()
+        bus = EventBus()
+        bus.subscribe(LogSink(keyring.digest_key))
+        bus.subscribe(trail, required=True)
+        bus.subscribe(metrics)
+        bus.subscribe(_LatencySink(metrics))
+        try:
+            per_session = max(1, messages // sessions)
+
+            async def session(n: int) -> None:
+                for i in range(per_session):
+                    await one_message(bus, f"20261129T1020{n:02d}{i:06d}-abcdef")
+
+            async def run() -> float:
+                started = time.thread_time()
+                await asyncio.gather(*(session(n) for n in range(sessions)))
+                return time.thread_time() - started
+
+            asyncio.run(run())  # warm up: labelled metrics, regexes, the writer thread
+            cpu0 = _cpu_seconds()
+            loop_cpu = asyncio.run(run())
+            process_cpu = _cpu_seconds() - cpu0
+        finally:
+            trail.close()
+    done = per_session * sessions
+    return loop_cpu / done * 1e6, process_cpu / done * 1e6
+
+
+async def one_message(bus: EventBus, spool_id: str) -> None:
+    """The events of one 2 KB lab order relayed on the fast path, with their waits."""
+    bus.emit(
+        "received",
+        spool_id=spool_id,
+        client="127.0.0.1",
+        user=None,
+        mail_from="cabinet@cabinet-martin.fr",
+        recipients=["commandes@labo-dupont.fr"],
+        size=2148,
+        message_id=f"<{spool_id}@cabinet-martin.fr>",
+        identifies_patient=False,
+    )
+    await bus.durable()  # the 250 waits for "received"
+    bus.emit(
+        "decided",
+        **{**DECIDED, "spool_id": spool_id, "copy_id": f"{spool_id}.0", "reason": ""},
+        identifies_patient=False,
+    )
+    await bus.durable()  # before the copy leaves
+    bus.emit(
+        "delivery",
+        queue_id=f"{spool_id}-d",
+        connector="relay",
+        destination="labo-dupont.fr",
+        status="delivered",
+        detail="250 2.0.0 Ok: queued as 4dXyZ1",
+        attempt=1,
+        recipients=["commandes@labo-dupont.fr"],
+        identifies_patient=False,
+        latency_s=0.0123,
+        age_s=0.051,
+        bytes=2300,
+    )
+    await bus.durable()  # before the fast path forgets the copy
 
 
 if __name__ == "__main__":

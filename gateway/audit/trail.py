@@ -12,18 +12,24 @@ Invariants:
   `hash` = SHA-256 of the canonical JSON of (seq, ts, kind, actor, fields, prev_hash).
   It also carries a MAC of its hash under a key derived from the digest key, so
   nobody without the keys can forge or re-chain records, even after the last
-  checkpoint.
+  checkpoint. The `fields` column holds the fields' canonical JSON, the very text
+  that is hashed (`encode_record`); records written before issue 7 hold `json.dumps`
+  text with spaces. Verification parses the column and re-encodes it: both verify.
 - Every `checkpoint_every` records, at `close()`, and when pruning, an Ed25519-signed
   checkpoint (seq, hash, time) is stored and published off the box.
 - No raw patient address is stored: addresses of events flagged
   `identifies_patient`, and any `...@patient.mssante.fr` anywhere in the fields,
-  become `#<keyed hash of local part>@domain` (gateway.events.mask_address).
+  become `#<keyed hash of local part>@domain` (gateway.events.mask_address). Masking
+  happens in `emit`/`append`, before a record is queued for the writer. The masker
+  remembers keyed hashes, never the answer of `identifies_patient` (it changes when
+  the roster is reloaded).
 - `append` returns only after the record is committed with synchronous=FULL (fsync);
   if it cannot write, it raises AuditError and the caller must not proceed.
 - Group commit (issue 7): appends go through one writer thread that commits every
   record waiting at that moment in ONE transaction with ONE fsync, in submission
   order, so concurrent callers share a sync. Chain, MAC and checkpoint placement are
   exactly those of one-at-a-time appends (a batch is split at checkpoint boundaries).
+  The records of one transaction share its timestamp (one clock reading).
 - `emit` from an event-loop thread does not wait (fsync never blocks the loop): the
   record is queued for the writer, and the caller awaits `durable()` before anything
   that depends on it leaves (the service before a copy is queued or sent, the queue
@@ -38,6 +44,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import json
@@ -89,6 +96,9 @@ _BATCH_ROWS = 1000
 _MAX_FIELD_DEPTH = 8
 # Addresses whose route answer `patient_route_predicate` remembers (then starts afresh).
 _ROUTE_MEMO_SIZE = 4096
+# Addresses whose keyed hash an AddressMasker remembers (then starts afresh): a hash
+# costs ~4 us, a look-up ~0.1 us, and a practice writes to a few hundred addresses.
+_HASH_MEMO_SIZE = 4096
 
 _MIGRATIONS = [
     """
@@ -242,47 +252,76 @@ def mask_patient_addresses(
     address, if the event says `identifies_patient`; and every recipient address for
     which `identifies_patient(address)` is true (the routes that send to patients,
     see `patient_route_predicate`). An address already masked (`#...@`) stays as is."""
-    everything = bool(fields.get("identifies_patient"))
+    return AddressMasker(digest_key, identifies_patient).mask_fields(fields)
 
-    def replacer(check: AddressPredicate | None) -> Callable[[re.Match[str]], str]:
-        def replace(m: re.Match[str]) -> str:
-            address = m.group(0)
-            if address.startswith("#"):
-                return address
-            domain = address.rpartition("@")[2].lower()
-            if everything or domain == PATIENT_DOMAIN or (check is not None and check(address)):
-                return mask_address(address, digest_key)
+
+class AddressMasker:
+    """`mask_patient_addresses` for one trail, built once: it remembers the keyed hash
+    of the addresses it has masked (the same few recur in every message), never
+    whether an address identifies a patient (`identifies_patient` may change its
+    answer when the roster is reloaded, so it is asked each time)."""
+
+    __slots__ = ("_hashed", "_identifies_patient", "_key")
+
+    def __init__(self, digest_key: bytes, identifies_patient: AddressPredicate | None) -> None:
+        self._key = digest_key
+        self._identifies_patient = identifies_patient
+        self._hashed: dict[str, str] = {}
+
+    def mask_fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """See `mask_patient_addresses`."""
+        everything = bool(fields.get("identifies_patient"))
+        stored: dict[str, Any] = {}
+        for k, v in fields.items():
+            key = k if type(k) is str else str(k)
+            # The sender's own address is never checked against patient routes.
+            check = None if key in _SENDER_KEYS else self._identifies_patient
+            kind = type(v)
+            if kind is str:
+                stored[key] = self.mask_text(v, everything, check) if "@" in v else v
+            elif v is None or kind is int or kind is bool or kind is float:
+                stored[key] = v
+            elif kind is list and all(type(item) is str for item in v):
+                # The common case: a list of addresses or digests.
+                stored[key] = [
+                    self.mask_text(item, everything, check) if "@" in item else item for item in v
+                ]
+            else:
+                stored[key] = _json_safe(v, self._text_masker(everything, check), 0)
+        for key in _FREE_TEXT_KEYS & stored.keys():
+            if isinstance(stored[key], str):
+                # Safety net for free text (a peer's reply, a hold reason): the same
+                # redaction as the last log processor (NIR, IBAN, phone, e-mail local part).
+                stored[key] = scrub_identifiers(stored[key])
+        return stored
+
+    def mask_text(self, text: str, everything: bool, check: AddressPredicate | None) -> str:
+        """`text` with every address in it that identifies a patient masked."""
+        if "@" not in text:
+            return text
+        if _ANY_ADDRESS.fullmatch(text) is not None:
+            # The text is one address (a recipient, a sender): the match `sub` would
+            # find, without its per-match callback.
+            return self._mask_one(text, everything, check)
+        return _ANY_ADDRESS.sub(lambda m: self._mask_one(m.group(0), everything, check), text)
+
+    def _text_masker(
+        self, everything: bool, check: AddressPredicate | None
+    ) -> Callable[[str], str]:
+        return lambda text: self.mask_text(text, everything, check)
+
+    def _mask_one(self, address: str, everything: bool, check: AddressPredicate | None) -> str:
+        if address.startswith("#"):
             return address
-
-        return replace
-
-    # One masker for the sender's own address (never checked against patient routes),
-    # one for everything else; built once per event, not once per field.
-    replace_any, replace_sender = replacer(identifies_patient), replacer(None)
-
-    def mask_any(text: str) -> str:
-        return _ANY_ADDRESS.sub(replace_any, text) if "@" in text else text
-
-    def mask_sender(text: str) -> str:
-        return _ANY_ADDRESS.sub(replace_sender, text) if "@" in text else text
-
-    stored: dict[str, Any] = {}
-    for k, v in fields.items():
-        key = str(k)
-        mask = mask_sender if key in _SENDER_KEYS else mask_any
-        kind = type(v)
-        if kind is str:
-            stored[key] = mask(v)
-        elif v is None or kind is int or kind is bool or kind is float:
-            stored[key] = v
-        else:
-            stored[key] = _json_safe(v, mask, 0)
-    for key in _FREE_TEXT_KEYS & stored.keys():
-        if isinstance(stored[key], str):
-            # Safety net for free text (a peer's reply, a hold reason): the same
-            # redaction as the last log processor (NIR, IBAN, phone, e-mail local part).
-            stored[key] = scrub_identifiers(stored[key])
-    return stored
+        domain = address.rpartition("@")[2].lower()
+        if everything or domain == PATIENT_DOMAIN or (check is not None and check(address)):
+            hashed = self._hashed.get(address)
+            if hashed is None:
+                if len(self._hashed) >= _HASH_MEMO_SIZE:
+                    self._hashed.clear()
+                hashed = self._hashed[address] = mask_address(address, self._key)
+            return hashed
+        return address
 
 
 def patient_route_predicate(config: Config) -> AddressPredicate:
@@ -356,20 +395,42 @@ def record_hash(
     return sha256_hex(canonical_json(body))
 
 
-@dataclass(eq=False)
-class _PendingRecord:
-    """One record waiting for the group-commit writer."""
+# The canonical encoding (crypto.signing.canonical_json's settings) as text: a record's
+# fields are encoded once, stored as such and embedded as they are in the hashed body.
+_encode_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False
+).encode
 
-    kind: str
-    actor: str
-    stored: Mapping[str, Any]
-    deferred: bool
-    done: threading.Event = field(default_factory=threading.Event)
-    seq: int = 0
-    error: AuditError | None = None
-    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
-        default_factory=list
+
+def encode_record(
+    seq: int, ts: str, kind: str, actor: str, fields: Mapping[str, Any], prev_hash: str
+) -> tuple[str, str]:
+    """(the fields as stored, the record's hash): the hash is `record_hash` of the same
+    record, built around the one encoding of the fields (keys in sorted order, as
+    canonical_json writes them: actor, fields, kind, prev_hash, seq, ts)."""
+    fields_text = _encode_canonical(dict(fields))
+    body = (
+        f'{{"actor":{_encode_canonical(actor)},"fields":{fields_text},'
+        f'"kind":{_encode_canonical(kind)},"prev_hash":{_encode_canonical(prev_hash)},'
+        f'"seq":{int(seq)},"ts":{_encode_canonical(ts)}}}'
     )
+    return fields_text, sha256_hex(body.encode("utf-8"))
+
+
+class _PendingRecord:
+    """One record waiting for the group-commit writer. `ticket` is its place in
+    submission order: it is handled once the trail's `_handled` reaches it."""
+
+    __slots__ = ("actor", "deferred", "error", "kind", "seq", "stored", "ticket")
+
+    def __init__(self, kind: str, actor: str, stored: Mapping[str, Any], deferred: bool) -> None:
+        self.kind = kind
+        self.actor = actor
+        self.stored = stored
+        self.deferred = deferred
+        self.ticket = 0
+        self.seq = 0
+        self.error: AuditError | None = None
 
 
 class AuditTrail:
@@ -398,12 +459,23 @@ class AuditTrail:
         self._email_sender = email_sender
         self._email_from = email_from
         self._clock = clock
-        self._identifies_patient = identifies_patient
+        self._masker = AddressMasker(keyring.digest_key, identifies_patient)
         self._lock = threading.RLock()
         # Group commit: records waiting for the writer thread, in submission order.
+        # Tickets count submitted records; `_handled` is the last ticket handled
+        # (committed or failed, always in ticket order). Both change under one lock;
+        # `_pending_cv` wakes the writer, `_handled_cv` the threads waiting for it, and
+        # `_loop_waiters` (ticket, loop, future), in ticket order, `durable()` callers.
+        self._guard = threading.Lock()
         self._pending: list[_PendingRecord] = []
-        self._pending_cv = threading.Condition(threading.Lock())
-        self._last_submitted: _PendingRecord | None = None
+        self._pending_cv = threading.Condition(self._guard)
+        self._handled_cv = threading.Condition(self._guard)
+        self._writer_idle = False  # the writer waits on `_pending_cv`
+        self._submitted = 0
+        self._handled = 0
+        self._loop_waiters: collections.deque[
+            tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]
+        ] = collections.deque()
         self._writer: threading.Thread | None = None
         self._stopping = False
         self._deferred_failure: AuditError | None = None
@@ -553,9 +625,7 @@ class AuditTrail:
             return
         if self._deferred_failure is not None:
             raise self._deferred_failure
-        stored = mask_patient_addresses(
-            event.fields, self._keyring.digest_key, self._identifies_patient
-        )
+        stored = self._masker.mask_fields(event.fields)
         self._submit(_PendingRecord(event.kind, actor, stored, deferred=True))
 
     def append(self, kind: str, fields: Mapping[str, Any], *, actor: str = "system") -> int:
@@ -563,9 +633,11 @@ class AuditTrail:
 
         Blocks until the writer thread has committed (and fsynced) the batch holding
         it: do not call it on an event loop (use `emit` + `durable()` there)."""
-        stored = mask_patient_addresses(fields, self._keyring.digest_key, self._identifies_patient)
+        stored = self._masker.mask_fields(fields)
         pending = self._submit(_PendingRecord(kind, actor, stored, deferred=False))
-        pending.done.wait()
+        with self._handled_cv:
+            while self._handled < pending.ticket:
+                self._handled_cv.wait()
         if pending.error is not None:
             raise pending.error
         return pending.seq
@@ -575,36 +647,38 @@ class AuditTrail:
         committed. Raises AuditError if a deferred record could not be written."""
         future: asyncio.Future[None] | None = None
         with self._pending_cv:
-            last = self._last_submitted
-            if last is not None and not last.done.is_set():
+            if self._handled < self._submitted:
                 loop = asyncio.get_running_loop()
                 future = loop.create_future()
-                last.waiters.append((loop, future))
+                self._loop_waiters.append((self._submitted, loop, future))
         if future is not None:
             await future
         if self._deferred_failure is not None:
             raise self._deferred_failure
 
     def _submit(self, pending: _PendingRecord) -> _PendingRecord:
-        with self._pending_cv:
+        with self._guard:
             if self._closed or self._readonly or self._stopping:
                 raise AuditError("audit trail is closed or opened read-only")
+            self._submitted += 1
+            pending.ticket = self._submitted
             self._pending.append(pending)
-            self._last_submitted = pending
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._writer_loop, name="audit-writer", daemon=True
                 )
                 self._writer.start()
-            self._pending_cv.notify()
+            elif self._writer_idle:
+                # A busy writer takes the whole queue when it is done: no wake-up needed.
+                self._pending_cv.notify()
         return pending
 
     def _drain(self) -> None:
         """Block until every record submitted so far has been handled by the writer."""
-        with self._pending_cv:
-            last = self._last_submitted
-        if last is not None:
-            last.done.wait()
+        with self._handled_cv:
+            target = self._submitted
+            while self._handled < target:
+                self._handled_cv.wait()
 
     def _stop_writer(self) -> None:
         with self._pending_cv:
@@ -620,7 +694,9 @@ class AuditTrail:
         while True:
             with self._pending_cv:
                 while not self._pending and not self._stopping:
+                    self._writer_idle = True
                     self._pending_cv.wait()
+                self._writer_idle = False
                 if not self._pending:
                     return
                 batch, self._pending = self._pending, []
@@ -628,25 +704,36 @@ class AuditTrail:
                 self._commit_batch(batch)
             except BaseException as exc:  # never leave a caller waiting forever
                 error = AuditError(f"cannot write the audit trail: {type(exc).__name__}")
-                for pending in batch:
-                    if not pending.done.is_set():
-                        pending.error = pending.error or error
-                        self._finish(pending)
+                left = [pending for pending in batch if pending.ticket > self._handled]
+                for pending in left:
+                    pending.error = pending.error or error
+                self._finish(left)
                 if not isinstance(exc, Exception):
                     raise
 
-    def _finish(self, pending: _PendingRecord) -> None:
-        if pending.error is not None and pending.deferred and self._deferred_failure is None:
-            self._deferred_failure = AuditError(
-                "audit records queued from the event loop could not be written"
-            )
-            self._log.error("audit_deferred_records_lost", error=str(pending.error))
-        with self._pending_cv:
-            pending.done.set()
-            waiters, pending.waiters = pending.waiters, []
-        for loop, future in waiters:
+    def _finish(self, records: list[_PendingRecord]) -> None:
+        """Mark `records` (the next ones in ticket order, their seq or error set) as
+        handled and wake whoever waits for them."""
+        if not records:
+            return
+        for pending in records:
+            if pending.error is not None and pending.deferred and self._deferred_failure is None:
+                self._deferred_failure = AuditError(
+                    "audit records queued from the event loop could not be written"
+                )
+                self._log.error("audit_deferred_records_lost", error=str(pending.error))
+        woken: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        with self._handled_cv:
+            self._handled = max(self._handled, records[-1].ticket)
+            self._handled_cv.notify_all()
+            waiters = self._loop_waiters
+            while waiters and waiters[0][0] <= self._handled:
+                _, loop, future = waiters.popleft()
+                woken.setdefault(loop, []).append(future)
+        # One wake-up per event loop (a write to its self-pipe), not one per waiter.
+        for loop, futures in woken.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                loop.call_soon_threadsafe(_resolve, future)
+                loop.call_soon_threadsafe(_resolve, futures)
 
     def _commit_batch(self, batch: list[_PendingRecord]) -> None:
         """Commit `batch` in order: one transaction (one fsync) per run of records up to
@@ -656,7 +743,7 @@ class AuditTrail:
                 error = AuditError("audit trail is closed or opened read-only")
                 for pending in batch:
                     pending.error = error
-                    self._finish(pending)
+                self._finish(batch)
                 return
             start = 0
             while start < len(batch):
@@ -669,7 +756,7 @@ class AuditTrail:
                 except AuditError as exc:
                     for pending in chunk:
                         pending.error = exc
-                        self._finish(pending)
+                    self._finish(chunk)
                     continue
                 checkpoint_error: AuditError | None = None
                 try:
@@ -683,44 +770,54 @@ class AuditTrail:
                     # As before: the record is committed, but the caller hears that the
                     # checkpoint after it failed.
                     pending.error = checkpoint_error
-                    self._finish(pending)
+                self._finish(chunk)
 
     def _insert_chunk(self, chunk: list[_PendingRecord]) -> None:
+        """One transaction for `chunk`. Its records share one timestamp, the time of
+        that transaction; each is encoded once (encode_record) and hashed, chained and
+        MACed exactly as `record_hash` and `portique audit verify` expect."""
+        mac_key = self._mac_key
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 last_seq, last_hash = self._load_tail()
+                ts = format_ts(self._clock())
+                rows: list[tuple[Any, ...]] = []
+                address_rows: list[tuple[int, str, str]] = []
                 for pending in chunk:
                     stored = pending.stored
-                    ts = format_ts(self._clock())
                     seq = last_seq + 1
-                    digest = record_hash(seq, ts, pending.kind, pending.actor, stored, last_hash)
-                    self._conn.execute(
-                        "INSERT INTO records (seq, ts, kind, actor, fields, prev_hash, hash,"
-                        " mac, route, action, message_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    text, digest = encode_record(
+                        seq, ts, pending.kind, pending.actor, stored, last_hash
+                    )
+                    rows.append(
                         (
                             seq,
                             ts,
                             pending.kind,
                             pending.actor,
-                            json.dumps(stored, sort_keys=True, ensure_ascii=False),
+                            text,
                             last_hash,
                             digest,
-                            record_mac(self._mac_key, digest),
+                            record_mac(mac_key, digest),
                             _text_or_none(stored.get("route")),
                             _text_or_none(stored.get("action") or stored.get("mode")),
                             _text_or_none(stored.get("message_id")),
-                        ),
-                    )
-                    rows = [(seq, "from", a) for a in _addresses(stored.get("mail_from"))]
-                    rows += [(seq, "to", a) for a in _addresses(stored.get("recipients"))]
-                    if rows:
-                        self._conn.executemany(
-                            "INSERT INTO record_addresses (seq, role, address) VALUES (?,?,?)",
-                            rows,
                         )
-                    pending.seq = seq
+                    )
+                    address_rows += [(seq, "from", a) for a in _addresses(stored.get("mail_from"))]
+                    address_rows += [(seq, "to", a) for a in _addresses(stored.get("recipients"))]
                     last_seq, last_hash = seq, digest
+                self._conn.executemany(
+                    "INSERT INTO records (seq, ts, kind, actor, fields, prev_hash, hash,"
+                    " mac, route, action, message_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                if address_rows:
+                    self._conn.executemany(
+                        "INSERT INTO record_addresses (seq, role, address) VALUES (?,?,?)",
+                        address_rows,
+                    )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -729,6 +826,8 @@ class AuditTrail:
             self._writable = False
             self._last_error = type(exc).__name__
             raise AuditError(f"cannot write the audit trail: {type(exc).__name__}") from exc
+        for pending, row in zip(chunk, rows, strict=True):
+            pending.seq = row[0]
         self._writable = True
         self._last_seq, self._last_hash = last_seq, last_hash
         self._since_checkpoint += len(chunk)
@@ -1177,9 +1276,10 @@ class AuditTrail:
             return None  # a damaged checkpoint: verify() reports it
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 def _text_or_none(value: Any) -> str | None:

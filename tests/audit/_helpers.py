@@ -46,3 +46,16 @@ def raw_db(data_dir: Path) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+def count_chunks(trail: AuditTrail) -> list[int]:
+    """The sizes of the transactions the trail's writer commits from now on."""
+    chunks: list[int] = []
+    real_insert = trail._insert_chunk
+
+    def counting_insert(chunk):  # type: ignore[no-untyped-def]
+        chunks.append(len(chunk))
+        real_insert(chunk)
+
+    trail._insert_chunk = counting_insert  # type: ignore[method-assign]
+    return chunks

@@ -14,5 +14,5 @@ def test_bench_audit_runs_quick() -> None:
         [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    for row in ("append", "verify", "search", "status", "metrics"):
+    for row in ("append", "verify", "search", "status", "metrics", "message events"):
         assert any(line.startswith(row) for line in done.stdout.splitlines()), row

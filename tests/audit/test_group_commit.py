@@ -17,6 +17,8 @@ from gateway.config import AuditConfig
 from gateway.errors import AuditError
 from gateway.events import Event, EventBus
 
+from ._helpers import count_chunks
+
 
 def _count(data_dir: Path) -> int:
     conn = sqlite3.connect(data_dir / "audit.sqlite")
@@ -30,14 +32,7 @@ def test_concurrent_appends_share_commits_and_keep_chain_and_checkpoints(
     data_dir: Path, keyring: Keyring
 ) -> None:
     trail = AuditTrail.open(data_dir, keyring, AuditConfig(checkpoint_every=7))
-    chunks: list[int] = []
-    real_insert = trail._insert_chunk
-
-    def counting_insert(chunk):  # type: ignore[no-untyped-def]
-        chunks.append(len(chunk))
-        real_insert(chunk)
-
-    trail._insert_chunk = counting_insert  # type: ignore[method-assign]
+    chunks = count_chunks(trail)
     seqs: list[int] = []
     seqs_lock = threading.Lock()
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from crypto.keys import Keyring
 from gateway.audit import AuditTrail
 from gateway.config import AuditConfig
-from gateway.events import EventBus
+from gateway.events import Event, EventBus
 from gateway.metrics import Metrics, start_metrics_server
 
 PLANTED = ("jeanne.durand@patient.mssante.fr", "1 84 12 75 123 456 78", "Durand")
@@ -314,3 +314,44 @@ async def test_audit_chain_gauge_follows_the_real_trail(data_dir: Path, keyring:
     finally:
         await runner.cleanup()
         trail.close()
+
+
+def test_remembered_labelled_children_count_per_label_set() -> None:
+    """Metrics keeps each labelled child once made: every label set still counts
+    apart, and values that are not label tokens still all count as "other"."""
+    metrics = Metrics()
+    bus = EventBus()
+    bus.subscribe(metrics)
+    for _ in range(3):
+        bus.emit("decided", route="lab", action="pseudonymise", verdict="rewritten")
+    for _ in range(2):
+        bus.emit("decided", route="other", action="reject-if-phi", verdict="hold")
+    bus.emit("decided", route="lab", action="pseudonymise", verdict="hold")
+    bus.emit("decided", route="a@b.test", action="pass", verdict="pass")
+    bus.emit("decided", route="c@d.test", action="pass", verdict="pass")
+    for connector, status in [("relay", "delivered")] * 4 + [("relay", "tempfail")] * 2:
+        bus.emit("delivery", connector=connector, status=status, queue_id="q")
+    bus.emit("delivery", connector="mssante", status="tempfail", queue_id="q")
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    processed = "portique_messages_processed_total"
+    lab = {"route": "lab", "action": "pseudonymise"}
+    assert sample(processed, **lab, outcome="rewritten") == 3
+    assert sample(processed, **lab, outcome="hold") == 1
+    assert sample(processed, route="other", action="reject-if-phi", outcome="hold") == 2
+    assert sample(processed, route="other", action="pass", outcome="pass") == 2
+    assert sample("portique_delivery_attempts_total", connector="relay") == 6
+    assert sample("portique_delivery_attempts_total", connector="mssante") == 1
+    failures = "portique_delivery_failures_total"
+    assert sample(failures, connector="relay", kind="tempfail") == 2
+    assert sample(failures, connector="mssante", kind="tempfail") == 1
+    assert sample("portique_events_total", kind="decided") == 8
+    assert sample("portique_events_total", kind="delivery") == 7
+    # A second instance has its own children: nothing counted there.
+    other = Metrics()
+    assert other.registry.get_sample_value(processed, {**lab, "outcome": "rewritten"}) is None
+    other.emit(Event("decided", {"route": "lab", "action": "pseudonymise", "verdict": "hold"}))
+    assert other.registry.get_sample_value(processed, {**lab, "outcome": "hold"}) == 1
+    assert sample(processed, **lab, outcome="hold") == 1
