@@ -247,7 +247,10 @@ class SmtpConnection:
         if reply.code != 220:
             raise SmtpReplyError(reply)
         # Anything already buffered was sent in clear after the 220: an injection attempt.
-        if len(getattr(self._reader, "_buffer", b"")):
+        # (StreamReader has no public look at its buffer; if the private one ever goes
+        # away, every STARTTLS fails here rather than the check passing unseen.)
+        buffered = getattr(self._reader, "_buffer", None)
+        if buffered is None or len(buffered):
             raise SmtpProtocolError("plaintext after the STARTTLS reply")
         plain_transport = self._writer.transport
         try:

@@ -541,3 +541,19 @@ async def test_plaintext_injected_after_the_starttls_reply_is_refused(
         result = await relay.deliver(item("a@lab.test"))
     assert outcome(result) == [("a@lab.test", Status.TEMPFAIL, "protocol error from localhost")]
     assert [c.line.split()[0] for c in server.commands] == [b"EHLO", b"STARTTLS"]
+
+
+@pytest.mark.parametrize("offered", [True, False])
+async def test_opportunistic_starttls_when_offered_else_plaintext(
+    pki: conftest.TestPKI, offered: bool
+) -> None:
+    script = Script(starttls=pki.server_context() if offered else None)
+
+    def opportunistic(port: int) -> RelayConnector:
+        return relay_to(port, tls="starttls-opportunistic", timeout=5)
+
+    async with scripted(script, opportunistic) as (server, relay):
+        result = await relay.deliver(item("a@lab.test"))
+    assert [r.status for r in result.results] == [Status.DELIVERED]
+    mail = next(c for c in server.commands if c.line.startswith(b"MAIL"))
+    assert mail.tls == offered
