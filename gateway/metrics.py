@@ -350,6 +350,10 @@ class Metrics:
 
     def _route_of(self, fields: Mapping[str, Any]) -> tuple[str, str]:
         remembered = self._copies.get(str(fields.get("queue_id", "")))
+        if remembered is None and fields.get("spool_id") and fields.get("route"):
+            # A fast-path copy has no queue entry of its own: its decision names it.
+            route = _label(fields["route"], "unknown")
+            remembered = self._copies.get(f"{fields['spool_id']}/{route}")
         route = _label(fields.get("route"), remembered[0] if remembered else "unknown")
         action = _label(fields.get("action"), remembered[1] if remembered else "unknown")
         return route, action

@@ -355,3 +355,19 @@ def test_remembered_labelled_children_count_per_label_set() -> None:
     other.emit(Event("decided", {"route": "lab", "action": "pseudonymise", "verdict": "hold"}))
     assert other.registry.get_sample_value(processed, {**lab, "outcome": "hold"}) == 1
     assert sample(processed, **lab, outcome="hold") == 1
+
+
+def test_a_fast_path_delivery_naming_its_message_and_route_gets_the_action() -> None:
+    """A fast-path copy is delivered under a queue id nobody announced: with the
+    spool id and route in its event, its action comes from the decision."""
+    metrics = Metrics()
+    bus = EventBus()
+    bus.subscribe(metrics)
+    bus.emit("decided", spool_id="s1", copy_id="s1.0", route="lab", action="pseudonymise")
+    bus.emit("delivery", queue_id="fresh", spool_id="s1", route="lab", status="delivered")
+    bus.emit("delivery", queue_id="other", status="delivered")  # names nothing: unknown
+    delivered = "portique_messages_delivered_total"
+    labels = {"route": "lab", "action": "pseudonymise", "outcome": "delivered"}
+    assert metrics.registry.get_sample_value(delivered, labels) == 1
+    unknown = {"route": "unknown", "action": "unknown", "outcome": "delivered"}
+    assert metrics.registry.get_sample_value(delivered, unknown) == 1
