@@ -158,8 +158,8 @@ class Gate:
 
 # A plain address: dot-atom local part, plain domain name (ASCII). Inbound, `<` it `>` is
 # what aiosmtpd's parser (email._header_value_parser.get_angle_addr) returns unchanged
-# as addr_spec; outbound (connectors/relay.py), what aiosmtplib's quote_address writes
-# as "<" + address + ">". Either side's general parser handles everything else.
+# as addr_spec, and anything else goes to that parser; outbound, connectors/smtp_client.py
+# writes a plain address as is on MAIL/RCPT and checks any other before writing it.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 PLAIN_ADDRESS = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _PLAIN_ANGLE_ADDRESS = re.compile(rf"<({PLAIN_ADDRESS})>(?=$|[ \t])")
