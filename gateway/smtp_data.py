@@ -94,14 +94,7 @@ class DataDecoder:
             return
         if block[:1] == b".":
             block = block[1:]
-        message = block.replace(b"\r\n.", b"\r\n")
-        self.size += len(message)
-        if self.size > self._size_limit:
-            self.problem = TOO_BIG
-            return
-        if self._in_headers:
-            self._headers(message)
-        self._write(message)
+        self._keep(block.replace(b"\r\n.", b"\r\n"))
 
     def _line(self, body: bytes) -> None:
         """One line without its CRLF, by the rules in the module docstring (the slow
@@ -113,14 +106,21 @@ class DataDecoder:
         if b"\r" in body or b"\n" in body:
             self.problem = BARE_CR_LF
             return
-        line = body[1:] + b"\r\n" if body[:1] == b"." else body + b"\r\n"
-        self.size += len(line)
+        self._keep(body[1:] + b"\r\n" if body[:1] == b"." else body + b"\r\n")
+
+    def _keep(self, message: bytes) -> None:
+        """Message bytes (dot transparency undone, whole lines): count, read the
+        Message-ID while in the headers, write."""
+        self.size += len(message)
         if self.size > self._size_limit:
             self.problem = TOO_BIG
             return
         if self._in_headers:
-            self._headers(line)
-        self._write(line)
+            self._headers(message)
+        try:
+            self._sink(message)
+        except SinkFull:
+            self.problem = SINK_FULL
 
     def discard_partial_line(self) -> None:
         """Forget the incomplete line fed so far: it was the terminator's start."""
@@ -134,12 +134,6 @@ class DataDecoder:
         for found in _MESSAGE_ID_LINE.finditer(text):
             if found.end() - found.start() <= MESSAGE_ID_MAX:
                 self.message_id = found.group(1).strip().decode("ascii", "replace")
-
-    def _write(self, data: bytes) -> None:
-        try:
-            self._sink(data)
-        except SinkFull:
-            self.problem = SINK_FULL
 
 
 def _longest_line(block: bytes) -> int:
