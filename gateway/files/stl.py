@@ -7,6 +7,11 @@ file with only those texts rewritten.
 Invariants: geometry is bit-identical. For binary STL, bytes 80.. (triangle count,
 normals, vertices and the per-facet attribute bytes) are copied verbatim; for ASCII STL
 every line other than `solid`/`endsolid` is copied verbatim.
+
+A binary STL's only text is its header, so `open_binary_head` reads one from its first
+bytes and its size alone (the size formula decides it is binary): the pipeline uses it
+to scan and rewrite a large mesh without decoding the whole attachment. Its rebuild
+returns the new 80-byte header only; the caller puts the rest back verbatim.
 """
 
 from __future__ import annotations
@@ -52,20 +57,47 @@ class StlHandler(FileHandler):
         raise ContentError("not a valid STL file")
 
 
-def _extract_binary(data: bytes) -> ExtractedFile:
-    header = data[:BINARY_HEADER_SIZE]
-    text = header.rstrip(b"\x00 ").decode("latin-1")
+def binary_stl_size_matches(head: bytes, size: int) -> bool:
+    """`is_binary_stl` of a file of `size` bytes that begins with `head` (84 bytes at least)."""
+    if size < BINARY_HEADER_SIZE + 4 or len(head) < BINARY_HEADER_SIZE + 4:
+        return False
+    (count,) = struct.unpack_from("<I", head, BINARY_HEADER_SIZE)
+    return bool(size == BINARY_HEADER_SIZE + 4 + FACET_SIZE * count)
+
+
+def open_binary_head(head: bytes, size: int) -> ExtractedFile | None:
+    """The fields of a binary STL of `size` bytes from its first bytes, or None when the
+    size formula says it is not a binary STL. `original` is the 80-byte header and the
+    rebuild returns the new 80-byte header: the caller keeps bytes 80.. verbatim."""
+    if not binary_stl_size_matches(head, size):
+        return None
+    header = head[:BINARY_HEADER_SIZE]
 
     def rebuild(texts: Sequence[str], session: RewriteSession) -> bytes:
-        new = texts[0].encode("latin-1", "replace")[:BINARY_HEADER_SIZE]
-        # A binary header must not begin with "solid" or readers take it for ASCII STL.
-        if new.lstrip().lower().startswith(b"solid"):
-            new = b"mesh " + new
-        new = new[:BINARY_HEADER_SIZE].ljust(BINARY_HEADER_SIZE, b" ")
-        # join() over a memoryview: one copy of the mesh, not two.
-        return b"".join((new, memoryview(data)[BINARY_HEADER_SIZE:]))
+        return binary_header(texts[0])
 
-    return ExtractedFile("stl", data, (TextField(text, FieldKind.METADATA),), rebuild)
+    return ExtractedFile("stl", header, (header_field(header),), rebuild)
+
+
+def binary_header(text: str) -> bytes:
+    """A binary STL header (exactly 80 bytes) carrying `text`."""
+    new = text.encode("latin-1", "replace")[:BINARY_HEADER_SIZE]
+    # A binary header must not begin with "solid" or readers take it for ASCII STL.
+    if new.lstrip().lower().startswith(b"solid"):
+        new = b"mesh " + new
+    return new[:BINARY_HEADER_SIZE].ljust(BINARY_HEADER_SIZE, b" ")
+
+
+def header_field(header: bytes) -> TextField:
+    return TextField(header.rstrip(b"\x00 ").decode("latin-1"), FieldKind.METADATA)
+
+
+def _extract_binary(data: bytes) -> ExtractedFile:
+    def rebuild(texts: Sequence[str], session: RewriteSession) -> bytes:
+        # join() over a memoryview: one copy of the mesh, not two.
+        return b"".join((binary_header(texts[0]), memoryview(data)[BINARY_HEADER_SIZE:]))
+
+    return ExtractedFile("stl", data, (header_field(data[:BINARY_HEADER_SIZE]),), rebuild)
 
 
 def _extract_ascii(data: bytes) -> ExtractedFile:

@@ -13,6 +13,17 @@ MIME tree (gateway/pipeline/mime.py) and collects TextFields from:
 `MessageAnalysis.rebuild(texts, session)` produces the message with those texts, editing
 only the parts whose texts changed (or whose handler cleans metadata).
 
+Large attachments read by their head: a base64 body of at least HEAD_PATH_MIN_BYTES in
+the layout mailers write (76-character lines of 57 bytes each, ending with the message's
+line ending, the last line shorter) is checked without decoding it (strict base64 shape,
+line layout, last line decoded for the exact size), then its first 72 lines are decoded
+and `gateway.files.dispatch.open_head` decides the format from them and the size. When
+that format keeps every field in its head (binary STL), the whole body is never decoded:
+a rewrite re-encodes the first 72 lines only and splices the original's remaining lines
+byte-identical after them, which is exactly what re-encoding the whole rewritten file
+would write. The verification pass reads the output the same way (so a rewritten 100 MB
+mesh is never held decoded); any other body, format or layout takes the whole-body path.
+
 Invariants: no field text reaches an exception message; errors are ContentError with a
 fixed reason. Transfer encodings: 7bit, 8bit, binary, quoted-printable, base64 (base64
 is decoded strictly: a malformed body is a ContentError, never silently repaired).
@@ -38,7 +49,7 @@ from email.utils import collapse_rfc2231_value, formataddr, getaddresses
 from gateway.config import FilesConfig
 from gateway.errors import ContentError, LimitExceeded, UnsupportedContent
 from gateway.files.base import ExtractedFile, RewriteSession
-from gateway.files.dispatch import open_attachment
+from gateway.files.dispatch import HEAD_BYTES, open_attachment, open_head
 from gateway.pipeline.mime import (
     MimePart,
     PartEdit,
@@ -146,6 +157,14 @@ _BASE64_SHAPE = re.compile(rb"[A-Za-z0-9+/\s]*(?:=\s*){0,2}")
 # Base64 is encoded in slices of 57 * 1024 input bytes: 1024 lines of 76 characters each,
 # so a 50 MB attachment never exists twice in encoded form.
 _BASE64_SLICE = 57 * 1024
+# RFC 2045 6.8: encoded lines of at most 76 characters; every mailer writes exactly 76,
+# which carry 57 bytes.
+_BASE64_LINE_CHARS = 76
+_BASE64_LINE_BYTES = 57
+_BASE64_LAST_LINE = re.compile(rb"[A-Za-z0-9+/]{1,76}={0,2}")
+# Below this an attachment is simply decoded whole: the head path saves memory, not time.
+HEAD_PATH_MIN_BYTES = 64 * 1024
+_HEAD_LINES = HEAD_BYTES // _BASE64_LINE_BYTES
 # HTML is tokenised with `find`, in one linear pass: a regex with lazy or quoted-string
 # alternatives rescans to the end of the body at every unterminated `<!--`, `<script` or
 # quote, which hostile input can repeat to make the walk quadratic.
@@ -343,9 +362,19 @@ class _Walker:
             else self.free_text_headers(part, with_subject=True)
         )
         cte = part.transfer_encoding
-        payload = decode_body(memoryview(self.raw)[part.header_end : part.end], cte)
         maintype, _, subtype = part.content_type.partition("/")
         body_first = len(analysis.fields)
+        if not (maintype == "text" and subtype in ("plain", "html")):
+            by_head = self.file_by_head(part)
+            if by_head is not None:
+                head_file, head = by_head
+                self.add_extracted(head_file, name_indices)
+                by_head_rebuilder = self._head_rebuilder(
+                    part, names, name_indices, header_slots, first, body_first, head_file, head
+                )
+                self.register(first, by_head_rebuilder)
+                return
+        payload = decode_body(memoryview(self.raw)[part.header_end : part.end], cte)
         if maintype == "text" and subtype in ("plain", "html") and b"\x00" not in payload:
             charset = declared_charset(message)
             text = decode_text(payload, charset)
@@ -378,20 +407,40 @@ class _Walker:
             analysis.unknown += 1
             analysis.formats.append("unknown")
         if extracted is not None:
-            offset = len(analysis.fields)
-            for f in extracted.fields:
-                analysis.fields.append(f)
-            analysis.locked.update(offset + i for i in extracted.locked)
-            anchor = offset if extracted.fields else (name_indices[0] if name_indices else -1)
-            analysis.notes.extend((kind, anchor) for kind in extracted.notes)
-            analysis.unknown += extracted.unknown
-            analysis.formats.append(extracted.format)
+            self.add_extracted(extracted, name_indices)
         rebuilder = self._file_rebuilder(
             part, names, name_indices, header_slots, first, body_first, extracted
         )
         self.register(first, rebuilder, always=bool(extracted and extracted.cleaned))
         if extracted is not None and extracted.cleaned:
             analysis.cleaned = True
+
+    def add_extracted(self, extracted: ExtractedFile, name_indices: list[int]) -> None:
+        analysis = self.analysis
+        offset = len(analysis.fields)
+        analysis.fields.extend(extracted.fields)
+        analysis.locked.update(offset + i for i in extracted.locked)
+        anchor = offset if extracted.fields else (name_indices[0] if name_indices else -1)
+        analysis.notes.extend((kind, anchor) for kind in extracted.notes)
+        analysis.unknown += extracted.unknown
+        analysis.formats.append(extracted.format)
+
+    def file_by_head(self, part: MimePart) -> tuple[ExtractedFile, bytes] | None:
+        """(the attachment's fields read from its head, the decoded head) for a large
+        base64 body in the standard layout whose format keeps every field in its head;
+        None otherwise (the caller decodes the whole body, and reports its errors)."""
+        if part.transfer_encoding != "base64":
+            return None
+        if part.end - part.header_end < HEAD_PATH_MIN_BYTES:
+            return None
+        layout = standard_base64_layout(self.raw, part.header_end, part.end, self.nl)
+        if layout is None or layout[0] <= _HEAD_LINES:
+            return None
+        step = _BASE64_LINE_CHARS + len(self.nl)
+        head_end = part.header_end + _HEAD_LINES * step
+        head = binascii.a2b_base64(memoryview(self.raw)[part.header_end : head_end])
+        extracted = open_head(head, layout[1])
+        return None if extracted is None else (extracted, head)
 
     def _trim(self, part: MimePart, body: bytes) -> bytes:
         """Keep the original's trailing-newline shape (the delimiter brings its own CRLF)."""
@@ -407,7 +456,7 @@ class _Walker:
         names: list[tuple[str, str]],
         new_names: list[str],
         extra: dict[str, bytes | None],
-        body: bytes | None,
+        body: bytes | tuple[bytes | memoryview, ...] | None,
     ) -> dict[int, PartEdit]:
         """The edit of one part, or none when neither its body, its file names nor its
         headers changed (the part is then carried over byte-identical)."""
@@ -489,18 +538,57 @@ class _Walker:
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
             new_names = [texts[i - first] for i in name_indices]
             extra = self.free_text_replacements(header_slots, texts, first)
-            body: bytes | None = None
+            body: bytes | tuple[bytes, ...] | None = None
             if extracted is not None:
                 new_payload = extracted.rebuild(texts[body_first - first :], session)
                 if new_payload is not extracted.original:
                     final_newline = self.raw[part.end - 1 : part.end] == b"\n"
-                    body, new_cte = encode_body(
-                        new_payload, cte, nl, binary=True, final_newline=final_newline
-                    )
+                    if cte == "base64":
+                        # What encode_body writes, in slices: serialising joins them once.
+                        pieces = encode_base64_pieces(new_payload, nl, final_newline)
+                        del new_payload
+                        body, new_cte = tuple(pieces), cte
+                    else:
+                        body, new_cte = encode_body(
+                            new_payload, cte, nl, binary=True, final_newline=final_newline
+                        )
                     if new_cte != cte:
                         extra["content-transfer-encoding"] = (
                             f"Content-Transfer-Encoding: {new_cte}".encode()
                         )
+            return self._part_edit(part, names, new_names, extra, body)
+
+        return rebuild
+
+    def _head_rebuilder(
+        self,
+        part: MimePart,
+        names: list[tuple[str, str]],
+        name_indices: list[int],
+        header_slots: list[tuple[str, int, int]],
+        first: int,
+        body_first: int,
+        extracted: ExtractedFile,
+        head: bytes,
+    ) -> Rebuilder:
+        """A file read by its head: the rewritten head's lines, then the original's other
+        lines verbatim (the splice described in the module docstring)."""
+        nl = self.nl
+        step = _BASE64_LINE_CHARS + len(nl)
+        tail_start = part.header_end + len(head) // _BASE64_LINE_BYTES * step
+
+        def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
+            new_names = [texts[i - first] for i in name_indices]
+            extra = self.free_text_replacements(header_slots, texts, first)
+            body: tuple[bytes | memoryview, ...] | None = None
+            new_start = extracted.rebuild(texts[body_first - first :], session)
+            if new_start is not extracted.original:
+                if len(new_start) != len(extracted.original):
+                    raise ContentError("file cannot be rebuilt")
+                lines = encode_base64(new_start + head[len(new_start) :], nl)
+                if len(lines) != tail_start - part.header_end:
+                    raise ContentError("file cannot be rebuilt")  # pragma: no cover
+                body = (lines, memoryview(self.raw)[tail_start : part.end])
             return self._part_edit(part, names, new_names, extra, body)
 
         return rebuild
@@ -706,6 +794,11 @@ def encode_quoted_printable(payload: bytes, nl: bytes) -> bytes:
 
 def encode_base64(payload: bytes, nl: bytes, *, final_newline: bool = True) -> bytes:
     """RFC 2045 base64 in 76-character lines ending with `nl` (the last one optionally not)."""
+    return b"".join(encode_base64_pieces(payload, nl, final_newline))
+
+
+def encode_base64_pieces(payload: bytes, nl: bytes, final_newline: bool) -> list[bytes]:
+    """`encode_base64` as consecutive slices of 1024 lines (not joined: no second copy)."""
     view = memoryview(payload)
     chunks = []
     for offset in range(0, len(payload), _BASE64_SLICE):
@@ -713,7 +806,52 @@ def encode_base64(payload: bytes, nl: bytes, *, final_newline: bool = True) -> b
         chunks.append(encoded.replace(b"\n", nl) if nl != b"\n" else encoded)
     if chunks and not final_newline:
         chunks[-1] = chunks[-1].rstrip(b"\r\n")
-    return b"".join(chunks)
+    return chunks
+
+
+def standard_base64_layout(raw: bytes, start: int, end: int, nl: bytes) -> tuple[int, int] | None:
+    """(full lines, decoded size) of the base64 body raw[start:end] when it is valid and
+    in the standard layout: full lines of 76 characters, each followed by `nl`, then one
+    last line of 1 to 76 characters (with or without `nl`). None for anything else.
+
+    Checked without copying the body: the strict shape regex, the line endings at their
+    stride, a count of every whitespace byte, and the last line decoded. Full lines then
+    hold 57 bytes each (no padding can precede the last line), so the size is exact and
+    decoding them in any slices of whole lines gives what decoding the body at once does.
+    """
+    body = memoryview(raw)[start:end]
+    if _BASE64_SHAPE.fullmatch(body) is None:
+        return None
+    step = _BASE64_LINE_CHARS + len(nl)
+    full, rest = divmod(end - start, step)
+    if rest == 0:
+        full -= 1  # the last line is a full one, its line ending included
+    last_start = start + full * step
+    last = raw[last_start:end]
+    if last.endswith(nl):
+        last = last[: -len(nl)]
+    if _BASE64_LAST_LINE.fullmatch(last) is None:
+        return None
+    lines_end = last_start
+    if bytes(body[_BASE64_LINE_CHARS : lines_end - start : step]) != nl[:1] * full:
+        return None
+    if len(nl) == 2 and bytes(body[_BASE64_LINE_CHARS + 1 : lines_end - start : step]) != (
+        b"\n" * full
+    ):
+        return None
+    # The line endings are where they should be; no other whitespace may be anywhere.
+    endings = full + (1 if raw[last_start:end].endswith(nl) else 0)
+    if raw.count(b"\n", start, end) != endings:
+        return None
+    if raw.count(b"\r", start, end) != (endings if nl == b"\r\n" else 0):
+        return None
+    if any(raw.count(blank, start, end) for blank in (b" ", b"\t", b"\x0b", b"\x0c")):
+        return None
+    try:
+        size = full * _BASE64_LINE_BYTES + len(binascii.a2b_base64(last))
+    except binascii.Error:
+        return None
+    return full, size
 
 
 def _fits_identity(payload: bytes, cte: str, nl: bytes) -> bool:

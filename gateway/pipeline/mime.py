@@ -72,7 +72,9 @@ class PartEdit:
     # Header lines to replace: lower-case name -> full new line (no line ending), or None
     # to remove. Several stages may edit one part's headers; their edits are merged.
     headers: dict[str, bytes | None] = field(default_factory=dict)
-    body: bytes | None = None
+    # The new body, whole or in pieces written one after the other (pieces may be views
+    # into the message buffer: a spliced base64 body is not copied before serialising).
+    body: bytes | tuple[bytes | memoryview, ...] | None = None
 
     def merged(self, other: PartEdit) -> PartEdit:
         return PartEdit(
@@ -263,7 +265,9 @@ def _serialise_into(
     edit = edits.get(part.index, PartEdit())
     block = view[part.start : part.header_end]
     out.append(replace_headers(bytes(block), edit.headers, nl) if edit.headers else block)
-    if edit.body is not None:
+    if isinstance(edit.body, tuple):
+        out.extend(edit.body)
+    elif edit.body is not None:
         out.append(edit.body)
     elif part.kind == "multipart":
         for (p_start, p_end), child in zip(part.pieces, part.children, strict=False):
