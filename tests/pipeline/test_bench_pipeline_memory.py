@@ -6,12 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "load-tests" / "bench_pipeline_memory.py"
 
 
-def test_benchmark_runs_on_tiny_input() -> None:
+@pytest.mark.parametrize("line_chars", ["76", "64"])
+def test_benchmark_runs_on_tiny_input(line_chars: str) -> None:
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--size-mb", "0.2", "--copies", "2"],
+        [sys.executable, str(SCRIPT), "--size-mb", "0.2", "--copies", "2"]
+        + ["--line-chars", line_chars],
         capture_output=True,
         text=True,
         timeout=120,
