@@ -348,16 +348,25 @@ verify_through() {
 }
 
 # latency_run ROW PORT EXPECT: the driver at half the rate the timed run reached, for
-# LATENCY_SECONDS, 2 KB lab orders; prints end of DATA -> sink p50/p95/p99.
+# LATENCY_SECONDS, 2 KB lab orders; prints end of DATA -> sink p50/p95/p99. The sink
+# runs as its own process (sink.py, arrivals timestamped with the system-wide monotonic
+# clock as they come): in the driver's process, its arrival times waited behind the
+# driver's own sending at these rates.
 latency_run() {
-  local row="portique-$1" rate n
+  local row="portique-$1" rate n report="$WORK/arrivals-$1.jsonl" sink_pid
   [ "$LATENCY_SECONDS" != 0 ] && [ "${DELIVERED[$row]:-0}" = "$MESSAGES" ] || return 0
   rate=$(echo "$MESSAGES / ${SECS[$row]} / 2" | bc -l)
   n=$(printf '%.0f' "$(echo "$rate * $LATENCY_SECONDS" | bc -l)")
   log "$1: latency at half the measured rate: $(printf '%.1f' "$rate") msg/s for ${LATENCY_SECONDS} s"
-  "$PY" "$HERE/driver.py" --port "$2" --sink-port "$SINK_PORT" -n "$SESSIONS" \
+  "$PY" "$HERE/sink.py" --port "$SINK_PORT" --report "$report" 2>>"$WORK/latency-sink-$1.log" &
+  sink_pid=$!
+  PIDS+=("$sink_pid")
+  wait_port "$SINK_PORT" 20 || { log "sink.py did not listen on $SINK_PORT"; STATUS=1; return 0; }
+  "$PY" "$HERE/driver.py" --port "$2" --sink-report "$report" -n "$SESSIONS" \
     --rate "$rate" -m "$n" --mix lab --expect "$3" --settle "$SETTLE" \
     >"$WORK/latency-$1.out" 2>&1 || STATUS=1
+  kill -TERM "$sink_pid" 2>/dev/null || true
+  wait "$sink_pid" 2>/dev/null || true
   cat "$WORK/latency-$1.out" >&2
 }
 
