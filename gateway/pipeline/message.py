@@ -244,6 +244,19 @@ def analyse_message(
     return analysis
 
 
+@dataclass(frozen=True)
+class _Leaf:
+    """Where one leaf part's texts sit among the fields: its file names (Content-Disposition
+    filename, Content-Type name), its scanned headers, then its body's fields."""
+
+    part: MimePart
+    names: list[tuple[str, str]]
+    name_indices: list[int]
+    header_slots: list[tuple[str, int, int]]
+    first: int  # its first field
+    body_first: int  # its body's first field
+
+
 @dataclass
 class _Walker:
     analysis: MessageAnalysis
@@ -363,16 +376,13 @@ class _Walker:
         )
         cte = part.transfer_encoding
         maintype, _, subtype = part.content_type.partition("/")
-        body_first = len(analysis.fields)
+        leaf = _Leaf(part, names, name_indices, header_slots, first, len(analysis.fields))
         if not (maintype == "text" and subtype in ("plain", "html")):
             by_head = self.file_by_head(part)
             if by_head is not None:
                 head_file, head = by_head
                 self.add_extracted(head_file, name_indices)
-                by_head_rebuilder = self._head_rebuilder(
-                    part, names, name_indices, header_slots, first, body_first, head_file, head
-                )
-                self.register(first, by_head_rebuilder)
+                self.register(first, self._head_rebuilder(leaf, head_file, head))
                 return
         payload = decode_body(memoryview(self.raw)[part.header_end : part.end], cte)
         if maintype == "text" and subtype in ("plain", "html") and b"\x00" not in payload:
@@ -390,12 +400,7 @@ class _Walker:
             def render(texts: Sequence[str]) -> str:
                 return rebuild_html(text, segments, texts) if subtype == "html" else texts[0]
 
-            self.register(
-                first,
-                self._text_rebuilder(
-                    part, names, name_indices, header_slots, first, body_first, charset, render
-                ),
-            )
+            self.register(first, self._text_rebuilder(leaf, charset, render))
             return
         if not payload and not names:
             self.register(first, lambda texts, session: {})
@@ -408,9 +413,7 @@ class _Walker:
             analysis.formats.append("unknown")
         if extracted is not None:
             self.add_extracted(extracted, name_indices)
-        rebuilder = self._file_rebuilder(
-            part, names, name_indices, header_slots, first, body_first, extracted
-        )
+        rebuilder = self._file_rebuilder(leaf, extracted)
         self.register(first, rebuilder, always=bool(extracted and extracted.cleaned))
         if extracted is not None and extracted.cleaned:
             analysis.cleaned = True
@@ -450,16 +453,17 @@ class _Walker:
             return body.rstrip(b"\r\n")  # small bodies: a copy costs nothing
         return body
 
-    def _part_edit(
+    def _leaf_edit(
         self,
-        part: MimePart,
-        names: list[tuple[str, str]],
-        new_names: list[str],
+        leaf: _Leaf,
+        texts: Sequence[str],
         extra: dict[str, bytes | None],
         body: bytes | tuple[bytes | memoryview, ...] | None,
     ) -> dict[int, PartEdit]:
         """The edit of one part, or none when neither its body, its file names nor its
         headers changed (the part is then carried over byte-identical)."""
+        part, names = leaf.part, leaf.names
+        new_names = [texts[i - leaf.first] for i in leaf.name_indices]
         unchanged_names = all(n == o for n, (_, o) in zip(new_names, names, strict=True))
         if body is None and not extra and unchanged_names:
             return {}
@@ -486,24 +490,19 @@ class _Walker:
 
     def _text_rebuilder(
         self,
-        part: MimePart,
-        names: list[tuple[str, str]],
-        name_indices: list[int],
-        header_slots: list[tuple[str, int, int]],
-        first: int,
-        body_first: int,
+        leaf: _Leaf,
         charset: str,
         render: Callable[[Sequence[str]], str],
     ) -> Rebuilder:
         fields = self.analysis.fields
+        part = leaf.part
         nl = self.nl
         cte = part.transfer_encoding
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
-            new_names = [texts[i - first] for i in name_indices]
-            body_texts = texts[body_first - first :]
-            originals = fields[body_first : body_first + len(body_texts)]
-            extra = self.free_text_replacements(header_slots, texts, first)
+            body_texts = texts[leaf.body_first - leaf.first :]
+            originals = fields[leaf.body_first : leaf.body_first + len(body_texts)]
+            extra = self.free_text_replacements(leaf.header_slots, texts, leaf.first)
             body: bytes | None = None
             if _differs(body_texts, originals):
                 new_text = render(body_texts)
@@ -518,29 +517,24 @@ class _Walker:
                     extra["content-transfer-encoding"] = (
                         f"Content-Transfer-Encoding: {new_cte}".encode()
                     )
-            return self._part_edit(part, names, new_names, extra, body)
+            return self._leaf_edit(leaf, texts, extra, body)
 
         return rebuild
 
     def _file_rebuilder(
         self,
-        part: MimePart,
-        names: list[tuple[str, str]],
-        name_indices: list[int],
-        header_slots: list[tuple[str, int, int]],
-        first: int,
-        body_first: int,
+        leaf: _Leaf,
         extracted: ExtractedFile | None,
     ) -> Rebuilder:
+        part = leaf.part
         nl = self.nl
         cte = part.transfer_encoding
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
-            new_names = [texts[i - first] for i in name_indices]
-            extra = self.free_text_replacements(header_slots, texts, first)
+            extra = self.free_text_replacements(leaf.header_slots, texts, leaf.first)
             body: bytes | tuple[bytes, ...] | None = None
             if extracted is not None:
-                new_payload = extracted.rebuild(texts[body_first - first :], session)
+                new_payload = extracted.rebuild(texts[leaf.body_first - leaf.first :], session)
                 if new_payload is not extracted.original:
                     final_newline = self.raw[part.end - 1 : part.end] == b"\n"
                     if cte == "base64":
@@ -556,32 +550,27 @@ class _Walker:
                         extra["content-transfer-encoding"] = (
                             f"Content-Transfer-Encoding: {new_cte}".encode()
                         )
-            return self._part_edit(part, names, new_names, extra, body)
+            return self._leaf_edit(leaf, texts, extra, body)
 
         return rebuild
 
     def _head_rebuilder(
         self,
-        part: MimePart,
-        names: list[tuple[str, str]],
-        name_indices: list[int],
-        header_slots: list[tuple[str, int, int]],
-        first: int,
-        body_first: int,
+        leaf: _Leaf,
         extracted: ExtractedFile,
         head: bytes,
     ) -> Rebuilder:
         """A file read by its head: the rewritten head's lines, then the original's other
         lines verbatim (the splice described in the module docstring)."""
+        part = leaf.part
         nl = self.nl
         step = _BASE64_LINE_CHARS + len(nl)
         tail_start = part.header_end + len(head) // _BASE64_LINE_BYTES * step
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
-            new_names = [texts[i - first] for i in name_indices]
-            extra = self.free_text_replacements(header_slots, texts, first)
+            extra = self.free_text_replacements(leaf.header_slots, texts, leaf.first)
             body: tuple[bytes | memoryview, ...] | None = None
-            new_start = extracted.rebuild(texts[body_first - first :], session)
+            new_start = extracted.rebuild(texts[leaf.body_first - leaf.first :], session)
             if new_start is not extracted.original:
                 if len(new_start) != len(extracted.original):
                     raise ContentError("file cannot be rebuilt")
@@ -589,7 +578,7 @@ class _Walker:
                 if len(lines) != tail_start - part.header_end:
                     raise ContentError("file cannot be rebuilt")  # pragma: no cover
                 body = (lines, memoryview(self.raw)[tail_start : part.end])
-            return self._part_edit(part, names, new_names, extra, body)
+            return self._leaf_edit(leaf, texts, extra, body)
 
         return rebuild
 
