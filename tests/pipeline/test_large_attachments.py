@@ -192,3 +192,21 @@ def test_malformed_last_line_still_holds() -> None:
     outcome = run(stl_message(encoded, b"\r\n")).copies[0]
     assert outcome.verdict == Verdict.HOLD
     assert outcome.data is None
+
+
+@pytest.mark.parametrize("subdivisions", [3, 4])
+def test_trimesh_export_with_a_name_in_its_header(
+    subdivisions: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sphere = trimesh.creation.icosphere(subdivisions=subdivisions)
+    exported = sphere.export(file_type="stl")
+    assert isinstance(exported, bytes)
+    data = b"DUPONT Jean".ljust(80, b"\x00") + exported[80:]
+    raw = stl_message(standard_base64(data, b"\r\n"), b"\r\n")
+    spliced = rewritten(raw)
+    payload = attachment_payload(spliced)
+    assert payload[80:] == exported[80:] and b"DUPONT" not in payload
+    loaded = trimesh.load(io.BytesIO(payload), file_type="stl", process=False)
+    assert np.array_equal(loaded.triangles, sphere.triangles.astype(np.float32))
+    whole_body_path(monkeypatch)
+    assert rewritten(raw) == spliced
