@@ -31,16 +31,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {  # wait_port PORT SECONDS
-  local deadline=$((SECONDS + $2))
-  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.1
-  done
-}
+# shellcheck source=load-tests/_ports.sh
+. "$HERE/_ports.sh"
 
 "$PY" -c "import sys; sys.path.insert(0, '$HERE'); import bench_pipeline_memory as b; \
 from pathlib import Path; b.build(Path('$WORK/big.eml'), float('$SIZE_MB'))"

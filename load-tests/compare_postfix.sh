@@ -116,16 +116,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {  # wait_port PORT SECONDS
-  local deadline=$((SECONDS + $2))
-  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.1
-  done
-}
+# shellcheck source=load-tests/_ports.sh
+. "$HERE/_ports.sh"
 now() { date +%s.%N; }
 cpu_ticks() {  # user+system clock ticks of a process and its waited-for children
   [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
