@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -121,14 +122,12 @@ class Service:
         self._workers: list[asyncio.Task[None]] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._busy: set[str] = set()
-        # Message sizes (bytes) told by the SMTP layer with each 250, used once as the
-        # processing memory hold: a stat of the spool file on the event loop per message
-        # was 1.5 % of samples under load. Recovered or retried entries fall back to stat.
-        self._accepted_sizes: dict[str, int] = {}
-        # Small messages' bytes handed over with the 250 (SpoolWriter.plaintext), used
-        # once instead of reading the spool file back; at most ACCEPTED_DATA_MAX bytes
-        # wait here (beyond, processing reads the spool as for a recovered entry).
-        self._accepted_data: dict[str, tuple[Envelope, bytes]] = {}
+        # What the SMTP layer told with each 250, used once by the processing loop: the
+        # size as the processing memory hold (a stat of the spool file per message was
+        # 1.5 % of samples under load), and a small message's bytes (Accepted.data)
+        # instead of reading the spool back. At most ACCEPTED_DATA_MAX bytes of data wait
+        # here; beyond, and for recovered or retried entries, the spool is read.
+        self._accepted: dict[str, Accepted] = {}
         self._accepted_data_bytes = 0
         self._retry_handles: list[asyncio.TimerHandle] = []
         # Fast-path deliveries in flight (each drops its spool entry when done).
@@ -312,21 +311,24 @@ class Service:
             identifies_patient=self.identifies_patient(env.recipients),
         )
         assert self._processing is not None
-        self._accepted_sizes[accepted.spool_id] = accepted.size
-        data = accepted.data
-        if data is not None and self._accepted_data_bytes + len(data) <= ACCEPTED_DATA_MAX:
-            self._accepted_data[accepted.spool_id] = (env, data)
-            self._accepted_data_bytes += len(data)
+        if accepted.data is not None:
+            if self._accepted_data_bytes + len(accepted.data) <= ACCEPTED_DATA_MAX:
+                self._accepted_data_bytes += len(accepted.data)
+            else:
+                accepted = dataclasses.replace(accepted, data=None)
+        self._accepted[accepted.spool_id] = accepted
         self._processing.put_nowait(accepted.spool_id)
 
     async def _process_loop(self) -> None:
         assert self._processing is not None
         while True:
             spool_id = await self._processing.get()
-            size = self._accepted_sizes.pop(spool_id, None)
-            received = self._accepted_data.pop(spool_id, None)
-            if received is not None:
-                self._accepted_data_bytes -= len(received[1])
+            accepted = self._accepted.pop(spool_id, None)
+            size = accepted.size if accepted is not None else None
+            received = None
+            if accepted is not None and accepted.data is not None:
+                self._accepted_data_bytes -= len(accepted.data)
+                received = (accepted.envelope, accepted.data)
             if spool_id in self._busy:
                 continue
             self._busy.add(spool_id)
