@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# CPU of `portique serve` per relayed message, for comparing two versions of the code.
+#
+# Usage: load-tests/cpu_per_message.sh [-m MESSAGES] [-s SESSIONS] [--code DIR]
+#
+# Postfix's smtp-source (C) sends MESSAGES copies of one 2 KB lab order with planted
+# patient data over SESSIONS sessions to `portique serve` (workers 1, roster imported,
+# pseudonymising lab route), which relays to Postfix's smtp-sink (C). Prints msg/s from
+# the first connection to the last message at the sink, and the gateway's user + system
+# CPU per message (from /proc, the gateway process and its children).
+# --code DIR runs the gateway from another checkout of this repository (e.g. a
+# `git worktree` of an older commit) with this repository's venv: alternate runs of two
+# checkouts to compare them on a machine whose speed drifts.
+# Needs /usr/sbin/smtp-source and smtp-sink (Debian postfix), run as root (smtp-sink
+# drops to nobody).
+set -euo pipefail
+
+MESSAGES=2000
+SESSIONS=20
+CODE=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -m) MESSAGES="$2"; shift 2 ;;
+    -s) SESSIONS="$2"; shift 2 ;;
+    --code) CODE="$(cd "$2" && pwd)"; shift 2 ;;
+    *) echo "unknown option: $1" >&2; exit 2 ;;
+  esac
+done
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+PY="${PYTHON:-$REPO/.venv/bin/python}"
+SMTP_SOURCE="${SMTP_SOURCE:-/usr/sbin/smtp-source}"
+SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
+portique() {  # the CLI of $CODE (default: this checkout)
+  PYTHONPATH="${CODE:-$REPO}" "$PY" -c \
+    'import sys; from gateway.cli import main; sys.argv[0] = "portique"; sys.exit(main())' "$@"
+}
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/portique-cpu.XXXXXX")"
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+  set +e
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+# shellcheck source=load-tests/_ports.sh
+. "$HERE/_ports.sh"
+
+"$PY" "$HERE/messages.py" --out "$WORK/msg" --mix lab --count 1 --run cpu --lf \
+  --roster-csv "$WORK/roster.csv" >/dev/null
+MSG_FILE=$(ls "$WORK"/msg/*.eml)
+SINK_PORT=$(free_port)
+PORT=$(free_port)
+cat >"$WORK/portique.toml" <<EOF
+data_dir = "$WORK/data"
+workers = "1"
+log_level = "warning"
+[smtp]
+listen = "127.0.0.1:$PORT"
+[connectors.relay]
+type = "relay"
+host = "127.0.0.1"
+port = $SINK_PORT
+tls = "none"
+[[routes]]
+name = "labs"
+match = ["*@labo.test"]
+action = "pseudonymise"
+connector = "relay"
+[admin]
+enabled = false
+[metrics]
+enabled = false
+EOF
+portique keys init -c "$WORK/portique.toml" >/dev/null
+portique roster import -c "$WORK/portique.toml" "$WORK/roster.csv" >/dev/null 2>&1
+"$SMTP_SINK" -u nobody -c -M "$MESSAGES" "127.0.0.1:$SINK_PORT" 256 >"$WORK/sink.out" 2>&1 &
+SINK_PID=$!
+PIDS+=("$SINK_PID")
+portique serve -c "$WORK/portique.toml" >"$WORK/serve.log" 2>&1 &
+GATEWAY_PID=$!
+PIDS+=("$GATEWAY_PID")
+wait_port "$PORT" 60 || { echo "portique did not listen" >&2; tail -n 20 "$WORK/serve.log" >&2; exit 1; }
+
+cpu_ticks() {  # user + system ticks of the gateway and its children
+  local total=0 pid
+  for pid in "$GATEWAY_PID" $(pgrep -P "$GATEWAY_PID" || true); do
+    [ -r "/proc/$pid/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+ticks0=$(cpu_ticks)
+started=$(date +%s.%N)
+timeout 600 "$SMTP_SOURCE" -s "$SESSIONS" -m "$MESSAGES" -d -F "$MSG_FILE" \
+  -f cabinet@cabinet.test -t commandes@labo.test "127.0.0.1:$PORT"
+deadline=$((SECONDS + 600))
+while kill -0 "$SINK_PID" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.01; done
+finished=$(date +%s.%N)
+ticks1=$(cpu_ticks)
+kill -0 "$SINK_PID" 2>/dev/null && { echo "not every message reached the sink" >&2; exit 1; }
+"$PY" -c "
+m = $MESSAGES; wall = $finished - $started; cpu = ($ticks1 - $ticks0) / $(getconf CLK_TCK)
+print(f'{m} messages in {wall:.2f} s = {m / wall:.1f} msg/s; gateway CPU {cpu:.2f} s = {1000 * cpu / m:.2f} ms per message')"
