@@ -20,19 +20,9 @@ PY="${PYTHON:-$REPO/.venv/bin/python}"
 PORTIQUE="${PORTIQUE:-$REPO/.venv/bin/portique}"
 SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/portique-big-stl.XXXXXX")"
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-  set +e
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# shellcheck source=load-tests/_ports.sh
-. "$HERE/_ports.sh"
+# shellcheck source=load-tests/_common.sh
+. "$HERE/_common.sh"
+start_work portique-big-stl
 
 "$PY" -c "import sys; sys.path.insert(0, '$HERE'); import bench_pipeline_memory as b; \
 from pathlib import Path; b.build(Path('$WORK/big.eml'), float('$SIZE_MB'))"

@@ -116,8 +116,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=load-tests/_ports.sh
-. "$HERE/_ports.sh"
+# shellcheck source=load-tests/_common.sh
+. "$HERE/_common.sh"
 now() { date +%s.%N; }
 cpu_ticks() {  # user+system clock ticks of a process and its waited-for children
   [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }

@@ -37,18 +37,9 @@ portique() {  # the CLI of $CODE (default: this checkout)
     'import sys; from gateway.cli import main; sys.argv[0] = "portique"; sys.exit(main())' "$@"
 }
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/portique-cpu.XXXXXX")"
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-  set +e
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-# shellcheck source=load-tests/_ports.sh
-. "$HERE/_ports.sh"
+# shellcheck source=load-tests/_common.sh
+. "$HERE/_common.sh"
+start_work portique-cpu
 
 "$PY" "$HERE/messages.py" --out "$WORK/msg" --mix lab --count 1 --run cpu --lf \
   --roster-csv "$WORK/roster.csv" >/dev/null

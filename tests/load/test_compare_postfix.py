@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "load-tests" / "compare_postfix.sh"
+from tests.load._scripts import run_script
 
 pytestmark = [
     pytest.mark.postfix,
@@ -35,20 +32,8 @@ ROW = re.compile(
 )
 
 
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    # Not pytest's tmp_path: that is 0700 and the postfix and nobody users must reach it.
-    d = Path(tempfile.mkdtemp(prefix="compare-test-", dir="/tmp"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def run(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TMPDIR": str(workdir)}
-    return subprocess.run(
-        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=240, env=env
-    )
+    return run_script(workdir, "compare_postfix.sh", *args)
 
 
 def rows(stdout: str) -> dict[str, dict[str, str]]:

@@ -5,31 +5,15 @@ benchmark's own runs, not a test)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "load-tests" / "cpu_per_message.sh"
+from tests.load._scripts import run_script
 
 
-def test_cpu_per_message_benchmark_runs_and_reports() -> None:
-    # Not pytest's tmp_path: that is 0700, and smtp-sink runs as the nobody user.
-    work = Path(tempfile.mkdtemp(prefix="cpu-test-", dir="/tmp"))
-    work.chmod(0o755)
-    try:
-        out = subprocess.run(
-            ["bash", str(SCRIPT), "-m", "40", "-s", "4"],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            env={**os.environ, "TMPDIR": str(work)},
-        )
-        left = list(work.iterdir())
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def test_cpu_per_message_benchmark_runs_and_reports(workdir: Path) -> None:
+    out = run_script(workdir, "cpu_per_message.sh", "-m", "40", "-s", "4")
+    left = list(workdir.iterdir())
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     figures = re.search(
         r"40 messages in [\d.]+ s = ([\d.]+) msg/s; gateway CPU [\d.]+ s = ([\d.]+) ms",

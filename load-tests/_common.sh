@@ -13,3 +13,18 @@ wait_port() {
     sleep 0.1
   done
 }
+
+# start_work NAME: a work folder WORK under $TMPDIR (mode 755: smtp-sink writes as nobody)
+# and PIDS, a list of processes to stop; on exit both are cleaned up.
+start_work() {
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")"
+  chmod 755 "$WORK"
+  PIDS=()
+  trap _stop_work EXIT
+}
+_stop_work() {
+  set +e
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  rm -rf "$WORK"
+}
