@@ -6,10 +6,17 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint typecheck pytest system-deps venv bench clean
 
-$(STAMP): pyproject.toml requirements.lock
+# The scan core is compiled by mypyc (setup.py): its sources are prerequisites, so an edit
+# recompiles it (an extension module is imported ahead of the .py beside it). The build
+# tools are installed first, locked, and the build uses them (--no-build-isolation).
+COMPILED_SOURCES := setup.py $(filter-out %/__init__.py,$(wildcard gateway/scan/*.py))
+
+$(STAMP): pyproject.toml requirements.lock $(COMPILED_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c requirements.lock -e '.[test]'
+	$(BIN)/python -m pip install -q -c requirements.lock setuptools mypy
+	$(BIN)/python -m pip install -q -c requirements.lock --no-build-isolation -e '.[test]'
+	find gateway -name '*.so' -exec touch {} +  # built now (a rebuilt shim keeps its old date)
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -25,8 +32,8 @@ system-deps:
 	@bash .ci/system-deps.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway connectors crypto tests load-tests
-	$(BIN)/ruff format --check gateway connectors crypto tests load-tests
+	$(BIN)/ruff check setup.py gateway connectors crypto tests load-tests
+	$(BIN)/ruff format --check setup.py gateway connectors crypto tests load-tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -39,4 +46,6 @@ bench: $(STAMP)
 	$(BIN)/python load-tests/bench_relay.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build
+	find gateway -name '*.so' -delete
+	rm -f portique_scan__mypyc*.so

@@ -15,6 +15,17 @@ import pytest
 from crypto.certs import Issued, issue, make_ca
 from crypto.keys import Keyring, init_keys, load_keys
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a compiled module older than its source (setup.py compiles
+    gateway/scan; Python would import the stale extension, not the edited .py)."""
+    for compiled in (ROOT / "gateway").rglob("*.so"):
+        source = compiled.with_name(compiled.name.split(".", 1)[0] + ".py")
+        if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
+            pytest.exit(f"{source.relative_to(ROOT)} changed since it was compiled: run make")
+
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:

@@ -48,7 +48,6 @@ from gateway.scan.model import (
     TransformPolicy,
     TypeAction,
     VaultEntry,
-    new_finding,
 )
 from gateway.scan.patients import (
     RosterIndex,
@@ -421,7 +420,7 @@ class Engine:
                     digest = digests[kind, value] = value_digest(
                         digest_key, _KIND_VALUE[kind], value
                     )
-                findings.append(new_finding(kind, index, start, end, digest, patient))
+                findings.append(Finding(kind, index, start, end, digest, patient))
         return findings
 
     def rewrite_fields(

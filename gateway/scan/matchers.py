@@ -156,7 +156,7 @@ class HyperscanMatcher:
         )
         # Hyperscan scratch space may serve one scan at a time: one per thread, made on
         # first use in that thread (the engine is shared by every worker thread).
-        self._hyperscan = hyperscan
+        self._hyperscan: Any = hyperscan
         self._local = threading.local()
         self._literal_db: Any = None
         if literals:

@@ -10,7 +10,6 @@ from crypto.pseudonym import TOKEN_PATTERN
 from gateway.config import PracticeConfig, Practitioner
 from gateway.scan import (
     FieldKind,
-    Finding,
     IdentifierKind,
     RosterPatient,
     TextField,
@@ -272,17 +271,3 @@ def test_first_name_alone_of_a_named_patient(engine: str) -> None:
     out = scan.rewrite_fields(fields, findings, TransformPolicy(audience="lab")).texts[1]
     token = scan.token_for_patient("p-1", "lab")
     assert out == f"Bonjour, {token} souhaite une teinte claire ; marie est un mot ici."
-
-
-def test_fast_finding_constructor_builds_an_equal_frozen_finding() -> None:
-    from dataclasses import FrozenInstanceError
-
-    from gateway.scan.model import new_finding
-
-    for patient in (None, "p-1"):
-        built = new_finding(IdentifierKind.NIR, 2, 5, 20, "ab" * 8, patient)
-        expected = Finding(IdentifierKind.NIR, 2, 5, 20, "ab" * 8, patient)
-        assert built == expected and hash(built) == hash(expected)
-        assert repr(built) == repr(expected)
-    with pytest.raises(FrozenInstanceError):
-        built.start = 0  # type: ignore[misc]
