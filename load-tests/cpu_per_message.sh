@@ -32,10 +32,11 @@ REPO="$(cd "$HERE/.." && pwd)"
 PY="${PYTHON:-$REPO/.venv/bin/python}"
 SMTP_SOURCE="${SMTP_SOURCE:-/usr/sbin/smtp-source}"
 SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
-portique() {  # the CLI of $CODE (default: this checkout)
-  PYTHONPATH="${CODE:-$REPO}" "$PY" -c \
-    'import sys; from gateway.cli import main; sys.argv[0] = "portique"; sys.exit(main())' "$@"
-}
+# The CLI of $CODE (default: this checkout). A command, not a shell function: started in
+# the background, its PID is the gateway's own (a function would run in a subshell, and
+# stopping the subshell would leave the gateway running).
+PORTIQUE=(env "PYTHONPATH=${CODE:-$REPO}" "$PY" -c
+  'import sys; from gateway.cli import main; sys.argv[0] = "portique"; sys.exit(main())')
 
 # shellcheck source=load-tests/_common.sh
 . "$HERE/_common.sh"
@@ -67,12 +68,12 @@ enabled = false
 [metrics]
 enabled = false
 EOF
-portique keys init -c "$WORK/portique.toml" >/dev/null
-portique roster import -c "$WORK/portique.toml" "$WORK/roster.csv" >/dev/null 2>&1
+"${PORTIQUE[@]}" keys init -c "$WORK/portique.toml" >/dev/null
+"${PORTIQUE[@]}" roster import -c "$WORK/portique.toml" "$WORK/roster.csv" >/dev/null 2>&1
 "$SMTP_SINK" -u nobody -c -M "$MESSAGES" "127.0.0.1:$SINK_PORT" 256 >"$WORK/sink.out" 2>&1 &
 SINK_PID=$!
 PIDS+=("$SINK_PID")
-portique serve -c "$WORK/portique.toml" >"$WORK/serve.log" 2>&1 &
+"${PORTIQUE[@]}" serve -c "$WORK/portique.toml" >"$WORK/serve.log" 2>&1 &
 GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
 wait_port "$PORT" 60 || { echo "portique did not listen" >&2; tail -n 20 "$WORK/serve.log" >&2; exit 1; }

@@ -31,6 +31,28 @@ def test_store_is_idempotent_and_durable_across_reopen(data_dir: Path, keyring: 
         assert vault.lookup("PAT-7KQ3M-2XF9A") == [("labo-a.fr", IDENTITY)]
 
 
+def test_store_writes_only_the_missing_rows_and_sees_other_connections(
+    data_dir: Path, keyring: Keyring
+) -> None:
+    """Rows already stored are skipped by a read, never by a memory of this process: a
+    patient erased by another connection (the CLI beside the gateway) is stored again."""
+    with Vault.open(data_dir, keyring) as serving:
+        serving.store([_entry()])
+        with Vault.open(data_dir, keyring) as cli:
+            assert cli.forget_patient("p-abc") == 1
+        newer = VaultEntry(
+            token="PAT-33333-33333", audience="labo-a.fr", patient="p-n", identity="N"
+        )
+        serving.store([_entry(), newer])
+        assert serving.lookup("PAT-7KQ3M-2XF9A") == [("labo-a.fr", IDENTITY)]
+        assert serving.lookup("PAT-33333-33333") == [("labo-a.fr", "N")]
+        other_identity = VaultEntry(
+            token="PAT-33333-33333", audience="labo-a.fr", patient="p-n", identity="CHANGED"
+        )
+        serving.store([other_identity])
+        assert serving.lookup("PAT-33333-33333") == [("labo-a.fr", "N")]
+
+
 def test_identity_never_in_clear_on_disk(data_dir: Path, keyring: Keyring) -> None:
     with Vault.open(data_dir, keyring) as vault:
         vault.store([_entry()])
