@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # The scan core is compiled by mypyc (setup.py): its sources are prerequisites, so an edit
 # recompiles it (an extension module is imported ahead of the .py beside it). The build
 # tools are installed first, locked, and the build uses them (--no-build-isolation).
-COMPILED_SOURCES := setup.py $(filter-out %/__init__.py,$(wildcard gateway/scan/*.py))
+COMPILED_SOURCES := setup.py $(filter-out %/__init__.py,$(wildcard gateway/scan/*.py gateway/pipeline/*.py))
 
 $(STAMP): pyproject.toml requirements.lock $(COMPILED_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,4 +48,4 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build
 	find gateway -name '*.so' -delete
-	rm -f portique_scan__mypyc*.so
+	rm -f portique_scan__mypyc*.so portique_compiled__mypyc*.so

@@ -344,4 +344,4 @@ def _remap_uids(ds: Dataset, session: RewriteSession) -> None:
             elem.value = remap(str(elem.value))
 
 
-HANDLER = DicomHandler()
+HANDLER: FileHandler = DicomHandler()

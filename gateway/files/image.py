@@ -150,4 +150,4 @@ class ImageHandler(FileHandler):
         return ExtractedFile(name, data, fields, rebuild, cleaned=dropped)
 
 
-HANDLER = ImageHandler()
+HANDLER: FileHandler = ImageHandler()

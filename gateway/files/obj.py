@@ -85,4 +85,4 @@ class ObjHandler(FileHandler):
         return ExtractedFile("obj", data, fields, rebuild)
 
 
-HANDLER = ObjHandler()
+HANDLER: FileHandler = ObjHandler()

@@ -77,4 +77,4 @@ def _odf_part(data: bytes) -> ExtractedFile:
     return extract_xml(data, attributes=False, paragraphs=ODF_PARAGRAPHS, run_text=ODF_RUN_TEXT)
 
 
-HANDLER = OfficeHandler()
+HANDLER: FileHandler = OfficeHandler()

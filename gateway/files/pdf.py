@@ -124,4 +124,4 @@ def _has_images(page: Any) -> bool:
     return False
 
 
-HANDLER = PdfHandler()
+HANDLER: FileHandler = PdfHandler()

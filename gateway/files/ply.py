@@ -55,4 +55,4 @@ class PlyHandler(FileHandler):
         return ExtractedFile("ply", data, fields, rebuild)
 
 
-HANDLER = PlyHandler()
+HANDLER: FileHandler = PlyHandler()

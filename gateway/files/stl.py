@@ -120,4 +120,4 @@ def _extract_ascii(data: bytes) -> ExtractedFile:
     return ExtractedFile("stl", data, fields, rebuild)
 
 
-HANDLER = StlHandler()
+HANDLER: FileHandler = StlHandler()

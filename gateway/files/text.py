@@ -53,4 +53,4 @@ class TextHandler(FileHandler):
         return ExtractedFile("text", data, (TextField(text, FieldKind.BODY),), rebuild)
 
 
-HANDLER = TextHandler()
+HANDLER: FileHandler = TextHandler()

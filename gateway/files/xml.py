@@ -264,4 +264,4 @@ class XmlHandler(FileHandler):
         return extract_xml(data, attributes=True)
 
 
-HANDLER = XmlHandler()
+HANDLER: FileHandler = XmlHandler()

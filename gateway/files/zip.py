@@ -198,4 +198,4 @@ class ZipHandler(FileHandler):
         return extract_archive(data, ctx, "zip")
 
 
-HANDLER = ZipHandler()
+HANDLER: FileHandler = ZipHandler()

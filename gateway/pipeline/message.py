@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import collapse_rfc2231_value, formataddr, getaddresses
+from typing import TypeAlias
 
 from gateway.config import FilesConfig
 from gateway.errors import ContentError, LimitExceeded, UnsupportedContent
@@ -52,6 +53,7 @@ from gateway.files.base import ExtractedFile, RewriteSession
 from gateway.files.dispatch import HEAD_BYTES, open_attachment, open_head
 from gateway.pipeline.mime import (
     MimePart,
+    ParsedMessage,
     PartEdit,
     line_ending,
     parse_message,
@@ -172,6 +174,10 @@ _HTML_RAW_TEXT = re.compile(r"<(script|style)\b", re.I)
 _HTML_ATTR = re.compile(r"""\b(title|alt|href)(\s*=\s*)("([^"]*)"|'([^']*)')""", re.I)
 
 Rebuilder = Callable[[Sequence[str], RewriteSession], dict[int, PartEdit]]
+# A MIME parameter's value as Message.get_param and get_params return it: a str, or the
+# (charset, language, text) of an RFC 2231 extended value (`name*=utf-8''...`). typeshed
+# types get_params' values as str only; the compiled build checks, so this says both.
+ParamValue: TypeAlias = "str | tuple[str | None, str | None, str]"
 
 
 @dataclass
@@ -287,12 +293,12 @@ class _Walker:
         for raw_name, value in part.message.raw_items():
             name = raw_name.strip().lower()
             if name in _ADDRESS_HEADER_SET:
-                by_name.setdefault(name, []).append(value)
+                by_name.setdefault(name, []).append(str(value))
         for name in _ADDRESS_HEADERS:
             values = by_name.get(name)
             if not values:
                 continue
-            pairs = parse_address_list([decode_header_text(str(v)) for v in values])
+            pairs = parse_address_list([decode_header_text(v) for v in values])
             indices: list[int | None] = []
             for display, _addr in pairs:
                 indices.append(
@@ -639,18 +645,18 @@ def fold_plain(name: str, value: str, nl: bytes) -> bytes:
     return nl.join(line.encode("ascii") for line in lines)
 
 
-def attachment_names(message: Message) -> list[tuple[str, str]]:
+def attachment_names(message: ParsedMessage) -> list[tuple[str, str]]:
     """[(param, decoded name)] for Content-Disposition filename and Content-Type name."""
     out: list[tuple[str, str]] = []
     for param, header in (("filename", "content-disposition"), ("name", "content-type")):
-        present = message.get(header)
+        present = message.get(header)  # a Header when the value holds 8-bit bytes
         if present is None or (isinstance(present, str) and param not in present.lower()):
             # get_param would find nothing: every spelling of the parameter (RFC 2231
             # "name*", "name*0*" included) holds its name. Spares two parameter parses
             # per text body, which has no file name.
             continue
         try:
-            value = message.get_param(param, None, header=header)
+            value: ParamValue | None = message.get_param(param, None, header=header)
         except (LookupError, ValueError, UnicodeError) as exc:
             raise ContentError("file name in an invalid encoding") from exc
         if value is None:
@@ -664,7 +670,7 @@ def attachment_names(message: Message) -> list[tuple[str, str]]:
 
 
 def render_param_header(
-    message: Message,
+    message: ParsedMessage,
     header: str,
     param: str,
     value: str,
@@ -672,6 +678,7 @@ def render_param_header(
     current: bytes | None,
 ) -> bytes:
     """The header with `param` set to `value` (RFC 2231 when not ASCII), others kept."""
+    params: Sequence[tuple[str, ParamValue]]
     if current is not None:
         base = current.decode("ascii").split(":", 1)[1]
         parsed = Message()
@@ -707,7 +714,7 @@ def _param(key: str, value: str) -> str:
     return f"{key}*=utf-8''{quote(value, safe='')}"
 
 
-def render_content_type_charset(message: Message, charset: str, nl: bytes) -> bytes:
+def render_content_type_charset(message: ParsedMessage, charset: str, nl: bytes) -> bytes:
     return render_param_header(message, "Content-Type", "charset", charset, nl, None).replace(
         b'charset="' + charset.encode() + b'"', b"charset=" + charset.encode()
     )
@@ -857,7 +864,7 @@ def _fits_identity(payload: bytes, cte: str, nl: bytes) -> bool:
     return all(len(line) <= MAX_LINE_LENGTH for line in payload.split(b"\n"))
 
 
-def declared_charset(message: Message) -> str:
+def declared_charset(message: ParsedMessage) -> str:
     """The codec name of the part's charset parameter; "" when none is declared."""
     charset = content_charset(message)
     if charset is None:
@@ -868,11 +875,11 @@ def declared_charset(message: Message) -> str:
         raise ContentError("text part in an unknown charset") from exc
 
 
-def content_charset(message: Message) -> str | None:
+def content_charset(message: ParsedMessage) -> str | None:
     """`message.get_content_charset()`, read directly for the common `type/subtype;
     charset=token` (quoted or not) and by the email package for anything else: its
     general parameter parse was 5 % of a lab order's pipeline time."""
-    value = message.get("content-type")
+    value = message.get("content-type")  # a Header when the value holds 8-bit bytes
     if isinstance(value, str):
         common = _COMMON_CHARSET.fullmatch(value)
         if common is not None:

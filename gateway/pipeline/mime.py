@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from email.header import Header
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from typing import TypeAlias
 
 from gateway.config import FilesConfig
 from gateway.errors import ContentError, LimitExceeded
@@ -40,6 +42,13 @@ _COMMON_FIELD = re.compile(r"([\x21-\x39\x3b-\x7e]+):[ \t]*([^\r\n]*(?:\r?\n[ \t
 # RFC 2046 5.1.1: a boundary is 1-70 characters; longer ones are refused.
 MAX_BOUNDARY_LENGTH = 70
 
+# A parsed header block. typeshed's default Message says a header value is a str, but
+# compat32 (header_fetch_parse) hands out an email.header.Header, charset unknown-8bit,
+# for a value holding 8-bit bytes: `get` and `[]` return str | Header. (`raw_items`
+# yields the stored str; this alias types it str | Header too, and readers str() it.)
+# The compiled build checks declared types at run time, so the alias says what is there.
+ParsedMessage: TypeAlias = "Message[str | Header, str]"
+
 
 @dataclass
 class MimePart:
@@ -48,7 +57,7 @@ class MimePart:
     start: int
     header_end: int  # first body byte (after the blank line)
     end: int
-    message: Message  # headers only
+    message: ParsedMessage  # headers only
     depth: int
     kind: str  # "multipart" | "message" | "leaf"
     children: list[MimePart] = field(default_factory=list)
@@ -127,7 +136,7 @@ def _parse_entity(state: _ParseState, start: int, end: int, depth: int) -> MimeP
     return part
 
 
-def parse_header_block(block: bytes) -> Message:
+def parse_header_block(block: bytes) -> ParsedMessage:
     """The header block (its blank line included) as a compat32 Message, headers only."""
     text = block.decode("ascii", "surrogateescape")  # as BytesHeaderParser reads it
     message = _parse_common_block(text)
@@ -136,7 +145,7 @@ def parse_header_block(block: bytes) -> Message:
     return message
 
 
-def _parse_common_block(text: str) -> Message | None:
+def _parse_common_block(text: str) -> ParsedMessage | None:
     """The Message of a header block in the common shape (see the module docstring), or
     None for any other shape. The (name, value) pairs are what compat32's
     `header_source_parse` makes of each field's lines: the name as written, the value

@@ -8,10 +8,15 @@ log line; tests grep for them.
 from __future__ import annotations
 
 import base64
+import hashlib
+import importlib.util
+import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 from email.message import EmailMessage
 from email.policy import SMTP
+from pathlib import Path
+from types import ModuleType
 
 from gateway.pipeline import MessageOutcome, RouteCopy, process_message
 from gateway.scan import RosterPatient, build_engine
@@ -64,6 +69,18 @@ def run(raw: bytes, *copies: RouteCopy, **kw: object) -> MessageOutcome:
     return process_message(raw, copies or (lab_copy(),), engine(), **kw)  # type: ignore[arg-type]
 
 
+def outcome_digest(outcome: MessageOutcome) -> str:
+    """A digest of everything an outcome decides: per copy its verdict, reason, bytes,
+    findings and vault entries (identities included), then the safe subject."""
+    digest = hashlib.sha256()
+    for copy in outcome.copies:
+        entries = [(v.token, v.audience, v.patient, v.identity) for v in copy.vault_entries]
+        decision = (copy.verdict.value, copy.reason, copy.data, copy.findings, entries)
+        digest.update(repr(decision).encode())
+    digest.update(repr(outcome.safe_subject).encode())
+    return digest.hexdigest()
+
+
 def assert_no_planted(data: bytes | str, planted: Sequence[str] = PLANTED) -> None:
     text = data if isinstance(data, str) else data.decode("latin-1")
     for value in planted:
@@ -90,6 +107,20 @@ def message(
         main, sub = ctype.split("/")
         msg.add_attachment(data, maintype=main, subtype=sub, filename=name)
     return msg.as_bytes(policy=SMTP)
+
+
+def load_test_messages() -> ModuleType:
+    """load-tests/messages.py (load-tests/ is a folder of scripts, not a package)."""
+    name = "portique_load_test_messages"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[2] / "load-tests" / "messages.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def b64(data: bytes) -> bytes:

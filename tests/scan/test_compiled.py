@@ -1,8 +1,10 @@
 """The scan core runs compiled by mypyc (setup.py), and the same source run as plain
 Python finds the same identifiers and writes the same text.
 
-The plain-Python run is a child process whose import system reads gateway/scan from the
-.py files only (a path hook for that one folder), so both sides run the same source."""
+The plain-Python run is a child process whose import system reads the compiled folders
+(gateway/scan and gateway/pipeline) from their .py files only (a path hook for those
+folders), so both sides run the same source. `run_from_source` is that child, shared
+with tests/pipeline/test_compiled.py."""
 
 from __future__ import annotations
 
@@ -18,26 +20,44 @@ from tests.scan.corpus import EXTRA_TEMPLATES, PRACTICE, TEMPLATES, make_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 SCAN_DIR = ROOT / "gateway" / "scan"
-COMPILED = sorted(p.stem for p in SCAN_DIR.glob("*.py") if p.name != "__init__.py")
+# The folders setup.py compiles: read from source in the child.
+COMPILED_DIRS = (SCAN_DIR, ROOT / "gateway" / "pipeline")
 
 SOURCE_ONLY_CHILD = r"""
+import importlib
 import importlib.machinery as machinery
 import sys
 
-scan_dir = sys.argv[1]
+target, source_dirs = sys.argv[1], frozenset(sys.argv[2:])
 
 def source_only(path):
-    if path != scan_dir:
+    if path not in source_dirs:
         raise ImportError  # any other folder: the usual finders
     return machinery.FileFinder(path, (machinery.SourceFileLoader, machinery.SOURCE_SUFFIXES))
 
 sys.path_hooks.insert(0, source_only)
 sys.path_importer_cache.clear()
-import gateway.scan.engine
-assert gateway.scan.engine.__file__.endswith(".py"), gateway.scan.engine.__file__
-from tests.scan.test_compiled import corpus_outcome
-print(corpus_outcome())
+module, _, function = target.partition(":")
+result = getattr(importlib.import_module(module), function)()
+for name, loaded in list(sys.modules.items()):
+    if name.startswith(("gateway.scan.", "gateway.pipeline.")):
+        assert str(loaded.__file__).endswith(".py"), loaded.__file__
+print(result)
 """
+
+
+def run_from_source(target: str) -> str:
+    """What `module:function`() returns (as printed), computed in a child process that
+    runs gateway/scan and gateway/pipeline from their .py source, never an extension."""
+    child = subprocess.run(
+        [sys.executable, "-c", SOURCE_ONLY_CHILD, target, *map(str, COMPILED_DIRS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    return child.stdout.strip()
 
 
 def corpus_outcome(count: int = 240) -> str:
@@ -61,23 +81,23 @@ def corpus_outcome(count: int = 240) -> str:
     return outcome.hexdigest()
 
 
-def test_scan_modules_are_compiled_unless_built_pure() -> None:
+def assert_compiled_unless_built_pure(folder: Path) -> None:
+    """Every module of `folder` but __init__ is imported from an extension (from its .py
+    when the build was PORTIQUE_PURE_PYTHON=1)."""
     pure = os.environ.get("PORTIQUE_PURE_PYTHON") == "1"
-    for name in COMPILED:
-        module = importlib.import_module(f"gateway.scan.{name}")
-        origin = str(module.__file__)
+    package = ".".join(folder.relative_to(ROOT).parts)
+    names = sorted(p.stem for p in folder.glob("*.py") if p.name != "__init__.py")
+    assert names
+    for name in names:
+        origin = str(importlib.import_module(f"{package}.{name}").__file__)
         assert origin.endswith(".py") if pure else origin.endswith(".so"), (
-            f"gateway.scan.{name} from {origin}"
+            f"{package}.{name} from {origin}"
         )
 
 
+def test_scan_modules_are_compiled_unless_built_pure() -> None:
+    assert_compiled_unless_built_pure(SCAN_DIR)
+
+
 def test_compiled_and_plain_python_find_and_write_the_same() -> None:
-    child = subprocess.run(
-        [sys.executable, "-c", SOURCE_ONLY_CHILD, str(SCAN_DIR)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert child.returncode == 0, child.stderr[-3000:]
-    assert child.stdout.strip() == corpus_outcome()
+    assert run_from_source("tests.scan.test_compiled:corpus_outcome") == corpus_outcome()
