@@ -28,3 +28,40 @@ _stop_work() {
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   rm -rf "$WORK"
 }
+
+# portique_config FILE DATA_DIR PORT SINK_PORT ACTION DOMAIN: a benchmark's Portique
+# config: SMTP on 127.0.0.1:PORT, one route *@DOMAIN -> ACTION -> relay in clear to
+# 127.0.0.1:SINK_PORT, no admin console, no metrics. Optional, from the caller's
+# variables: WORKERS (the `workers` setting), SMTP_TOML (more [smtp] lines) and
+# EXTRA_TOML (appended: more tables).
+portique_config() {
+  cat >"$1" <<EOF
+data_dir = "$2"
+${WORKERS:+workers = \"$WORKERS\"}
+log_level = "warning"
+
+[smtp]
+listen = "127.0.0.1:$3"
+${SMTP_TOML:-}
+
+[connectors.relay]
+type = "relay"
+host = "127.0.0.1"
+port = $4
+tls = "none"
+
+[[routes]]
+name = "labs"
+match = ["*@$6"]
+action = "$5"
+connector = "relay"
+
+[admin]
+enabled = false
+
+[metrics]
+enabled = false
+
+${EXTRA_TOML:-}
+EOF
+}

@@ -28,27 +28,8 @@ start_work portique-big-stl
 from pathlib import Path; b.build(Path('$WORK/big.eml'), float('$SIZE_MB'))"
 SINK_PORT=$(free_port)
 PORT=$(free_port)
-cat >"$WORK/portique.toml" <<EOF
-data_dir = "$WORK/data"
-log_level = "warning"
-[smtp]
-listen = "127.0.0.1:$PORT"
-max_message_size = 209715200
-[connectors.relay]
-type = "relay"
-host = "127.0.0.1"
-port = $SINK_PORT
-tls = "none"
-[[routes]]
-name = "labs"
-match = ["*@labo.fr"]
-action = "pseudonymise"
-connector = "relay"
-[admin]
-enabled = false
-[metrics]
-enabled = false
-EOF
+SMTP_TOML="max_message_size = 209715200" portique_config "$WORK/portique.toml" \
+  "$WORK/data" "$PORT" "$SINK_PORT" pseudonymise labo.fr
 printf 'nom;prenom;date_naissance\nDUPONT;Jean;02/11/1975\n' >"$WORK/roster.csv"
 "$PORTIQUE" keys init -c "$WORK/portique.toml" >/dev/null
 "$PORTIQUE" roster import -c "$WORK/portique.toml" "$WORK/roster.csv" >/dev/null 2>&1

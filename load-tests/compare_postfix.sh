@@ -230,35 +230,7 @@ start_postfix() {
 
 # --- Portique -----------------------------------------------------------------------------
 write_portique_config() {  # write_portique_config FILE PORT ACTION [INSTANCE]
-  cat >"$1" <<EOF
-# Written by compare_postfix.sh for one benchmark run.
-data_dir = "$WORK/portique-$3${4:+-$4}"
-workers = "$WORKERS"
-log_level = "warning"
-
-[smtp]
-listen = "127.0.0.1:$2"
-
-[connectors.relay]
-type = "relay"
-host = "127.0.0.1"
-port = $SINK_PORT
-tls = "none"
-
-[[routes]]
-name = "labs"
-match = ["*@labo.test"]
-action = "$3"
-connector = "relay"
-
-[admin]
-enabled = false
-
-[metrics]
-enabled = false
-
-$EXTRA_TOML
-EOF
+  portique_config "$1" "$WORK/portique-$3${4:+-$4}" "$2" "$SINK_PORT" "$3" labo.test
 }
 
 PORTIQUE_PID=""

@@ -47,27 +47,8 @@ start_work portique-cpu
 MSG_FILE=$(ls "$WORK"/msg/*.eml)
 SINK_PORT=$(free_port)
 PORT=$(free_port)
-cat >"$WORK/portique.toml" <<EOF
-data_dir = "$WORK/data"
-workers = "1"
-log_level = "warning"
-[smtp]
-listen = "127.0.0.1:$PORT"
-[connectors.relay]
-type = "relay"
-host = "127.0.0.1"
-port = $SINK_PORT
-tls = "none"
-[[routes]]
-name = "labs"
-match = ["*@labo.test"]
-action = "pseudonymise"
-connector = "relay"
-[admin]
-enabled = false
-[metrics]
-enabled = false
-EOF
+WORKERS=1 portique_config "$WORK/portique.toml" "$WORK/data" "$PORT" "$SINK_PORT" \
+  pseudonymise labo.test
 "${PORTIQUE[@]}" keys init -c "$WORK/portique.toml" >/dev/null
 "${PORTIQUE[@]}" roster import -c "$WORK/portique.toml" "$WORK/roster.csv" >/dev/null 2>&1
 "$SMTP_SINK" -u nobody -c -M "$MESSAGES" "127.0.0.1:$SINK_PORT" 256 >"$WORK/sink.out" 2>&1 &
