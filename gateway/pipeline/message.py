@@ -646,26 +646,35 @@ def fold_plain(name: str, value: str, nl: bytes) -> bytes:
 
 
 def attachment_names(message: ParsedMessage) -> list[tuple[str, str]]:
-    """[(param, decoded name)] for Content-Disposition filename and Content-Type name."""
+    """[(param, decoded name)] for Content-Disposition filename and Content-Type name.
+
+    Every spelling of the parameter counts, not only the first that `get_param` returns:
+    `filename="scan.stl"; filename*=utf-8''DUPONT_Jean.stl` names the file twice, and
+    mail readers that prefer the RFC 2231 form show the second. Each distinct name is a
+    field; rewriting any of them writes the parameter once (render_param_header)."""
     out: list[tuple[str, str]] = []
     for param, header in (("filename", "content-disposition"), ("name", "content-type")):
         present = message.get(header)  # a Header when the value holds 8-bit bytes
         if present is None or (isinstance(present, str) and param not in present.lower()):
-            # get_param would find nothing: every spelling of the parameter (RFC 2231
+            # get_params would find nothing: every spelling of the parameter (RFC 2231
             # "name*", "name*0*" included) holds its name. Spares two parameter parses
             # per text body, which has no file name.
             continue
         try:
-            value: ParamValue | None = message.get_param(param, None, header=header)
+            params: Sequence[tuple[str, ParamValue]] = message.get_params([], header=header)
+            values = [value for key, value in params[1:] if key.lower() == param]
         except (LookupError, ValueError, UnicodeError) as exc:
             raise ContentError("file name in an invalid encoding") from exc
-        if value is None:
-            continue
-        try:
-            text = collapse_rfc2231_value(value).strip()
-        except (LookupError, UnicodeError) as exc:
-            raise ContentError("file name in an invalid encoding") from exc
-        out.append((param, decode_header_text(text)))
+        names: list[str] = []
+        for value in values:
+            try:
+                text = collapse_rfc2231_value(value).strip()
+            except (LookupError, UnicodeError) as exc:
+                raise ContentError("file name in an invalid encoding") from exc
+            name = decode_header_text(text)
+            if name not in names:
+                names.append(name)
+        out.extend((param, name) for name in names)
     return out
 
 

@@ -153,6 +153,33 @@ def test_rfc2231_and_rfc2047_file_names_are_rewritten() -> None:
     assert names[0].endswith("_2024-11-02.stl")
 
 
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        b"filename=\"scan.stl\"; filename*=utf-8''DUPONT_Jean.stl",
+        b"filename*=utf-8''scan.stl; filename=\"DUPONT_Jean.stl\"",
+        b"filename=\"scan.stl\"; filename*0*=utf-8''DUPONT_; filename*1=Jean.stl",
+        b"filename=\"DUPONT_Jean.stl\"; filename*=utf-8''DUPONT_Jean.stl",
+    ],
+)
+def test_every_spelling_of_a_file_name_is_scanned(parameters: bytes) -> None:
+    """A name given twice (plain and RFC 2231): readers that prefer the second show it."""
+    raw = (
+        b"Subject: Scan\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        b"--B\r\nContent-Type: text/plain\r\n\r\nBonjour\r\n"
+        b"--B\r\nContent-Type: model/stl\r\nContent-Disposition: attachment; "
+        + parameters
+        + b"\r\n\r\nsolid x\nendsolid x\n\r\n--B--\r\n"
+    )
+    outcome = run(raw).copies[0]
+    assert outcome.verdict == "rewritten", outcome.reason
+    assert outcome.data is not None
+    assert b"DUPONT" not in outcome.data
+    names = [p.get_filename() for p in _parsed(outcome.data).walk() if p.get_filename()]
+    assert len(names) == 1 and names[0].startswith("PAT-"), names
+    assert outcome.data.count(b"filename") == 1
+
+
 def test_file_name_uses_the_same_token_as_the_body() -> None:
     raw = message(
         body="Scan de DUPONT Jean.\n",
