@@ -87,6 +87,10 @@ SHUTDOWN_GRACE = 10.0
 class VaultStore(Protocol):
     def store(self, entries: Sequence[VaultEntry]) -> None: ...
 
+    def holds_all(self, entries: Sequence[VaultEntry]) -> bool:
+        """True only if every entry is already stored (answered without waiting)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ProcessResult:
@@ -462,7 +466,8 @@ class Service:
                             )
                         )
                         continue
-                    await loop.run_in_executor(self._io, self.vault.store, co.vault_entries)
+                    if not self.vault.holds_all(co.vault_entries):
+                        await loop.run_in_executor(self._io, self.vault.store, co.vault_entries)
                 to_queue.append(
                     NewCopy(
                         spool_id=spool_id,

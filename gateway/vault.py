@@ -15,6 +15,10 @@ Invariants:
 
 - Safe to share between threads (the service stores from its I/O executor while the
   admin console looks tokens up): one connection, every use under one lock.
+- `holds_all` never waits and never answers True wrongly: it remembers the rows this
+  connection has seen stored only while no other connection has written (SQLite's
+  `PRAGMA data_version`), so a patient erased by the CLI beside the gateway is stored
+  again with the next message that names them.
 
 Storage sits behind this narrow class so a PostgreSQL backend can replace it later.
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from crypto.aead import Sealer
@@ -32,6 +36,8 @@ from gateway._sqlite import open_database
 from gateway.scan.model import VaultEntry
 
 VAULT_FILE = "vault.sqlite3"
+# Rows remembered as stored (token and domain only, no identity): bounded, then forgotten.
+KNOWN_ROWS_MAX = 100_000
 
 MIGRATIONS = (
     """
@@ -58,6 +64,9 @@ class Vault:
         self._conn = conn
         self._sealer = sealer
         self._lock = threading.Lock()
+        # (token, audience) rows seen stored, valid while `data_version` is unchanged.
+        self._known: set[tuple[str, str]] = set()
+        self._known_version: int | None = None
 
     @classmethod
     def open(cls, data_dir: Path, keyring: Keyring) -> Vault:
@@ -73,7 +82,8 @@ class Vault:
         if not entries:
             return
         with self._lock:
-            missing = [e for e in entries if not self._has(e.token, e.audience)]
+            self._check_known()
+            missing = [e for e in entries if not self._stored(e.token, e.audience)]
             if not missing:
                 return
             rows = [
@@ -96,11 +106,44 @@ class Vault:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            self._remember((e.token, e.audience) for e in missing)
 
-    def _has(self, token: str, audience: str) -> bool:
+    def holds_all(self, entries: Sequence[VaultEntry]) -> bool:
+        """True when every entry's row is known to be stored, answered without waiting
+        (on the event loop): False when the vault is busy, when another connection has
+        written since, or when a row is not known, and the caller then calls `store`."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            return self._check_known() and all(
+                (e.token, e.audience) in self._known for e in entries
+            )
+        finally:
+            self._lock.release()
+
+    def _check_known(self) -> bool:
+        """Forget the known rows if another connection has committed since they were
+        learnt (False then). Under the lock."""
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._known_version:
+            return True
+        self._known.clear()
+        self._known_version = version
+        return False
+
+    def _remember(self, rows: Iterable[tuple[str, str]]) -> None:
+        if len(self._known) >= KNOWN_ROWS_MAX:
+            self._known.clear()
+        self._known.update(rows)
+
+    def _stored(self, token: str, audience: str) -> bool:
+        if (token, audience) in self._known:
+            return True
         row = self._conn.execute(
             "SELECT 1 FROM vault_entries WHERE token = ? AND audience = ?", (token, audience)
         ).fetchone()
+        if row is not None:
+            self._remember([(token, audience)])
         return row is not None
 
     def lookup(self, token: str) -> list[tuple[str, str]]:
@@ -132,6 +175,7 @@ class Vault:
                     "DELETE FROM vault_entries WHERE patient = ?", (patient,)
                 )
                 self._conn.execute("COMMIT")
+                self._known.clear()  # the known rows carry no patient: forget them all
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise

@@ -85,3 +85,31 @@ def test_store_and_lookup_from_other_threads(data_dir: Path, keyring: Keyring) -
         list(pool.map(lambda t: vault.store([_entry(token=t)]), tokens))
         found = list(pool.map(vault.lookup, tokens))
     assert all(f == [("labo-a.fr", IDENTITY)] for f in found)
+
+
+def test_holds_all_knows_stored_rows_until_another_connection_writes(
+    data_dir: Path, keyring: Keyring
+) -> None:
+    first = _entry()
+    second = _entry(token="PAT-44444-44444")
+    with Vault.open(data_dir, keyring) as serving:
+        assert not serving.holds_all([first])
+        serving.store([first])
+        assert serving.holds_all([first])
+        assert not serving.holds_all([first, second])  # one row is not stored
+        with Vault.open(data_dir, keyring) as cli:
+            assert cli.forget_patient("p-abc") == 1
+        assert not serving.holds_all([first])  # another connection wrote: not trusted
+        serving.store([first])  # stored again, as the next message naming them does
+        assert serving.lookup("PAT-7KQ3M-2XF9A") == [("labo-a.fr", IDENTITY)]
+        assert serving.holds_all([first])
+        assert serving.forget_patient("p-abc") == 1
+        assert not serving.holds_all([first])  # its own erasure forgets too
+
+
+def test_holds_all_never_waits_for_a_busy_vault(data_dir: Path, keyring: Keyring) -> None:
+    with Vault.open(data_dir, keyring) as vault:
+        vault.store([_entry()])
+        assert vault.holds_all([_entry()])
+        with vault._lock:  # another thread is storing or looking up
+            assert not vault.holds_all([_entry()])
