@@ -471,6 +471,7 @@ class AuditTrail:
         self._pending_cv = threading.Condition(self._guard)
         self._handled_cv = threading.Condition(self._guard)
         self._writer_idle = False  # the writer waits on `_pending_cv`
+        self._wake_scheduled = False  # a `_wake_writer` call is queued on an event loop
         self._submitted = 0
         self._handled = 0
         self._loop_waiters: collections.deque[
@@ -619,14 +620,14 @@ class AuditTrail:
         user = event.fields.get("user")
         actor = user if isinstance(user, str) and user else "system"
         try:
-            asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
             self.append(event.kind, event.fields, actor=actor)
             return
         if self._deferred_failure is not None:
             raise self._deferred_failure
         stored = self._masker.mask_fields(event.fields)
-        self._submit(_PendingRecord(event.kind, actor, stored, deferred=True))
+        self._submit(_PendingRecord(event.kind, actor, stored, deferred=True), loop)
 
     def append(self, kind: str, fields: Mapping[str, Any], *, actor: str = "system") -> int:
         """Append one record durably; returns its number. Raises AuditError on failure.
@@ -656,7 +657,12 @@ class AuditTrail:
         if self._deferred_failure is not None:
             raise self._deferred_failure
 
-    def _submit(self, pending: _PendingRecord) -> _PendingRecord:
+    def _submit(
+        self, pending: _PendingRecord, loop: asyncio.AbstractEventLoop | None = None
+    ) -> _PendingRecord:
+        """Queue `pending` for the writer. From an event loop (`loop`), an idle writer
+        is woken once the loop's current iteration ends, so that the records of one
+        iteration (several sessions and messages) wake it once, not once each."""
         with self._guard:
             if self._closed or self._readonly or self._stopping:
                 raise AuditError("audit trail is closed or opened read-only")
@@ -670,13 +676,25 @@ class AuditTrail:
                 self._writer.start()
             elif self._writer_idle:
                 # A busy writer takes the whole queue when it is done: no wake-up needed.
-                self._pending_cv.notify()
+                if loop is None:
+                    self._pending_cv.notify()
+                elif not self._wake_scheduled:
+                    self._wake_scheduled = True
+                    loop.call_soon(self._wake_writer)
         return pending
+
+    def _wake_writer(self) -> None:
+        with self._guard:
+            self._wake_scheduled = False
+            if self._writer_idle and self._pending:
+                self._pending_cv.notify()
 
     def _drain(self) -> None:
         """Block until every record submitted so far has been handled by the writer."""
         with self._handled_cv:
             target = self._submitted
+            if self._writer_idle and self._pending:
+                self._pending_cv.notify()  # its wake-up may wait on the loop calling us
             while self._handled < target:
                 self._handled_cv.wait()
 

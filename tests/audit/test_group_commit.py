@@ -4,6 +4,7 @@ wait for the fsync, and a record that cannot be written fails closed."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -102,4 +103,29 @@ async def test_a_deferred_record_that_cannot_be_written_fails_closed(
     assert not trail.is_writable()
     assert not trail.status().writable
     assert trail.verify().ok
+    trail.close()
+
+
+async def test_records_of_one_loop_iteration_wake_the_writer_once(
+    data_dir: Path, keyring: Keyring
+) -> None:
+    """An idle writer is woken at the end of the loop's iteration, not per record: the
+    twenty records emitted in one go are one transaction (they were up to twenty)."""
+    trail = AuditTrail.open(data_dir, keyring, AuditConfig(checkpoint_every=0))
+    trail.append("received", {"size": 0})  # the writer now exists and goes idle
+    deadline = time.monotonic() + 10
+    while not trail._writer_idle and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)  # the writer thread sets it: no loop event to await
+    chunks = count_chunks(trail)
+    for i in range(20):
+        trail.emit(Event("decided", {"i": i}))
+        # Blocking on purpose (the loop's iteration must not end): an idle writer woken
+        # at once would commit these records one by one.
+        time.sleep(0.001)  # noqa: ASYNC251
+    await trail.durable()
+    assert chunks == [20]
+    # A blocking read on the loop's own thread before that wake-up has run: it wakes
+    # the writer itself rather than waiting for the loop it is blocking.
+    trail.emit(Event("decided", {"i": 20}))
+    assert trail.status().records == 22
     trail.close()
