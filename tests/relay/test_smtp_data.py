@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.smtp_data import (
@@ -175,6 +175,9 @@ def test_read_data_over_a_socket_stops_at_the_terminator_and_leaves_what_follows
     lines: list[bytes], cuts: list[int]
 ) -> None:
     raw = _raw(lines)
+    # A generated "line" holding CR LF "." CR LF is the terminator itself (the reader
+    # rightly stops there; the embedded terminator has tests of its own below).
+    assume(b"\r\n.\r\n" not in b"\r\n" + raw)
     stream = raw + b".\r\nQUIT\r\n"
     decoded, after = asyncio.run(_read_over_socket(stream, cuts, LINE_LIMIT))
     assert decoded == rules(raw, LINE_LIMIT, SIZE_LIMIT)
