@@ -6,9 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint typecheck pytest system-deps venv bench clean
 
-# The scan core is compiled by mypyc (setup.py): its sources are prerequisites, so an edit
-# recompiles it (an extension module is imported ahead of the .py beside it). The build
-# tools are installed first, locked, and the build uses them (--no-build-isolation).
+# The scan core and the message pipeline are compiled by mypyc (setup.py): their sources
+# are prerequisites, so an edit recompiles them (an extension module is imported ahead of
+# the .py beside it). The build tools are installed first, locked, and the build uses
+# them (--no-build-isolation).
 COMPILED_SOURCES := setup.py $(filter-out %/__init__.py,$(wildcard gateway/scan/*.py gateway/pipeline/*.py))
 
 $(STAMP): pyproject.toml requirements.lock $(COMPILED_SOURCES)
