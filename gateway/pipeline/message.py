@@ -9,6 +9,10 @@ MIME tree (gateway/pipeline/mime.py) and collects TextFields from:
   attribute values (tokenised in one linear pass; the markup is copied verbatim);
 - attachment file names (Content-Disposition `filename`, Content-Type `name`; RFC 2231
   and RFC 2047 forms);
+- the structured headers that can carry a name (Content-ID, Content-Location,
+  Message-ID and the like, the other parameters of Content-Type and
+  Content-Disposition): scanned at every occurrence, never rewritten; a finding there
+  holds the message;
 - every attachment, through the file handler its bytes select (gateway/files).
 `MessageAnalysis.rebuild(texts, session)` produces the message with those texts, editing
 only the parts whose texts changed (or whose handler cleans metadata).
@@ -25,8 +29,12 @@ would write. The verification pass reads the output the same way (so a rewritten
 mesh is never held decoded); any other body, format or layout takes the whole-body path.
 
 Invariants: no field text reaches an exception message; errors are ContentError with a
-fixed reason. Transfer encodings: 7bit, 8bit, binary, quoted-printable, base64 (base64
-is decoded strictly: a malformed body is a ContentError, never silently repaired).
+fixed reason. A part with two Content-Type, Content-Disposition or
+Content-Transfer-Encoding headers is a ContentError ("ambiguous MIME headers (duplicate
+...)"): readers disagree on which one wins, and this walk reads only the first. So is a
+header block holding a line that is no header field ("malformed MIME header block").
+Transfer encodings: 7bit, 8bit, binary, quoted-printable, base64 (base64 is decoded
+strictly: a malformed body is a ContentError, never silently repaired).
 Charsets: anything Python's codecs know (utf-8, iso-8859-1/15, cp1252, ...); an unknown
 charset or bytes that do not decode in the declared one are a ContentError.
 """
@@ -149,6 +157,46 @@ _STRUCTURED_HEADERS = frozenset(
         "x-priority",
     }
 )
+# The MIME headers a part has at most one of (RFC 2045, RFC 2183). Readers disagree on
+# which of two wins (a known smuggling vector), and this walk reads the first only: a
+# file name or type in the other would leave unscanned. Two of one hold the message.
+_SINGLE_MIME_HEADERS = {
+    "content-type": "Content-Type",
+    "content-disposition": "Content-Disposition",
+    "content-transfer-encoding": "Content-Transfer-Encoding",
+}
+# Structured headers whose text can carry a name, scanned at every occurrence as fields
+# that are never rewritten (MessageAnalysis.structured: a finding the route transforms
+# holds the message). Rewriting them would break what refers to them (`cid:` URLs,
+# threads) or what they declare. Mailers write file names into Content-ID
+# (`<DUPONT_Jean.png@...>`) and Content-Location (the file's path), practice software
+# may put one into a Message-ID, and any parameter of Content-Type or
+# Content-Disposition can hold text. Scanned as METADATA: the FILENAME rules read hex
+# runs of ids as names. The other structured headers are left out: trace and routing
+# headers hold addresses (every address is an EMAIL finding; addresses are routing data),
+# signatures and Thread-Index are base64, the others dates and keywords.
+_MESSAGE_ID_HEADERS = frozenset(
+    {"message-id", "resent-message-id", "in-reply-to", "references", "content-id"}
+)
+_SCANNED_STRUCTURED_HEADERS = _MESSAGE_ID_HEADERS | frozenset(
+    {
+        "content-type",
+        "content-disposition",
+        "content-transfer-encoding",
+        "content-location",
+        "content-language",
+        "mime-version",
+    }
+)
+# A file name parameter (`name`, `filename`, and the RFC 2231 keys `name*`, `name*0`,
+# `name*0*` that email.message's decode_params collapses) with its value, quoted or up
+# to the next ";". A leaf's names are fields of their own (attachment_names); the rest
+# of its Content-Type and Content-Disposition is scanned without them, so that a name
+# there is rewritten, not held. Where this takes a value shorter than the email package
+# does, the remainder is scanned: never less.
+_FILE_NAME_PARAMETER = re.compile(
+    r';\s*(?:file)?name(?:\*|\*[0-9]+\*?)?\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^;]*)', re.I
+)
 # A Content-Type value with one parameter, charset, whose value is a token (RFC 2045 5.1),
 # bare or quoted: what get_content_charset returns for it is that token, lower-cased.
 _COMMON_CHARSET = re.compile(
@@ -186,6 +234,8 @@ class MessageAnalysis:
     root: MimePart
     fields: list[TextField] = field(default_factory=list)
     locked: set[int] = field(default_factory=set)  # fields that cannot be rewritten (PDF text)
+    # Fields read from _SCANNED_STRUCTURED_HEADERS: scanned, never rewritten.
+    structured: set[int] = field(default_factory=set)
     notes: list[tuple[IdentifierKind, int]] = field(default_factory=list)  # (kind, field)
     unknown: int = 0  # files no handler can scan
     cleaned: bool = False  # some handler removes metadata even without findings
@@ -236,6 +286,7 @@ def analyse_message(
     """Collect every field of `raw`. Raises ContentError (with a fixed reason)."""
     limits = limits or FilesConfig()
     root, parts = parse_message(raw, limits)
+    structured_texts = [text for part in parts for text in structured_header_values(part)]
     analysis = MessageAnalysis(raw, root)
     nl = line_ending(raw)
     roots = frozenset({root.index} | {p.children[0].index for p in parts if p.kind == "message"})
@@ -247,7 +298,48 @@ def analyse_message(
     for part in parts:
         if part.kind == "leaf":
             walker.leaf(part)
+    # Fields of no rebuilder's window: nothing writes them back, and a finding the route
+    # transforms holds the message (gateway/pipeline/process.py).
+    for text in structured_texts:
+        if text.strip():
+            analysis.structured.add(analysis.add(text, FieldKind.METADATA))
     return analysis
+
+
+def structured_header_values(part: MimePart) -> list[str]:
+    """The texts to scan of one part's _SCANNED_STRUCTURED_HEADERS, every occurrence.
+
+    A msg-id `<left@right>` is scanned as `left right`: as an address the email detector
+    would flag every one (`image001.png@01DA44C5.7F3B2A10`). A leaf's Content-Type and
+    Content-Disposition are scanned without their file name parameters (those are
+    scanned, and rewritten, as names).
+
+    Raises ContentError when the part holds two of a _SINGLE_MIME_HEADERS header, or
+    when its header block holds a line that is no header field (`Name : value` in the
+    obsolete syntax, a body without the blank line before it): the parser leaves such
+    lines out, and readers show them. The reasons never hold a value."""
+    message = part.message
+    if message.get_payload():
+        raise ContentError("malformed MIME header block")
+    values: list[str] = []
+    seen: set[str] = set()
+    for raw_name, value in message.raw_items():
+        name = raw_name.strip().lower()
+        if name in _SINGLE_MIME_HEADERS:
+            if name in seen:
+                title = _SINGLE_MIME_HEADERS[name]
+                raise ContentError(f"ambiguous MIME headers (duplicate {title})")
+            seen.add(name)
+        if name not in _SCANNED_STRUCTURED_HEADERS:
+            continue
+        raw = str(value)
+        if part.kind == "leaf" and name in ("content-type", "content-disposition"):
+            raw = _FILE_NAME_PARAMETER.sub(";", raw)
+        text = decode_header_text(raw)
+        if name in _MESSAGE_ID_HEADERS:
+            text = text.replace("<", " ").replace(">", " ").replace("@", " ")
+        values.append(text)
+    return values
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ REASON_INTERNAL = "internal error while processing the message"
 REASON_UNKNOWN_FILE = "attachment of a type that cannot be scanned"
 REASON_BURNED_IN = "image with burned-in annotations cannot be cleaned"
 REASON_LOCKED = "document with patient identifiers cannot be rewritten safely (PDF)"
+REASON_STRUCTURED = "patient identifiers in a MIME header that cannot be rewritten safely"
 REASON_NOT_OWN = "message contains identifiers of another patient"
 REASON_BAD_OVERRIDES = "route identifier overrides are invalid"
 REASON_VERIFY = "rewritten message failed verification"
@@ -201,6 +202,11 @@ def decide_copy(
     if any(f.kind == IdentifierKind.BURNED_IN for f in findings):
         return CopyOutcome(copy, Verdict.HOLD, findings=found, reason=REASON_BURNED_IN)
     text_findings = [f for f in findings if f.kind != IdentifierKind.BURNED_IN]
+    if any(
+        f.field in analysis.structured and policy.action_for(f.kind) != TypeAction.KEEP
+        for f in text_findings
+    ):
+        return CopyOutcome(copy, Verdict.HOLD, findings=found, reason=REASON_STRUCTURED)
     if any(
         f.field in analysis.locked and policy.action_for(f.kind) != TypeAction.KEEP
         for f in text_findings

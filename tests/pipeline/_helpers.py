@@ -109,6 +109,35 @@ def message(
     return msg.as_bytes(policy=SMTP)
 
 
+MULTIPART = b"Content-Type: multipart/mixed; boundary=B\r\n"
+
+
+def attachment_message(headers: bytes, body: bytes, *, root: bytes = MULTIPART) -> bytes:
+    """A lab order whose second part (an attachment) has the given header lines and body;
+    `root` holds the root's header lines after the Subject."""
+    return (
+        b"From: Dr Martin <cabinet@cabinet-martin.fr>\r\nTo: orders@labo.fr\r\n"
+        b"Subject: Commande\r\nMIME-Version: 1.0\r\n"
+        + root
+        + b"\r\n--B\r\nContent-Type: text/plain\r\n\r\nBonjour, ci-joint le scan.\r\n"
+        + b"--B\r\n"
+        + headers
+        + b"\r\n"
+        + body
+        + b"\r\n--B--\r\n"
+    )
+
+
+def inspecting_copies(own_patient: str) -> tuple[RouteCopy, ...]:
+    """One copy per inspecting action; own-data-only for the roster key `own_patient`."""
+    return (
+        lab_copy(),
+        copy_for(Action.REDACT),
+        copy_for(Action.REJECT_IF_PHI),
+        copy_for(Action.OWN_DATA_ONLY, own_patient=own_patient),
+    )
+
+
 def load_test_messages() -> ModuleType:
     """load-tests/messages.py (load-tests/ is a folder of scripts, not a package)."""
     name = "portique_load_test_messages"

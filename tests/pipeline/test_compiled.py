@@ -26,15 +26,15 @@ from gateway.pipeline.process import REASON_INTERNAL
 from gateway.roster import parse_roster_csv
 from gateway.scan import build_engine
 from gateway.scan.model import ScanEngine
-from gateway.verdicts import Action
 from tests.pipeline._helpers import (
     DIGEST_KEY,
     DUPONT,
     LEGRAND,
+    MULTIPART,
     PSEUDONYM_KEY,
+    attachment_message,
     b64,
-    copy_for,
-    lab_copy,
+    inspecting_copies,
     load_test_messages,
     outcome_digest,
 )
@@ -50,20 +50,10 @@ HTML_ORDERS = 6
 ASCII_STL = b"solid DUPONT Jean\nendsolid DUPONT Jean\n"
 
 
-def _attachment(headers: bytes, body: bytes = ASCII_STL, *, root: bytes = b"") -> bytes:
-    """A message whose second part (an attachment, by default an ASCII STL naming the
-    patient) has the given header lines."""
-    return (
-        b"From: Dr Martin <cabinet@cabinet-martin.fr>\r\nTo: orders@labo.fr\r\n"
-        b"Subject: Commande\r\nMIME-Version: 1.0\r\n"
-        + (root or b"Content-Type: multipart/mixed; boundary=B\r\n")
-        + b"\r\n--B\r\nContent-Type: text/plain\r\n\r\nBonjour, ci-joint le scan.\r\n"
-        + b"--B\r\n"
-        + headers
-        + b"\r\n"
-        + body
-        + b"\r\n--B--\r\n"
-    )
+def _attachment(headers: bytes, body: bytes = ASCII_STL, *, root: bytes = MULTIPART) -> bytes:
+    """A message whose second part (by default an ASCII STL naming the patient) has the
+    given header lines."""
+    return attachment_message(headers, body, root=root)
 
 
 def _text(content_type: bytes, body: bytes, extra: bytes = b"") -> bytes:
@@ -134,6 +124,19 @@ HOSTILE: dict[str, bytes] = {
     "encoded_word_unknown_charset_name": _attachment(
         b'Content-Type: model/stl; name="=?x-nope?q?DUPONT?="\r\n'
     ),
+    # Structured headers (tests/pipeline/test_structured_headers.py), with 8-bit values:
+    # a duplicate is held, a scanned one comes back as a Header.
+    "duplicate_8bit_disposition": _attachment(
+        b"Content-Type: model/stl\r\n"
+        b'Content-Disposition: attachment; filename="scan.stl"\r\n'
+        b'Content-Disposition: attachment; filename="DUPONT_J\xc3\xa9r\xc3\xb4me.stl"\r\n'
+    ),
+    "8bit_content_id_and_location": _attachment(
+        b'Content-Type: model/stl; x-note="DUPONT \xe9"\r\n'
+        b"Content-ID: <DUPONT_J\xc3\xa9r\xc3\xb4me.stl@cabinet>\r\n"
+        b"Content-Location: C:\\Patients\\DUPONT_\xe9.stl\r\n"
+    ),
+    "header_block_without_blank_line": _attachment(b"Content-Type: text/plain\r\nDUPONT Jean\r\n"),
     "embedded_message_8bit_headers": (
         b"From: cabinet@cabinet-martin.fr\r\nTo: orders@labo.fr\r\nSubject: Fwd\r\n"
         b"MIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n"
@@ -144,12 +147,7 @@ HOSTILE: dict[str, bytes] = {
     ),
 }
 
-COPIES: tuple[RouteCopy, ...] = (
-    lab_copy(),
-    copy_for(Action.REDACT),
-    copy_for(Action.REJECT_IF_PHI),
-    copy_for(Action.OWN_DATA_ONLY, own_patient=DUPONT.key),
-)
+COPIES: tuple[RouteCopy, ...] = inspecting_copies(DUPONT.key)
 
 
 @functools.cache

@@ -20,17 +20,13 @@ from tests.pipeline._helpers import (
     assert_no_planted,
     b64,
     copy_for,
+    inspecting_copies,
     lab_copy,
     message,
     run,
 )
 
-INSPECTING = (
-    lab_copy(),
-    copy_for(Action.REDACT),
-    copy_for(Action.REJECT_IF_PHI),
-    copy_for(Action.OWN_DATA_ONLY, own_patient="patient-dupont"),
-)
+INSPECTING = inspecting_copies("patient-dupont")
 
 
 def assert_stopped(raw: bytes, reason_word: str = "") -> None:
