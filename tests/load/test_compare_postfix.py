@@ -63,6 +63,17 @@ def test_portique_deliver_row_with_verification(workdir: Path) -> None:
     table = rows(out.stdout)
     assert table["Portique, deliver route (no scanning)"]["delivered"] == "20"
     assert "arrived 10  missing 0" in out.stderr  # the driver's verification run
+    # The latency run: the harness's own maximum measured first, then half the lower one.
+    assert re.search(
+        r"deliver: maximum sustained: [\d.]+ msg/s under smtp-source, [1-9][\d.]* msg/s with",
+        out.stderr,
+    )
+    latency = re.search(
+        r"Portique deliver, 2 KB at half the maximum sustained rate: offered_rate=[\d.]+/s "
+        r"latency end of DATA -> sink ms: p50 [\d.]+ .* p99 [\d.]+ .*RESULT: OK",
+        out.stdout,
+    )
+    assert latency is not None, out.stdout
     assert list(workdir.iterdir()) == []
 
 
