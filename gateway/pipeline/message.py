@@ -50,6 +50,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from email.errors import MessageError
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import collapse_rfc2231_value, formataddr, getaddresses
@@ -402,16 +403,18 @@ class _Walker:
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
             replacements = self.free_text_replacements(text_slots, texts, first)
             for name, pairs, indices in address_slots:
-                changed = False
-                rendered = []
-                for (display, addr), idx in zip(pairs, indices, strict=True):
-                    if idx is not None and texts[idx - first] != display:
-                        display = texts[idx - first]
-                        changed = True
-                    rendered.append(formataddr((display, addr), charset="utf-8"))
-                if changed:
-                    title = "-".join(w.capitalize() for w in name.split("-"))
-                    replacements[name] = fold_plain(title, ", ".join(rendered), nl)
+                displays = [
+                    texts[idx - first] if idx is not None else display
+                    for (display, _addr), idx in zip(pairs, indices, strict=True)
+                ]
+                if displays == [display for display, _addr in pairs]:
+                    continue  # no display name changed: the header stays as it is
+                rendered = [
+                    render_address(display, addr)
+                    for display, (_old, addr) in zip(displays, pairs, strict=True)
+                ]
+                title = "-".join(w.capitalize() for w in name.split("-"))
+                replacements[name] = fold_plain(title, ", ".join(rendered), nl)
             if not replacements:
                 return {}
             return {part.index: PartEdit(headers=replacements)}
@@ -695,7 +698,8 @@ def decode_header_text(value: str) -> str:
         return value
     try:
         return str(make_header(decode_header(value)))
-    except (LookupError, UnicodeDecodeError, ValueError) as exc:
+    except (LookupError, UnicodeDecodeError, ValueError, MessageError) as exc:
+        # MessageError: CharsetError for a charset name that is no charset (8-bit bytes).
         raise ContentError("header in an unknown or invalid charset") from exc
 
 
@@ -770,6 +774,15 @@ def attachment_names(message: ParsedMessage) -> list[tuple[str, str]]:
     return out
 
 
+def render_address(display: str, address: str) -> str:
+    """`Display <address>`, the display name RFC 2047-encoded when not ASCII. An address
+    that is not ASCII (raw 8-bit bytes in the header) cannot be written back as it came:
+    a ContentError, never an exception from the email package."""
+    if not address.isascii():
+        raise ContentError("address header with a non-ASCII address cannot be rewritten")
+    return formataddr((display, address), charset="utf-8")
+
+
 def render_param_header(
     message: ParsedMessage,
     header: str,
@@ -803,7 +816,10 @@ def render_param_header(
             items.append(_param(key, collapse_rfc2231_value(val)))
     if not seen:
         items.append(_param(param, value))
-    return (f"{header}: " + f";{nl.decode()}\t".join(items)).encode("ascii")
+    rendered = f"{header}: " + f";{nl.decode()}\t".join(items)
+    if not rendered.isascii():  # 8-bit bytes in the type or a parameter name
+        raise ContentError("MIME header with non-ASCII characters cannot be rewritten")
+    return rendered.encode("ascii")
 
 
 def _param(key: str, value: str) -> str:
@@ -972,7 +988,7 @@ def declared_charset(message: ParsedMessage) -> str:
         return ""
     try:
         return codecs.lookup(charset).name
-    except LookupError as exc:
+    except (LookupError, ValueError) as exc:  # ValueError: a NUL in the name
         raise ContentError("text part in an unknown charset") from exc
 
 
