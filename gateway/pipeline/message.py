@@ -320,7 +320,11 @@ def structured_header_values(part: MimePart) -> list[str]:
     obsolete syntax, a body without the blank line before it): the parser leaves such
     lines out, and readers show them. The reasons never hold a value."""
     message = part.message
-    if message.get_payload():
+    try:
+        has_body = bool(message.get_payload())
+    except (LookupError, ValueError) as exc:  # 8-bit text decoded with a charset that is none
+        raise ContentError("text part in an unknown charset") from exc
+    if has_body:
         raise ContentError("malformed MIME header block")
     values: list[str] = []
     seen: set[str] = set()

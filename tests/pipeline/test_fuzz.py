@@ -160,6 +160,8 @@ def test_seeds_themselves_are_cleaned() -> None:
         b"MIME-Version: 1.0\r\nContent-Type: text\x80plain\x00 charset=iso-8859-1\r\n"
         b"Content-Transfer-Encoding: quoted-printable\r\n\r\nProth=E8se pour DUPONT Jean\r\n",
         b'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=\x00"utf-8"\r\n\r\nDUPONT Jean\r\n',
+        b"Subject: DUPONT\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        b"--B\r\nContent-Type: text/plain; charset=\x00iso-8859-1\r\x80",
     ],
 )
 def test_found_inputs_get_a_reason_not_an_internal_error(raw: bytes) -> None:
