@@ -65,3 +65,17 @@ enabled = false
 ${EXTRA_TOML:-}
 EOF
 }
+
+# start_gateway CONFIG ROSTER PORT CMD...: keys and the roster imported with CMD (a
+# `portique` command line), then `CMD serve -c CONFIG` in the background (GATEWAY_PID,
+# stopped on exit, log in $WORK/serve.log); returns once it listens on PORT.
+start_gateway() {
+  local config="$1" roster="$2" port="$3"
+  shift 3
+  "$@" keys init -c "$config" >/dev/null
+  "$@" roster import -c "$config" "$roster" >/dev/null 2>&1
+  "$@" serve -c "$config" >"$WORK/serve.log" 2>&1 &
+  GATEWAY_PID=$!
+  PIDS+=("$GATEWAY_PID")
+  wait_port "$port" 60 || { echo "portique did not listen" >&2; tail -n 20 "$WORK/serve.log" >&2; exit 1; }
+}

@@ -31,16 +31,11 @@ PORT=$(free_port)
 SMTP_TOML="max_message_size = 209715200" portique_config "$WORK/portique.toml" \
   "$WORK/data" "$PORT" "$SINK_PORT" pseudonymise labo.fr
 printf 'nom;prenom;date_naissance\nDUPONT;Jean;02/11/1975\n' >"$WORK/roster.csv"
-"$PORTIQUE" keys init -c "$WORK/portique.toml" >/dev/null
-"$PORTIQUE" roster import -c "$WORK/portique.toml" "$WORK/roster.csv" >/dev/null 2>&1
 mkdir -p "$WORK/dump" && chmod 777 "$WORK/dump"
 "$SMTP_SINK" -u nobody -d "$WORK/dump/%M." -M 1 "127.0.0.1:$SINK_PORT" 16 >"$WORK/sink.out" 2>&1 &
 SINK_PID=$!
 PIDS+=("$SINK_PID")
-"$PORTIQUE" serve -c "$WORK/portique.toml" >"$WORK/serve.log" 2>&1 &
-GATEWAY_PID=$!
-PIDS+=("$GATEWAY_PID")
-wait_port "$PORT" 60 || { echo "portique did not listen" >&2; tail -n 20 "$WORK/serve.log" >&2; exit 1; }
+start_gateway "$WORK/portique.toml" "$WORK/roster.csv" "$PORT" "$PORTIQUE"
 
 started=$(date +%s.%N)
 "$PY" - "$WORK/big.eml" "$PORT" <<'EOF'

@@ -49,15 +49,10 @@ SINK_PORT=$(free_port)
 PORT=$(free_port)
 WORKERS=1 portique_config "$WORK/portique.toml" "$WORK/data" "$PORT" "$SINK_PORT" \
   pseudonymise labo.test
-"${PORTIQUE[@]}" keys init -c "$WORK/portique.toml" >/dev/null
-"${PORTIQUE[@]}" roster import -c "$WORK/portique.toml" "$WORK/roster.csv" >/dev/null 2>&1
 "$SMTP_SINK" -u nobody -c -M "$MESSAGES" "127.0.0.1:$SINK_PORT" 256 >"$WORK/sink.out" 2>&1 &
 SINK_PID=$!
 PIDS+=("$SINK_PID")
-"${PORTIQUE[@]}" serve -c "$WORK/portique.toml" >"$WORK/serve.log" 2>&1 &
-GATEWAY_PID=$!
-PIDS+=("$GATEWAY_PID")
-wait_port "$PORT" 60 || { echo "portique did not listen" >&2; tail -n 20 "$WORK/serve.log" >&2; exit 1; }
+start_gateway "$WORK/portique.toml" "$WORK/roster.csv" "$PORT" "${PORTIQUE[@]}"
 
 cpu_ticks() {  # user + system ticks of the gateway and its children
   local total=0 pid

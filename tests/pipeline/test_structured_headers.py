@@ -37,7 +37,7 @@ from tests.pipeline._helpers import (
     message,
     run,
 )
-from tests.relay._helpers import EventLog, send_sync, wait_until
+from tests.relay._helpers import LAB_AND_PRACTICE_ROUTES, EventLog, send_sync, wait_until
 from tests.relay.conftest import portique_factory, sink  # noqa: F401 (fixtures)
 
 STL = b"solid s\nendsolid s\n"
@@ -286,20 +286,7 @@ async def test_the_service_holds_a_duplicate_and_tells_the_sender_without_the_na
     with capture_logs() as logs:
         svc = await portique_factory(
             sink.port,
-            routes=[
-                {
-                    "name": "labs",
-                    "match": ["*@lab.test"],
-                    "action": "pseudonymise",
-                    "connector": "relay",
-                },
-                {
-                    "name": "practice",
-                    "match": ["*@practice.test"],
-                    "action": "deliver",
-                    "connector": "relay",
-                },
-            ],
+            routes=LAB_AND_PRACTICE_ROUTES,
         )
         svc.events.subscribe(log)
         await asyncio.to_thread(send_sync, svc.smtp_port, raw)

@@ -140,6 +140,14 @@ def make_config(
     return parse_config(raw)
 
 
+# A lab route that transforms and the practice's own domain delivered as is (where the
+# sender's notices go), both through the relay connector.
+LAB_AND_PRACTICE_ROUTES = [
+    {"name": "labs", "match": ["*@lab.test"], "action": "pseudonymise", "connector": "relay"},
+    {"name": "practice", "match": ["*@practice.test"], "action": "deliver", "connector": "relay"},
+]
+
+
 def message(
     subject: str = "Hello", body: str = "Bonjour.\r\n", message_id: str = "<m1@practice.test>"
 ) -> bytes:

@@ -11,7 +11,15 @@ from connectors.base import DeliveryItem, Status
 from connectors.relay import RelayConnector
 from gateway.config import ConnectorConfig
 from tests.conftest import make_pki
-from tests.relay._helpers import EventLog, Sink, SinkHandler, message, send_sync, wait_until
+from tests.relay._helpers import (
+    LAB_AND_PRACTICE_ROUTES,
+    EventLog,
+    Sink,
+    SinkHandler,
+    message,
+    send_sync,
+    wait_until,
+)
 
 SECRET_BODY = "Patient Jeanne Dupont, NIR 2 84 12 75 123 456 78, tel 06 12 34 56 78"
 SECRET_SUBJECT = "Dossier de Jeanne Dupont"
@@ -148,20 +156,7 @@ async def test_transforming_route_holds_with_stub_pipeline_and_notifies_sender(
     log = EventLog()
     svc = await portique_factory(
         sink.port,
-        routes=[
-            {
-                "name": "labs",
-                "match": ["*@lab.test"],
-                "action": "pseudonymise",
-                "connector": "relay",
-            },
-            {
-                "name": "practice",
-                "match": ["*@practice.test"],
-                "action": "deliver",
-                "connector": "relay",
-            },
-        ],
+        routes=LAB_AND_PRACTICE_ROUTES,
     )
     svc.events.subscribe(log)
     await asyncio.to_thread(
