@@ -13,15 +13,19 @@
 #       master.cf is Debian's, with the smtpd listener on a non-standard loopback port and
 #       chroot off (a private queue dir has no chroot jail files).
 # Portique: `portique serve -c FILE` with a route labs -> pseudonymise -> relay to the
-#       same smtp-sink port. A second row with a `deliver` route is labelled
-#       "no scanning" and is NOT the bar.
+#       same smtp-sink port. A second row with a `deliver` route (the message is still
+#       parsed and scanned, for the audit trail and the redacted subject of a later
+#       bounce, but not rewritten or verified) is NOT the bar.
+# Floor: load-tests/python_floor.py, the least a relay in Python does (SMTP in, fsync'ed
+#       group commit, SMTP out, no gateway work), as many processes as Portique's
+#       workers: a reference for how much of the distance to Postfix is Python's, NOT the bar.
 # Afterwards (unless --no-verify) the Python driver (load-tests/driver.py) sends a few
 # hundred generated messages through Portique to load-tests/sink.py on the same port and
 # checks that every one arrived and none carries a planted name/NIR/phone/e-mail; then it
 # measures latency at half the maximum sustained rate (see latency_run).
 #
 # Usage: load-tests/compare_postfix.sh [-m MESSAGES] [-s SESSIONS]
-#            [--rows postfix,pseudonymise,deliver] [--workers N|auto] [--no-verify]
+#            [--rows postfix,pseudonymise,deliver,floor] [--workers N|auto] [--no-verify]
 #            [--verify-messages N] [--latency-seconds S] [--settle S] [--keep] [--timeout SEC]
 #            [--instances K]  (K independent Portique processes, own data_dir each, the
 #                             smtp-source sessions and messages split between them: a
@@ -47,7 +51,7 @@ SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
 MESSAGES=2000        # per timed run; ~10 s of Postfix on 2 cores
 SESSIONS=20          # the issue's load: 20 parallel smtp-source sessions
 TIMEOUT=300          # seconds per timed run, so a stuck relay cannot hang the script
-ROWS="postfix,pseudonymise,deliver"
+ROWS="postfix,pseudonymise,deliver,floor"
 INSTANCES=1          # --instances K: K independent Portique processes, load split evenly
 WORKERS="auto"
 VERIFY=1
@@ -75,7 +79,7 @@ while [ $# -gt 0 ]; do
     --profile-gil) PROFILE_GIL="--gil"; shift ;;
     --keep) KEEP=1; shift ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -83,7 +87,7 @@ done
 log() { echo "[compare] $*" >&2; }
 want() { [[ ",$ROWS," == *",$1,"* ]]; }
 for row in ${ROWS//,/ }; do
-  case "$row" in postfix|pseudonymise|deliver) ;; *) echo "unknown row: $row" >&2; exit 2 ;; esac
+  case "$row" in postfix|pseudonymise|deliver|floor) ;; *) echo "unknown row: $row" >&2; exit 2 ;; esac
 done
 
 # --- Postfix from Debian if absent ------------------------------------------------------
@@ -392,7 +396,7 @@ if want pseudonymise; then
 fi
 if want deliver; then
   PD_PORT=$(free_port)
-  log "portique (deliver, no scanning): 127.0.0.1:$PD_PORT"
+  log "portique (deliver, scanned, not rewritten): 127.0.0.1:$PD_PORT"
   start_portique deliver "$PD_PORT"
   profile_start deliver
   record "$(timed_run portique-deliver "$PORTIQUE_PORTS")"
@@ -406,21 +410,39 @@ if want deliver; then
   stop_portique
 fi
 
+if want floor; then
+  # A reference, never the bar: load-tests/python_floor.py (SMTP in, fsync'ed group
+  # commit, SMTP out, nothing else) with as many processes as Portique's workers.
+  FL_PORT=$(free_port)
+  floor_processes="$WORKERS"
+  log "python floor (minimal relay, no gateway work): 127.0.0.1:$FL_PORT, processes=$floor_processes"
+  mkdir -p "$WORK/floor"
+  "$PY" "$HERE/python_floor.py" "$FL_PORT" "$SINK_PORT" "$WORK/floor" "$floor_processes" \
+    >"$WORK/floor.log" 2>&1 &
+  FLOOR_PID=$!
+  PIDS+=("$FLOOR_PID")
+  wait_port "$FL_PORT" 20 || { log "python_floor.py did not listen on $FL_PORT"; cat "$WORK/floor.log" >&2; exit 1; }
+  record "$(timed_run floor "$FL_PORT")"
+  kill -TERM "$FLOOR_PID" 2>/dev/null || true
+  wait "$FLOOR_PID" 2>/dev/null || true
+fi
+
 # --- table ----------------------------------------------------------------------------------
 rate_of() { echo "${DELIVERED[$1]} / ${SECS[$1]}" | bc -l; }
 echo
 echo "Postfix vs Portique: $MESSAGES x $MSG_BYTES-byte lab orders, smtp-source -s $SESSIONS -> relay -> smtp-sink; nproc=$(nproc), Portique workers=$WORKERS"
 printf '| %-66s | %9s | %9s | %10s | %s\n' "relay" "delivered" "seconds" "msg/s" "note"
 printf '|%s|%s|%s|%s|%s\n' "--------------------------------------------------------------------" "-----------" "-----------" "------------" "------"
-for name in postfix portique-pseudonymise portique-deliver; do
+for name in postfix portique-pseudonymise portique-deliver floor; do
   [ -n "${SECS[$name]:-}" ] || continue
   label="$name"
   case "$name" in
     postfix) label="Postfix $(postconf -d -h mail_version 2>/dev/null) (plain relay)" ;;
     portique-pseudonymise) label="Portique, pseudonymising lab route" ;;
-    portique-deliver) label="Portique, deliver route (no scanning)" ;;
+    portique-deliver) label="Portique, deliver route (scanned, not rewritten)" ;;
+    floor) label="Python floor: minimal relay, fsync, no gateway work ($floor_processes proc.)" ;;
   esac
-  if [ "$INSTANCES" != 1 ] && [ "$name" != postfix ]; then label="$label, $INSTANCES processes"; fi
+  if [ "$INSTANCES" != 1 ] && [ "$name" != postfix ] && [ "$name" != floor ]; then label="$label, $INSTANCES processes"; fi
   note=""
   [ "${DELIVERED[$name]}" = "$MESSAGES" ] || note="INCOMPLETE: ${DELIVERED[$name]} of $MESSAGES delivered, ${OTHER[$name]} other message(s) at the sink"
   printf '| %-66s | %9s | %9.2f | %10.1f | %s\n' "$label" "${DELIVERED[$name]}" "${SECS[$name]}" "$(rate_of "$name")" "$note"
@@ -432,8 +454,12 @@ if [ -n "${SECS[postfix]:-}" ] && [ -n "${SECS[portique-pseudonymise]:-}" ]; the
     "$(echo "$(rate_of portique-pseudonymise) / $(rate_of postfix)" | bc -l)" "$valid"
 fi
 if [ -n "${SECS[postfix]:-}" ] && [ -n "${SECS[portique-deliver]:-}" ]; then
-  printf 'ratio Portique (deliver, no scanning) / Postfix = %.2f\n' \
+  printf 'ratio Portique (deliver, not rewritten) / Postfix = %.2f\n' \
     "$(echo "$(rate_of portique-deliver) / $(rate_of postfix)" | bc -l)"
+fi
+if [ -n "${SECS[postfix]:-}" ] && [ -n "${SECS[floor]:-}" ]; then
+  printf 'ratio Python floor (reference, not a gateway) / Postfix = %.2f\n' \
+    "$(echo "$(rate_of floor) / $(rate_of postfix)" | bc -l)"
 fi
 for row in pseudonymise deliver; do
   [ -f "$WORK/latency-$row.out" ] || continue

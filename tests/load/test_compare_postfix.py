@@ -61,7 +61,7 @@ def test_portique_deliver_row_with_verification(workdir: Path) -> None:
     out = run(workdir, "--rows", "deliver", "-m", "20", "-s", "3", "--verify-messages", "10")
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     table = rows(out.stdout)
-    assert table["Portique, deliver route (no scanning)"]["delivered"] == "20"
+    assert table["Portique, deliver route (scanned, not rewritten)"]["delivered"] == "20"
     assert "arrived 10  missing 0" in out.stderr  # the driver's verification run
     # The latency run: the harness's own maximum measured first, then half the lower one.
     assert re.search(
@@ -98,6 +98,17 @@ def test_two_instances_split_the_load_and_every_message_is_delivered(workdir: Pa
         workdir, "--rows", "deliver", "--instances", "2", "-m", "21", "-s", "4", "--no-verify"
     )
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
-    row = rows(out.stdout)["Portique, deliver route (no scanning), 2 processes"]
+    row = rows(out.stdout)["Portique, deliver route (scanned, not rewritten), 2 processes"]
     assert row["delivered"] == "21"
     assert no_private_postfix_left(workdir) and list(workdir.iterdir()) == []
+
+
+def test_python_floor_row_relays_every_message(workdir: Path) -> None:
+    """The reference row: load-tests/python_floor.py (two processes sharing the port)
+    relays every smtp-source message to smtp-sink, and nothing is left running."""
+    out = run(workdir, "--rows", "floor", "--workers", "2", "-m", "25", "-s", "4", "--no-verify")
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    row = rows(out.stdout)["Python floor: minimal relay, fsync, no gateway work (2 proc.)"]
+    assert row["delivered"] == "25" and "INCOMPLETE" not in row["note"]
+    assert float(row["rate"]) > 0
+    assert list(workdir.iterdir()) == []

@@ -1,0 +1,189 @@
+"""The Python floor: the least a relay written in Python must do, as a reference row.
+
+What it does per message, and nothing more: an asyncio Protocol (uvloop when installed)
+reads the SMTP commands and the DATA, appends the message to a spool file and fsyncs it
+(one fsync per event-loop iteration for every message completed in it: group commit)
+before its 250, then relays it over one persistent, pipelined connection per process to
+the sink. No scanning, no encryption, no audit trail, no queue database, no TLS, no
+checks of any kind: it is not a gateway. `compare_postfix.sh --rows floor` runs it
+under the same load as the other rows, to tell how much of the distance to Postfix is
+the language's and how much is Portique's own work per message. It is never the bar.
+
+Usage: python_floor.py PORT SINK_PORT SPOOL_DIR [PROCESSES|auto]
+Processes share the port with SO_REUSEPORT; SIGTERM stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from typing import cast
+
+
+class GroupSpool:
+    """Appends messages to one file; one fsync per loop iteration, then their 250s."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
+
+    def store(self, data: bytes) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.append((data, done))
+        return done
+
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, []
+        os.write(self._fd, b"".join(data for data, _ in batch))
+        os.fsync(self._fd)
+        for _, done in batch:
+            done.set_result(None)
+
+
+class Upstream:
+    """One connection to the sink, reopened if it closes; MAIL/RCPT/DATA pipelined."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._lock = asyncio.Lock()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
+        await reader.readuntil(b"\r\n")
+        writer.write(b"EHLO floor\r\n")
+        while (await reader.readuntil(b"\r\n"))[3:4] != b" ":
+            pass
+        return reader, writer
+
+    async def send(self, sender: bytes, recipients: list[bytes], body: bytes) -> None:
+        async with self._lock:
+            for attempt in (1, 2):
+                if self._reader is None or self._writer is None:
+                    self._reader, self._writer = await self._open()
+                reader, writer = self._reader, self._writer
+                commands = [b"MAIL FROM:" + sender]
+                commands += [b"RCPT TO:" + r for r in recipients]
+                commands.append(b"DATA")
+                try:
+                    writer.write(b"\r\n".join(commands) + b"\r\n")
+                    for _ in commands:
+                        await reader.readuntil(b"\r\n")
+                    writer.write(body + b".\r\n")
+                    await reader.readuntil(b"\r\n")
+                    return
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    writer.close()
+                    self._reader = self._writer = None
+                    if attempt == 2:
+                        return  # the sink is gone (it exits after its count)
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, spool: GroupSpool, upstream: Upstream) -> None:
+        self._spool, self._upstream = spool, upstream
+        self._buffer = b""
+        self._in_data = False
+        self._sender = b""
+        self._recipients: list[bytes] = []
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport.write(b"220 floor ESMTP\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._buffer += data
+        replies: list[bytes] = []
+        while True:
+            if self._in_data:
+                end = self._buffer.find(b"\r\n.\r\n")
+                if end < 0:
+                    break
+                body, self._buffer = self._buffer[: end + 2], self._buffer[end + 5 :]
+                self._in_data = False
+                asyncio.ensure_future(self._finish(self._sender, self._recipients, body))
+                continue
+            end = self._buffer.find(b"\r\n")
+            if end < 0:
+                break
+            line, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                replies.append(b"250-floor\r\n250 PIPELINING\r\n")
+            elif verb == b"MAIL":
+                self._sender, self._recipients = line[10:], []
+                replies.append(b"250 2.1.0 OK\r\n")
+            elif verb == b"RCPT":
+                self._recipients.append(line[8:])
+                replies.append(b"250 2.1.5 OK\r\n")
+            elif verb == b"DATA":
+                self._in_data = True
+                replies.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            elif verb == b"QUIT":
+                self._transport.write(b"".join(replies) + b"221 2.0.0 Bye\r\n")
+                self._transport.close()
+                return
+            else:  # HELO, RSET, NOOP
+                replies.append(b"250 OK\r\n")
+        if replies:
+            self._transport.write(b"".join(replies))
+
+    async def _finish(self, sender: bytes, recipients: list[bytes], body: bytes) -> None:
+        await self._spool.store(body)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(b"250 2.0.0 OK queued\r\n")
+        await self._upstream.send(sender, recipients, body)
+
+
+async def serve(sock: socket.socket, sink_port: int, spool_path: str) -> None:
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
+    spool, upstream = GroupSpool(spool_path), Upstream(sink_port)
+    server = await loop.create_server(lambda: Session(spool, upstream), sock=sock)
+    await stop
+    server.close()
+
+
+def run_process(port: int, sink_port: int, spool_path: str) -> None:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(256)
+    try:
+        import uvloop
+
+        uvloop.run(serve(sock, sink_port, spool_path))
+    except ImportError:
+        asyncio.run(serve(sock, sink_port, spool_path))
+
+
+def main() -> int:
+    port, sink_port, spool_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    wanted = sys.argv[4] if len(sys.argv) > 4 else "1"
+    processes = (os.cpu_count() or 1) if wanted == "auto" else int(wanted)
+    children = []
+    for index in range(1, processes):
+        pid = os.fork()
+        if pid == 0:
+            run_process(port, sink_port, f"{spool_dir}/spool.{index}")
+            os._exit(0)
+        children.append(pid)
+    run_process(port, sink_port, f"{spool_dir}/spool.0")
+    for child in children:
+        os.kill(child, signal.SIGTERM)
+        os.waitpid(child, 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
