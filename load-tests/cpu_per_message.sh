@@ -7,7 +7,7 @@
 # patient data over SESSIONS sessions to `portique serve` (workers 1, roster imported,
 # pseudonymising lab route), which relays to Postfix's smtp-sink (C). Prints msg/s from
 # the first connection to the last message at the sink, and the gateway's user + system
-# CPU per message (from /proc, the gateway process and its children).
+# CPU per message, and each of the two (from /proc, the gateway process and its children).
 # --code DIR runs the gateway from another checkout of this repository (e.g. a
 # `git worktree` of an older commit) with this repository's venv: alternate runs of two
 # checkouts to compare them on a machine whose speed drifts.
@@ -54,22 +54,26 @@ SINK_PID=$!
 PIDS+=("$SINK_PID")
 start_gateway "$WORK/portique.toml" "$WORK/roster.csv" "$PORT" "${PORTIQUE[@]}"
 
-cpu_ticks() {  # user + system ticks of the gateway and its children
-  local total=0 pid
+cpu_ticks() {  # "user system" ticks of the gateway and its children
+  local user=0 system=0 pid u s
   for pid in "$GATEWAY_PID" $(pgrep -P "$GATEWAY_PID" || true); do
-    [ -r "/proc/$pid/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    [ -r "/proc/$pid/stat" ] || continue
+    read -r u s < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    user=$((user + u)); system=$((system + s))
   done
-  echo "$total"
+  echo "$user $system"
 }
-ticks0=$(cpu_ticks)
+read -r user0 system0 < <(cpu_ticks)
 started=$(date +%s.%N)
 timeout 600 "$SMTP_SOURCE" -s "$SESSIONS" -m "$MESSAGES" -d -F "$MSG_FILE" \
   -f cabinet@cabinet.test -t commandes@labo.test "127.0.0.1:$PORT"
 deadline=$((SECONDS + 600))
 while kill -0 "$SINK_PID" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.01; done
 finished=$(date +%s.%N)
-ticks1=$(cpu_ticks)
+read -r user1 system1 < <(cpu_ticks)
 kill -0 "$SINK_PID" 2>/dev/null && { echo "not every message reached the sink" >&2; exit 1; }
 "$PY" -c "
-m = $MESSAGES; wall = $finished - $started; cpu = ($ticks1 - $ticks0) / $(getconf CLK_TCK)
-print(f'{m} messages in {wall:.2f} s = {m / wall:.1f} msg/s; gateway CPU {cpu:.2f} s = {1000 * cpu / m:.2f} ms per message')"
+m = $MESSAGES; wall = $finished - $started; hz = $(getconf CLK_TCK)
+user = ($user1 - $user0) / hz; system = ($system1 - $system0) / hz; cpu = user + system
+print(f'{m} messages in {wall:.2f} s = {m / wall:.1f} msg/s; gateway CPU {cpu:.2f} s = {1000 * cpu / m:.2f} ms per message'
+      f' (user {1000 * user / m:.2f}, system {1000 * system / m:.2f})')"
