@@ -417,7 +417,7 @@ if want floor; then
   floor_processes="$WORKERS"
   log "python floor (minimal relay, no gateway work): 127.0.0.1:$FL_PORT, processes=$floor_processes"
   mkdir -p "$WORK/floor"
-  "$PY" "$HERE/python_floor.py" "$FL_PORT" "$SINK_PORT" "$WORK/floor" "$floor_processes" \
+  "$PY" "$HERE/python_floor.py" "$FL_PORT" "$SINK_PORT" "$WORK/floor" --processes "$floor_processes" \
     >"$WORK/floor.log" 2>&1 &
   FLOOR_PID=$!
   PIDS+=("$FLOOR_PID")

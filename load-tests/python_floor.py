@@ -9,18 +9,29 @@ checks of any kind: it is not a gateway. `compare_postfix.sh --rows floor` runs 
 under the same load as the other rows, to tell how much of the distance to Postfix is
 the language's and how much is Portique's own work per message. It is never the bar.
 
-Usage: python_floor.py PORT SINK_PORT SPOOL_DIR [PROCESSES|auto]
+A cost ladder: each option adds one of Portique's own components to the floor, so that
+its cost per message can be read off the rate (smtp-source in, smtp-sink out):
+- `--inbound aiosmtpd`: the SMTP server is aiosmtpd's (what `gateway/smtp.py` builds on)
+  instead of the floor's Protocol;
+- `--audit`: Portique's audit trail (gateway/audit/trail.py, one per process, in
+  SPOOL_DIR/audit-N): a "received" record made durable before the 250, then "decided"
+  and "delivery" records, as the service writes them.
+
+Usage: python_floor.py PORT SINK_PORT SPOOL_DIR [--processes N|auto]
+           [--inbound protocol|aiosmtpd] [--audit]
 Processes share the port with SO_REUSEPORT; SIGTERM stops them all.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
 import socket
 import sys
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 
 class GroupSpool:
@@ -86,9 +97,47 @@ class Upstream:
                         return  # the sink is gone (it exits after its count)
 
 
+class Relay:
+    """What happens to a message once its DATA is in: `accept` before the 250, then
+    `forward`. With an audit trail, the records the service would write around them."""
+
+    def __init__(self, spool: GroupSpool, upstream: Upstream, audit: Any = None) -> None:
+        self._spool, self._upstream, self._audit = spool, upstream, audit
+
+    def _record(self, kind: str, **fields: Any) -> None:
+        from gateway.events import Event
+
+        self._audit.emit(Event(kind, fields))
+
+    async def accept(self, sender: bytes, recipients: list[bytes], body: bytes) -> None:
+        if self._audit is not None:
+            self._record(
+                "received", spool_id="floor", client="127.0.0.1", mail_from=sender.decode(),
+                recipients=[r.decode() for r in recipients], size=len(body),
+            )  # fmt: skip
+            await self._audit.durable()
+        await self._spool.store(body)
+
+    async def forward(self, sender: bytes, recipients: list[bytes], body: bytes) -> None:
+        if self._audit is not None:
+            self._record(
+                "decided", spool_id="floor", copy_id="floor.0", route="labs",
+                action="pseudonymise", connector="relay", verdict="rewritten",
+                recipients=[r.decode() for r in recipients], findings={"name": 2, "nir": 1},
+                digests=["0" * 16, "1" * 16, "2" * 16], reason="",
+            )  # fmt: skip
+        await self._upstream.send(sender, recipients, body)
+        if self._audit is not None:
+            self._record(
+                "delivery", queue_id="floor", connector="relay", destination="127.0.0.1",
+                status="delivered", detail="250 2.0.0 OK", attempt=1,
+                recipients=[r.decode() for r in recipients], bytes=len(body),
+            )  # fmt: skip
+
+
 class Session(asyncio.Protocol):
-    def __init__(self, spool: GroupSpool, upstream: Upstream) -> None:
-        self._spool, self._upstream = spool, upstream
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
         self._buffer = b""
         self._in_data = False
         self._sender = b""
@@ -138,47 +187,93 @@ class Session(asyncio.Protocol):
             self._transport.write(b"".join(replies))
 
     async def _finish(self, sender: bytes, recipients: list[bytes], body: bytes) -> None:
-        await self._spool.store(body)
+        await self._relay.accept(sender, recipients, body)
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"250 2.0.0 OK queued\r\n")
-        await self._upstream.send(sender, recipients, body)
+        await self._relay.forward(sender, recipients, body)
 
 
-async def serve(sock: socket.socket, sink_port: int, spool_path: str) -> None:
+class AiosmtpdHandler:
+    """The same relay behind aiosmtpd's SMTP server (`--inbound aiosmtpd`)."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        sender = b"<" + envelope.mail_from.encode() + b">"
+        recipients = [b"<" + r.encode() + b">" for r in envelope.rcpt_tos]
+        # aiosmtpd hands over the content unstuffed: stuff it again for the next hop.
+        body = envelope.original_content.replace(b"\r\n.", b"\r\n..")
+        if body.startswith(b"."):
+            body = b"." + body
+        await self._relay.accept(sender, recipients, body)
+        asyncio.ensure_future(self._relay.forward(sender, recipients, body))
+        return "250 2.0.0 OK queued"
+
+
+async def serve(sock: socket.socket, options: argparse.Namespace, index: int) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
-    spool, upstream = GroupSpool(spool_path), Upstream(sink_port)
-    server = await loop.create_server(lambda: Session(spool, upstream), sock=sock)
+    audit = None
+    if options.audit:
+        from crypto.keys import init_keys, load_keys
+        from gateway.audit.trail import AuditTrail
+        from gateway.config import AuditConfig
+
+        data_dir = Path(options.spool_dir) / f"audit-{index}"
+        init_keys(data_dir)
+        audit = AuditTrail.open(data_dir, load_keys(data_dir), AuditConfig())
+    relay = Relay(
+        GroupSpool(f"{options.spool_dir}/spool.{index}"), Upstream(options.sink_port), audit
+    )
+    if options.inbound == "aiosmtpd":
+        from aiosmtpd.smtp import SMTP
+
+        handler = AiosmtpdHandler(relay)
+        server = await loop.create_server(lambda: SMTP(handler, decode_data=False), sock=sock)
+    else:
+        server = await loop.create_server(lambda: Session(relay), sock=sock)
     await stop
     server.close()
+    if audit is not None:
+        audit.close()
 
 
-def run_process(port: int, sink_port: int, spool_path: str) -> None:
+def run_process(options: argparse.Namespace, index: int) -> None:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", port))
+    sock.bind(("127.0.0.1", options.port))
     sock.listen(256)
     try:
         import uvloop
 
-        uvloop.run(serve(sock, sink_port, spool_path))
+        uvloop.run(serve(sock, options, index))
     except ImportError:
-        asyncio.run(serve(sock, sink_port, spool_path))
+        asyncio.run(serve(sock, options, index))
 
 
 def main() -> int:
-    port, sink_port, spool_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    wanted = sys.argv[4] if len(sys.argv) > 4 else "1"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("port", type=int)
+    parser.add_argument("sink_port", type=int)
+    parser.add_argument("spool_dir")
+    parser.add_argument("--processes", default="1", help="N or auto (one per core)")
+    parser.add_argument("--inbound", choices=("protocol", "aiosmtpd"), default="protocol")
+    parser.add_argument("--audit", action="store_true")
+    options = parser.parse_args()
+    if options.audit:  # Portique's packages, from this checkout
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    wanted = options.processes
     processes = (os.cpu_count() or 1) if wanted == "auto" else int(wanted)
     children = []
     for index in range(1, processes):
         pid = os.fork()
         if pid == 0:
-            run_process(port, sink_port, f"{spool_dir}/spool.{index}")
+            run_process(options, index)
             os._exit(0)
         children.append(pid)
-    run_process(port, sink_port, f"{spool_dir}/spool.0")
+    run_process(options, 0)
     for child in children:
         os.kill(child, signal.SIGTERM)
         os.waitpid(child, 0)
