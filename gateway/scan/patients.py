@@ -11,11 +11,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Final
 
 from gateway.scan._fold import alnum_key, fold_key
 
-_SPACES = re.compile(r"[\s\-']+")
-_NON_DIGIT = re.compile(r"\D")
+_SPACES: Final = re.compile(r"[\s\-']+")
+_NON_DIGIT: Final = re.compile(r"\D")
 
 
 @dataclass(frozen=True)
