@@ -667,7 +667,7 @@ class Engine:
                 continue
             match = self._first_name_before(lower, start, surname, separators)
             if match is None:
-                match = self._first_name_after(lower, end, surname, after_re)
+                match = self._first_name_after(lower, end, surname, after_re, separators)
             if match is None:
                 continue
             name_start, name_end, first = match
@@ -680,14 +680,27 @@ class Engine:
         return found, used
 
     def _first_name_after(
-        self, lower: str, end: int, surname: str, pattern: re.Pattern[str]
+        self, lower: str, end: int, surname: str, pattern: re.Pattern[str], separators: str
     ) -> tuple[int, int, str] | None:
+        # Most surnames are followed by no first name of theirs: check the word after the
+        # 1-3 separators against the first names' first words before any regex.
+        heads = self._first_heads.get(surname)
+        if heads is None:
+            return None
+        size = len(lower)
+        position = end
+        while position < size and position - end < 4 and lower[position] in separators:
+            position += 1
+        if not 1 <= position - end <= 3:
+            return None  # the pattern's [ ,]{1,3} then a word character fails here
+        word_end = position
+        while word_end < size and _is_word_char(lower[word_end]):
+            word_end += 1
+        if lower[position:word_end] not in heads:
+            return None  # every first name tried below starts with this word
         m = pattern.match(lower, end, end + _FIRST_NAME_WINDOW)
         if m is None:
             return None
-        head = _ALNUM_RUN.match(lower, m.start(1))
-        if head is None or head.group() not in self._first_heads.get(surname, ()):
-            return None  # every first name tried below starts with this word
         parts = list(_ALNUM_RUN.finditer(lower, m.start(1), m.end(1)))
         for count in range(len(parts), 0, -1):  # longest first name first
             first = " ".join(p.group() for p in parts[:count])
@@ -705,14 +718,21 @@ class Engine:
         stripped = left.rstrip(separators)
         if not 1 <= len(left) - len(stripped) <= 3:
             return None
+        # The last word in the window, before any reversed copy or regex: most surnames
+        # are preceded by no first name of theirs.
+        tails = self._first_tails.get(surname)
+        if tails is None:
+            return None
+        group_end = window_start + len(stripped)
+        word_start = group_end
+        while word_start > window_start and _is_word_char(lower[word_start - 1]):
+            word_start -= 1
+        if word_start == group_end or lower[word_start:group_end] not in tails:
+            return None  # every first name tried below ends with this word
         reversed_left = stripped[::-1]
         m = _WORDS.match(reversed_left)
         if m is None:
             return None
-        tail = _ALNUM_RUN.match(reversed_left)
-        if tail is None or tail.group()[::-1] not in self._first_tails.get(surname, ()):
-            return None  # every first name tried below ends with this word
-        group_end = window_start + len(stripped)
         parts = list(_ALNUM_RUN.finditer(lower, group_end - m.end(), group_end))
         if parts and parts[0].start() > 0 and lower[parts[0].start() - 1].isalnum():
             parts = parts[1:]  # the window cut a word: not a whole one
@@ -981,6 +1001,11 @@ def _after_civility(folded: str, start: int) -> bool:
     if not before.rstrip(" :").endswith(_CIVILITY_TAILS):
         return False
     return _CIVILITY_BEFORE.search(before) is not None
+
+
+def _is_word_char(ch: str) -> bool:
+    """[a-z0-9], the characters of _ALNUM_RUN (in lower-cased folded text)."""
+    return "a" <= ch <= "z" or "0" <= ch <= "9"
 
 
 def _is_word(folded: str, start: int, end: int) -> bool:
