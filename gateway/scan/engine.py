@@ -1049,11 +1049,12 @@ def _street_end(text: str, folded: str, start: int, end: int) -> int:
     """Trim a street candidate to its name: capitalised words and particles."""
     words = list(_ADDRESS_WORD.finditer(folded[start:end]))
     # words[0] is the street type ("rue"); the number precedes it.
-    type_index = next(
-        (i for i, w in enumerate(words) if w.group().lower().rstrip(".") in _STREET_TYPE_WORDS),
-        None,
-    )
-    if type_index is None:
+    type_index = -1
+    for i, w in enumerate(words):  # a loop: mypyc builds a generator object for next(...)
+        if w.group().lower().rstrip(".") in _STREET_TYPE_WORDS:
+            type_index = i
+            break
+    if type_index < 0:
         return start
     last_end = start + words[type_index].end()
     taken = False
@@ -1079,18 +1080,15 @@ _STREET_TYPE_WORDS: Final = frozenset(
 )
 
 
+_TOWN_PARTICLES: Final = frozenset({"de", "la", "le", "sur", "les", "en"})  # "Saint-Cyr-sur-Loire"
+
+
 def _town_end(folded: str, start: int, end: int) -> int:
     """Trim a "75012 Paris Merci" candidate after the town's words."""
     last = start + 5
     for m in _ADDRESS_WORD.finditer(folded[start + 5 : end]):
-        if m.group().lower() in name_rules.STOPWORDS and m.group().lower() not in {
-            "de",
-            "la",
-            "le",
-            "sur",
-            "les",
-            "en",
-        }:
+        low = m.group().lower()
+        if low in name_rules.STOPWORDS and low not in _TOWN_PARTICLES:
             break
         last = start + 5 + m.end()
     return last

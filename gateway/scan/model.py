@@ -146,10 +146,19 @@ class VaultEntry:
         return f"VaultEntry(token={self.token}, audience={self.audience})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RewriteResult:
     texts: list[str]
     vault_entries: list[VaultEntry]
+
+    def __init__(self, texts: list[str], vault_entries: list[VaultEntry]) -> None:
+        # See _COMPILED: one per rewritten message.
+        if _COMPILED:
+            self.texts = texts  # type: ignore[misc]
+            self.vault_entries = vault_entries  # type: ignore[misc]
+        else:
+            _set_attribute(self, "texts", texts)
+            _set_attribute(self, "vault_entries", vault_entries)
 
     def __repr__(self) -> str:
         return f"RewriteResult(fields={len(self.texts)}, vault_entries={len(self.vault_entries)})"
