@@ -100,7 +100,8 @@ class ReMatcher:
 
 
 # A shape hit is recorded as shape index * _HIT_STRIDE + start: sorting these ints sorts
-# by shape then start. 2**40 characters is far beyond any field the pipeline lets through.
+# by shape then start. Hyperscan's block mode scans fewer than 2**32 bytes (its length is
+# an unsigned int), so a start never reaches the stride.
 _HIT_STRIDE: Final = 1 << 40
 
 # How a shape's Hyperscan hits (leftmost starts) become the starts its pattern is re-read from.
