@@ -13,7 +13,9 @@ which keeps both engines' findings identical.
 
 from __future__ import annotations
 
-_ACCENTED = {
+from typing import Final
+
+_ACCENTED: Final = {
     "AÀÁÂÃÄÅ": "A",
     "aàáâãäåª": "a",
     "CÇ": "C",
@@ -47,8 +49,8 @@ def _build_table() -> bytes:
     return bytes(table)
 
 
-_TABLE = _build_table()
-_EXTRA = str.maketrans({"œ": "o", "Œ": "O", "\u2019": "'", "\u202f": " "})
+_TABLE: Final = _build_table()
+_EXTRA: Final = str.maketrans({"œ": "o", "Œ": "O", "\u2019": "'", "\u202f": " "})
 
 
 def fold_bytes(text: str) -> bytes:
@@ -68,7 +70,7 @@ def fold_key(text: str) -> str:
     return fold(text).lower()
 
 
-_ALNUM_ONLY = bytes(c if chr(c).isalnum() else 0 for c in range(128)) + bytes(128)
+_ALNUM_ONLY: Final = bytes(c if chr(c).isalnum() else 0 for c in range(128)) + bytes(128)
 
 
 def alnum_key(text: str) -> str:

@@ -123,9 +123,9 @@ LABELS: dict[IdentifierKind, str] = {
     _Kind.PATIENT_ID: "[ID]",
     _Kind.BURNED_IN: "[IMAGE]",
 }
-_KIND_VALUE = {kind: kind.value for kind in IdentifierKind}  # a dict read, not a property
+_KIND_VALUE: Final = {kind: kind.value for kind in IdentifierKind}  # a dict read, not a property
 # Lower number wins an overlap.
-_PRIORITY = {
+_PRIORITY: Final = {
     _Kind.NIR: 0,
     _Kind.IBAN: 0,
     _Kind.EMAIL: 1,
@@ -139,7 +139,7 @@ _PRIORITY = {
 }
 # Kinds replaced by the patient's token when pseudonymised (issue 3: "a name, and the
 # NIR/phone/email of the same patient"); other kinds get their type label.
-_TOKEN_KINDS = frozenset(
+_TOKEN_KINDS: Final = frozenset(
     {
         _Kind.NAME,
         _Kind.NIR,
@@ -148,57 +148,61 @@ _TOKEN_KINDS = frozenset(
         _Kind.PATIENT_ID,
     }
 )
-_PRACTICE = "\x00practice"  # literal owner marking the practice's own names
-_FIELD_SEPARATOR = "\x00"  # never part of a shape; the literal word view reads it as a space
+_PRACTICE: Final = "\x00practice"  # literal owner marking the practice's own names
+_FIELD_SEPARATOR: Final = "\x00"  # never part of a shape; the literal word view reads it as a space
 # Fields where a rostered surname alone is a name: short, name-bearing places.
-_NAME_BEARING = frozenset({_Field.SUBJECT, _Field.DISPLAY_NAME, _Field.FILENAME, _Field.METADATA})
-_CIVILITY_BEFORE = re.compile(
+_NAME_BEARING: Final = frozenset(
+    {_Field.SUBJECT, _Field.DISPLAY_NAME, _Field.FILENAME, _Field.METADATA}
+)
+_CIVILITY_BEFORE: Final = re.compile(
     r"(?:\bm\.|\bmr\.?|\bmme\.?|\bmlle\.?|\bmadame|\bmonsieur|\bmademoiselle|\bpatiente?|"
     r"\bpour|\bbonjour|\bcher|\bchere|\bnom)[ :]{1,3}$"
 )
 # How far back a civility may stand before a surname ("Mademoiselle : " is 14), and how
 # far back labels are looked for ("numéro de sécurité sociale : " is 30), in characters.
-_CIVILITY_WINDOW = 16
-_CONTEXT_WINDOW = 40
+_CIVILITY_WINDOW: Final = 16
+_CONTEXT_WINDOW: Final = 40
 # A first name next to a surname: 1-3 separators, then up to three words ("Jean",
 # "Jean-Pierre", "Marie Claire"); in file names "_", "." and "-" separate too. The window
 # bounds how far the words may reach (characters).
-_FIRST_NAME_WINDOW = 70
-_FIRST_AFTER = re.compile(r"[ ,]{1,3}([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})")
-_FIRST_AFTER_FILE = re.compile(r"[ ,_.-]{1,3}([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})")
-_WORDS = re.compile(r"[a-z0-9]+(?:[ '-][a-z0-9]+){0,2}")  # symmetric: read reversed too
-_ALNUM_RUN = re.compile(r"[a-z0-9]+")
-_PAIR_GAP = re.compile(r"[ ,]{1,3}")
-_ADDRESS_GAP = re.compile(r"[ ,\n\r-]{1,4}")
-_YEAR = re.compile(r"(?:19|20)\d\d")
+_FIRST_NAME_WINDOW: Final = 70
+_FIRST_AFTER: Final = re.compile(r"[ ,]{1,3}([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})")
+_FIRST_AFTER_FILE: Final = re.compile(r"[ ,_.-]{1,3}([a-z0-9]+(?:[ '-][a-z0-9]+){0,2})")
+_WORDS: Final = re.compile(r"[a-z0-9]+(?:[ '-][a-z0-9]+){0,2}")  # symmetric: read reversed too
+_ALNUM_RUN: Final = re.compile(r"[a-z0-9]+")
+_PAIR_GAP: Final = re.compile(r"[ ,]{1,3}")
+_ADDRESS_GAP: Final = re.compile(r"[ ,\n\r-]{1,4}")
+_YEAR: Final = re.compile(r"(?:19|20)\d\d")
 # In an AGE candidate: the number and its unit (the finding's span), and the oldest age.
-_AGE_VALUE = re.compile(AGE_VALUE, re.ASCII | re.IGNORECASE)
-_AGE_NUMBER = re.compile(r"(\d{1,3}) ?(ans?|mois)")
-_MAX_AGE_YEARS = 120
+_AGE_VALUE: Final = re.compile(AGE_VALUE, re.ASCII | re.IGNORECASE)
+_AGE_NUMBER: Final = re.compile(r"(\d{1,3}) ?(ans?|mois)")
+_MAX_AGE_YEARS: Final = 120
 # "(5 ans)" after one of these is a duration ("garantie (5 ans)"), not the patient's age.
-_DURATION_BEFORE = re.compile(
+_DURATION_BEFORE: Final = re.compile(
     r"\b(?:garantie|depuis|pendant|durant|duree|recul|delai|dans|sous|il y a|tous les|"
     r"chaque|apres|avant|environ|soit)\W{0,3}$"
 )
 # In a STREET_CONTEXT candidate: the residence word before the street type.
-_STREET_CONTEXT_HEAD = re.compile(
+_STREET_CONTEXT_HEAD: Final = re.compile(
     STREET_CONTEXT_HEAD + r"(?=(?:" + STREET_TYPES + r")\b)", re.ASCII | re.IGNORECASE
 )
-_ADDRESS_WORD = re.compile(r"[A-Za-z'-]+")
-_PARTICLES = frozenset("de du des la le l d aux au en sur sous saint st sainte ste les".split())
+_ADDRESS_WORD: Final = re.compile(r"[A-Za-z'-]+")
+_PARTICLES: Final = frozenset(
+    "de du des la le l d aux au en sur sous saint st sainte ste les".split()
+)
 
 
 # Fields that are one identifier as a whole, and its kind.
-_WHOLE_FIELD_KINDS = {
+_WHOLE_FIELD_KINDS: Final = {
     _Field.PERSON_NAME: _Kind.NAME,
     _Field.IDENTIFIER: _Kind.PATIENT_ID,
     _Field.DATE_OF_BIRTH: _Kind.BIRTH_DATE,
 }
 # No roster word consumed (shared, never changed).
-_NONE_USED: frozenset[int] = frozenset()
+_NONE_USED: Final[frozenset[int]] = frozenset()
 # Sort keys: (shape, start, end) candidates by start and end; _Span by start.
-_START_END = itemgetter(1, 2)
-_SPAN_START = itemgetter(1)
+_START_END: Final = itemgetter(1, 2)
+_SPAN_START: Final = itemgetter(1)
 
 
 class _Span(NamedTuple):  # a tuple: built tens of times per message, cheaper than a dataclass
@@ -663,7 +667,7 @@ class Engine:
                 continue
             match = self._first_name_before(lower, start, surname, separators)
             if match is None:
-                match = self._first_name_after(lower, end, surname, after_re)
+                match = self._first_name_after(lower, end, surname, after_re, separators)
             if match is None:
                 continue
             name_start, name_end, first = match
@@ -676,14 +680,27 @@ class Engine:
         return found, used
 
     def _first_name_after(
-        self, lower: str, end: int, surname: str, pattern: re.Pattern[str]
+        self, lower: str, end: int, surname: str, pattern: re.Pattern[str], separators: str
     ) -> tuple[int, int, str] | None:
+        # Most surnames are followed by no first name of theirs: check the word after the
+        # 1-3 separators against the first names' first words before any regex.
+        heads = self._first_heads.get(surname)
+        if heads is None:
+            return None
+        size = len(lower)
+        position = end
+        while position < size and position - end < 4 and lower[position] in separators:
+            position += 1
+        if not 1 <= position - end <= 3:
+            return None  # the pattern's [ ,]{1,3} then a word character fails here
+        word_end = position
+        while word_end < size and _is_word_char(lower[word_end]):
+            word_end += 1
+        if lower[position:word_end] not in heads:
+            return None  # every first name tried below starts with this word
         m = pattern.match(lower, end, end + _FIRST_NAME_WINDOW)
         if m is None:
             return None
-        head = _ALNUM_RUN.match(lower, m.start(1))
-        if head is None or head.group() not in self._first_heads.get(surname, ()):
-            return None  # every first name tried below starts with this word
         parts = list(_ALNUM_RUN.finditer(lower, m.start(1), m.end(1)))
         for count in range(len(parts), 0, -1):  # longest first name first
             first = " ".join(p.group() for p in parts[:count])
@@ -701,14 +718,21 @@ class Engine:
         stripped = left.rstrip(separators)
         if not 1 <= len(left) - len(stripped) <= 3:
             return None
+        # The last word in the window, before any reversed copy or regex: most surnames
+        # are preceded by no first name of theirs.
+        tails = self._first_tails.get(surname)
+        if tails is None:
+            return None
+        group_end = window_start + len(stripped)
+        word_start = group_end
+        while word_start > window_start and _is_word_char(lower[word_start - 1]):
+            word_start -= 1
+        if word_start == group_end or lower[word_start:group_end] not in tails:
+            return None  # every first name tried below ends with this word
         reversed_left = stripped[::-1]
         m = _WORDS.match(reversed_left)
         if m is None:
             return None
-        tail = _ALNUM_RUN.match(reversed_left)
-        if tail is None or tail.group()[::-1] not in self._first_tails.get(surname, ()):
-            return None  # every first name tried below ends with this word
-        group_end = window_start + len(stripped)
         parts = list(_ALNUM_RUN.finditer(lower, group_end - m.end(), group_end))
         if parts and parts[0].start() > 0 and lower[parts[0].start() - 1].isalnum():
             parts = parts[1:]  # the window cut a word: not a whole one
@@ -813,9 +837,10 @@ class Engine:
                 # A birth date: a valid date, of a patient named in this message or after a
                 # birth label. Most dates are neither (appointments, orders): without named
                 # patients, the label is looked at first.
-                if not born and not validators.is_birth_label(
+                labelled = not born and validators.is_birth_label(
                     folded[max(0, start - _CONTEXT_WINDOW) : start]
-                ):
+                )
+                if not born and not labelled:
                     continue
                 day = (
                     validators.parse_numeric_date(text)
@@ -824,8 +849,10 @@ class Engine:
                 )
                 if day is None:
                     continue
-                if day in born or validators.is_birth_label(
-                    folded[max(0, start - _CONTEXT_WINDOW) : start]
+                if (
+                    labelled
+                    or day in born
+                    or validators.is_birth_label(folded[max(0, start - _CONTEXT_WINDOW) : start])
                 ):
                     append(_Span(_Kind.BIRTH_DATE, start, end, day.isoformat(), born.get(day)))
             elif name is _Shape.UPPER_FIRST or name is _Shape.FIRST_UPPER:
@@ -952,7 +979,21 @@ def name_digest_value(normalised_name: str) -> str:
 
 # The last letters of every civility or intro word _CIVILITY_BEFORE knows: a cheap test
 # that spares the regex for most roster words met in running text.
-_CIVILITY_TAILS = ("m.", "mr", "r.", "me", "e.", "le", "ur", "lle", "nt", "te", "er", "re", "om")
+_CIVILITY_TAILS: Final = (
+    "m.",
+    "mr",
+    "r.",
+    "me",
+    "e.",
+    "le",
+    "ur",
+    "lle",
+    "nt",
+    "te",
+    "er",
+    "re",
+    "om",
+)
 
 
 def _after_civility(folded: str, start: int) -> bool:
@@ -960,6 +1001,11 @@ def _after_civility(folded: str, start: int) -> bool:
     if not before.rstrip(" :").endswith(_CIVILITY_TAILS):
         return False
     return _CIVILITY_BEFORE.search(before) is not None
+
+
+def _is_word_char(ch: str) -> bool:
+    """[a-z0-9], the characters of _ALNUM_RUN (in lower-cased folded text)."""
+    return "a" <= ch <= "z" or "0" <= ch <= "9"
 
 
 def _is_word(folded: str, start: int, end: int) -> bool:
@@ -996,18 +1042,19 @@ class _SpanIndex:
         return i > 0 and self._max_end[i - 1] >= end
 
 
-_NO_SPANS = _SpanIndex([])  # shared by the fields without protected spans (never changed)
+_NO_SPANS: Final = _SpanIndex([])  # shared by the fields without protected spans (never changed)
 
 
 def _street_end(text: str, folded: str, start: int, end: int) -> int:
     """Trim a street candidate to its name: capitalised words and particles."""
     words = list(_ADDRESS_WORD.finditer(folded[start:end]))
     # words[0] is the street type ("rue"); the number precedes it.
-    type_index = next(
-        (i for i, w in enumerate(words) if w.group().lower().rstrip(".") in _STREET_TYPE_WORDS),
-        None,
-    )
-    if type_index is None:
+    type_index = -1
+    for i, w in enumerate(words):  # a loop: mypyc builds a generator object for next(...)
+        if w.group().lower().rstrip(".") in _STREET_TYPE_WORDS:
+            type_index = i
+            break
+    if type_index < 0:
         return start
     last_end = start + words[type_index].end()
     taken = False
@@ -1024,7 +1071,7 @@ def _street_end(text: str, folded: str, start: int, end: int) -> int:
     return last_end if taken else start
 
 
-_STREET_TYPE_WORDS = frozenset(
+_STREET_TYPE_WORDS: Final = frozenset(
     (
         "rue avenue av bd boulevard chemin allee place impasse route quai cours square residence "
         "lotissement voie passage cite hameau sentier faubourg promenade esplanade parvis chaussee "
@@ -1033,18 +1080,15 @@ _STREET_TYPE_WORDS = frozenset(
 )
 
 
+_TOWN_PARTICLES: Final = frozenset({"de", "la", "le", "sur", "les", "en"})  # "Saint-Cyr-sur-Loire"
+
+
 def _town_end(folded: str, start: int, end: int) -> int:
     """Trim a "75012 Paris Merci" candidate after the town's words."""
     last = start + 5
     for m in _ADDRESS_WORD.finditer(folded[start + 5 : end]):
-        if m.group().lower() in name_rules.STOPWORDS and m.group().lower() not in {
-            "de",
-            "la",
-            "le",
-            "sur",
-            "les",
-            "en",
-        }:
+        low = m.group().lower()
+        if low in name_rules.STOPWORDS and low not in _TOWN_PARTICLES:
             break
         last = start + 5 + m.end()
     return last
@@ -1152,7 +1196,7 @@ def _resolve_overlaps(spans: list[_Span], folded: str) -> list[_Span]:
 
 # Clusters up to this many spans use a plain sorted list (an insert moves at most this many
 # references, cheaper than allocating occupancy bytes); larger ones use _LargeKept.
-_SMALL_CLUSTER = 64
+_SMALL_CLUSTER: Final = 64
 
 
 def _rank(span: _Span) -> tuple[int, bool, int, int]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import ahocorasick
 
@@ -36,10 +36,10 @@ from gateway.scan.shapes import SHAPES, Shape, ShapeName
 # " name words " with a space on each side, so it only matches whole words ("pide"
 # never fires inside "cuspide"), without a per-hit boundary check in Python, and
 # "Jean-Pierre", "jean_pierre" and "JEAN PIERRE" all read " jean pierre ".
-_WORD_VIEW = bytes(
+_WORD_VIEW: Final = bytes(
     (c | 0x20) if chr(c).isascii() and chr(c).isalnum() else 0x20 for c in range(256)
 )
-_LITERAL_SPLIT = re.compile(r"[^0-9a-z]+")
+_LITERAL_SPLIT: Final = re.compile(r"[^0-9a-z]+")
 
 
 def literal_form(normalised: str) -> str:
@@ -99,10 +99,15 @@ class ReMatcher:
         ]
 
 
+# A shape hit is recorded as shape index * _HIT_STRIDE + start: sorting these ints sorts
+# by shape then start. Hyperscan's block mode scans fewer than 2**32 bytes (its length is
+# an unsigned int), so a start never reaches the stride.
+_HIT_STRIDE: Final = 1 << 40
+
 # How a shape's Hyperscan hits (leftmost starts) become the starts its pattern is re-read from.
-_EXACT = 0  # each hit's start is where a match may start (before == 0)
-_LOCATE = 1  # a locator finds the starts before the hit (see Shape.locate_start)
-_WINDOW = 2  # a match starts in [hit - before, hit]: finditer over the window
+_EXACT: Final = 0  # each hit's start is where a match may start (before == 0)
+_LOCATE: Final = 1  # a locator finds the starts before the hit (see Shape.locate_start)
+_WINDOW: Final = 2  # a match starts in [hit - before, hit]: finditer over the window
 
 
 class _Plan:
@@ -141,8 +146,9 @@ class HyperscanMatcher:
         self._shape_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         expressions: list[bytes] = []
         flags: list[int] = []
-        # Per expression id: its shape's index (a shape may have several triggers).
-        self._expression_shape: list[int] = []
+        # Each expression's id is its shape's index: a shape's several triggers report
+        # alike (Hyperscan allows shared ids), so a hit needs no look-up to find its shape.
+        ids: list[int] = []
         for index, shape in enumerate(SHAPES):
             for pattern in (shape.trigger or shape.pattern, *shape.extra_triggers):
                 expressions.append(pattern.encode("ascii"))
@@ -150,10 +156,8 @@ class HyperscanMatcher:
                     hyperscan.HS_FLAG_SOM_LEFTMOST
                     | (hyperscan.HS_FLAG_CASELESS if shape.caseless else 0)
                 )
-                self._expression_shape.append(index)
-        self._shape_db.compile(
-            expressions=expressions, ids=list(range(len(expressions))), flags=flags
-        )
+                ids.append(index)
+        self._shape_db.compile(expressions=expressions, ids=ids, flags=flags)
         # Hyperscan scratch space may serve one scan at a time: one per thread, made on
         # first use in that thread (the engine is shared by every worker thread).
         self._hyperscan: Any = hyperscan
@@ -169,35 +173,42 @@ class HyperscanMatcher:
             )
 
     def shapes(self, folded: str, data: bytes) -> list[Candidate]:
-        # The callback (one Python call per hit) only records the hit; hits are grouped
-        # per shape afterwards, visiting only the shapes that fired (a 2 KB order fires a
-        # handful of its 17), in shape order as before.
-        fired: list[tuple[int, int]] = []
+        # The callback (one Python call per hit) only records the hit, as one int (shape
+        # index and start, see _HIT_STRIDE): one sort then groups the hits per shape in
+        # shape order and sorts each shape's starts, visiting only the shapes that fired
+        # (a 2 KB order fires a handful of its 17).
+        fired: list[int] = []
         record = fired.append
 
-        def on_match(expression: int, start: int, _end: int, _flags: int, _ctx: object) -> None:
-            record((expression, start))
+        def on_match(shape: int, start: int, _end: int, _flags: int, _ctx: object) -> None:
+            record(shape * _HIT_STRIDE + start)
 
         self._shape_db.scan(data, match_event_handler=on_match, scratch=self._scratch("shape"))
         found: list[Candidate] = []
         if not fired:
             return found
-        starts_of: dict[int, list[int]] = {}  # shape index -> its hits' starts, in hit order
-        shape_of = self._expression_shape
-        for expression, start in fired:
-            shape_starts = starts_of.get(shape_of[expression])
-            if shape_starts is None:
-                starts_of[shape_of[expression]] = [start]
-            else:
-                shape_starts.append(start)
+        fired.sort()
         plans = self._plans
-        for shape_index in sorted(starts_of):
-            plan, hits = plans[shape_index], starts_of[shape_index]
+        count = len(fired)
+        i = 0
+        while i < count:
+            shape_index = fired[i] // _HIT_STRIDE
+            base = shape_index * _HIT_STRIDE
+            limit = base + _HIT_STRIDE
+            hits: list[int] = []  # the shape's distinct hit starts, sorted
+            previous = -1
+            while i < count and fired[i] < limit:
+                start = fired[i] - base
+                if start != previous:
+                    hits.append(start)
+                    previous = start
+                i += 1
+            plan = plans[shape_index]
             mode = plan.mode
             if mode == _WINDOW:
                 _read_windows(plan, folded, hits, found)
                 continue
-            starts = _located_starts(plan, folded, hits) if mode == _LOCATE else sorted(set(hits))
+            starts = _located_starts(plan, folded, hits) if mode == _LOCATE else hits
             # Exact starts: try the pattern there only, left to right, skipping starts
             # inside the previous match (as finditer over the whole text would).
             match, name, reach = plan.pattern.match, plan.name, plan.max_len + 1

@@ -15,10 +15,11 @@ Rules (issue 3, "Patient names"):
 from __future__ import annotations
 
 import re
+from typing import Final
 
 # Capitalised words that start sentences or name things in dental mail, and capitals
 # used as acronyms: never taken as a person's name on their own.
-STOPWORDS = frozenset(
+STOPWORDS: Final = frozenset(
     """
     le la les l un une des du de d au aux et ou a en sur sous dans par pour avec sans chez
     ce cet cette ces mon ma mes ton ta tes son sa ses notre nos votre vos leur leurs
@@ -44,10 +45,10 @@ STOPWORDS = frozenset(
     """.split()
 )
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_WORD: Final = re.compile(r"[A-Za-z][A-Za-z'-]*")
 # Particles of compound surnames ("LE ROUX", "De La Fontaine", "Da Silva"): name words
 # when capitalised and followed by a name word, stopwords otherwise.
-PARTICLES = frozenset("le la de du des da di dos das del della ben van von mac".split())
+PARTICLES: Final = frozenset("le la de du des da di dos das del della ben van von mac".split())
 
 
 def name_words(folded: str, start: int, end: int) -> list[tuple[int, int]]:

@@ -11,11 +11,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Final
 
 from gateway.scan._fold import alnum_key, fold_key
 
-_SPACES = re.compile(r"[\s\-']+")
-_NON_DIGIT = re.compile(r"\D")
+_SPACES: Final = re.compile(r"[\s\-']+")
+_NON_DIGIT: Final = re.compile(r"\D")
+_ASCII_NON_DIGITS: Final = bytes(c for c in range(128) if not chr(c).isdigit())  # \D in ASCII
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,10 @@ def normalise_identity(last_name: str, first_name: str, birth_date: date | None)
 
 def normalise_phone(text: str) -> str:
     """Digits of a phone number in French national form when it is French (+33 -> 0)."""
-    digits = _NON_DIGIT.sub("", text)
+    if text.isascii():  # every candidate: one C translate instead of a regex substitution
+        digits = text.encode("ascii").translate(None, _ASCII_NON_DIGITS).decode("ascii")
+    else:
+        digits = _NON_DIGIT.sub("", text)
     if text.strip().startswith("+"):
         digits = "+" + digits
     elif digits.startswith("00"):

@@ -8,6 +8,7 @@ with tests/pipeline/test_compiled.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import os
@@ -15,7 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.scan import TransformPolicy, build_engine
+import pytest
+
+from gateway.scan import Finding, IdentifierKind, TransformPolicy, VaultEntry, build_engine
 from tests.scan.corpus import EXTRA_TEMPLATES, PRACTICE, TEMPLATES, make_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,3 +104,25 @@ def test_scan_modules_are_compiled_unless_built_pure() -> None:
 
 def test_compiled_and_plain_python_find_and_write_the_same() -> None:
     assert run_from_source("tests.scan.test_compiled:corpus_outcome") == corpus_outcome()
+
+
+def test_findings_and_vault_entries_stay_frozen_dataclasses() -> None:
+    """Finding and VaultEntry have their own __init__ (compiled: native stores); to every
+    caller they are still frozen dataclasses (the pipeline uses dataclasses.replace)."""
+    finding = Finding(IdentifierKind.NAME, 1, 2, 3, "d")
+    assert dataclasses.replace(finding, field=0) == Finding(
+        kind=IdentifierKind.NAME, field=0, start=2, end=3, digest="d", patient=None
+    )
+    assert hash(finding) == hash(Finding(IdentifierKind.NAME, 1, 2, 3, "d", None))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        finding.start = 0  # type: ignore[misc]
+    entry = VaultEntry(token="PAT-00000-00000", audience="a", patient="p", identity="X Y")
+    assert (entry.token, entry.audience, entry.patient, entry.identity) == (
+        "PAT-00000-00000",
+        "a",
+        "p",
+        "X Y",
+    )
+    assert "X Y" not in repr(entry)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.identity = "Z"  # type: ignore[misc]

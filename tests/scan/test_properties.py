@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stdnum import iban as stdnum_iban
 from stdnum.fr import nir as stdnum_nir
+from stdnum.iso7064 import mod_97_10
 
 from crypto.pseudonym import TOKEN_PATTERN, patient_token
 from gateway.scan import (
@@ -20,6 +21,7 @@ from gateway.scan import (
     TransformPolicy,
     TypeAction,
     build_engine,
+    validators,
 )
 from gateway.scan._fold import fold
 
@@ -112,6 +114,21 @@ def test_every_valid_iban_is_found(compact: str, grouped: bool, lower: bool, bef
     )
     written = written.lower() if lower else written  # typed in lower case: still an IBAN
     assert _found(f"{before} IBAN {written} merci", written, IdentifierKind.IBAN)
+
+
+@SETTINGS
+@given(compact=st.text("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=15, max_size=34))
+def test_iban_checksum_is_stdnum_mod_97_10(compact: str) -> None:
+    """validators' translated mod 97 is stdnum's, on valid and random strings alike."""
+    for text in (compact, _with_key(compact)):
+        expected = mod_97_10.is_valid(text[4:] + text[:4])
+        assert validators.iban_checksum_valid(text) is expected
+
+
+def _with_key(compact: str) -> str:
+    """`compact` with its 3rd-4th characters replaced by the valid IBAN check digits."""
+    body = compact[:2] + "00" + compact[4:]
+    return body[:2] + mod_97_10.calc_check_digits(body[4:] + body[:2]) + body[4:]
 
 
 @SETTINGS
