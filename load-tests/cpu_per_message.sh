@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CPU of `portique serve` per relayed message, for comparing two versions of the code.
 #
-# Usage: load-tests/cpu_per_message.sh [-m MESSAGES] [-s SESSIONS] [--code DIR]
+# Usage: load-tests/cpu_per_message.sh [-m MESSAGES] [-s SESSIONS] [--code DIR] [--pipeline-cpu]
 #
 # Postfix's smtp-source (C) sends MESSAGES copies of one 2 KB lab order with planted
 # patient data over SESSIONS sessions to `portique serve` (workers 1, roster imported,
@@ -11,6 +11,9 @@
 # --code DIR runs the gateway from another checkout of this repository (e.g. a
 # `git worktree` of an older commit) with this repository's venv: alternate runs of two
 # checkouts to compare them on a machine whose speed drifts.
+# --pipeline-cpu also times `process_message` inside the gateway (the thread CPU time of
+# each call, through a wrapper the launcher installs on gateway.service) and prints its
+# mean per message once the gateway has stopped: the pipeline's share of the figure.
 # Needs /usr/sbin/smtp-source and smtp-sink (Debian postfix), run as root (smtp-sink
 # drops to nobody).
 set -euo pipefail
@@ -18,11 +21,13 @@ set -euo pipefail
 MESSAGES=2000
 SESSIONS=20
 CODE=""
+PIPELINE_CPU=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -m) MESSAGES="$2"; shift 2 ;;
     -s) SESSIONS="$2"; shift 2 ;;
     --code) CODE="$(cd "$2" && pwd)"; shift 2 ;;
+    --pipeline-cpu) PIPELINE_CPU=1; shift ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -37,6 +42,28 @@ SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
 # stopping the subshell would leave the gateway running).
 PORTIQUE=(env "PYTHONPATH=${CODE:-$REPO}" "$PY" -c
   'import sys; from gateway.cli import main; sys.argv[0] = "portique"; sys.exit(main())')
+# With --pipeline-cpu, `serve` runs with process_message wrapped: thread CPU time summed
+# per call, written to PIPELINE_REPORT when the process exits.
+TIMED_SERVE='
+import atexit, os, sys, time
+import gateway.service as service
+calls, seconds = [0], [0.0]
+untimed = service.process_message
+def timed(*args, **kwargs):
+    started = time.thread_time()
+    try:
+        return untimed(*args, **kwargs)
+    finally:
+        seconds[0] += time.thread_time() - started
+        calls[0] += 1
+service.process_message = timed
+def report():
+    with open(os.environ["PIPELINE_REPORT"], "w") as out:
+        out.write(f"{calls[0]} {seconds[0]}\n")
+atexit.register(report)
+from gateway.cli import main
+sys.argv[0] = "portique"
+sys.exit(main())'
 
 # shellcheck source=load-tests/_common.sh
 . "$HERE/_common.sh"
@@ -52,7 +79,12 @@ WORKERS=1 portique_config "$WORK/portique.toml" "$WORK/data" "$PORT" "$SINK_PORT
 "$SMTP_SINK" -u nobody -c -M "$MESSAGES" "127.0.0.1:$SINK_PORT" 256 >"$WORK/sink.out" 2>&1 &
 SINK_PID=$!
 PIDS+=("$SINK_PID")
-start_gateway "$WORK/portique.toml" "$WORK/roster.csv" "$PORT" "${PORTIQUE[@]}"
+if [ "$PIPELINE_CPU" = 1 ]; then
+  start_gateway "$WORK/portique.toml" "$WORK/roster.csv" "$PORT" \
+    env "PIPELINE_REPORT=$WORK/pipeline.txt" "PYTHONPATH=${CODE:-$REPO}" "$PY" -c "$TIMED_SERVE"
+else
+  start_gateway "$WORK/portique.toml" "$WORK/roster.csv" "$PORT" "${PORTIQUE[@]}"
+fi
 
 cpu_ticks() {  # "user system" ticks of the gateway and its children
   local user=0 system=0 pid u s
@@ -77,3 +109,12 @@ m = $MESSAGES; wall = $finished - $started; hz = $(getconf CLK_TCK)
 user = ($user1 - $user0) / hz; system = ($system1 - $system0) / hz; cpu = user + system
 print(f'{m} messages in {wall:.2f} s = {m / wall:.1f} msg/s; gateway CPU {cpu:.2f} s = {1000 * cpu / m:.2f} ms per message'
       f' (user {1000 * user / m:.2f}, system {1000 * system / m:.2f})')"
+if [ "$PIPELINE_CPU" = 1 ]; then
+  kill -TERM "$GATEWAY_PID"
+  wait "$GATEWAY_PID" 2>/dev/null || true
+  [ -s "$WORK/pipeline.txt" ] || { echo "the gateway wrote no pipeline timing" >&2; exit 1; }
+  read -r calls seconds <"$WORK/pipeline.txt"
+  "$PY" -c "
+calls = $calls; seconds = $seconds
+print(f'pipeline (process_message) in the gateway: {calls} calls, {1000 * seconds / max(calls, 1):.2f} ms of CPU per call')"
+fi

@@ -26,3 +26,19 @@ def test_cpu_per_message_benchmark_runs_and_reports(workdir: Path) -> None:
     split = float(figures.group(3)) + float(figures.group(4))
     assert abs(split - float(figures.group(2))) <= 0.02
     assert left == []  # its work folder is removed
+
+
+def test_pipeline_cpu_is_timed_inside_the_gateway(workdir: Path) -> None:
+    """--pipeline-cpu: every message went through the wrapped process_message once, and
+    its CPU per call is part of (so at most) the gateway's CPU per message."""
+    out = run_script(workdir, "cpu_per_message.sh", "-m", "30", "-s", "3", "--pipeline-cpu")
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    total = re.search(r"gateway CPU [\d.]+ s = ([\d.]+) ms per message", out.stdout)
+    pipeline = re.search(
+        r"pipeline \(process_message\) in the gateway: (\d+) calls, ([\d.]+) ms of CPU per call",
+        out.stdout,
+    )
+    assert total is not None and pipeline is not None, out.stdout
+    assert pipeline.group(1) == "30"
+    assert 0 < float(pipeline.group(2)) <= float(total.group(1))
+    assert list(workdir.iterdir()) == []
