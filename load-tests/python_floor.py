@@ -12,7 +12,8 @@ the language's and how much is Portique's own work per message. It is never the 
 A cost ladder: each option adds one of Portique's own components to the floor, so that
 its cost per message can be read off the rate (smtp-source in, smtp-sink out):
 - `--inbound aiosmtpd`: the SMTP server is aiosmtpd's (what `gateway/smtp.py` builds on)
-  instead of the floor's Protocol;
+  instead of the floor's Protocol, as shipped (its MAIL/RCPT addresses read by the email
+  package's parser, which Portique's subclass skips for plain `<local@domain>`);
 - `--audit`: Portique's audit trail (gateway/audit/trail.py, one per process, in
   SPOOL_DIR/audit-N): a "received" record made durable before the 250, then "decided"
   and "delivery" records, as the service writes them.
