@@ -31,6 +31,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
 
@@ -104,6 +105,12 @@ class Relay:
 
     def __init__(self, spool: GroupSpool, upstream: Upstream, audit: Any = None) -> None:
         self._spool, self._upstream, self._audit = spool, upstream, audit
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    def start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _record(self, kind: str, **fields: Any) -> None:
         from gateway.events import Event
@@ -160,7 +167,7 @@ class Session(asyncio.Protocol):
                     break
                 body, self._buffer = self._buffer[: end + 2], self._buffer[end + 5 :]
                 self._in_data = False
-                asyncio.ensure_future(self._finish(self._sender, self._recipients, body))
+                self._relay.start(self._finish(self._sender, self._recipients, body))
                 continue
             end = self._buffer.find(b"\r\n")
             if end < 0:
@@ -208,7 +215,7 @@ class AiosmtpdHandler:
         if body.startswith(b"."):
             body = b"." + body
         await self._relay.accept(sender, recipients, body)
-        asyncio.ensure_future(self._relay.forward(sender, recipients, body))
+        self._relay.start(self._relay.forward(sender, recipients, body))
         return "250 2.0.0 OK queued"
 
 
