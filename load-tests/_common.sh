@@ -14,6 +14,28 @@ wait_port() {
   done
 }
 
+# start_sink PORT OUT: Postfix's smtp-sink on 127.0.0.1:PORT, counting only, exiting at
+# the MESSAGES-th message (SINK_PID, output in OUT); returns once it listens, so that a
+# free_port asked afterwards is never its port. Needs SMTP_SINK and MESSAGES.
+start_sink() {
+  "$SMTP_SINK" -u nobody -c -M "$MESSAGES" "127.0.0.1:$1" 256 >"$2" 2>&1 &
+  SINK_PID=$!
+  PIDS+=("$SINK_PID")
+  wait_port "$1" 10 || { echo "smtp-sink did not start" >&2; exit 1; }
+}
+
+# send_load PORT: smtp-source sends MESSAGES copies of MSG_FILE (a lab order) over
+# SESSIONS sessions to 127.0.0.1:PORT, then waits (bounded) until the sink started by
+# start_sink has them all and exits. Returns 1 if smtp-source failed or the sink did not
+# get every message.
+send_load() {
+  timeout 600 "$SMTP_SOURCE" -s "$SESSIONS" -m "$MESSAGES" -d -F "$MSG_FILE" \
+    -f cabinet@cabinet.test -t commandes@labo.test "127.0.0.1:$1" || return 1
+  local deadline=$((SECONDS + 600))
+  while kill -0 "$SINK_PID" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.01; done
+  ! kill -0 "$SINK_PID" 2>/dev/null
+}
+
 # start_work NAME: a work folder WORK under $TMPDIR (mode 755: smtp-sink writes as nobody)
 # and PIDS, a list of processes to stop; on exit both are cleaned up.
 start_work() {

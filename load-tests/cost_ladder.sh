@@ -38,15 +38,12 @@ MSG_FILE=$(ls "$WORK"/msg/*.eml)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 run_rung() {  # run_rung NAME OPTIONS...
-  local name="$1" port sink_port sink_pid relay_pid ticks0 ticks1 started finished
+  local name="$1" port sink_port relay_pid ticks0 ticks1 started finished delivered=1
   shift
   sink_port=$(free_port)
   mkdir -p "$WORK/$name"
-  "$SMTP_SINK" -u nobody -c -M "$MESSAGES" "127.0.0.1:$sink_port" 256 >"$WORK/$name/sink.out" 2>&1 &
-  sink_pid=$!
-  PIDS+=("$sink_pid")
-  wait_port "$sink_port" 10 || { echo "smtp-sink did not start" >&2; exit 1; }
-  port=$(free_port)  # asked once the sink listens, so never the sink's own port
+  start_sink "$sink_port" "$WORK/$name/sink.out"
+  port=$(free_port)
   "$PY" "$HERE/python_floor.py" "$port" "$sink_port" "$WORK/$name" "$@" \
     >"$WORK/$name/relay.log" 2>&1 &
   relay_pid=$!
@@ -54,13 +51,10 @@ run_rung() {  # run_rung NAME OPTIONS...
   wait_port "$port" 30 || { echo "python_floor.py did not listen" >&2; cat "$WORK/$name/relay.log" >&2; exit 1; }
   ticks0=$(cpu_ticks "$relay_pid")
   started=$(date +%s.%N)
-  timeout 600 "$SMTP_SOURCE" -s "$SESSIONS" -m "$MESSAGES" -d -F "$MSG_FILE" \
-    -f cabinet@cabinet.test -t commandes@labo.test "127.0.0.1:$port"
-  local deadline=$((SECONDS + 600))
-  while kill -0 "$sink_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.01; done
+  send_load "$port" || delivered=0
   finished=$(date +%s.%N)
   ticks1=$(cpu_ticks "$relay_pid")
-  kill -0 "$sink_pid" 2>/dev/null && { echo "$name: not every message reached the sink" >&2; exit 1; }
+  [ "$delivered" = 1 ] || { echo "$name: not every message reached the sink" >&2; exit 1; }
   kill -TERM "$relay_pid"
   wait "$relay_pid" 2>/dev/null || true
   "$PY" -c "
