@@ -106,6 +106,11 @@ class Relay:
     def __init__(self, spool: GroupSpool, upstream: Upstream, audit: Any = None) -> None:
         self._spool, self._upstream, self._audit = spool, upstream, audit
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self._event: Any = None
+        if audit is not None:  # Portique's packages: imported once, not per record
+            from gateway.events import Event
+
+            self._event = Event
 
     def start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -113,9 +118,7 @@ class Relay:
         task.add_done_callback(self._tasks.discard)
 
     def _record(self, kind: str, **fields: Any) -> None:
-        from gateway.events import Event
-
-        self._audit.emit(Event(kind, fields))
+        self._audit.emit(self._event(kind, fields))
 
     async def accept(self, sender: bytes, recipients: list[bytes], body: bytes) -> None:
         if self._audit is not None:
