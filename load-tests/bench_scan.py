@@ -323,20 +323,13 @@ def speed_rows(scan, dense: DenseCorpus, text: str, engine_kind: str, sizes, imp
         b = statistics.median(r[2 * index + 1] for r in rounds)
         row(f"roster {size}: dense", f"{len(messages) / d:.0f} msg/s")
         row(f"roster {size}: bulk", f"{len(text) / b / 1e6:.0f} MB/s")
-    dense_ratios = sorted(r[2] / r[0] for r in rounds)
-    bulk_ratios = sorted(r[3] / r[1] for r in rounds)
-    spread = f"rounds {dense_ratios[0]:.2f}-{dense_ratios[-1]:.2f}"
-    row(
-        "roster scaling, dense (large/small time)",
-        f"{statistics.median(dense_ratios):.2f}x ({spread})",
-        "(target <= 1.20)",
-    )
-    spread = f"rounds {bulk_ratios[0]:.2f}-{bulk_ratios[-1]:.2f}"
-    row(
-        "roster scaling, bulk (large/small time)",
-        f"{statistics.median(bulk_ratios):.2f}x ({spread})",
-        "(target <= 1.20)",
-    )
+    for label, small, large in (("dense", 0, 2), ("bulk", 1, 3)):
+        ratios = sorted(r[large] / r[small] for r in rounds)
+        row(
+            f"roster scaling, {label} (large/small time)",
+            f"{statistics.median(ratios):.2f}x (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})",
+            "(target <= 1.20)",
+        )
     gc.unfreeze()
 
     with tempfile.TemporaryDirectory() as tmp:
