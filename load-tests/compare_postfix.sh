@@ -414,10 +414,9 @@ if want floor; then
   # A reference, never the bar: load-tests/python_floor.py (SMTP in, fsync'ed group
   # commit, SMTP out, nothing else) with as many processes as Portique's workers.
   FL_PORT=$(free_port)
-  floor_processes="$WORKERS"
-  log "python floor (minimal relay, no gateway work): 127.0.0.1:$FL_PORT, processes=$floor_processes"
+  log "python floor (minimal relay, no gateway work): 127.0.0.1:$FL_PORT, processes=$WORKERS"
   mkdir -p "$WORK/floor"
-  "$PY" "$HERE/python_floor.py" "$FL_PORT" "$SINK_PORT" "$WORK/floor" --processes "$floor_processes" \
+  "$PY" "$HERE/python_floor.py" "$FL_PORT" "$SINK_PORT" "$WORK/floor" --processes "$WORKERS" \
     >"$WORK/floor.log" 2>&1 &
   FLOOR_PID=$!
   PIDS+=("$FLOOR_PID")
@@ -440,7 +439,7 @@ for name in postfix portique-pseudonymise portique-deliver floor; do
     postfix) label="Postfix $(postconf -d -h mail_version 2>/dev/null) (plain relay)" ;;
     portique-pseudonymise) label="Portique, pseudonymising lab route" ;;
     portique-deliver) label="Portique, deliver route (scanned, not rewritten)" ;;
-    floor) label="Python floor: minimal relay, fsync, no gateway work ($floor_processes proc.)" ;;
+    floor) label="Python floor: minimal relay, fsync, no gateway work ($WORKERS proc.)" ;;
   esac
   if [ "$INSTANCES" != 1 ] && [ "$name" != postfix ] && [ "$name" != floor ]; then label="$label, $INSTANCES processes"; fi
   note=""
