@@ -39,8 +39,11 @@ SMTP_SOURCE="${SMTP_SOURCE:-/usr/sbin/smtp-source}"
 SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
 # The CLI of $CODE (default: this checkout). A command, not a shell function: started in
 # the background, its PID is the gateway's own (a function would run in a subshell, and
-# stopping the subshell would leave the gateway running).
-PORTIQUE=(env "PYTHONPATH=${CODE:-$REPO}" "$PY" -c
+# stopping the subshell would leave the gateway running). PYTHONSAFEPATH: `python -c`
+# puts the current directory ahead of PYTHONPATH, so run from a checkout it would import
+# that checkout's gateway whatever --code says.
+CODE_ENV=(env PYTHONSAFEPATH=1 "PYTHONPATH=${CODE:-$REPO}")
+PORTIQUE=("${CODE_ENV[@]}" "$PY" -c
   'import sys; from gateway.cli import main; sys.argv[0] = "portique"; sys.exit(main())')
 # With --pipeline-cpu, `serve` runs with process_message wrapped: thread CPU time summed
 # per call, written to PIPELINE_REPORT when the process exits.
@@ -68,6 +71,7 @@ sys.exit(main())'
 # shellcheck source=load-tests/_common.sh
 . "$HERE/_common.sh"
 start_work portique-cpu
+echo "gateway code: $("${CODE_ENV[@]}" "$PY" -c 'import gateway, os; print(os.path.dirname(gateway.__file__))')"
 
 "$PY" "$HERE/messages.py" --out "$WORK/msg" --mix lab --count 1 --run cpu --lf \
   --roster-csv "$WORK/roster.csv" >/dev/null
@@ -79,7 +83,7 @@ WORKERS=1 portique_config "$WORK/portique.toml" "$WORK/data" "$PORT" "$SINK_PORT
   pseudonymise labo.test
 if [ "$PIPELINE_CPU" = 1 ]; then
   start_gateway "$WORK/portique.toml" "$WORK/roster.csv" "$PORT" \
-    env "PIPELINE_REPORT=$WORK/pipeline.txt" "PYTHONPATH=${CODE:-$REPO}" "$PY" -c "$TIMED_SERVE"
+    "${CODE_ENV[@]}" "PIPELINE_REPORT=$WORK/pipeline.txt" "$PY" -c "$TIMED_SERVE"
 else
   start_gateway "$WORK/portique.toml" "$WORK/roster.csv" "$PORT" "${PORTIQUE[@]}"
 fi

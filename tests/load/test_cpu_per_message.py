@@ -42,3 +42,19 @@ def test_pipeline_cpu_is_timed_inside_the_gateway(workdir: Path) -> None:
     assert pipeline.group(1) == "30"
     assert 0 < float(pipeline.group(2)) <= float(total.group(1))
     assert list(workdir.iterdir()) == []
+
+
+def test_code_option_runs_the_other_checkout(workdir: Path, tmp_path: Path) -> None:
+    """--code DIR: the gateway runs DIR's packages, not those of the checkout the script
+    is run from (`python -c` would put the current directory ahead of PYTHONPATH)."""
+    repo = Path(__file__).resolve().parents[2]
+    other = tmp_path / "other-checkout"
+    other.mkdir()
+    for entry in [repo / "gateway", repo / "connectors", repo / "crypto"] + sorted(
+        repo.glob("portique_compiled__mypyc*.so")
+    ):
+        (other / entry.name).symlink_to(entry)
+    out = run_script(workdir, "cpu_per_message.sh", "-m", "10", "-s", "2", "--code", str(other))
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert f"gateway code: {other / 'gateway'}\n" in out.stdout
+    assert "10 messages in" in out.stdout
