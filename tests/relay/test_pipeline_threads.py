@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import threading
 
 import pytest
@@ -66,3 +67,55 @@ async def test_the_service_runs_each_message_where_it_should(portique_factory, s
     assert ran_in[0] is loop_thread  # the small text message
     assert ran_in[1].name.startswith("pipeline")  # a PDF, however small
     assert ran_in[2].name.startswith("pipeline")  # more than INLINE_PIPELINE_MAX
+
+
+async def test_waiting_small_messages_have_their_pipelines_run_back_to_back(
+    portique_factory, sink, monkeypatch
+):
+    """After an inline pipeline, the small messages waiting for processing get theirs
+    straight away (PIPELINE_BATCH); each message's processing then takes its own outcome:
+    one pipeline run per message, every message delivered once, none mixed up, and no
+    outcome left behind."""
+    import gateway.service
+
+    pipelined: list[bytes] = []
+    real_pipeline = gateway.service.process_message
+
+    def recording_pipeline(raw, copies, engine, **settings):  # type: ignore[no-untyped-def]
+        pipelined.append(raw)
+        return real_pipeline(raw, copies, engine, **settings)
+
+    monkeypatch.setattr(gateway.service, "process_message", recording_pipeline)
+    svc = await portique_factory(sink.port, routes=ROUTES)
+    taken_ready: list[str] = []
+
+    class ReadyOutcomes(dict):  # type: ignore[type-arg]
+        def pop(self, key, default=None):  # type: ignore[no-untyped-def]
+            value = super().pop(key, default)
+            if value is not None:
+                taken_ready.append(key)
+            return value
+
+    svc._ready = ReadyOutcomes()
+    # Processing waits until every message is accepted, so that messages are waiting.
+    accepted_all = asyncio.Event()
+    real_process = svc.process_spooled
+
+    async def after_acceptance(spool_id, received=None):  # type: ignore[no-untyped-def]
+        await accepted_all.wait()
+        return await real_process(spool_id, received)
+
+    svc.process_spooled = after_acceptance
+    # As many as the processing tasks take at once, and two batches waiting behind them.
+    count = gateway.service.PROCESSING_CONCURRENCY + 2 * gateway.service.PIPELINE_BATCH
+    subjects = [f"Commande {i}" for i in range(count)]
+    for subject in subjects:
+        await asyncio.to_thread(send_sync, svc.smtp_port, message(subject=subject))
+    accepted_all.set()
+    delivered = await sink.wait_for(count)
+    await asyncio.sleep(0.2)  # a duplicate would arrive now
+    assert len(pipelined) == count
+    got = sorted(re.search(rb"Subject: (.*)\r\n", m.data).group(1).decode() for m in sink.messages)
+    assert got == sorted(subjects) and len(delivered) == count
+    assert len(taken_ready) >= gateway.service.PIPELINE_BATCH
+    assert len(svc._ready) == 0
