@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date
@@ -863,9 +863,7 @@ class Engine:
                 # A birth date: a valid date, of a patient named in this message or after a
                 # birth label. Most dates are neither (appointments, orders): without named
                 # patients, the label is looked at first.
-                labelled = not born and validators.is_birth_label(
-                    folded[max(0, start - _CONTEXT_WINDOW) : start]
-                )
+                labelled = not born and validators.is_birth_label_before(folded, start)
                 if not born and not labelled:
                     continue
                 day = (
@@ -875,11 +873,7 @@ class Engine:
                 )
                 if day is None:
                     continue
-                if (
-                    labelled
-                    or day in born
-                    or validators.is_birth_label(folded[max(0, start - _CONTEXT_WINDOW) : start])
-                ):
+                if labelled or day in born or validators.is_birth_label_before(folded, start):
                     append(_Span(_Kind.BIRTH_DATE, start, end, day.isoformat(), born.get(day)))
             elif name is _Shape.UPPER_FIRST or name is _Shape.FIRST_UPPER:
                 if (start, end) in names or (protected and protected.overlaps(start, end)):
@@ -964,8 +958,9 @@ class Engine:
                 if iban is not None:
                     append(_Span(_Kind.IBAN, start, start + iban[1], iban[0]))
 
-    def _display_names(self, folded: str, protected: _SpanIndex) -> Iterable[_Span]:
+    def _display_names(self, folded: str, protected: _SpanIndex) -> list[_Span]:
         """A display name is a person's name: each run of two or more name words."""
+        found: list[_Span] = []  # a list, not a generator: compiled, a generator costs more
         run: list[tuple[int, int]] = []
         for word in [*name_rules.name_words(folded, 0, len(folded)), (-1, -1)]:
             if word[0] >= 0:
@@ -974,8 +969,9 @@ class Engine:
             if len(run) >= 2 or (run and folded[run[0][0] : run[0][1]].isupper()):
                 start, end = run[0][0], run[-1][1]
                 if not protected.overlaps(start, end):
-                    yield self._context_name(folded, start, end)
+                    found.append(self._context_name(folded, start, end))
             run = []
+        return found
 
     def _context_name(self, folded: str, start: int, end: int) -> _Span:
         value = folded[start:end].lower()
@@ -1031,7 +1027,8 @@ def _after_civility(folded: str, start: int) -> bool:
 
 def _is_word_char(ch: str) -> bool:
     """[a-z0-9], the characters of _ALNUM_RUN (in lower-cased folded text)."""
-    return "a" <= ch <= "z" or "0" <= ch <= "9"
+    code = ord(ch)  # compiled, integer comparisons; string ones are C-API calls
+    return 97 <= code <= 122 or 48 <= code <= 57
 
 
 def _is_word(folded: str, start: int, end: int) -> bool:
