@@ -855,10 +855,10 @@ class Engine:
         roster = self.roster
         append = out.append
         # Most frequent shapes first; DOCTOR candidates only protect (see _protected_spans).
+        # The candidate's text is copied only in the branches that read it.
         for name, start, end in candidates:
             if name is _Shape.DOCTOR:
                 continue
-            text = folded[start:end]
             if name is _Shape.DATE_NUMERIC or name is _Shape.DATE_ISO or name is _Shape.DATE_WORDS:
                 # A birth date: a valid date, of a patient named in this message or after a
                 # birth label. Most dates are neither (appointments, orders): without named
@@ -866,6 +866,7 @@ class Engine:
                 labelled = not born and validators.is_birth_label_before(folded, start)
                 if not born and not labelled:
                     continue
+                text = folded[start:end]
                 day = (
                     validators.parse_numeric_date(text)
                     if name is _Shape.DATE_NUMERIC
@@ -882,6 +883,7 @@ class Engine:
                     names.add((start, end))  # "Mme Marie DUPONT" is also "Marie DUPONT": once
                     append(self._context_name(folded, start, end))
             elif name is _Shape.PHONE_FR or name is _Shape.PHONE_INTL:
+                text = folded[start:end]
                 if (name, text) in practice:
                     continue
                 phone = (
@@ -892,6 +894,7 @@ class Engine:
                 if phone is not None and phone not in self._practice_phones:
                     append(_Span(_Kind.PHONE, start, end, phone, roster.phone.get(phone)))
             elif name is _Shape.EMAIL:
+                text = folded[start:end]
                 if (name, text) in practice:
                     continue
                 email = normalise_email(text)
@@ -900,12 +903,14 @@ class Engine:
             elif name is _Shape.STREET:
                 # The practice's own street, as its config writes it: a trimmed span (a
                 # prefix of this one) would be the practice's too.
-                if (name, text) in practice:
+                if (name, folded[start:end]) in practice:
                     continue
                 end = _street_end(field.text, folded, start, end)
-                if end > start and not self._is_practice_address(folded[start:end]):
-                    streets.append((start, end))
-                    append(_Span(_Kind.ADDRESS, start, end, alnum_key(folded[start:end])))
+                if end > start:
+                    key = alnum_key(folded[start:end])  # the span's value, and the practice test's
+                    if not self._is_practice_key(key):
+                        streets.append((start, end))
+                        append(_Span(_Kind.ADDRESS, start, end, key))
             elif name is _Shape.STREET_CONTEXT:
                 # Someone's residence: no practice check (a number-less "avenue des
                 # Tilleuls" would read as part of the practice's "8 avenue des Tilleuls").
@@ -928,7 +933,7 @@ class Engine:
                     if years is not None and years <= _MAX_AGE_YEARS:
                         append(_Span(_Kind.AGE, age.start(), age.end(), str(years)))
             elif name is _Shape.POSTCODE_TOWN:
-                if (name, text) in practice:
+                if (name, folded[start:end]) in practice:
                     continue
                 end = _town_end(folded, start, end)
                 # The street it follows is among the last ones met (candidates come sorted).
@@ -939,22 +944,24 @@ class Engine:
                 window_start = max(0, start - _CONTEXT_WINDOW)
                 before = folded[window_start:start].rstrip(" ")
                 line_start = before[-1:] in ("\n", "\r", ",") if before else window_start == 0
-                if (after_street or line_start) and not self._is_practice_address(
-                    folded[start:end]
-                ):
-                    append(_Span(_Kind.ADDRESS, start, end, alnum_key(folded[start:end])))
+                if after_street or line_start:
+                    key = alnum_key(folded[start:end])
+                    if not self._is_practice_key(key):
+                        append(_Span(_Kind.ADDRESS, start, end, key))
             elif name is _Shape.CIVILITY_NAME or name is _Shape.INTRO_NAME:
                 span = name_rules.trigger_name_span(folded, start, end)
                 if span is not None and span not in names and not protected.overlaps(*span):
                     names.add(span)
                     append(self._context_name(folded, *span))
             elif name is _Shape.NIR:
-                nir = validators.nir_value(text, folded[max(0, start - _CONTEXT_WINDOW) : start])
+                nir = validators.nir_value(
+                    folded[start:end], folded[max(0, start - _CONTEXT_WINDOW) : start]
+                )
                 if nir is not None:
                     patient = roster.nir.get(nir) or roster.nir.get(nir[:13])
                     append(_Span(_Kind.NIR, start, end, nir, patient))
             elif name is _Shape.IBAN:
-                iban = validators.iban_value(text)
+                iban = validators.iban_value(folded[start:end])
                 if iban is not None:
                     append(_Span(_Kind.IBAN, start, start + iban[1], iban[0]))
 
@@ -989,7 +996,10 @@ class Engine:
     def _is_practice_address(self, folded: str) -> bool:
         if not self._practice_addresses:
             return False
-        key = alnum_key(folded)
+        return self._is_practice_key(alnum_key(folded))
+
+    def _is_practice_key(self, key: str) -> bool:
+        """`_is_practice_address` of a text whose alnum_key is `key`."""
         return any(key in address for address in self._practice_addresses)
 
 
@@ -1069,25 +1079,24 @@ _NO_SPANS: Final = _SpanIndex([])  # shared by the fields without protected span
 
 
 def _street_end(text: str, folded: str, start: int, end: int) -> int:
-    """Trim a street candidate to its name: capitalised words and particles."""
-    words = list(_ADDRESS_WORD.finditer(folded[start:end]))
-    # words[0] is the street type ("rue"); the number precedes it.
-    type_index = -1
-    for i, w in enumerate(words):  # a loop: mypyc builds a generator object for next(...)
-        if w.group().lower().rstrip(".") in _STREET_TYPE_WORDS:
-            type_index = i
-            break
-    if type_index < 0:
-        return start
-    last_end = start + words[type_index].end()
+    """Trim a street candidate to its name: capitalised words and particles.
+
+    One pass over the words (read in place, no copy of the candidate): the words up to
+    the street type ("rue"; the number and "bis" precede it), then the name's."""
+    type_end = -1
+    last_end = start
     taken = False
-    for word in words[type_index + 1 :]:
-        raw = text[start + word.start() : start + word.end()]
+    for word in _ADDRESS_WORD.finditer(folded, start, end):
+        if type_end < 0:
+            if word.group().lower() in _STREET_TYPE_WORDS:  # a word holds no "." ("av.")
+                type_end = last_end = word.end()
+            continue
         low = word.group().lower().strip("'-")
         if low in _PARTICLES or low.split("'")[0] in _PARTICLES:
             continue
-        if raw[:1].isupper() or raw[:1].isdigit():
-            last_end = start + word.end()
+        first = text[word.start()]  # the written word's first character
+        if first.isupper() or first.isdigit():
+            last_end = word.end()
             taken = True
             continue
         break
@@ -1109,11 +1118,11 @@ _TOWN_PARTICLES: Final = frozenset({"de", "la", "le", "sur", "les", "en"})  # "S
 def _town_end(folded: str, start: int, end: int) -> int:
     """Trim a "75012 Paris Merci" candidate after the town's words."""
     last = start + 5
-    for m in _ADDRESS_WORD.finditer(folded[start + 5 : end]):
+    for m in _ADDRESS_WORD.finditer(folded, start + 5, end):  # in place, no copy
         low = m.group().lower()
         if low in name_rules.STOPWORDS and low not in _TOWN_PARTICLES:
             break
-        last = start + 5 + m.end()
+        last = m.end()
     return last
 
 
