@@ -853,7 +853,9 @@ class Engine:
         names: set[tuple[int, int]] = set()
         practice = self._practice_candidates
         roster = self.roster
-        append = out.append
+        # Compiled, out.append(...) is a native list append (a bound method saved in a
+        # variable would be a generic call), and calls spell their arguments out (a
+        # `*span` call goes through a tuple and Python's generic call).
         # Most frequent shapes first; DOCTOR candidates only protect (see _protected_spans).
         # The candidate's text is copied only in the branches that read it.
         for name, start, end in candidates:
@@ -875,13 +877,13 @@ class Engine:
                 if day is None:
                     continue
                 if labelled or day in born or validators.is_birth_label_before(folded, start):
-                    append(_Span(_Kind.BIRTH_DATE, start, end, day.isoformat(), born.get(day)))
+                    out.append(_Span(_Kind.BIRTH_DATE, start, end, day.isoformat(), born.get(day)))
             elif name is _Shape.UPPER_FIRST or name is _Shape.FIRST_UPPER:
                 if (start, end) in names or (protected and protected.overlaps(start, end)):
                     continue  # a pair is all-or-nothing: its span is the candidate's
                 if name_rules.pair_span(folded, start, end) is not None:
                     names.add((start, end))  # "Mme Marie DUPONT" is also "Marie DUPONT": once
-                    append(self._context_name(folded, start, end))
+                    out.append(self._context_name(folded, start, end))
             elif name is _Shape.PHONE_FR or name is _Shape.PHONE_INTL:
                 text = folded[start:end]
                 if (name, text) in practice:
@@ -892,14 +894,14 @@ class Engine:
                     else validators.phone_intl_value(text)
                 )
                 if phone is not None and phone not in self._practice_phones:
-                    append(_Span(_Kind.PHONE, start, end, phone, roster.phone.get(phone)))
+                    out.append(_Span(_Kind.PHONE, start, end, phone, roster.phone.get(phone)))
             elif name is _Shape.EMAIL:
                 text = folded[start:end]
                 if (name, text) in practice:
                     continue
                 email = normalise_email(text)
                 if email not in self._practice_emails:
-                    append(_Span(_Kind.EMAIL, start, end, email, roster.email.get(email)))
+                    out.append(_Span(_Kind.EMAIL, start, end, email, roster.email.get(email)))
             elif name is _Shape.STREET:
                 # The practice's own street, as its config writes it: a trimmed span (a
                 # prefix of this one) would be the practice's too.
@@ -910,7 +912,7 @@ class Engine:
                     key = alnum_key(folded[start:end])  # the span's value, and the practice test's
                     if not self._is_practice_key(key):
                         streets.append((start, end))
-                        append(_Span(_Kind.ADDRESS, start, end, key))
+                        out.append(_Span(_Kind.ADDRESS, start, end, key))
             elif name is _Shape.STREET_CONTEXT:
                 # Someone's residence: no practice check (a number-less "avenue des
                 # Tilleuls" would read as part of the practice's "8 avenue des Tilleuls").
@@ -919,7 +921,7 @@ class Engine:
                 end = _street_end(field.text, folded, street_start, end)
                 if end > street_start:
                     streets.append((street_start, end))
-                    append(
+                    out.append(
                         _Span(_Kind.ADDRESS, street_start, end, alnum_key(folded[street_start:end]))
                     )
             elif name is _Shape.AGE:
@@ -931,7 +933,7 @@ class Engine:
                 if age is not None:
                     years = _age_years(age.group())
                     if years is not None and years <= _MAX_AGE_YEARS:
-                        append(_Span(_Kind.AGE, age.start(), age.end(), str(years)))
+                        out.append(_Span(_Kind.AGE, age.start(), age.end(), str(years)))
             elif name is _Shape.POSTCODE_TOWN:
                 if (name, folded[start:end]) in practice:
                     continue
@@ -947,23 +949,27 @@ class Engine:
                 if after_street or line_start:
                     key = alnum_key(folded[start:end])
                     if not self._is_practice_key(key):
-                        append(_Span(_Kind.ADDRESS, start, end, key))
+                        out.append(_Span(_Kind.ADDRESS, start, end, key))
             elif name is _Shape.CIVILITY_NAME or name is _Shape.INTRO_NAME:
                 span = name_rules.trigger_name_span(folded, start, end)
-                if span is not None and span not in names and not protected.overlaps(*span):
+                if (
+                    span is not None
+                    and span not in names
+                    and not protected.overlaps(span[0], span[1])
+                ):
                     names.add(span)
-                    append(self._context_name(folded, *span))
+                    out.append(self._context_name(folded, span[0], span[1]))
             elif name is _Shape.NIR:
                 nir = validators.nir_value(
                     folded[start:end], folded[max(0, start - _CONTEXT_WINDOW) : start]
                 )
                 if nir is not None:
                     patient = roster.nir.get(nir) or roster.nir.get(nir[:13])
-                    append(_Span(_Kind.NIR, start, end, nir, patient))
+                    out.append(_Span(_Kind.NIR, start, end, nir, patient))
             elif name is _Shape.IBAN:
                 iban = validators.iban_value(folded[start:end])
                 if iban is not None:
-                    append(_Span(_Kind.IBAN, start, start + iban[1], iban[0]))
+                    out.append(_Span(_Kind.IBAN, start, start + iban[1], iban[0]))
 
     def _display_names(self, folded: str, protected: _SpanIndex) -> list[_Span]:
         """A display name is a person's name: each run of two or more name words."""
