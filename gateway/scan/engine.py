@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
-from operator import itemgetter
-from typing import Final, NamedTuple
+from operator import attrgetter, itemgetter
+from typing import Final
 
-from crypto.pseudonym import patient_token, value_digest
+from crypto.pseudonym import DIGEST_HEX, _keyed_prototype, patient_token
 from gateway.config import PracticeConfig
 from gateway.scan import names as name_rules
 from gateway.scan import validators
@@ -202,15 +203,29 @@ _WHOLE_FIELD_KINDS: Final = {
 _NONE_USED: Final[frozenset[int]] = frozenset()
 # Sort keys: (shape, start, end) candidates by start and end; _Span by start.
 _START_END: Final = itemgetter(1, 2)
-_SPAN_START: Final = itemgetter(1)
+_SPAN_START: Final = attrgetter("start")
 
 
-class _Span(NamedTuple):  # a tuple: built tens of times per message, cheaper than a dataclass
+@dataclass(init=False, slots=True, unsafe_hash=True)  # hashable (tests); never changed once built
+class _Span:
+    """A finding before its digest. Built tens of times per message: compiled, this
+    class and its own __init__ are native (~0.1 us each); a NamedTuple's __new__, or a
+    generated __init__, runs interpreted even in a compiled module (~1 us each)."""
+
     kind: IdentifierKind
     start: int
     end: int
     value: str  # normalised value: digest input, never stored
-    patient: str | None = None
+    patient: str | None
+
+    def __init__(
+        self, kind: IdentifierKind, start: int, end: int, value: str, patient: str | None = None
+    ) -> None:
+        self.kind = kind
+        self.start = start
+        self.end = end
+        self.value = value
+        self.patient = patient
 
 
 def _literal_variants(normalised: str) -> list[str]:
@@ -231,6 +246,8 @@ class Engine:
     ) -> None:
         self._digest_key = digest_key
         self._pseudonym_key = pseudonym_key
+        # crypto.pseudonym's keyed HMAC states for the digest key (see _value_digest).
+        self._digest_inner, self._digest_outer = _keyed_prototype(digest_key)
         self.roster = RosterIndex.build(patients)
         literal_owner: dict[str, str] = {}
         # Only surnames go in the automaton: every full name holds one, and first names
@@ -406,7 +423,6 @@ class Engine:
                 )
         findings: list[Finding] = []
         digests: dict[tuple[IdentifierKind, str], str] = {}  # per message: values repeat
-        digest_key = self._digest_key
         for index, field_spans in enumerate(spans):
             if not field_spans:
                 continue
@@ -414,17 +430,16 @@ class Engine:
             folded = folded_fields[index]
             if len(field_spans) > 1:
                 field_spans = _resolve_overlaps(_merge_addresses(field_spans, folded), folded)
-            for kind, start, end, value, patient in field_spans:
+            for span in field_spans:
+                kind, start, end, value = span.kind, span.start, span.end, span.value
                 if end <= start:
                     continue  # an empty whole field: consumed, nothing to rewrite
                 if kind is _Kind.NAME:
                     value = name_digest_value(value)
                 digest = digests.get((kind, value))
                 if digest is None:
-                    digest = digests[kind, value] = value_digest(
-                        digest_key, _KIND_VALUE[kind], value
-                    )
-                findings.append(Finding(kind, index, start, end, digest, patient))
+                    digest = digests[kind, value] = self._value_digest(_KIND_VALUE[kind], value)
+                findings.append(Finding(kind, index, start, end, digest, span.patient))
         return findings
 
     def rewrite_fields(
@@ -479,6 +494,17 @@ class Engine:
             pieces.append(text[cursor:])
             texts.append("".join(pieces))
         return RewriteResult(texts=texts, vault_entries=list(vault.values()))
+
+    def _value_digest(self, kind: str, value: str) -> str:
+        """`crypto.pseudonym.value_digest(digest_key, kind, value)`, computed here: the same
+        HMAC-SHA256 from the same keyed states, in compiled code. Interpreted, the call
+        cost about 1.5 us, a tenth of a dense message's scan (about ten digests each);
+        tests/scan/test_engine.py checks that both agree."""
+        inner = self._digest_inner.copy()
+        inner.update((kind + "\n" + value).encode("utf-8"))
+        outer = self._digest_outer.copy()
+        outer.update(inner.digest())
+        return outer.digest().hex()[:DIGEST_HEX]
 
     # -- rewriting -----------------------------------------------------------------
 
@@ -827,21 +853,22 @@ class Engine:
         names: set[tuple[int, int]] = set()
         practice = self._practice_candidates
         roster = self.roster
-        append = out.append
+        # Compiled, out.append(...) is a native list append (a bound method saved in a
+        # variable would be a generic call), and calls spell their arguments out (a
+        # `*span` call goes through a tuple and Python's generic call).
         # Most frequent shapes first; DOCTOR candidates only protect (see _protected_spans).
+        # The candidate's text is copied only in the branches that read it.
         for name, start, end in candidates:
             if name is _Shape.DOCTOR:
                 continue
-            text = folded[start:end]
             if name is _Shape.DATE_NUMERIC or name is _Shape.DATE_ISO or name is _Shape.DATE_WORDS:
                 # A birth date: a valid date, of a patient named in this message or after a
                 # birth label. Most dates are neither (appointments, orders): without named
                 # patients, the label is looked at first.
-                labelled = not born and validators.is_birth_label(
-                    folded[max(0, start - _CONTEXT_WINDOW) : start]
-                )
+                labelled = not born and validators.is_birth_label_before(folded, start)
                 if not born and not labelled:
                     continue
+                text = folded[start:end]
                 day = (
                     validators.parse_numeric_date(text)
                     if name is _Shape.DATE_NUMERIC
@@ -849,19 +876,16 @@ class Engine:
                 )
                 if day is None:
                     continue
-                if (
-                    labelled
-                    or day in born
-                    or validators.is_birth_label(folded[max(0, start - _CONTEXT_WINDOW) : start])
-                ):
-                    append(_Span(_Kind.BIRTH_DATE, start, end, day.isoformat(), born.get(day)))
+                if labelled or day in born or validators.is_birth_label_before(folded, start):
+                    out.append(_Span(_Kind.BIRTH_DATE, start, end, day.isoformat(), born.get(day)))
             elif name is _Shape.UPPER_FIRST or name is _Shape.FIRST_UPPER:
                 if (start, end) in names or (protected and protected.overlaps(start, end)):
                     continue  # a pair is all-or-nothing: its span is the candidate's
                 if name_rules.pair_span(folded, start, end) is not None:
                     names.add((start, end))  # "Mme Marie DUPONT" is also "Marie DUPONT": once
-                    append(self._context_name(folded, start, end))
+                    out.append(self._context_name(folded, start, end))
             elif name is _Shape.PHONE_FR or name is _Shape.PHONE_INTL:
+                text = folded[start:end]
                 if (name, text) in practice:
                     continue
                 phone = (
@@ -870,22 +894,25 @@ class Engine:
                     else validators.phone_intl_value(text)
                 )
                 if phone is not None and phone not in self._practice_phones:
-                    append(_Span(_Kind.PHONE, start, end, phone, roster.phone.get(phone)))
+                    out.append(_Span(_Kind.PHONE, start, end, phone, roster.phone.get(phone)))
             elif name is _Shape.EMAIL:
+                text = folded[start:end]
                 if (name, text) in practice:
                     continue
                 email = normalise_email(text)
                 if email not in self._practice_emails:
-                    append(_Span(_Kind.EMAIL, start, end, email, roster.email.get(email)))
+                    out.append(_Span(_Kind.EMAIL, start, end, email, roster.email.get(email)))
             elif name is _Shape.STREET:
                 # The practice's own street, as its config writes it: a trimmed span (a
                 # prefix of this one) would be the practice's too.
-                if (name, text) in practice:
+                if (name, folded[start:end]) in practice:
                     continue
                 end = _street_end(field.text, folded, start, end)
-                if end > start and not self._is_practice_address(folded[start:end]):
-                    streets.append((start, end))
-                    append(_Span(_Kind.ADDRESS, start, end, alnum_key(folded[start:end])))
+                if end > start:
+                    key = alnum_key(folded[start:end])  # the span's value, and the practice test's
+                    if not self._is_practice_key(key):
+                        streets.append((start, end))
+                        out.append(_Span(_Kind.ADDRESS, start, end, key))
             elif name is _Shape.STREET_CONTEXT:
                 # Someone's residence: no practice check (a number-less "avenue des
                 # Tilleuls" would read as part of the practice's "8 avenue des Tilleuls").
@@ -894,7 +921,7 @@ class Engine:
                 end = _street_end(field.text, folded, street_start, end)
                 if end > street_start:
                     streets.append((street_start, end))
-                    append(
+                    out.append(
                         _Span(_Kind.ADDRESS, street_start, end, alnum_key(folded[street_start:end]))
                     )
             elif name is _Shape.AGE:
@@ -906,9 +933,9 @@ class Engine:
                 if age is not None:
                     years = _age_years(age.group())
                     if years is not None and years <= _MAX_AGE_YEARS:
-                        append(_Span(_Kind.AGE, age.start(), age.end(), str(years)))
+                        out.append(_Span(_Kind.AGE, age.start(), age.end(), str(years)))
             elif name is _Shape.POSTCODE_TOWN:
-                if (name, text) in practice:
+                if (name, folded[start:end]) in practice:
                     continue
                 end = _town_end(folded, start, end)
                 # The street it follows is among the last ones met (candidates come sorted).
@@ -919,27 +946,34 @@ class Engine:
                 window_start = max(0, start - _CONTEXT_WINDOW)
                 before = folded[window_start:start].rstrip(" ")
                 line_start = before[-1:] in ("\n", "\r", ",") if before else window_start == 0
-                if (after_street or line_start) and not self._is_practice_address(
-                    folded[start:end]
-                ):
-                    append(_Span(_Kind.ADDRESS, start, end, alnum_key(folded[start:end])))
+                if after_street or line_start:
+                    key = alnum_key(folded[start:end])
+                    if not self._is_practice_key(key):
+                        out.append(_Span(_Kind.ADDRESS, start, end, key))
             elif name is _Shape.CIVILITY_NAME or name is _Shape.INTRO_NAME:
                 span = name_rules.trigger_name_span(folded, start, end)
-                if span is not None and span not in names and not protected.overlaps(*span):
+                if (
+                    span is not None
+                    and span not in names
+                    and not protected.overlaps(span[0], span[1])
+                ):
                     names.add(span)
-                    append(self._context_name(folded, *span))
+                    out.append(self._context_name(folded, span[0], span[1]))
             elif name is _Shape.NIR:
-                nir = validators.nir_value(text, folded[max(0, start - _CONTEXT_WINDOW) : start])
+                nir = validators.nir_value(
+                    folded[start:end], folded[max(0, start - _CONTEXT_WINDOW) : start]
+                )
                 if nir is not None:
                     patient = roster.nir.get(nir) or roster.nir.get(nir[:13])
-                    append(_Span(_Kind.NIR, start, end, nir, patient))
+                    out.append(_Span(_Kind.NIR, start, end, nir, patient))
             elif name is _Shape.IBAN:
-                iban = validators.iban_value(text)
+                iban = validators.iban_value(folded[start:end])
                 if iban is not None:
-                    append(_Span(_Kind.IBAN, start, start + iban[1], iban[0]))
+                    out.append(_Span(_Kind.IBAN, start, start + iban[1], iban[0]))
 
-    def _display_names(self, folded: str, protected: _SpanIndex) -> Iterable[_Span]:
+    def _display_names(self, folded: str, protected: _SpanIndex) -> list[_Span]:
         """A display name is a person's name: each run of two or more name words."""
+        found: list[_Span] = []  # a list, not a generator: compiled, a generator costs more
         run: list[tuple[int, int]] = []
         for word in [*name_rules.name_words(folded, 0, len(folded)), (-1, -1)]:
             if word[0] >= 0:
@@ -948,8 +982,9 @@ class Engine:
             if len(run) >= 2 or (run and folded[run[0][0] : run[0][1]].isupper()):
                 start, end = run[0][0], run[-1][1]
                 if not protected.overlaps(start, end):
-                    yield self._context_name(folded, start, end)
+                    found.append(self._context_name(folded, start, end))
             run = []
+        return found
 
     def _context_name(self, folded: str, start: int, end: int) -> _Span:
         value = folded[start:end].lower()
@@ -967,7 +1002,10 @@ class Engine:
     def _is_practice_address(self, folded: str) -> bool:
         if not self._practice_addresses:
             return False
-        key = alnum_key(folded)
+        return self._is_practice_key(alnum_key(folded))
+
+    def _is_practice_key(self, key: str) -> bool:
+        """`_is_practice_address` of a text whose alnum_key is `key`."""
         return any(key in address for address in self._practice_addresses)
 
 
@@ -1005,7 +1043,8 @@ def _after_civility(folded: str, start: int) -> bool:
 
 def _is_word_char(ch: str) -> bool:
     """[a-z0-9], the characters of _ALNUM_RUN (in lower-cased folded text)."""
-    return "a" <= ch <= "z" or "0" <= ch <= "9"
+    code = ord(ch)  # compiled, integer comparisons; string ones are C-API calls
+    return 97 <= code <= 122 or 48 <= code <= 57
 
 
 def _is_word(folded: str, start: int, end: int) -> bool:
@@ -1046,25 +1085,24 @@ _NO_SPANS: Final = _SpanIndex([])  # shared by the fields without protected span
 
 
 def _street_end(text: str, folded: str, start: int, end: int) -> int:
-    """Trim a street candidate to its name: capitalised words and particles."""
-    words = list(_ADDRESS_WORD.finditer(folded[start:end]))
-    # words[0] is the street type ("rue"); the number precedes it.
-    type_index = -1
-    for i, w in enumerate(words):  # a loop: mypyc builds a generator object for next(...)
-        if w.group().lower().rstrip(".") in _STREET_TYPE_WORDS:
-            type_index = i
-            break
-    if type_index < 0:
-        return start
-    last_end = start + words[type_index].end()
+    """Trim a street candidate to its name: capitalised words and particles.
+
+    One pass over the words (read in place, no copy of the candidate): the words up to
+    the street type ("rue"; the number and "bis" precede it), then the name's."""
+    type_end = -1
+    last_end = start
     taken = False
-    for word in words[type_index + 1 :]:
-        raw = text[start + word.start() : start + word.end()]
+    for word in _ADDRESS_WORD.finditer(folded, start, end):
+        if type_end < 0:
+            if word.group().lower() in _STREET_TYPE_WORDS:  # a word holds no "." ("av.")
+                type_end = last_end = word.end()
+            continue
         low = word.group().lower().strip("'-")
         if low in _PARTICLES or low.split("'")[0] in _PARTICLES:
             continue
-        if raw[:1].isupper() or raw[:1].isdigit():
-            last_end = start + word.end()
+        first = text[word.start()]  # the written word's first character
+        if first.isupper() or first.isdigit():
+            last_end = word.end()
             taken = True
             continue
         break
@@ -1086,11 +1124,11 @@ _TOWN_PARTICLES: Final = frozenset({"de", "la", "le", "sur", "les", "en"})  # "S
 def _town_end(folded: str, start: int, end: int) -> int:
     """Trim a "75012 Paris Merci" candidate after the town's words."""
     last = start + 5
-    for m in _ADDRESS_WORD.finditer(folded[start + 5 : end]):
+    for m in _ADDRESS_WORD.finditer(folded, start + 5, end):  # in place, no copy
         low = m.group().lower()
         if low in name_rules.STOPWORDS and low not in _TOWN_PARTICLES:
             break
-        last = start + 5 + m.end()
+        last = m.end()
     return last
 
 
@@ -1238,7 +1276,7 @@ def _keep_uncovered_words(span: _Span, kept: _KeptSpans, folded: str) -> None:
         if start < end:
             # The slot (with its separators) is what the piece occupies; it starts at the
             # name's start or a kept span's end, both known to the large index.
-            kept.add(slot_start, slot_end, span._replace(start=start, end=end))
+            kept.add(slot_start, slot_end, _Span(span.kind, start, end, span.value, span.patient))
 
 
 class _KeptSpans:

@@ -235,13 +235,15 @@ SHAPES: tuple[Shape, ...] = (
         False,
         _CAP_LEN + 2 + 2 * _UPPER_LEN,
         # The junction "n DU" of "Jean DUPONT"; the match starts at the capitalised word
-        # that ends at the junction's space.
+        # that ends at the junction's space. The locator reads that word alone (anchored
+        # at the space, which the trigger holds): a word has no space, so the re-read
+        # starts at the space before it, not up to 65 characters back across prose.
         trigger=r"[a-z] [A-Z][A-Z]",
         extra_triggers=(r"[a-z] [A-Z]'[A-Z]",),
-        before=_CAP_LEN + 1,
-        locate_start=_CAP + r" \Z",
-        locate_offset=2,
-        alphabet=_LETTERS + "' -",
+        before=_CAP_LEN,
+        locate_start=_CAP + r"\Z",
+        locate_offset=1,
+        alphabet=_LETTERS + "'-",
     ),
     Shape(
         ShapeName.DOCTOR,

@@ -4,9 +4,10 @@ Input: a candidate span of folded text (see `_fold`) and its surroundings.
 Output: a normalised value (for the keyed digest and roster linkage) or None.
 Never raises on bad input; never logs a value.
 
-Checksums come from python-stdnum (NIR key mod 97 with 2A/2B) and python-phonenumbers
-(international numbers), as identifiers.md recommends; the IBAN's ISO 7064 mod 97-10 is
-the same arithmetic as stdnum's, on a translated digit string (a test compares both).
+Checksums follow python-stdnum (NIR key mod 97 with 2A/2B, IBAN ISO 7064 mod 97-10) and
+python-phonenumbers (international numbers), as identifiers.md recommends. The NIR key
+and the IBAN check are stdnum's arithmetic written here, so that they run compiled (the
+IBAN's on a translated digit string); tests compare both with stdnum.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from datetime import date
 from typing import Final
 
 import phonenumbers
-from stdnum.fr import nir as stdnum_nir
 
 from gateway.scan.patients import normalise_phone
 
@@ -51,19 +51,33 @@ def nir_value(candidate: str, before: str) -> str | None:
     """Normalised NIR if the candidate is key-valid, or labelled (a wrong key is still suspicious)."""
     # The NIR shape holds digits, "2A"/"2B" and the separators " ", "." and "-".
     compact = candidate.upper().replace(" ", "").replace(".", "").replace("-", "")
-    # stdnum's key arithmetic (mod 97, 2A -> 19, 2B -> 18) on an already compact number:
-    # stdnum.fr.nir.is_valid would first re-clean it, at 3x the cost.
+    # stdnum's key arithmetic on an already compact number: stdnum.fr.nir.is_valid would
+    # first re-clean it, at 3x the cost.
     if (
         len(compact) == 15
         and compact[:5].isdigit()
         and compact[7:].isdigit()
         and (compact[5:7].isdigit() or compact[5:7] in ("2A", "2B"))
-        and stdnum_nir.calc_check_digits(compact) == compact[13:]
+        and nir_check_digits(compact) == compact[13:]
     ):
         return compact
     if _NIR_LABEL.search(before[-LABEL_WINDOW:].lower()):
         return compact
     return None
+
+
+def nir_check_digits(compact: str) -> str:
+    """`stdnum.fr.nir.calc_check_digits`: 97 minus the first 13 characters mod 97, Corsica's
+    "2A" and "2B" read as 19 and 18. `compact` holds digits, but "2A"/"2B" at 5-6.
+    Compiled here, not an interpreted call per NIR (tests/scan/test_properties.py)."""
+    department = compact[5:7]
+    if department == "2A":
+        body = compact[:5] + "19" + compact[7:13]
+    elif department == "2B":
+        body = compact[:5] + "18" + compact[7:13]
+    else:
+        body = compact[:13]
+    return f"{97 - int(body) % 97:02d}"
 
 
 def iban_value(candidate: str) -> tuple[str, int] | None:
@@ -134,6 +148,22 @@ def is_birth_label(before: str) -> bool:
     if not any(hint in window for hint in _BIRTH_HINTS):
         return False  # the regex search tries every start position: skip it when hopeless
     return _BIRTH_LABEL.search(window) is not None
+
+
+def is_birth_label_before(text: str, end: int) -> bool:
+    """`is_birth_label(text[:end])`, without a copy of the window for most dates: the
+    character a label would end with (see is_birth_label) is looked at in place first."""
+    low = max(0, end - 40)
+    position = end
+    while position > low and text[position - 1] in _BIRTH_TAIL:
+        position -= 1
+    if position - 2 >= low and text[position - 2 : position].lower() == "le":
+        position -= 2
+        while position > low and text[position - 1] in _BIRTH_TAIL:
+            position -= 1
+    if position == low or text[position - 1].lower() not in _BIRTH_LABEL_LAST:
+        return False
+    return is_birth_label(text[low:end])
 
 
 def parse_date(candidate: str) -> date | None:

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from crypto.pseudonym import TOKEN_PATTERN
+from crypto.pseudonym import TOKEN_PATTERN, value_digest
 from gateway.config import PracticeConfig, Practitioner
 from gateway.scan import (
     FieldKind,
@@ -151,6 +151,18 @@ def test_findings_carry_no_value(engine: str) -> None:
     assert findings[1].patient == "p-1"  # the e-mail is linked through the roster
     assert scan.patient_for_email("Marie <Marie.Dupont@example.org>") == "p-1"
     assert scan.patient_for_email("other@example.org") is None
+
+
+def test_finding_digests_are_crypto_value_digests() -> None:
+    """The engine computes digests itself (compiled); they are crypto.pseudonym's."""
+    scan = _engine("re")
+    findings = scan.scan_fields([TextField("NIR 2 84 03 75 108 123 47, marie.dupont@example.org")])
+    assert [f.digest for f in findings] == [
+        value_digest(DIGEST_KEY, "nir", "284037510812347"),
+        value_digest(DIGEST_KEY, "email", "marie.dupont@example.org"),
+    ]
+    for kind, value in (("name", "dupont marie"), ("phone", ""), ("address", "é\u2019x" * 40)):
+        assert scan._value_digest(kind, value) == value_digest(DIGEST_KEY, kind, value)
 
 
 def test_unknown_engine_rejected() -> None:

@@ -87,6 +87,26 @@ def test_wrong_key_is_not_a_nir_unless_labelled(body: str, wrong: int, label: st
     assert _found(f"Patient {label} {written} reçu", written, IdentifierKind.NIR)
 
 
+@SETTINGS
+@given(body=nir_bodies(), key=st.text("0123456789", min_size=2, max_size=2))
+def test_nir_check_digits_are_stdnum_s(body: str, key: str) -> None:
+    assert validators.nir_check_digits(body + key) == stdnum_nir.calc_check_digits(body + key)
+
+
+@SETTINGS
+@given(
+    text=st.lists(
+        st.sampled_from(["née", "ne", "NÉ(E)", "DDN", " le", "LE", " ", ":", ".", ",", "-", "x"]),
+        max_size=12,
+    ).map("".join),
+    cut=st.integers(0, 60),
+)
+def test_birth_label_before_is_is_birth_label(text: str, cut: int) -> None:
+    folded = fold(text + " 12/03/1984")
+    end = min(cut, len(folded))
+    assert validators.is_birth_label_before(folded, end) is validators.is_birth_label(folded[:end])
+
+
 @st.composite
 def ibans(draw: st.DrawFn) -> str:
     country, length = draw(
