@@ -328,8 +328,8 @@ def structured_header_values(part: MimePart) -> list[str]:
         raise ContentError("malformed MIME header block")
     values: list[str] = []
     seen: set[str] = set()
-    for raw_name, value in message.raw_items():
-        name = raw_name.strip().lower()
+    for _raw_name, lower, value in part.fields:
+        name = lower.strip()
         if name in _SINGLE_MIME_HEADERS:
             if name in seen:
                 title = _SINGLE_MIME_HEADERS[name]
@@ -337,7 +337,7 @@ def structured_header_values(part: MimePart) -> list[str]:
             seen.add(name)
         if name not in _SCANNED_STRUCTURED_HEADERS:
             continue
-        raw = str(value)
+        raw = value
         if part.kind == "leaf" and name in ("content-type", "content-disposition"):
             raw = _FILE_NAME_PARAMETER.sub(";", raw)
         text = decode_header_text(raw)
@@ -387,10 +387,10 @@ class _Walker:
         text_slots = self.free_text_headers(part, with_subject=True)
         address_slots: list[tuple[str, list[tuple[str, str]], list[int | None]]] = []
         by_name: dict[str, list[str]] = {}
-        for raw_name, value in part.message.raw_items():
-            name = raw_name.strip().lower()
+        for _raw_name, lower, value in part.fields:
+            name = lower.strip()
             if name in _ADDRESS_HEADER_SET:
-                by_name.setdefault(name, []).append(str(value))
+                by_name.setdefault(name, []).append(value)
         for name in _ADDRESS_HEADERS:
             values = by_name.get(name)
             if not values:
@@ -432,17 +432,18 @@ class _Walker:
         analysis = self.analysis
         slots: list[tuple[str, int, int]] = []
         seen: dict[str, int] = {}
-        # raw_items: the values as received (8-bit bytes as surrogate escapes); items()
-        # would turn those bytes into U+FFFD before we can decode them.
-        for raw_name, value in part.message.raw_items():
-            name = raw_name.strip().lower()
+        # part.fields: the values as received (8-bit bytes as surrogate escapes, as
+        # raw_items gives them); items() would turn those bytes into U+FFFD before we can
+        # decode them.
+        for raw_name, lower, value in part.fields:
+            name = lower.strip()
             occurrence = seen.get(name, 0)
             seen[name] = occurrence + 1
             if name in _STRUCTURED_HEADERS or name in _ADDRESS_HEADERS:
                 continue
             if name == "subject" and not with_subject:
                 continue
-            text = decode_header_text(str(value))
+            text = decode_header_text(value)
             if not text.strip():
                 continue
             kind = FieldKind.SUBJECT if name == "subject" else FieldKind.METADATA
@@ -468,9 +469,8 @@ class _Walker:
     def leaf(self, part: MimePart) -> None:
         self.check_budget()
         analysis = self.analysis
-        message = part.message
         first = len(analysis.fields)
-        names = attachment_names(message)
+        names = attachment_names(part)
         name_indices = [analysis.add(n, FieldKind.FILENAME) for _, n in names]
         # A message's own headers were scanned by message_headers; a body part's free-text
         # headers (Content-Description, X-*) are scanned here.
@@ -491,7 +491,7 @@ class _Walker:
                 return
         payload = decode_body(memoryview(self.raw)[part.header_end : part.end], cte)
         if maintype == "text" and subtype in ("plain", "html") and b"\x00" not in payload:
-            charset = declared_charset(message)
+            charset = declared_charset(part)
             text = decode_text(payload, charset)
             if subtype == "html":
                 segments = html_segments(text)
@@ -745,16 +745,17 @@ def fold_plain(name: str, value: str, nl: bytes) -> bytes:
     return nl.join(line.encode("ascii") for line in lines)
 
 
-def attachment_names(message: ParsedMessage) -> list[tuple[str, str]]:
+def attachment_names(part: MimePart) -> list[tuple[str, str]]:
     """[(param, decoded name)] for Content-Disposition filename and Content-Type name.
 
     Every spelling of the parameter counts, not only the first that `get_param` returns:
     `filename="scan.stl"; filename*=utf-8''DUPONT_Jean.stl` names the file twice, and
     mail readers that prefer the RFC 2231 form show the second. Each distinct name is a
     field; rewriting any of them writes the parameter once (render_param_header)."""
+    message = part.message
     out: list[tuple[str, str]] = []
     for param, header in (("filename", "content-disposition"), ("name", "content-type")):
-        present = message.get(header)  # a Header when the value holds 8-bit bytes
+        present = part.get(header)  # a Header when the value holds 8-bit bytes
         if present is None or (isinstance(present, str) and param not in present.lower()):
             # get_params would find nothing: every spelling of the parameter (RFC 2231
             # "name*", "name*0*" included) holds its name. Spares two parameter parses
@@ -985,9 +986,9 @@ def _fits_identity(payload: bytes, cte: str, nl: bytes) -> bool:
     return all(len(line) <= MAX_LINE_LENGTH for line in payload.split(b"\n"))
 
 
-def declared_charset(message: ParsedMessage) -> str:
+def declared_charset(part: MimePart) -> str:
     """The codec name of the part's charset parameter; "" when none is declared."""
-    charset = content_charset(message)
+    charset = _content_charset(part.message, part.get("content-type"))
     if charset is None:
         return ""
     try:
@@ -1000,8 +1001,12 @@ def content_charset(message: ParsedMessage) -> str | None:
     """`message.get_content_charset()`, read directly for the common `type/subtype;
     charset=token` (quoted or not) and by the email package for anything else: its
     general parameter parse was 5 % of a lab order's pipeline time."""
-    value = message.get("content-type")  # a Header when the value holds 8-bit bytes
-    if isinstance(value, str):
+    return _content_charset(message, message.get("content-type"))
+
+
+def _content_charset(message: ParsedMessage, value: str | Header | None) -> str | None:
+    """content_charset, given the message's first Content-Type value (`get`'s)."""
+    if isinstance(value, str):  # a Header when the value holds 8-bit bytes
         common = _COMMON_CHARSET.fullmatch(value)
         if common is not None:
             return common["charset"].lower()
