@@ -49,7 +49,7 @@ import quopri
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.errors import MessageError
 from email.header import Header, decode_header, make_header
 from email.message import Message
@@ -61,12 +61,14 @@ from gateway.errors import ContentError, LimitExceeded, UnsupportedContent
 from gateway.files.base import ExtractedFile, RewriteSession
 from gateway.files.dispatch import HEAD_BYTES, open_attachment, open_head
 from gateway.pipeline.mime import (
+    COMPILED,
     MimePart,
     ParsedMessage,
     PartEdit,
     line_ending,
     parse_message,
     serialise_part,
+    set_attribute,
 )
 from gateway.scan.model import FieldKind, IdentifierKind, TextField
 
@@ -229,22 +231,36 @@ Rebuilder = Callable[[Sequence[str], RewriteSession], dict[int, PartEdit]]
 ParamValue: TypeAlias = "str | tuple[str | None, str | None, str]"
 
 
-@dataclass
+@dataclass(init=False)
 class MessageAnalysis:
     raw: bytes
     root: MimePart
-    fields: list[TextField] = field(default_factory=list)
-    locked: set[int] = field(default_factory=set)  # fields that cannot be rewritten (PDF text)
+    fields: list[TextField]
+    locked: set[int]  # fields that cannot be rewritten (PDF text)
     # Fields read from _SCANNED_STRUCTURED_HEADERS: scanned, never rewritten.
-    structured: set[int] = field(default_factory=set)
-    notes: list[tuple[IdentifierKind, int]] = field(default_factory=list)  # (kind, field)
-    unknown: int = 0  # files no handler can scan
-    cleaned: bool = False  # some handler removes metadata even without findings
-    subject_field: int | None = None
-    formats: list[str] = field(default_factory=list)
+    structured: set[int]
+    notes: list[tuple[IdentifierKind, int]]  # (kind, field)
+    unknown: int  # files no handler can scan
+    cleaned: bool  # some handler removes metadata even without findings
+    subject_field: int | None
+    formats: list[str]
     # (first field, end field, rebuilder, always): `always` rebuilders run even when their
     # texts are unchanged (handlers that clean metadata).
-    _rebuilders: list[tuple[int, int, Rebuilder, bool]] = field(default_factory=list)
+    _rebuilders: list[tuple[int, int, Rebuilder, bool]]
+
+    def __init__(self, raw: bytes, root: MimePart) -> None:
+        # Its own __init__, not @dataclass's (interpreted): see gateway/pipeline/mime.py.
+        self.raw = raw
+        self.root = root
+        self.fields = []
+        self.locked = set()
+        self.structured = set()
+        self.notes = []
+        self.unknown = 0
+        self.cleaned = False
+        self.subject_field = None
+        self.formats = []
+        self._rebuilders = []
 
     def add(self, text: str, kind: FieldKind) -> int:
         self.fields.append(TextField(text, kind))
@@ -347,7 +363,7 @@ def structured_header_values(part: MimePart) -> list[str]:
     return values
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class _Leaf:
     """Where one leaf part's texts sit among the fields: its file names (Content-Disposition
     filename, Content-Type name), its scanned headers, then its body's fields."""
@@ -359,16 +375,51 @@ class _Leaf:
     first: int  # its first field
     body_first: int  # its body's first field
 
+    def __init__(
+        self,
+        part: MimePart,
+        names: list[tuple[str, str]],
+        name_indices: list[int],
+        header_slots: list[tuple[str, int, int]],
+        first: int,
+        body_first: int,
+    ) -> None:
+        # Its own __init__, not @dataclass's (interpreted): see gateway/pipeline/mime.py.
+        if COMPILED:
+            self.part = part  # type: ignore[misc]
+            self.names = names  # type: ignore[misc]
+            self.name_indices = name_indices  # type: ignore[misc]
+            self.header_slots = header_slots  # type: ignore[misc]
+            self.first = first  # type: ignore[misc]
+            self.body_first = body_first  # type: ignore[misc]
+        else:
+            set_attribute(self, "part", part)
+            set_attribute(self, "names", names)
+            set_attribute(self, "name_indices", name_indices)
+            set_attribute(self, "header_slots", header_slots)
+            set_attribute(self, "first", first)
+            set_attribute(self, "body_first", body_first)
 
-@dataclass
+
 class _Walker:
-    analysis: MessageAnalysis
-    raw: bytes
-    nl: bytes
-    limits: FilesConfig
-    deadline: float | None
-    clock: Callable[[], float]
-    message_roots: frozenset[int] = frozenset()
+    def __init__(
+        self,
+        analysis: MessageAnalysis,
+        raw: bytes,
+        nl: bytes,
+        limits: FilesConfig,
+        deadline: float | None,
+        clock: Callable[[], float],
+        message_roots: frozenset[int] = frozenset(),
+    ) -> None:
+        # Its own __init__, not @dataclass's (interpreted): see gateway/pipeline/mime.py.
+        self.analysis = analysis
+        self.raw = raw
+        self.nl = nl
+        self.limits = limits
+        self.deadline = deadline
+        self.clock = clock
+        self.message_roots = message_roots
 
     def check_budget(self) -> None:
         if self.deadline is not None and self.clock() > self.deadline:
@@ -1029,14 +1080,33 @@ def decode_text(payload: bytes, charset: str) -> str:
 # --- HTML ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class HtmlSegment:
     start: int
     end: int
     text: str
     kind: FieldKind
     mode: str  # text | raw | attr | comment
-    quote: str = ""
+    quote: str
+
+    def __init__(
+        self, start: int, end: int, text: str, kind: FieldKind, mode: str, quote: str = ""
+    ) -> None:
+        # Its own __init__, not @dataclass's (interpreted): see gateway/pipeline/mime.py.
+        if COMPILED:
+            self.start = start  # type: ignore[misc]
+            self.end = end  # type: ignore[misc]
+            self.text = text  # type: ignore[misc]
+            self.kind = kind  # type: ignore[misc]
+            self.mode = mode  # type: ignore[misc]
+            self.quote = quote  # type: ignore[misc]
+        else:
+            set_attribute(self, "start", start)
+            set_attribute(self, "end", end)
+            set_attribute(self, "text", text)
+            set_attribute(self, "kind", kind)
+            set_attribute(self, "mode", mode)
+            set_attribute(self, "quote", quote)
 
 
 def html_segments(source: str) -> list[HtmlSegment]:

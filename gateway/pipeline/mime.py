@@ -29,7 +29,7 @@ from email.header import Header
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from gateway.config import FilesConfig
 from gateway.errors import ContentError, LimitExceeded
@@ -47,7 +47,21 @@ MAX_BOUNDARY_LENGTH = 70
 ParsedMessage: TypeAlias = "Message[str | Header, str]"
 
 
-@dataclass
+def _compiled() -> bool:
+    """True when mypyc compiled this module (a compiled function has no __code__)."""
+    return not hasattr(_compiled, "__code__")
+
+
+# The classes built per part, per edit and per analysis have an __init__ of their own: the
+# one @dataclass generates runs interpreted even in a compiled module (about 1 us per
+# object). A frozen one stores its attributes as gateway/scan/model.py's Finding does:
+# compiled, a plain store (mypyc's native slot store; Python callers still meet the frozen
+# __setattr__); interpreted, object.__setattr__, as a generated __init__ does.
+COMPILED: Final = _compiled()
+set_attribute: Final = object.__setattr__
+
+
+@dataclass(init=False)
 class MimePart:
     """One entity. Offsets index the shared message buffer."""
 
@@ -57,21 +71,39 @@ class MimePart:
     message: ParsedMessage  # headers only
     depth: int
     kind: str  # "multipart" | "message" | "leaf"
-    children: list[MimePart] = field(default_factory=list)
+    children: list[MimePart]
     # multipart: raw pieces between children, as offsets: pieces[i] precedes children[i],
     # pieces[-1] follows the last child.
-    pieces: list[tuple[int, int]] = field(default_factory=list)
-    index: int = 0  # position in parse order (edits are keyed by it)
+    pieces: list[tuple[int, int]]
+    index: int  # position in parse order (edits are keyed by it)
     # Read once, at parse: the header fields as `message` stores them, as (name as written,
     # name lower-cased, value). The walk reads them here, not through the email package's
     # raw_items() and get(): Python code that copies the list, or lower-cases every name,
     # at each call (they were a tenth of the analysis of a small message).
-    fields: list[tuple[str, str, str]] = field(init=False)
-    content_type: str = field(init=False)  # get_content_type(): "maintype/subtype"
-    transfer_encoding: str = field(init=False)  # lower-cased; "7bit" when absent (RFC 2045)
+    fields: list[tuple[str, str, str]] = field(repr=False)  # values may hold PHI: no repr
+    content_type: str  # get_content_type(): "maintype/subtype"
+    transfer_encoding: str  # lower-cased; "7bit" when absent (RFC 2045)
 
-    def __post_init__(self) -> None:
-        self.fields = [(name, name.lower(), str(value)) for name, value in self.message.raw_items()]
+    def __init__(
+        self,
+        start: int,
+        header_end: int,
+        end: int,
+        message: ParsedMessage,
+        depth: int,
+        kind: str,
+        index: int = 0,
+    ) -> None:
+        self.start = start
+        self.header_end = header_end
+        self.end = end
+        self.message = message
+        self.depth = depth
+        self.kind = kind
+        self.children = []
+        self.pieces = []
+        self.index = index
+        self.fields = [(name, name.lower(), str(value)) for name, value in message.raw_items()]
         content_type = self.get("content-type")
         if content_type is None:
             self.content_type = self.message.get_default_type()
@@ -93,14 +125,26 @@ class MimePart:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class PartEdit:
     # Header lines to replace: lower-case name -> full new line (no line ending), or None
     # to remove. Several stages may edit one part's headers; their edits are merged.
-    headers: dict[str, bytes | None] = field(default_factory=dict)
+    headers: dict[str, bytes | None]
     # The new body, whole or in pieces written one after the other (pieces may be views
     # into the message buffer: a spliced base64 body is not copied before serialising).
-    body: bytes | tuple[bytes | memoryview, ...] | None = None
+    body: bytes | tuple[bytes | memoryview, ...] | None
+
+    def __init__(
+        self,
+        headers: dict[str, bytes | None] | None = None,
+        body: bytes | tuple[bytes | memoryview, ...] | None = None,
+    ) -> None:
+        if COMPILED:
+            self.headers = {} if headers is None else headers  # type: ignore[misc]
+            self.body = body  # type: ignore[misc]
+        else:
+            set_attribute(self, "headers", {} if headers is None else headers)
+            set_attribute(self, "body", body)
 
     def merged(self, other: PartEdit) -> PartEdit:
         return PartEdit(
@@ -108,11 +152,11 @@ class PartEdit:
         )
 
 
-@dataclass
 class _ParseState:
-    buf: bytes
-    limits: FilesConfig
-    parts: list[MimePart] = field(default_factory=list)
+    def __init__(self, buf: bytes, limits: FilesConfig) -> None:
+        self.buf = buf
+        self.limits = limits
+        self.parts: list[MimePart] = []
 
 
 def line_ending(buf: bytes) -> bytes:
@@ -259,11 +303,21 @@ def _split_multipart(state: _ParseState, part: MimePart) -> None:
         raise ContentError("multipart part without delimiters")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Delimiter:
     start: int  # the first "-" of the delimiter line
     end: int  # after the delimiter and trailing blanks, before the line ending
     closing: bool
+
+    def __init__(self, start: int, end: int, closing: bool) -> None:
+        if COMPILED:
+            self.start = start  # type: ignore[misc]
+            self.end = end  # type: ignore[misc]
+            self.closing = closing  # type: ignore[misc]
+        else:
+            set_attribute(self, "start", start)
+            set_attribute(self, "end", end)
+            set_attribute(self, "closing", closing)
 
 
 def find_delimiters(buf: bytes, token: bytes, start: int, end: int) -> list[Delimiter]:
