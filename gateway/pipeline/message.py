@@ -104,8 +104,9 @@ def parse_address_list(values: Sequence[str]) -> list[tuple[str, str]]:
     """`email.utils.getaddresses(values)`, fast for the common one-address values."""
     pairs: list[tuple[str, str]] = []
     for value in values:
-        m = _SIMPLE_ADDRESS.fullmatch(value.strip())
-        if m is None or ".." in value or value.strip().startswith("."):
+        stripped = value.strip()
+        m = _SIMPLE_ADDRESS.fullmatch(stripped)
+        if m is None or ".." in value or stripped.startswith("."):
             return getaddresses(list(values))
         address = m.group("angle") or m.group("bare")
         if address.startswith(".") or address.rpartition("@")[0].endswith("."):
@@ -335,13 +336,13 @@ def structured_header_values(part: MimePart) -> list[str]:
     when its header block holds a line that is no header field (`Name : value` in the
     obsolete syntax, a body without the blank line before it): the parser leaves such
     lines out, and readers show them. The reasons never hold a value."""
-    message = part.message
-    try:
-        has_body = bool(message.get_payload())
-    except (LookupError, ValueError) as exc:  # 8-bit text decoded with a charset that is none
-        raise ContentError("text part in an unknown charset") from exc
-    if has_body:
-        raise ContentError("malformed MIME header block")
+    if not part.common_shape:  # a common-shape block has nothing after its blank line
+        try:
+            has_body = bool(part.message.get_payload())
+        except (LookupError, ValueError) as exc:  # 8-bit text in a charset that is none
+            raise ContentError("text part in an unknown charset") from exc
+        if has_body:
+            raise ContentError("malformed MIME header block")
     values: list[str] = []
     seen: set[str] = set()
     for _raw_name, lower, value in part.fields:
@@ -925,6 +926,14 @@ def encode_body(
     escapes it as =0D/=0A; a binary payload that would carry one goes to base64). A bare
     CR or LF in the output would let the next hop see a different message (smuggling).
     """
+    if cte == "quoted-printable" and not binary and nl in (b"\r\n", b"\n"):
+        # encode_quoted_printable(canonical_line_breaks(payload, nl), nl), without writing
+        # the line breaks as `nl` only to read them back as LF: with CRLF that round trip
+        # gives the payload with CRLF read as LF; with LF, that reading applied twice.
+        lines = payload.replace(b"\r\n", b"\n")
+        if nl == b"\n":
+            lines = lines.replace(b"\r\n", b"\n")  # "\r\r\n" -> "\r\n" -> "\n"
+        return _encode_qp_lines(lines, nl), cte
     if not binary:
         payload = canonical_line_breaks(payload, nl)
     if cte == "quoted-printable" and not binary:
@@ -951,7 +960,11 @@ def encode_quoted_printable(payload: bytes, nl: bytes) -> bytes:
     the encoder always sees LF-only lines; a line holding a bare CR is encoded on its own
     in binary mode, which escapes the CR as =0D.
     """
-    lines = payload.replace(b"\r\n", b"\n")
+    return _encode_qp_lines(payload.replace(b"\r\n", b"\n"), nl)
+
+
+def _encode_qp_lines(lines: bytes, nl: bytes) -> bytes:
+    """encode_quoted_printable of a payload whose CRLF line breaks are already LF."""
     if b"\r" not in lines:
         encoded = binascii.b2a_qp(lines)
     else:

@@ -76,6 +76,8 @@ class MimePart:
     # pieces[-1] follows the last child.
     pieces: list[tuple[int, int]]
     index: int  # position in parse order (edits are keyed by it)
+    # Read by _common_fields: nothing follows the blank line (the Message's payload is "").
+    common_shape: bool
     # Read once, at parse: the header fields as `message` stores them, as (name as written,
     # name lower-cased, value). The walk reads them here, not through the email package's
     # raw_items() and get(): Python code that copies the list, or lower-cases every name,
@@ -93,6 +95,7 @@ class MimePart:
         depth: int,
         kind: str,
         index: int = 0,
+        common_shape: bool = False,
     ) -> None:
         self.start = start
         self.header_end = header_end
@@ -103,6 +106,7 @@ class MimePart:
         self.children = []
         self.pieces = []
         self.index = index
+        self.common_shape = common_shape
         self.fields = [(name, name.lower(), str(value)) for name, value in message.raw_items()]
         content_type = self.get("content-type")
         if content_type is None:
@@ -160,8 +164,10 @@ class _ParseState:
 
 
 def line_ending(buf: bytes) -> bytes:
-    head = buf[:4096]
-    return b"\r\n" if b"\r\n" in head or b"\n" not in head else b"\n"
+    """The line ending of the message's first 4 KB: CRLF when it holds one or no LF."""
+    if buf.find(b"\r\n", 0, 4096) >= 0 or buf.find(b"\n", 0, 4096) < 0:  # no copy
+        return b"\r\n"
+    return b"\n"
 
 
 def parse_message(buf: bytes, limits: FilesConfig) -> tuple[MimePart, list[MimePart]]:
@@ -183,8 +189,8 @@ def _parse_entity(state: _ParseState, start: int, end: int, depth: int) -> MimeP
     else:
         m = _HEADER_END.search(buf, start, end)
         header_end = m.end() if m else end
-    message = parse_header_block(buf[start:header_end])
-    part = MimePart(start, header_end, end, message, depth, "leaf", index=len(state.parts))
+    message, common_shape = _read_header_block(buf[start:header_end])
+    part = MimePart(start, header_end, end, message, depth, "leaf", len(state.parts), common_shape)
     state.parts.append(part)
     content_type = part.content_type
     if content_type.startswith("multipart/"):  # get_content_maintype() == "multipart"
@@ -199,11 +205,16 @@ def _parse_entity(state: _ParseState, start: int, end: int, depth: int) -> MimeP
 
 def parse_header_block(block: bytes) -> ParsedMessage:
     """The header block (its blank line included) as a compat32 Message, headers only."""
+    return _read_header_block(block)[0]
+
+
+def _read_header_block(block: bytes) -> tuple[ParsedMessage, bool]:
+    """parse_header_block's Message, and whether the block has the common shape."""
     text = block.decode("ascii", "surrogateescape")  # as BytesHeaderParser reads it
     message = _parse_common_block(text)
-    if message is None:
-        message = BytesHeaderParser(policy=compat32).parsebytes(block)
-    return message
+    if message is not None:
+        return message, True
+    return BytesHeaderParser(policy=compat32).parsebytes(block), False
 
 
 def _parse_common_block(text: str) -> ParsedMessage | None:
