@@ -402,6 +402,69 @@ class _Leaf:
             set_attribute(self, "body_first", body_first)
 
 
+class _Writer:
+    """The message's fields and bytes as its rebuilders write them back (_Walker.writer)."""
+
+    def __init__(self, fields: list[TextField], raw: bytes, nl: bytes) -> None:
+        self.fields = fields  # the analysis' fields, as read
+        self.raw = raw
+        self.nl = nl
+
+    def free_text_replacements(
+        self, slots: list[tuple[str, int, int]], texts: Sequence[str], first: int
+    ) -> dict[str, bytes | None]:
+        replacements: dict[str, bytes | None] = {}
+        for raw_name, occurrence, index in slots:
+            new = texts[index - first]
+            if new != self.fields[index].text:
+                key = f"{raw_name.lower()}#{occurrence}"
+                replacements[key] = encode_header(raw_name, new, self.nl)
+        return replacements
+
+    def trim(self, part: MimePart, body: bytes) -> bytes:
+        """Keep the original's trailing-newline shape (the delimiter brings its own CRLF)."""
+        if part.end > part.header_end and self.raw[part.end - 1 : part.end] == b"\n":
+            return body
+        if body.endswith(b"\n") and len(body) < _BASE64_SLICE:
+            return body.rstrip(b"\r\n")  # small bodies: a copy costs nothing
+        return body
+
+    def leaf_edit(
+        self,
+        leaf: _Leaf,
+        texts: Sequence[str],
+        extra: dict[str, bytes | None],
+        body: bytes | tuple[bytes | memoryview, ...] | None,
+    ) -> dict[int, PartEdit]:
+        """The edit of one part, or none when neither its body, its file names nor its
+        headers changed (the part is then carried over byte-identical)."""
+        part, names = leaf.part, leaf.names
+        new_names = [texts[i - leaf.first] for i in leaf.name_indices]
+        unchanged_names = all(n == o for n, (_, o) in zip(new_names, names, strict=True))
+        if body is None and not extra and unchanged_names:
+            return {}
+        headers = self.new_headers(part, names, new_names, extra)
+        return {part.index: PartEdit(headers=headers, body=body)}
+
+    def new_headers(
+        self,
+        part: MimePart,
+        names: list[tuple[str, str]],
+        new_names: list[str],
+        extra: dict[str, bytes | None],
+    ) -> dict[str, bytes | None]:
+        message = part.message
+        replacements = dict(extra)
+        for (where, old), new in zip(names, new_names, strict=True):
+            if new == old:
+                continue
+            header = "Content-Disposition" if where == "filename" else "Content-Type"
+            replacements[header.lower()] = render_param_header(
+                message, header, where, new, self.nl, replacements.get(header.lower())
+            )
+        return replacements
+
+
 class _Walker:
     def __init__(
         self,
@@ -421,6 +484,10 @@ class _Walker:
         self.deadline = deadline
         self.clock = clock
         self.message_roots = message_roots
+        # What the rebuilders use. They are kept by the analysis, so they must not hold
+        # the walker (which holds the analysis): that cycle left every analysis (about 70
+        # objects) to the cyclic garbage collector instead of reference counting.
+        self.writer = _Writer(analysis.fields, raw, nl)
 
     def check_budget(self) -> None:
         if self.deadline is not None and self.clock() > self.deadline:
@@ -455,9 +522,10 @@ class _Walker:
                 )
             address_slots.append((name, pairs, indices))
         nl = self.nl
+        writer = self.writer
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
-            replacements = self.free_text_replacements(text_slots, texts, first)
+            replacements = writer.free_text_replacements(text_slots, texts, first)
             for name, pairs, indices in address_slots:
                 displays = [
                     texts[idx - first] if idx is not None else display
@@ -504,17 +572,6 @@ class _Walker:
                 analysis.subject_field = index
             slots.append((raw_name.strip(), occurrence, index))
         return slots
-
-    def free_text_replacements(
-        self, slots: list[tuple[str, int, int]], texts: Sequence[str], first: int
-    ) -> dict[str, bytes | None]:
-        replacements: dict[str, bytes | None] = {}
-        for raw_name, occurrence, index in slots:
-            new = texts[index - first]
-            if new != self.analysis.fields[index].text:
-                key = f"{raw_name.lower()}#{occurrence}"
-                replacements[key] = encode_header(raw_name, new, self.nl)
-        return replacements
 
     # --- leaves ----------------------------------------------------------------------
 
@@ -602,49 +659,6 @@ class _Walker:
         extracted = open_head(head, layout[1])
         return None if extracted is None else (extracted, head)
 
-    def _trim(self, part: MimePart, body: bytes) -> bytes:
-        """Keep the original's trailing-newline shape (the delimiter brings its own CRLF)."""
-        if part.end > part.header_end and self.raw[part.end - 1 : part.end] == b"\n":
-            return body
-        if body.endswith(b"\n") and len(body) < _BASE64_SLICE:
-            return body.rstrip(b"\r\n")  # small bodies: a copy costs nothing
-        return body
-
-    def _leaf_edit(
-        self,
-        leaf: _Leaf,
-        texts: Sequence[str],
-        extra: dict[str, bytes | None],
-        body: bytes | tuple[bytes | memoryview, ...] | None,
-    ) -> dict[int, PartEdit]:
-        """The edit of one part, or none when neither its body, its file names nor its
-        headers changed (the part is then carried over byte-identical)."""
-        part, names = leaf.part, leaf.names
-        new_names = [texts[i - leaf.first] for i in leaf.name_indices]
-        unchanged_names = all(n == o for n, (_, o) in zip(new_names, names, strict=True))
-        if body is None and not extra and unchanged_names:
-            return {}
-        headers = self._new_headers(part, names, new_names, extra)
-        return {part.index: PartEdit(headers=headers, body=body)}
-
-    def _new_headers(
-        self,
-        part: MimePart,
-        names: list[tuple[str, str]],
-        new_names: list[str],
-        extra: dict[str, bytes | None],
-    ) -> dict[str, bytes | None]:
-        message = part.message
-        replacements = dict(extra)
-        for (where, old), new in zip(names, new_names, strict=True):
-            if new == old:
-                continue
-            header = "Content-Disposition" if where == "filename" else "Content-Type"
-            replacements[header.lower()] = render_param_header(
-                message, header, where, new, self.nl, replacements.get(header.lower())
-            )
-        return replacements
-
     def _text_rebuilder(
         self,
         leaf: _Leaf,
@@ -655,11 +669,12 @@ class _Walker:
         part = leaf.part
         nl = self.nl
         cte = part.transfer_encoding
+        writer = self.writer
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
             body_texts = texts[leaf.body_first - leaf.first :]
             originals = fields[leaf.body_first : leaf.body_first + len(body_texts)]
-            extra = self.free_text_replacements(leaf.header_slots, texts, leaf.first)
+            extra = writer.free_text_replacements(leaf.header_slots, texts, leaf.first)
             body: bytes | None = None
             if _differs(body_texts, originals):
                 new_text = render(body_texts)
@@ -669,12 +684,12 @@ class _Walker:
                     payload = new_text.encode("utf-8")
                     extra["content-type"] = render_content_type_charset(part.message, "utf-8", nl)
                 body, new_cte = encode_body(payload, cte, nl)
-                body = self._trim(part, body)
+                body = writer.trim(part, body)
                 if new_cte != cte:
                     extra["content-transfer-encoding"] = (
                         f"Content-Transfer-Encoding: {new_cte}".encode()
                     )
-            return self._leaf_edit(leaf, texts, extra, body)
+            return writer.leaf_edit(leaf, texts, extra, body)
 
         return rebuild
 
@@ -686,14 +701,15 @@ class _Walker:
         part = leaf.part
         nl = self.nl
         cte = part.transfer_encoding
+        writer = self.writer
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
-            extra = self.free_text_replacements(leaf.header_slots, texts, leaf.first)
+            extra = writer.free_text_replacements(leaf.header_slots, texts, leaf.first)
             body: bytes | tuple[bytes, ...] | None = None
             if extracted is not None:
                 new_payload = extracted.rebuild(texts[leaf.body_first - leaf.first :], session)
                 if new_payload is not extracted.original:
-                    final_newline = self.raw[part.end - 1 : part.end] == b"\n"
+                    final_newline = writer.raw[part.end - 1 : part.end] == b"\n"
                     if cte == "base64":
                         # What encode_body writes, in slices: serialising joins them once.
                         pieces = encode_base64_pieces(new_payload, nl, final_newline)
@@ -707,7 +723,7 @@ class _Walker:
                         extra["content-transfer-encoding"] = (
                             f"Content-Transfer-Encoding: {new_cte}".encode()
                         )
-            return self._leaf_edit(leaf, texts, extra, body)
+            return writer.leaf_edit(leaf, texts, extra, body)
 
         return rebuild
 
@@ -723,9 +739,10 @@ class _Walker:
         nl = self.nl
         step = _BASE64_LINE_CHARS + len(nl)
         tail_start = part.header_end + len(head) // _BASE64_LINE_BYTES * step
+        writer = self.writer
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
-            extra = self.free_text_replacements(leaf.header_slots, texts, leaf.first)
+            extra = writer.free_text_replacements(leaf.header_slots, texts, leaf.first)
             body: tuple[bytes | memoryview, ...] | None = None
             new_start = extracted.rebuild(texts[leaf.body_first - leaf.first :], session)
             if new_start is not extracted.original:
@@ -734,8 +751,8 @@ class _Walker:
                 lines = encode_base64(new_start + head[len(new_start) :], nl)
                 if len(lines) != tail_start - part.header_end:
                     raise ContentError("file cannot be rebuilt")  # pragma: no cover
-                body = (lines, memoryview(self.raw)[tail_start : part.end])
-            return self._leaf_edit(leaf, texts, extra, body)
+                body = (lines, memoryview(writer.raw)[tail_start : part.end])
+            return writer.leaf_edit(leaf, texts, extra, body)
 
         return rebuild
 
