@@ -49,7 +49,7 @@ import quopri
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.errors import MessageError
 from email.header import Header, decode_header, make_header
 from email.message import Message
@@ -61,12 +61,14 @@ from gateway.errors import ContentError, LimitExceeded, UnsupportedContent
 from gateway.files.base import ExtractedFile, RewriteSession
 from gateway.files.dispatch import HEAD_BYTES, open_attachment, open_head
 from gateway.pipeline.mime import (
+    COMPILED,
     MimePart,
     ParsedMessage,
     PartEdit,
     line_ending,
     parse_message,
     serialise_part,
+    set_attribute,
 )
 from gateway.scan.model import FieldKind, IdentifierKind, TextField
 
@@ -102,8 +104,9 @@ def parse_address_list(values: Sequence[str]) -> list[tuple[str, str]]:
     """`email.utils.getaddresses(values)`, fast for the common one-address values."""
     pairs: list[tuple[str, str]] = []
     for value in values:
-        m = _SIMPLE_ADDRESS.fullmatch(value.strip())
-        if m is None or ".." in value or value.strip().startswith("."):
+        stripped = value.strip()
+        m = _SIMPLE_ADDRESS.fullmatch(stripped)
+        if m is None or ".." in value or stripped.startswith("."):
             return getaddresses(list(values))
         address = m.group("angle") or m.group("bare")
         if address.startswith(".") or address.rpartition("@")[0].endswith("."):
@@ -229,22 +232,36 @@ Rebuilder = Callable[[Sequence[str], RewriteSession], dict[int, PartEdit]]
 ParamValue: TypeAlias = "str | tuple[str | None, str | None, str]"
 
 
-@dataclass
+@dataclass(init=False)
 class MessageAnalysis:
     raw: bytes
     root: MimePart
-    fields: list[TextField] = field(default_factory=list)
-    locked: set[int] = field(default_factory=set)  # fields that cannot be rewritten (PDF text)
+    fields: list[TextField]
+    locked: set[int]  # fields that cannot be rewritten (PDF text)
     # Fields read from _SCANNED_STRUCTURED_HEADERS: scanned, never rewritten.
-    structured: set[int] = field(default_factory=set)
-    notes: list[tuple[IdentifierKind, int]] = field(default_factory=list)  # (kind, field)
-    unknown: int = 0  # files no handler can scan
-    cleaned: bool = False  # some handler removes metadata even without findings
-    subject_field: int | None = None
-    formats: list[str] = field(default_factory=list)
+    structured: set[int]
+    notes: list[tuple[IdentifierKind, int]]  # (kind, field)
+    unknown: int  # files no handler can scan
+    cleaned: bool  # some handler removes metadata even without findings
+    subject_field: int | None
+    formats: list[str]
     # (first field, end field, rebuilder, always): `always` rebuilders run even when their
     # texts are unchanged (handlers that clean metadata).
-    _rebuilders: list[tuple[int, int, Rebuilder, bool]] = field(default_factory=list)
+    _rebuilders: list[tuple[int, int, Rebuilder, bool]]
+
+    def __init__(self, raw: bytes, root: MimePart) -> None:
+        # Its own __init__, not @dataclass's (interpreted): see gateway/pipeline/mime.py.
+        self.raw = raw
+        self.root = root
+        self.fields = []
+        self.locked = set()
+        self.structured = set()
+        self.notes = []
+        self.unknown = 0
+        self.cleaned = False
+        self.subject_field = None
+        self.formats = []
+        self._rebuilders = []
 
     def add(self, text: str, kind: FieldKind) -> int:
         self.fields.append(TextField(text, kind))
@@ -319,17 +336,17 @@ def structured_header_values(part: MimePart) -> list[str]:
     when its header block holds a line that is no header field (`Name : value` in the
     obsolete syntax, a body without the blank line before it): the parser leaves such
     lines out, and readers show them. The reasons never hold a value."""
-    message = part.message
-    try:
-        has_body = bool(message.get_payload())
-    except (LookupError, ValueError) as exc:  # 8-bit text decoded with a charset that is none
-        raise ContentError("text part in an unknown charset") from exc
-    if has_body:
-        raise ContentError("malformed MIME header block")
+    if not part.common_shape:  # a common-shape block has nothing after its blank line
+        try:
+            has_body = bool(part.message.get_payload())
+        except (LookupError, ValueError) as exc:  # 8-bit text in a charset that is none
+            raise ContentError("text part in an unknown charset") from exc
+        if has_body:
+            raise ContentError("malformed MIME header block")
     values: list[str] = []
     seen: set[str] = set()
-    for raw_name, value in message.raw_items():
-        name = raw_name.strip().lower()
+    for _raw_name, lower, value in part.fields:
+        name = lower.strip()
         if name in _SINGLE_MIME_HEADERS:
             if name in seen:
                 title = _SINGLE_MIME_HEADERS[name]
@@ -337,7 +354,7 @@ def structured_header_values(part: MimePart) -> list[str]:
             seen.add(name)
         if name not in _SCANNED_STRUCTURED_HEADERS:
             continue
-        raw = str(value)
+        raw = value
         if part.kind == "leaf" and name in ("content-type", "content-disposition"):
             raw = _FILE_NAME_PARAMETER.sub(";", raw)
         text = decode_header_text(raw)
@@ -347,7 +364,7 @@ def structured_header_values(part: MimePart) -> list[str]:
     return values
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class _Leaf:
     """Where one leaf part's texts sit among the fields: its file names (Content-Disposition
     filename, Content-Type name), its scanned headers, then its body's fields."""
@@ -359,16 +376,118 @@ class _Leaf:
     first: int  # its first field
     body_first: int  # its body's first field
 
+    def __init__(
+        self,
+        part: MimePart,
+        names: list[tuple[str, str]],
+        name_indices: list[int],
+        header_slots: list[tuple[str, int, int]],
+        first: int,
+        body_first: int,
+    ) -> None:
+        # Its own __init__, not @dataclass's (interpreted): see gateway/pipeline/mime.py.
+        if COMPILED:
+            self.part = part  # type: ignore[misc]
+            self.names = names  # type: ignore[misc]
+            self.name_indices = name_indices  # type: ignore[misc]
+            self.header_slots = header_slots  # type: ignore[misc]
+            self.first = first  # type: ignore[misc]
+            self.body_first = body_first  # type: ignore[misc]
+        else:
+            set_attribute(self, "part", part)
+            set_attribute(self, "names", names)
+            set_attribute(self, "name_indices", name_indices)
+            set_attribute(self, "header_slots", header_slots)
+            set_attribute(self, "first", first)
+            set_attribute(self, "body_first", body_first)
 
-@dataclass
+
+class _Writer:
+    """The message's fields and bytes as its rebuilders write them back (_Walker.writer)."""
+
+    def __init__(self, fields: list[TextField], raw: bytes, nl: bytes) -> None:
+        self.fields = fields  # the analysis' fields, as read
+        self.raw = raw
+        self.nl = nl
+
+    def free_text_replacements(
+        self, slots: list[tuple[str, int, int]], texts: Sequence[str], first: int
+    ) -> dict[str, bytes | None]:
+        replacements: dict[str, bytes | None] = {}
+        for raw_name, occurrence, index in slots:
+            new = texts[index - first]
+            if new != self.fields[index].text:
+                key = f"{raw_name.lower()}#{occurrence}"
+                replacements[key] = encode_header(raw_name, new, self.nl)
+        return replacements
+
+    def trim(self, part: MimePart, body: bytes) -> bytes:
+        """Keep the original's trailing-newline shape (the delimiter brings its own CRLF)."""
+        if part.end > part.header_end and self.raw[part.end - 1 : part.end] == b"\n":
+            return body
+        if body.endswith(b"\n") and len(body) < _BASE64_SLICE:
+            return body.rstrip(b"\r\n")  # small bodies: a copy costs nothing
+        return body
+
+    def leaf_edit(
+        self,
+        leaf: _Leaf,
+        texts: Sequence[str],
+        extra: dict[str, bytes | None],
+        body: bytes | tuple[bytes | memoryview, ...] | None,
+    ) -> dict[int, PartEdit]:
+        """The edit of one part, or none when neither its body, its file names nor its
+        headers changed (the part is then carried over byte-identical)."""
+        part, names = leaf.part, leaf.names
+        new_names = [texts[i - leaf.first] for i in leaf.name_indices]
+        unchanged_names = all(n == o for n, (_, o) in zip(new_names, names, strict=True))
+        if body is None and not extra and unchanged_names:
+            return {}
+        headers = self.new_headers(part, names, new_names, extra)
+        return {part.index: PartEdit(headers=headers, body=body)}
+
+    def new_headers(
+        self,
+        part: MimePart,
+        names: list[tuple[str, str]],
+        new_names: list[str],
+        extra: dict[str, bytes | None],
+    ) -> dict[str, bytes | None]:
+        message = part.message
+        replacements = dict(extra)
+        for (where, old), new in zip(names, new_names, strict=True):
+            if new == old:
+                continue
+            header = "Content-Disposition" if where == "filename" else "Content-Type"
+            replacements[header.lower()] = render_param_header(
+                message, header, where, new, self.nl, replacements.get(header.lower())
+            )
+        return replacements
+
+
 class _Walker:
-    analysis: MessageAnalysis
-    raw: bytes
-    nl: bytes
-    limits: FilesConfig
-    deadline: float | None
-    clock: Callable[[], float]
-    message_roots: frozenset[int] = frozenset()
+    def __init__(
+        self,
+        analysis: MessageAnalysis,
+        raw: bytes,
+        nl: bytes,
+        limits: FilesConfig,
+        deadline: float | None,
+        clock: Callable[[], float],
+        message_roots: frozenset[int] = frozenset(),
+    ) -> None:
+        # Its own __init__, not @dataclass's (interpreted): see gateway/pipeline/mime.py.
+        self.analysis = analysis
+        self.raw = raw
+        self.nl = nl
+        self.limits = limits
+        self.deadline = deadline
+        self.clock = clock
+        self.message_roots = message_roots
+        # What the rebuilders use. They are kept by the analysis, so they must not hold
+        # the walker (which holds the analysis): that cycle left every analysis (about 70
+        # objects) to the cyclic garbage collector instead of reference counting.
+        self.writer = _Writer(analysis.fields, raw, nl)
 
     def check_budget(self) -> None:
         if self.deadline is not None and self.clock() > self.deadline:
@@ -387,10 +506,10 @@ class _Walker:
         text_slots = self.free_text_headers(part, with_subject=True)
         address_slots: list[tuple[str, list[tuple[str, str]], list[int | None]]] = []
         by_name: dict[str, list[str]] = {}
-        for raw_name, value in part.message.raw_items():
-            name = raw_name.strip().lower()
+        for _raw_name, lower, value in part.fields:
+            name = lower.strip()
             if name in _ADDRESS_HEADER_SET:
-                by_name.setdefault(name, []).append(str(value))
+                by_name.setdefault(name, []).append(value)
         for name in _ADDRESS_HEADERS:
             values = by_name.get(name)
             if not values:
@@ -403,9 +522,10 @@ class _Walker:
                 )
             address_slots.append((name, pairs, indices))
         nl = self.nl
+        writer = self.writer
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
-            replacements = self.free_text_replacements(text_slots, texts, first)
+            replacements = writer.free_text_replacements(text_slots, texts, first)
             for name, pairs, indices in address_slots:
                 displays = [
                     texts[idx - first] if idx is not None else display
@@ -432,17 +552,18 @@ class _Walker:
         analysis = self.analysis
         slots: list[tuple[str, int, int]] = []
         seen: dict[str, int] = {}
-        # raw_items: the values as received (8-bit bytes as surrogate escapes); items()
-        # would turn those bytes into U+FFFD before we can decode them.
-        for raw_name, value in part.message.raw_items():
-            name = raw_name.strip().lower()
+        # part.fields: the values as received (8-bit bytes as surrogate escapes, as
+        # raw_items gives them); items() would turn those bytes into U+FFFD before we can
+        # decode them.
+        for raw_name, lower, value in part.fields:
+            name = lower.strip()
             occurrence = seen.get(name, 0)
             seen[name] = occurrence + 1
             if name in _STRUCTURED_HEADERS or name in _ADDRESS_HEADERS:
                 continue
             if name == "subject" and not with_subject:
                 continue
-            text = decode_header_text(str(value))
+            text = decode_header_text(value)
             if not text.strip():
                 continue
             kind = FieldKind.SUBJECT if name == "subject" else FieldKind.METADATA
@@ -452,25 +573,13 @@ class _Walker:
             slots.append((raw_name.strip(), occurrence, index))
         return slots
 
-    def free_text_replacements(
-        self, slots: list[tuple[str, int, int]], texts: Sequence[str], first: int
-    ) -> dict[str, bytes | None]:
-        replacements: dict[str, bytes | None] = {}
-        for raw_name, occurrence, index in slots:
-            new = texts[index - first]
-            if new != self.analysis.fields[index].text:
-                key = f"{raw_name.lower()}#{occurrence}"
-                replacements[key] = encode_header(raw_name, new, self.nl)
-        return replacements
-
     # --- leaves ----------------------------------------------------------------------
 
     def leaf(self, part: MimePart) -> None:
         self.check_budget()
         analysis = self.analysis
-        message = part.message
         first = len(analysis.fields)
-        names = attachment_names(message)
+        names = attachment_names(part)
         name_indices = [analysis.add(n, FieldKind.FILENAME) for _, n in names]
         # A message's own headers were scanned by message_headers; a body part's free-text
         # headers (Content-Description, X-*) are scanned here.
@@ -491,7 +600,7 @@ class _Walker:
                 return
         payload = decode_body(memoryview(self.raw)[part.header_end : part.end], cte)
         if maintype == "text" and subtype in ("plain", "html") and b"\x00" not in payload:
-            charset = declared_charset(message)
+            charset = declared_charset(part)
             text = decode_text(payload, charset)
             if subtype == "html":
                 segments = html_segments(text)
@@ -550,49 +659,6 @@ class _Walker:
         extracted = open_head(head, layout[1])
         return None if extracted is None else (extracted, head)
 
-    def _trim(self, part: MimePart, body: bytes) -> bytes:
-        """Keep the original's trailing-newline shape (the delimiter brings its own CRLF)."""
-        if part.end > part.header_end and self.raw[part.end - 1 : part.end] == b"\n":
-            return body
-        if body.endswith(b"\n") and len(body) < _BASE64_SLICE:
-            return body.rstrip(b"\r\n")  # small bodies: a copy costs nothing
-        return body
-
-    def _leaf_edit(
-        self,
-        leaf: _Leaf,
-        texts: Sequence[str],
-        extra: dict[str, bytes | None],
-        body: bytes | tuple[bytes | memoryview, ...] | None,
-    ) -> dict[int, PartEdit]:
-        """The edit of one part, or none when neither its body, its file names nor its
-        headers changed (the part is then carried over byte-identical)."""
-        part, names = leaf.part, leaf.names
-        new_names = [texts[i - leaf.first] for i in leaf.name_indices]
-        unchanged_names = all(n == o for n, (_, o) in zip(new_names, names, strict=True))
-        if body is None and not extra and unchanged_names:
-            return {}
-        headers = self._new_headers(part, names, new_names, extra)
-        return {part.index: PartEdit(headers=headers, body=body)}
-
-    def _new_headers(
-        self,
-        part: MimePart,
-        names: list[tuple[str, str]],
-        new_names: list[str],
-        extra: dict[str, bytes | None],
-    ) -> dict[str, bytes | None]:
-        message = part.message
-        replacements = dict(extra)
-        for (where, old), new in zip(names, new_names, strict=True):
-            if new == old:
-                continue
-            header = "Content-Disposition" if where == "filename" else "Content-Type"
-            replacements[header.lower()] = render_param_header(
-                message, header, where, new, self.nl, replacements.get(header.lower())
-            )
-        return replacements
-
     def _text_rebuilder(
         self,
         leaf: _Leaf,
@@ -603,11 +669,12 @@ class _Walker:
         part = leaf.part
         nl = self.nl
         cte = part.transfer_encoding
+        writer = self.writer
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
             body_texts = texts[leaf.body_first - leaf.first :]
             originals = fields[leaf.body_first : leaf.body_first + len(body_texts)]
-            extra = self.free_text_replacements(leaf.header_slots, texts, leaf.first)
+            extra = writer.free_text_replacements(leaf.header_slots, texts, leaf.first)
             body: bytes | None = None
             if _differs(body_texts, originals):
                 new_text = render(body_texts)
@@ -617,12 +684,12 @@ class _Walker:
                     payload = new_text.encode("utf-8")
                     extra["content-type"] = render_content_type_charset(part.message, "utf-8", nl)
                 body, new_cte = encode_body(payload, cte, nl)
-                body = self._trim(part, body)
+                body = writer.trim(part, body)
                 if new_cte != cte:
                     extra["content-transfer-encoding"] = (
                         f"Content-Transfer-Encoding: {new_cte}".encode()
                     )
-            return self._leaf_edit(leaf, texts, extra, body)
+            return writer.leaf_edit(leaf, texts, extra, body)
 
         return rebuild
 
@@ -634,14 +701,15 @@ class _Walker:
         part = leaf.part
         nl = self.nl
         cte = part.transfer_encoding
+        writer = self.writer
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
-            extra = self.free_text_replacements(leaf.header_slots, texts, leaf.first)
+            extra = writer.free_text_replacements(leaf.header_slots, texts, leaf.first)
             body: bytes | tuple[bytes, ...] | None = None
             if extracted is not None:
                 new_payload = extracted.rebuild(texts[leaf.body_first - leaf.first :], session)
                 if new_payload is not extracted.original:
-                    final_newline = self.raw[part.end - 1 : part.end] == b"\n"
+                    final_newline = writer.raw[part.end - 1 : part.end] == b"\n"
                     if cte == "base64":
                         # What encode_body writes, in slices: serialising joins them once.
                         pieces = encode_base64_pieces(new_payload, nl, final_newline)
@@ -655,7 +723,7 @@ class _Walker:
                         extra["content-transfer-encoding"] = (
                             f"Content-Transfer-Encoding: {new_cte}".encode()
                         )
-            return self._leaf_edit(leaf, texts, extra, body)
+            return writer.leaf_edit(leaf, texts, extra, body)
 
         return rebuild
 
@@ -671,9 +739,10 @@ class _Walker:
         nl = self.nl
         step = _BASE64_LINE_CHARS + len(nl)
         tail_start = part.header_end + len(head) // _BASE64_LINE_BYTES * step
+        writer = self.writer
 
         def rebuild(texts: Sequence[str], session: RewriteSession) -> dict[int, PartEdit]:
-            extra = self.free_text_replacements(leaf.header_slots, texts, leaf.first)
+            extra = writer.free_text_replacements(leaf.header_slots, texts, leaf.first)
             body: tuple[bytes | memoryview, ...] | None = None
             new_start = extracted.rebuild(texts[leaf.body_first - leaf.first :], session)
             if new_start is not extracted.original:
@@ -682,8 +751,8 @@ class _Walker:
                 lines = encode_base64(new_start + head[len(new_start) :], nl)
                 if len(lines) != tail_start - part.header_end:
                     raise ContentError("file cannot be rebuilt")  # pragma: no cover
-                body = (lines, memoryview(self.raw)[tail_start : part.end])
-            return self._leaf_edit(leaf, texts, extra, body)
+                body = (lines, memoryview(writer.raw)[tail_start : part.end])
+            return writer.leaf_edit(leaf, texts, extra, body)
 
         return rebuild
 
@@ -745,16 +814,17 @@ def fold_plain(name: str, value: str, nl: bytes) -> bytes:
     return nl.join(line.encode("ascii") for line in lines)
 
 
-def attachment_names(message: ParsedMessage) -> list[tuple[str, str]]:
+def attachment_names(part: MimePart) -> list[tuple[str, str]]:
     """[(param, decoded name)] for Content-Disposition filename and Content-Type name.
 
     Every spelling of the parameter counts, not only the first that `get_param` returns:
     `filename="scan.stl"; filename*=utf-8''DUPONT_Jean.stl` names the file twice, and
     mail readers that prefer the RFC 2231 form show the second. Each distinct name is a
     field; rewriting any of them writes the parameter once (render_param_header)."""
+    message = part.message
     out: list[tuple[str, str]] = []
     for param, header in (("filename", "content-disposition"), ("name", "content-type")):
-        present = message.get(header)  # a Header when the value holds 8-bit bytes
+        present = part.get(header)  # a Header when the value holds 8-bit bytes
         if present is None or (isinstance(present, str) and param not in present.lower()):
             # get_params would find nothing: every spelling of the parameter (RFC 2231
             # "name*", "name*0*" included) holds its name. Spares two parameter parses
@@ -873,6 +943,14 @@ def encode_body(
     escapes it as =0D/=0A; a binary payload that would carry one goes to base64). A bare
     CR or LF in the output would let the next hop see a different message (smuggling).
     """
+    if cte == "quoted-printable" and not binary and nl in (b"\r\n", b"\n"):
+        # encode_quoted_printable(canonical_line_breaks(payload, nl), nl), without writing
+        # the line breaks as `nl` only to read them back as LF: with CRLF that round trip
+        # gives the payload with CRLF read as LF; with LF, that reading applied twice.
+        lines = payload.replace(b"\r\n", b"\n")
+        if nl == b"\n":
+            lines = lines.replace(b"\r\n", b"\n")  # "\r\r\n" -> "\r\n" -> "\n"
+        return _encode_qp_lines(lines, nl), cte
     if not binary:
         payload = canonical_line_breaks(payload, nl)
     if cte == "quoted-printable" and not binary:
@@ -899,7 +977,11 @@ def encode_quoted_printable(payload: bytes, nl: bytes) -> bytes:
     the encoder always sees LF-only lines; a line holding a bare CR is encoded on its own
     in binary mode, which escapes the CR as =0D.
     """
-    lines = payload.replace(b"\r\n", b"\n")
+    return _encode_qp_lines(payload.replace(b"\r\n", b"\n"), nl)
+
+
+def _encode_qp_lines(lines: bytes, nl: bytes) -> bytes:
+    """encode_quoted_printable of a payload whose CRLF line breaks are already LF."""
     if b"\r" not in lines:
         encoded = binascii.b2a_qp(lines)
     else:
@@ -985,9 +1067,9 @@ def _fits_identity(payload: bytes, cte: str, nl: bytes) -> bool:
     return all(len(line) <= MAX_LINE_LENGTH for line in payload.split(b"\n"))
 
 
-def declared_charset(message: ParsedMessage) -> str:
+def declared_charset(part: MimePart) -> str:
     """The codec name of the part's charset parameter; "" when none is declared."""
-    charset = content_charset(message)
+    charset = _content_charset(part.message, part.get("content-type"))
     if charset is None:
         return ""
     try:
@@ -1000,8 +1082,12 @@ def content_charset(message: ParsedMessage) -> str | None:
     """`message.get_content_charset()`, read directly for the common `type/subtype;
     charset=token` (quoted or not) and by the email package for anything else: its
     general parameter parse was 5 % of a lab order's pipeline time."""
-    value = message.get("content-type")  # a Header when the value holds 8-bit bytes
-    if isinstance(value, str):
+    return _content_charset(message, message.get("content-type"))
+
+
+def _content_charset(message: ParsedMessage, value: str | Header | None) -> str | None:
+    """content_charset, given the message's first Content-Type value (`get`'s)."""
+    if isinstance(value, str):  # a Header when the value holds 8-bit bytes
         common = _COMMON_CHARSET.fullmatch(value)
         if common is not None:
             return common["charset"].lower()
@@ -1024,14 +1110,33 @@ def decode_text(payload: bytes, charset: str) -> str:
 # --- HTML ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class HtmlSegment:
     start: int
     end: int
     text: str
     kind: FieldKind
     mode: str  # text | raw | attr | comment
-    quote: str = ""
+    quote: str
+
+    def __init__(
+        self, start: int, end: int, text: str, kind: FieldKind, mode: str, quote: str = ""
+    ) -> None:
+        # Its own __init__, not @dataclass's (interpreted): see gateway/pipeline/mime.py.
+        if COMPILED:
+            self.start = start  # type: ignore[misc]
+            self.end = end  # type: ignore[misc]
+            self.text = text  # type: ignore[misc]
+            self.kind = kind  # type: ignore[misc]
+            self.mode = mode  # type: ignore[misc]
+            self.quote = quote  # type: ignore[misc]
+        else:
+            set_attribute(self, "start", start)
+            set_attribute(self, "end", end)
+            set_attribute(self, "text", text)
+            set_attribute(self, "kind", kind)
+            set_attribute(self, "mode", mode)
+            set_attribute(self, "quote", quote)
 
 
 def html_segments(source: str) -> list[HtmlSegment]:

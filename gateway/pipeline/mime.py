@@ -4,12 +4,13 @@ Trust boundary: input is untrusted bytes from the network. Parsing never copies 
 every part is a pair of offsets into the one message buffer, so a 50 MB attachment is
 held once. Header blocks become stdlib `email` Messages (compat32, the model that accepts
 what real mailers send): the common shape (every line a `Name: value` field or its folded
-continuation, CRLF or LF endings, then the blank line) is read by one regex here, in a
-fifth of the time `BytesHeaderParser` takes; anything else (a Unix From_ line, a line
-that is no field, a bare CR, no blank line) goes to `BytesHeaderParser`. Both give the
-same Message (tests/pipeline/test_header_block.py compares them with hypothesis and on
-the golden corpus). Bodies are split on boundaries here so that the bytes of every part
-that is not edited are carried over exactly.
+continuation, CRLF or LF endings, then the blank line) is read line by line with string
+searches here (`_common_fields`), in a sixth of the time `BytesHeaderParser` takes;
+anything else (a Unix From_ line, a line that is no field, a bare CR, no blank line) goes
+to `BytesHeaderParser`. Both give the same Message (tests/pipeline/test_header_block.py
+compares them with hypothesis and on the golden corpus). Each part also keeps the
+Message's fields as a list (`MimePart.fields`, `MimePart.get`), which the walk reads. Bodies are split on boundaries
+here so that the bytes of every part that is not edited are carried over exactly.
 
 Invariants:
 - `serialise_part(root, {})` returns the input bytes unchanged.
@@ -28,17 +29,13 @@ from email.header import Header
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from gateway.config import FilesConfig
 from gateway.errors import ContentError, LimitExceeded
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _HEADER_START = re.compile(rb"^[^ \t\r\n]", re.M)
-# One header field in the common shape: a name of printable ASCII but ":" (the class of
-# email.feedparser's headerRE, at least one character), its value after the blanks that
-# follow the colon, and its folded continuation lines. A CR only ever precedes LF.
-_COMMON_FIELD = re.compile(r"([\x21-\x39\x3b-\x7e]+):[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n")
 # RFC 2046 5.1.1: a boundary is 1-70 characters; longer ones are refused.
 MAX_BOUNDARY_LENGTH = 70
 
@@ -50,7 +47,21 @@ MAX_BOUNDARY_LENGTH = 70
 ParsedMessage: TypeAlias = "Message[str | Header, str]"
 
 
-@dataclass
+def _compiled() -> bool:
+    """True when mypyc compiled this module (a compiled function has no __code__)."""
+    return not hasattr(_compiled, "__code__")
+
+
+# The classes built per part, per edit and per analysis have an __init__ of their own: the
+# one @dataclass generates runs interpreted even in a compiled module (about 1 us per
+# object). A frozen one stores its attributes as gateway/scan/model.py's Finding does:
+# compiled, a plain store (mypyc's native slot store; Python callers still meet the frozen
+# __setattr__); interpreted, object.__setattr__, as a generated __init__ does.
+COMPILED: Final = _compiled()
+set_attribute: Final = object.__setattr__
+
+
+@dataclass(init=False)
 class MimePart:
     """One entity. Offsets index the shared message buffer."""
 
@@ -60,30 +71,84 @@ class MimePart:
     message: ParsedMessage  # headers only
     depth: int
     kind: str  # "multipart" | "message" | "leaf"
-    children: list[MimePart] = field(default_factory=list)
+    children: list[MimePart]
     # multipart: raw pieces between children, as offsets: pieces[i] precedes children[i],
     # pieces[-1] follows the last child.
-    pieces: list[tuple[int, int]] = field(default_factory=list)
-    index: int = 0  # position in parse order (edits are keyed by it)
-    # Read once, at parse: each look-up in a Message lower-cases every header name.
-    content_type: str = field(init=False)  # get_content_type(): "maintype/subtype"
-    transfer_encoding: str = field(init=False)  # lower-cased; "7bit" when absent (RFC 2045)
+    pieces: list[tuple[int, int]]
+    index: int  # position in parse order (edits are keyed by it)
+    # Read by _common_fields: nothing follows the blank line (the Message's payload is "").
+    common_shape: bool
+    # Read once, at parse: the header fields as `message` stores them, as (name as written,
+    # name lower-cased, value). The walk reads them here, not through the email package's
+    # raw_items() and get(): Python code that copies the list, or lower-cases every name,
+    # at each call (they were a tenth of the analysis of a small message).
+    fields: list[tuple[str, str, str]] = field(repr=False)  # values may hold PHI: no repr
+    content_type: str  # get_content_type(): "maintype/subtype"
+    transfer_encoding: str  # lower-cased; "7bit" when absent (RFC 2045)
 
-    def __post_init__(self) -> None:
-        self.content_type = self.message.get_content_type()
-        self.transfer_encoding = (
-            str(self.message.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-        )
+    def __init__(
+        self,
+        start: int,
+        header_end: int,
+        end: int,
+        message: ParsedMessage,
+        depth: int,
+        kind: str,
+        index: int = 0,
+        common_shape: bool = False,
+    ) -> None:
+        self.start = start
+        self.header_end = header_end
+        self.end = end
+        self.message = message
+        self.depth = depth
+        self.kind = kind
+        self.children = []
+        self.pieces = []
+        self.index = index
+        self.common_shape = common_shape
+        self.fields = [(name, name.lower(), str(value)) for name, value in message.raw_items()]
+        content_type = self.get("content-type")
+        if content_type is None:
+            self.content_type = self.message.get_default_type()
+        elif isinstance(content_type, str):  # what get_content_type() makes of it
+            ctype = content_type.partition(";")[0].strip().lower()
+            self.content_type = ctype if ctype.count("/") == 1 else "text/plain"
+        else:
+            self.content_type = self.message.get_content_type()
+        encoding = self.get("content-transfer-encoding")
+        self.transfer_encoding = "7bit" if encoding is None else str(encoding).strip().lower()
+
+    def get(self, name: str) -> str | Header | None:
+        """`message.get(name)` for a lower-case `name`: the first field of that name, as
+        stored when it is ASCII; any other value is asked of the Message, which hands one
+        holding 8-bit bytes out as an email.header.Header (compat32)."""
+        for _name, lower, value in self.fields:
+            if lower == name:
+                return value if value.isascii() else self.message.get(name)
+        return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class PartEdit:
     # Header lines to replace: lower-case name -> full new line (no line ending), or None
     # to remove. Several stages may edit one part's headers; their edits are merged.
-    headers: dict[str, bytes | None] = field(default_factory=dict)
+    headers: dict[str, bytes | None]
     # The new body, whole or in pieces written one after the other (pieces may be views
     # into the message buffer: a spliced base64 body is not copied before serialising).
-    body: bytes | tuple[bytes | memoryview, ...] | None = None
+    body: bytes | tuple[bytes | memoryview, ...] | None
+
+    def __init__(
+        self,
+        headers: dict[str, bytes | None] | None = None,
+        body: bytes | tuple[bytes | memoryview, ...] | None = None,
+    ) -> None:
+        if COMPILED:
+            self.headers = {} if headers is None else headers  # type: ignore[misc]
+            self.body = body  # type: ignore[misc]
+        else:
+            set_attribute(self, "headers", {} if headers is None else headers)
+            set_attribute(self, "body", body)
 
     def merged(self, other: PartEdit) -> PartEdit:
         return PartEdit(
@@ -91,16 +156,18 @@ class PartEdit:
         )
 
 
-@dataclass
 class _ParseState:
-    buf: bytes
-    limits: FilesConfig
-    parts: list[MimePart] = field(default_factory=list)
+    def __init__(self, buf: bytes, limits: FilesConfig) -> None:
+        self.buf = buf
+        self.limits = limits
+        self.parts: list[MimePart] = []
 
 
 def line_ending(buf: bytes) -> bytes:
-    head = buf[:4096]
-    return b"\r\n" if b"\r\n" in head or b"\n" not in head else b"\n"
+    """The line ending of the message's first 4 KB: CRLF when it holds one or no LF."""
+    if buf.find(b"\r\n", 0, 4096) >= 0 or buf.find(b"\n", 0, 4096) < 0:  # no copy
+        return b"\r\n"
+    return b"\n"
 
 
 def parse_message(buf: bytes, limits: FilesConfig) -> tuple[MimePart, list[MimePart]]:
@@ -122,8 +189,8 @@ def _parse_entity(state: _ParseState, start: int, end: int, depth: int) -> MimeP
     else:
         m = _HEADER_END.search(buf, start, end)
         header_end = m.end() if m else end
-    message = parse_header_block(buf[start:header_end])
-    part = MimePart(start, header_end, end, message, depth, "leaf", index=len(state.parts))
+    message, common_shape = _read_header_block(buf[start:header_end])
+    part = MimePart(start, header_end, end, message, depth, "leaf", len(state.parts), common_shape)
     state.parts.append(part)
     content_type = part.content_type
     if content_type.startswith("multipart/"):  # get_content_maintype() == "multipart"
@@ -138,11 +205,16 @@ def _parse_entity(state: _ParseState, start: int, end: int, depth: int) -> MimeP
 
 def parse_header_block(block: bytes) -> ParsedMessage:
     """The header block (its blank line included) as a compat32 Message, headers only."""
+    return _read_header_block(block)[0]
+
+
+def _read_header_block(block: bytes) -> tuple[ParsedMessage, bool]:
+    """parse_header_block's Message, and whether the block has the common shape."""
     text = block.decode("ascii", "surrogateescape")  # as BytesHeaderParser reads it
     message = _parse_common_block(text)
-    if message is None:
-        message = BytesHeaderParser(policy=compat32).parsebytes(block)
-    return message
+    if message is not None:
+        return message, True
+    return BytesHeaderParser(policy=compat32).parsebytes(block), False
 
 
 def _parse_common_block(text: str) -> ParsedMessage | None:
@@ -150,16 +222,51 @@ def _parse_common_block(text: str) -> ParsedMessage | None:
     None for any other shape. The (name, value) pairs are what compat32's
     `header_source_parse` makes of each field's lines: the name as written, the value
     without the blanks after the colon nor the final line ending, folds kept."""
+    fields = _common_fields(text)
+    if fields is None:
+        return None
     message = Message(policy=compat32)
-    match = _COMMON_FIELD.match
-    position = 0
-    while (m := match(text, position)) is not None:
-        message.set_raw(m[1], m[2])  # as the feed parser stores each field
-        position = m.end()
-    if text[position:] not in ("\r\n", "\n"):
-        return None  # no blank line right after the fields: not the common shape
+    for name, value in fields:
+        message.set_raw(name, value)  # as the feed parser stores each field
     message.set_payload("")  # a headers-only parse of nothing after the blank line
     return message
+
+
+def _common_fields(text: str) -> list[tuple[str, str]] | None:
+    """The (name, value) fields of a header block in the common shape, or None.
+
+    A field is a line `name:value` whose name is one or more characters of printable ASCII
+    but ":" and " " (the class of email.feedparser's headerRE), followed by its folded
+    continuation lines (starting with a blank); its value starts after the blanks that
+    follow the colon and ends before the last line's ending, folds kept. A CR may only end
+    a line (CRLF). The blank line ends the block, and nothing may follow it. (One regex
+    match per field took twice the time of these string searches, compiled.)"""
+    if not text.endswith("\n") or text.count("\r") != text.count("\r\n"):
+        return None  # no final line ending, or a CR that does not end a line
+    fields: list[tuple[str, str]] = []
+    size = len(text)
+    pos = 0
+    while True:
+        eol = text.find("\n", pos)  # always found: the text ends with one
+        line_end = eol - 1 if eol > pos and text[eol - 1] == "\r" else eol
+        if line_end == pos:  # the blank line, which must be the last one
+            return fields if eol + 1 == size else None
+        colon = text.find(":", pos, line_end)
+        if colon <= pos:
+            return None  # no colon, no name, or a continuation line with no field
+        name = text[pos:colon]
+        if not (name.isascii() and name.isprintable()) or " " in name:
+            return None
+        start = colon + 1
+        while start < line_end and text[start] in " \t":
+            start += 1
+        end = line_end
+        pos = eol + 1
+        while pos < size and text[pos] in " \t":  # folded continuation lines
+            eol = text.find("\n", pos)
+            end = eol - 1 if text[eol - 1] == "\r" else eol
+            pos = eol + 1
+        fields.append((name, text[start:end]))
 
 
 def _split_multipart(state: _ParseState, part: MimePart) -> None:
@@ -207,11 +314,21 @@ def _split_multipart(state: _ParseState, part: MimePart) -> None:
         raise ContentError("multipart part without delimiters")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Delimiter:
     start: int  # the first "-" of the delimiter line
     end: int  # after the delimiter and trailing blanks, before the line ending
     closing: bool
+
+    def __init__(self, start: int, end: int, closing: bool) -> None:
+        if COMPILED:
+            self.start = start  # type: ignore[misc]
+            self.end = end  # type: ignore[misc]
+            self.closing = closing  # type: ignore[misc]
+        else:
+            set_attribute(self, "start", start)
+            set_attribute(self, "end", end)
+            set_attribute(self, "closing", closing)
 
 
 def find_delimiters(buf: bytes, token: bytes, start: int, end: int) -> list[Delimiter]:
