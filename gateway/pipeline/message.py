@@ -559,7 +559,7 @@ class _Walker:
             name = lower.strip()
             occurrence = seen.get(name, 0)
             seen[name] = occurrence + 1
-            if name in _STRUCTURED_HEADERS or name in _ADDRESS_HEADERS:
+            if name in _STRUCTURED_HEADERS or name in _ADDRESS_HEADER_SET:
                 continue
             if name == "subject" and not with_subject:
                 continue

@@ -271,7 +271,7 @@ def verify_output(
         if policy.action_for(f.kind) == TypeAction.KEEP:
             continue
         if f.field not in marks:
-            found = [m.span() for m in _OWN_MARKS.finditer(again.fields[f.field].text)]
+            found = own_mark_spans(again.fields[f.field].text)
             marks[f.field] = ([s for s, _e in found], [e for _s, e in found])
         starts, ends = marks[f.field]
         # Marks never overlap, so sorted by start they are sorted by end: the first mark
@@ -280,6 +280,30 @@ def verify_output(
         if i < len(starts) and starts[i] < f.end:
             continue  # the engine's own token or label, or a part of one
         raise ContentError(REASON_VERIFY)
+
+
+def own_mark_spans(text: str) -> list[tuple[int, int]]:
+    """`[m.span() for m in _OWN_MARKS.finditer(text)]`, trying the regex only where a mark
+    can start: at "PAT-" or "[". Its search tried every position of the text (a rewritten
+    2 KB order holds a handful of marks), which was 2 % of process_message. The leftmost
+    candidate where the regex matches is where finditer's search would stop, and the next
+    search starts after that match, as finditer's does."""
+    spans: list[tuple[int, int]] = []
+    match = _OWN_MARKS.match
+    token = text.find("PAT-")
+    label = text.find("[")
+    while token >= 0 or label >= 0:
+        at = token if label < 0 or 0 <= token < label else label
+        m = match(text, at)
+        resume = at + 1
+        if m is not None:
+            spans.append(m.span())
+            resume = m.end()
+        if 0 <= token < resume:
+            token = text.find("PAT-", resume)
+        if 0 <= label < resume:
+            label = text.find("[", resume)
+    return spans
 
 
 def safe_subject(
