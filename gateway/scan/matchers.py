@@ -99,12 +99,6 @@ class ReMatcher:
         ]
 
 
-# A shape hit is recorded as shape index * _HIT_STRIDE + start: sorting these ints sorts
-# by shape then start. Hyperscan's block mode scans fewer than 2**32 bytes (its length is
-# an unsigned int), so a start never reaches the stride.
-_HIT_STRIDE: Final = 1 << 40
-_HIT_BASES: Final = [index * _HIT_STRIDE for index in range(len(SHAPES))]
-
 # How a shape's Hyperscan hits (leftmost starts) become the starts its pattern is re-read from.
 _EXACT: Final = 0  # each hit's start is where a match may start (before == 0)
 _LOCATE: Final = 1  # a locator finds the starts before the hit (see Shape.locate_start)
@@ -174,38 +168,31 @@ class HyperscanMatcher:
             )
 
     def shapes(self, folded: str, data: bytes) -> list[Candidate]:
-        # The callback (one Python call per hit) only records the hit, as one int (shape
-        # index and start, see _HIT_STRIDE): one sort then groups the hits per shape in
-        # shape order and sorts each shape's starts, visiting only the shapes that fired
-        # (a 2 KB order fires a handful of its 17).
-        # Compiled, `fired.append(...)` is a native list append; a bound `append` saved in
-        # a variable would be a generic Python call. The base is a list read and an
-        # addition: cheaper than a multiplication by 2**40.
-        fired: list[int] = []
+        # The callback (one Python call per hit) only records the hit's start in its
+        # shape's list; the shapes are then visited in order, each one's starts sorted
+        # (Hyperscan reports by end) and deduplicated, skipping the shapes that did not
+        # fire (a 2 KB order fires a handful of its 17). Compiled, `fired[shape].append`
+        # is a native list append (a bound `append` saved in a variable would be a
+        # generic Python call).
+        plans = self._plans
+        fired: list[list[int]] = [[] for _ in plans]
 
         def on_match(shape: int, start: int, _end: int, _flags: int, _ctx: object) -> None:
-            fired.append(_HIT_BASES[shape] + start)
+            fired[shape].append(start)
 
         self._shape_db.scan(data, match_event_handler=on_match, scratch=self._scratch("shape"))
         found: list[Candidate] = []
-        if not fired:
-            return found
-        fired.sort()
-        plans = self._plans
-        count = len(fired)
-        i = 0
-        while i < count:
-            shape_index = fired[i] // _HIT_STRIDE
-            base = shape_index * _HIT_STRIDE
-            limit = base + _HIT_STRIDE
+        for shape_index in range(len(plans)):
+            starts_fired = fired[shape_index]
+            if not starts_fired:
+                continue
+            starts_fired.sort()
             hits: list[int] = []  # the shape's distinct hit starts, sorted
             previous = -1
-            while i < count and fired[i] < limit:
-                start = fired[i] - base
+            for start in starts_fired:
                 if start != previous:
                     hits.append(start)
                     previous = start
-                i += 1
             plan = plans[shape_index]
             mode = plan.mode
             if mode == _WINDOW:
