@@ -54,10 +54,19 @@ class FieldKind(StrEnum):
     DATE_OF_BIRTH = "date_of_birth"  # a field known to hold a birth date
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TextField:
     text: str
     kind: FieldKind = FieldKind.BODY
+
+    def __init__(self, text: str, kind: FieldKind = FieldKind.BODY) -> None:
+        # See _COMPILED: the pipeline builds one per header, text part and file name.
+        if _COMPILED:
+            self.text = text  # type: ignore[misc]
+            self.kind = kind  # type: ignore[misc]
+        else:
+            _set_attribute(self, "text", text)
+            _set_attribute(self, "kind", kind)
 
     def __repr__(self) -> str:  # the text may be PHI
         return f"TextField(kind={self.kind.value}, len={len(self.text)})"

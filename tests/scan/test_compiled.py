@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.scan import Finding, IdentifierKind, TransformPolicy, VaultEntry, build_engine
+from gateway.scan import (
+    FieldKind,
+    Finding,
+    IdentifierKind,
+    TextField,
+    TransformPolicy,
+    VaultEntry,
+    build_engine,
+)
 from tests.scan.corpus import EXTRA_TEMPLATES, PRACTICE, TEMPLATES, make_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +115,7 @@ def test_compiled_and_plain_python_find_and_write_the_same() -> None:
 
 
 def test_findings_and_vault_entries_stay_frozen_dataclasses() -> None:
-    """Finding and VaultEntry have their own __init__ (compiled: native stores); to every
+    """Finding, VaultEntry and TextField have their own __init__ (compiled: native stores); to every
     caller they are still frozen dataclasses (the pipeline uses dataclasses.replace)."""
     finding = Finding(IdentifierKind.NAME, 1, 2, 3, "d")
     assert dataclasses.replace(finding, field=0) == Finding(
@@ -126,3 +134,9 @@ def test_findings_and_vault_entries_stay_frozen_dataclasses() -> None:
     assert "X Y" not in repr(entry)
     with pytest.raises(dataclasses.FrozenInstanceError):
         entry.identity = "Z"  # type: ignore[misc]
+    field = TextField("Jean DUPONT", FieldKind.SUBJECT)
+    assert field == TextField(text="Jean DUPONT", kind=FieldKind.SUBJECT)
+    assert TextField("x").kind is FieldKind.BODY
+    assert "DUPONT" not in repr(field)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        field.text = ""  # type: ignore[misc]
