@@ -33,11 +33,14 @@ _MAX_PROTOTYPES = 8
 _prototypes: dict[bytes, tuple[hashlib._Hash, hashlib._Hash]] = {}
 
 
-def _keyed_prototype(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+def keyed_hmac_states(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
     """SHA-256 states that have absorbed the key's inner and outer pads (RFC 2104).
 
     Copying them costs less than absorbing the key again: two of the four SHA-256
     compressions of a short HMAC are the key pads, redone by every hmac.digest call.
+    The HMAC of a message is then: inner = copy of the first, update(message); outer =
+    copy of the second, update(inner.digest()); outer.digest() (as `_hmac` does, and the
+    scan engine for its finding digests).
     """
     prototype = _prototypes.get(key)
     if prototype is None:
@@ -53,7 +56,7 @@ def _keyed_prototype(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
 
 def _hmac(key: bytes, message: str) -> bytes:
     """HMAC-SHA256(key, message): equal to hmac.digest, from copies of keyed prototypes."""
-    inner_proto, outer_proto = _keyed_prototype(key)
+    inner_proto, outer_proto = keyed_hmac_states(key)
     inner = inner_proto.copy()
     inner.update(message.encode("utf-8"))
     outer = outer_proto.copy()

@@ -34,7 +34,7 @@ from functools import lru_cache
 from operator import attrgetter, itemgetter
 from typing import Final
 
-from crypto.pseudonym import DIGEST_HEX, _keyed_prototype, patient_token
+from crypto.pseudonym import DIGEST_HEX, keyed_hmac_states, patient_token
 from gateway.config import PracticeConfig
 from gateway.scan import names as name_rules
 from gateway.scan import validators
@@ -247,7 +247,7 @@ class Engine:
         self._digest_key = digest_key
         self._pseudonym_key = pseudonym_key
         # crypto.pseudonym's keyed HMAC states for the digest key (see _value_digest).
-        self._digest_inner, self._digest_outer = _keyed_prototype(digest_key)
+        self._digest_inner, self._digest_outer = keyed_hmac_states(digest_key)
         self.roster = RosterIndex.build(patients)
         literal_owner: dict[str, str] = {}
         # Only surnames go in the automaton: every full name holds one, and first names
