@@ -1,4 +1,11 @@
-# Shell helpers shared by the load-test scripts (sourced, not run). Needs $PY.
+# Shell helpers shared by the load-test scripts (sourced, not run), and the paths they
+# all use: HERE (load-tests/), REPO, PY (the venv's python unless PYTHON is set) and
+# Postfix's smtp-source and smtp-sink (Debian's paths unless SMTP_SOURCE/SMTP_SINK are set).
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+PY="${PYTHON:-$REPO/.venv/bin/python}"
+SMTP_SOURCE="${SMTP_SOURCE:-/usr/sbin/smtp-source}"
+SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
 
 # free_port: a loopback TCP port free at the moment of asking.
 free_port() {

@@ -14,14 +14,9 @@
 set -euo pipefail
 
 SIZE_MB="${1:-137}"
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
-PY="${PYTHON:-$REPO/.venv/bin/python}"
-PORTIQUE="${PORTIQUE:-$REPO/.venv/bin/portique}"
-SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
-
 # shellcheck source=load-tests/_common.sh
-. "$HERE/_common.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+PORTIQUE="${PORTIQUE:-$REPO/.venv/bin/portique}"
 start_work portique-big-stl
 
 "$PY" -c "import sys; sys.path.insert(0, '$HERE'); import bench_pipeline_memory as b; \

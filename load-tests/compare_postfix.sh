@@ -41,12 +41,9 @@
 # started here is stopped on exit (trap), the temp dir is removed unless --keep.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
-PY="${PYTHON:-$REPO/.venv/bin/python}"
+# shellcheck source=load-tests/_common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 PORTIQUE="${PORTIQUE:-$REPO/.venv/bin/portique}"
-SMTP_SOURCE="${SMTP_SOURCE:-/usr/sbin/smtp-source}"
-SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
 
 MESSAGES=2000        # per timed run; ~10 s of Postfix on 2 cores
 SESSIONS=20          # the issue's load: 20 parallel smtp-source sessions
@@ -120,8 +117,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=load-tests/_common.sh
-. "$HERE/_common.sh"
 now() { date +%s.%N; }
 cpu_ticks() {  # user+system clock ticks of a process and its waited-for children
   [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }

@@ -23,13 +23,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
-PY="${PYTHON:-$REPO/.venv/bin/python}"
-SMTP_SOURCE="${SMTP_SOURCE:-/usr/sbin/smtp-source}"
-SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
 # shellcheck source=load-tests/_common.sh
-. "$HERE/_common.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 start_work portique-ladder
 
 "$PY" "$HERE/messages.py" --out "$WORK/msg" --mix lab --count 1 --run ladder --lf >/dev/null

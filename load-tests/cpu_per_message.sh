@@ -32,11 +32,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
-PY="${PYTHON:-$REPO/.venv/bin/python}"
-SMTP_SOURCE="${SMTP_SOURCE:-/usr/sbin/smtp-source}"
-SMTP_SINK="${SMTP_SINK:-/usr/sbin/smtp-sink}"
+# shellcheck source=load-tests/_common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 # The CLI of $CODE (default: this checkout). A command, not a shell function: started in
 # the background, its PID is the gateway's own (a function would run in a subshell, and
 # stopping the subshell would leave the gateway running). PYTHONSAFEPATH: `python -c`
@@ -68,8 +65,6 @@ from gateway.cli import main
 sys.argv[0] = "portique"
 sys.exit(main())'
 
-# shellcheck source=load-tests/_common.sh
-. "$HERE/_common.sh"
 start_work portique-cpu
 echo "gateway code: $("${CODE_ENV[@]}" "$PY" -c 'import gateway, os; print(os.path.dirname(gateway.__file__))')"
 
