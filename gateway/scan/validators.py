@@ -26,7 +26,9 @@ _NIR_LABEL: Final = re.compile(
     r"(?:\bnir|\bins(?:-nir)?|\bn ?o? ?ss|\bsecu|securite sociale|\bmatricule|"
     r"\bimmatriculation|\bnum(?:ero)? ?(?:de )?ss|\bssn?)\b[^a-z0-9]{0,12}$"
 )
-# A birth-date label directly before the date (only separators between them).
+# A birth-date label directly before the date (only separators between them), looked
+# for in the characters before the date: "date de naissance : le " is 23, 40 leaves room.
+BIRTH_LABEL_WINDOW: Final = 40
 _BIRTH_LABEL: Final = re.compile(
     r"(?:\b(?:nee?s?|ddn|date de naissance|naissance|date naiss|dob|birth ?date|date of birth"
     r"|born)\b|\bnee? ?\(e\))[ :.,-]{0,4}(?:le[ :]{1,3})?$"
@@ -135,25 +137,14 @@ def phone_intl_value(candidate: str) -> str | None:
     return normalise_phone(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
-def is_birth_label(before: str) -> bool:
-    # "date de naissance : le " is 23 characters; 40 leaves room for spacing.
-    window = before[-40:].lower()
-    # Every label ends with one of _BIRTH_LABEL_LAST, followed by separators and maybe
-    # "le": look at that one character first (most dates are not birth dates).
-    tail = window.rstrip(_BIRTH_TAIL)
-    if tail.endswith("le"):
-        tail = tail[:-2].rstrip(_BIRTH_TAIL)
-    if tail[-1:] not in _BIRTH_LABEL_LAST:
-        return False
-    if not any(hint in window for hint in _BIRTH_HINTS):
-        return False  # the regex search tries every start position: skip it when hopeless
-    return _BIRTH_LABEL.search(window) is not None
-
-
 def is_birth_label_before(text: str, end: int) -> bool:
-    """`is_birth_label(text[:end])`, without a copy of the window for most dates: the
-    character a label would end with (see is_birth_label) is looked at in place first."""
-    low = max(0, end - 40)
+    """Whether a birth-date label ends `text[:end]` (only separators, and maybe "le",
+    between it and `end`), within BIRTH_LABEL_WINDOW characters.
+
+    Every label ends with one of _BIRTH_LABEL_LAST, followed by separators and maybe
+    "le": that one character is looked at first, in place (most dates are not birth
+    dates), before the window is copied for the regex."""
+    low = max(0, end - BIRTH_LABEL_WINDOW)
     position = end
     while position > low and text[position - 1] in _BIRTH_TAIL:
         position -= 1
@@ -163,7 +154,10 @@ def is_birth_label_before(text: str, end: int) -> bool:
             position -= 1
     if position == low or text[position - 1].lower() not in _BIRTH_LABEL_LAST:
         return False
-    return is_birth_label(text[low:end])
+    window = text[low:end].lower()
+    if not any(hint in window for hint in _BIRTH_HINTS):
+        return False  # the regex search tries every start position: skip it when hopeless
+    return _BIRTH_LABEL.search(window) is not None
 
 
 def parse_date(candidate: str) -> date | None:
