@@ -218,6 +218,47 @@ async def test_recover_keeps_transfers_of_a_live_process_and_drops_dead_ones(tmp
     live.abort()
 
 
+async def test_removal_of_a_processed_entry_is_done_by_the_sync_thread(tmp_path, keyring):
+    from crypto.aead import Sealer
+    from gateway.config import SpoolConfig
+    from gateway.spool import Envelope, Spool
+
+    spool = Spool(tmp_path, Sealer(keyring), SpoolConfig())
+    await spool.start()
+    ids = []
+    for _ in range(3):
+        writer = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
+        writer.write(b"Subject: x\r\n\r\nbody\r\n")
+        await writer.commit()
+        ids.append(writer.spool_id)
+    loop_thread = threading.get_ident()
+    unlinked_on: list[int] = []
+    real_unlink = spool._unlink
+
+    def watched_unlink(paths):
+        unlinked_on.extend(threading.get_ident() for _ in paths)
+        real_unlink(paths)
+
+    spool._unlink = watched_unlink  # type: ignore[method-assign]
+    spool.remove(ids[0])
+    assert spool.pending_ids() == sorted(ids)  # still there until the next pass
+    await wait_until(lambda: spool.pending_ids() == sorted(ids[1:]))
+    # A waiting removal is done, at the latest, by the pass that makes the next commit durable.
+    spool.remove(ids[1])
+    writer = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
+    writer.write(b"Subject: y\r\n\r\nbody\r\n")
+    await writer.commit()
+    assert spool.pending_ids() == sorted([ids[2], writer.spool_id])
+    assert len(unlinked_on) == 2 and loop_thread not in unlinked_on
+    # Waiting removals are done by stop(); after it, `remove` unlinks at once.
+    spool.remove(ids[2])
+    await spool.stop()
+    assert spool.pending_ids() == [writer.spool_id]
+    spool.remove(writer.spool_id)
+    assert spool.pending_ids() == []
+    assert spool.stats.removal_failures == 0
+
+
 async def test_a_spool_entry_that_does_not_open_is_set_aside_not_retried(tmp_path):
     data_dir = tmp_path / "data"
     cfg = make_config(data_dir, _closed_port())
