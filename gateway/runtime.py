@@ -11,7 +11,8 @@ background duties until asked to stop:
   started with (the service reads the attribute once per message);
 - metrics: a sink on the events, setters fed every GAUGE_INTERVAL (queue depth, oldest
   queued copy, lockdown, MSSanté client certificate expiry), scan duration from the
-  service's pipeline timer and end-to-end latency from delivery events; /readyz checks
+  service's pipeline timer and end-to-end latency from delivery events; counts flushed
+  every metrics.FLUSH_INTERVAL in every worker, and at stop; /readyz checks
   service started, spool writable, keys loaded, audit writable, engine loaded, and
   with several workers that every worker is up (gateway/workers.py);
 - audit duties: periodic signed checkpoints, the daily checkpoint e-mail (queued
@@ -58,7 +59,7 @@ from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.events import Event
 from gateway.logging import get_logger
-from gateway.metrics import Metrics, start_metrics_server
+from gateway.metrics import FLUSH_INTERVAL, Metrics, start_metrics_server
 from gateway.queue import PATIENT_DOMAIN, NewCopy
 from gateway.roster import ROSTER_FILE, load_roster
 from gateway.scan import build_engine
@@ -217,7 +218,10 @@ class Runtime:
         except BaseException:
             await self.stop()
             raise
-        self._tasks = [asyncio.create_task(self._watch_roster(), name="roster-watch")]
+        self._tasks = [
+            asyncio.create_task(self._watch_roster(), name="roster-watch"),
+            asyncio.create_task(self._flush_metrics(), name="metric-flush"),
+        ]
         if primary:
             self._tasks += [
                 asyncio.create_task(self._update_gauges(), name="metric-gauges"),
@@ -329,6 +333,11 @@ class Runtime:
         self.metrics.set_lockdown(self.service.queue.lockdown)
         for name, ts in (await asyncio.to_thread(self._client_cert_expiries)).items():
             self.metrics.set_client_cert_expiry(name, ts)
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self.metrics.flush()
 
     async def _update_gauges(self) -> None:
         while True:
@@ -475,6 +484,7 @@ class Runtime:
             await asyncio.gather(*self._email_tasks, return_exceptions=True)
         if self.service is not None:
             await self.service.stop()
+        self.metrics.flush()  # what this worker counted, before it goes
         await self._close_stores()
         log.info("runtime_stopped")
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from gateway.metrics import FLUSH_INTERVAL
 from gateway.workers import HEARTBEAT_INTERVAL
 from tests.integration._serve import ServeProcess, run_cli
 from tests.integration.test_serve import LAB, LAB_ORDER, PLANTED, ROSTER_CSV, SENDER
@@ -181,10 +182,17 @@ async def test_two_workers_relay_once_share_lockdown_audit_and_metrics(
         owners = received_by_pid(data_dir)
         assert {owners[m] for m in markers} == set(pids)
 
-        # /metrics (worker 0) counts the messages of both workers.
-        metrics = await asyncio.to_thread(
-            http_text, f"http://127.0.0.1:{gateway.metrics_port}/metrics"
-        )
+        # /metrics (worker 0) counts the messages of both workers: the other worker's
+        # counts within its flush interval (metrics.FLUSH_INTERVAL).
+        url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+        deadline = time.monotonic() + 10 * FLUSH_INTERVAL
+        metrics = await asyncio.to_thread(http_text, url)
+        while (
+            metric_total(metrics, "portique_messages_delivered_total") < len(markers)
+            and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.1)
+            metrics = await asyncio.to_thread(http_text, url)
         assert metric_total(metrics, "portique_messages_received_total") == len(markers)
         delivered = metric_total(metrics, "portique_messages_delivered_total")
         assert delivered == len(markers)

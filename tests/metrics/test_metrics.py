@@ -371,3 +371,52 @@ def test_a_fast_path_delivery_naming_its_message_and_route_gets_the_action() -> 
     assert metrics.registry.get_sample_value(delivered, labels) == 1
     unknown = {"route": "unknown", "action": "unknown", "outcome": "delivered"}
     assert metrics.registry.get_sample_value(delivered, unknown) == 1
+
+
+def test_updates_wait_for_a_flush_yet_no_reader_sees_them_stale() -> None:
+    """Increments and observations are applied to prometheus_client by `flush`; the
+    registry's own collection and the exposition flush first, so both count them."""
+    import threading
+
+    metrics = Metrics()
+    bus = EventBus()
+    bus.subscribe(metrics)
+    counter = metrics._child(metrics.messages_delivered, "lab", "pseudonymise", "delivered")
+
+    def deliver(n: int) -> None:
+        for _ in range(n):
+            bus.emit(
+                "delivery",
+                connector="relay",
+                status="delivered",
+                route="lab",
+                action="pseudonymise",
+                bytes=100,
+            )
+
+    threads = [threading.Thread(target=deliver, args=(500,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    metrics.observe_latency(0.2)
+    # Not applied yet: the prometheus value itself has not moved.
+    assert counter._value.get() == 0
+    assert metrics.latency._sum.get() == 0
+    # The registry's collection flushes first: every increment from every thread counts.
+    labels = {"route": "lab", "action": "pseudonymise", "outcome": "delivered"}
+    assert metrics.registry.get_sample_value("portique_messages_delivered_total", labels) == 2000
+    assert counter._value.get() == 2000
+    assert (
+        metrics.registry.get_sample_value("portique_bytes_sent_total", {"connector": "relay"})
+        == 200_000
+    )
+    assert metrics.registry.get_sample_value("portique_end_to_end_latency_seconds_count") == 1
+    # The exposition flushes too.
+    deliver(3)
+    assert b'outcome="delivered",route="lab"} 2003.0' in metrics.exposition()
+    # An explicit flush, and nothing is applied twice.
+    deliver(1)
+    metrics.flush()
+    metrics.flush()
+    assert counter._value.get() == 2004
