@@ -35,7 +35,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import os
@@ -55,6 +54,7 @@ from gateway.events import EventBus
 from gateway.logging import get_logger
 from gateway.sealed_files import SealedFileStore
 from gateway.spool import fsync_directory, new_spool_id, sync_filesystem
+from gateway.threads import named_executor
 
 log = get_logger("portique.queue")
 
@@ -459,7 +459,7 @@ class DeliveryQueue:
         self.memory = memory or memory_budget_for(64 * 1024 * 1024)
         self._in_flight: set[str] = set()
         # Blocking store work (fsync, decrypt) runs here, not in the loop's default pool.
-        self._io = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="queue-io")
+        self._io = named_executor(4, "queue-io")
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_destination: dict[str, asyncio.Semaphore] = {}
         self._wake: asyncio.Event | None = None

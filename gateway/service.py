@@ -58,6 +58,7 @@ from gateway.routes import find_route, plan_copies
 from gateway.scan.model import ScanEngine, VaultEntry
 from gateway.smtp import Accepted, Gate, SmtpServer, load_tls_context
 from gateway.spool import Envelope, Spool, UnreadableSpoolEntry
+from gateway.threads import named_executor
 from gateway.verdicts import Action, Verdict
 from gateway.workers import WorkerSlot
 
@@ -212,12 +213,8 @@ class Service:
             lockdown_refresh=LOCKDOWN_REFRESH if slot.shared else None,
             route_actions={r.name: r.action for r in cfg.effective_routes()},
         )
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            PROCESSING_WORKERS, thread_name_prefix="pipeline"
-        )
-        self._io = concurrent.futures.ThreadPoolExecutor(
-            PROCESSING_WORKERS, thread_name_prefix="service-io"
-        )
+        self._executor = named_executor(PROCESSING_WORKERS, "pipeline")
+        self._io = named_executor(PROCESSING_WORKERS, "service-io")
         await self.spool.start()
         self._processing = asyncio.Queue()
         for orphan in slot.orphan_spools(data_dir):

@@ -40,7 +40,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import ctypes
 import fcntl
 import itertools
@@ -58,6 +57,7 @@ from typing import BinaryIO, cast
 from crypto.aead import STREAM_CHUNK, Sealer, SealError, StreamSealer, open_stream
 from gateway.config import SpoolConfig
 from gateway.errors import SpoolError
+from gateway.threads import named_executor
 
 _counter = itertools.count()
 _ENVELOPE_JSON = json.JSONEncoder(separators=(",", ":"))
@@ -289,9 +289,7 @@ class Spool:
         self._removals: list[Path] = []  # processed entries, unlinked by the next pass
         self._removal_wake: asyncio.TimerHandle | None = None
         # A thread of its own: durability must not queue behind unrelated blocking work.
-        self._sync_thread = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="spool-sync"
-        )
+        self._sync_thread = named_executor(1, "spool-sync")
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._free: tuple[float, int] | None = None  # (monotonic time, free bytes)

@@ -2,6 +2,7 @@
 # CPU of `portique serve` per relayed message, for comparing two versions of the code.
 #
 # Usage: load-tests/cpu_per_message.sh [-m MESSAGES] [-s SESSIONS] [--code DIR] [--pipeline-cpu]
+#                                      [--threads]
 #
 # Postfix's smtp-source (C) sends MESSAGES copies of one 2 KB lab order with planted
 # patient data over SESSIONS sessions to `portique serve` (workers 1, roster imported,
@@ -14,6 +15,8 @@
 # --pipeline-cpu also times `process_message` inside the gateway (the thread CPU time of
 # each call, through a wrapper the launcher installs on gateway.service) and prints its
 # mean per message once the gateway has stopped: the pipeline's share of the figure.
+# --threads also splits the CPU between the gateway's threads, by their OS names
+# (gateway/threads.py; pools summed under their prefix, e.g. queue-io for queue-io_0..3).
 # Needs /usr/sbin/smtp-source and smtp-sink (Debian postfix), run as root (smtp-sink
 # drops to nobody).
 set -euo pipefail
@@ -22,12 +25,14 @@ MESSAGES=2000
 SESSIONS=20
 CODE=""
 PIPELINE_CPU=0
+THREADS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -m) MESSAGES="$2"; shift 2 ;;
     -s) SESSIONS="$2"; shift 2 ;;
     --code) CODE="$(cd "$2" && pwd)"; shift 2 ;;
     --pipeline-cpu) PIPELINE_CPU=1; shift ;;
+    --threads) THREADS=1; shift ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -92,18 +97,47 @@ cpu_ticks() {  # "user system" ticks of the gateway and its children
   done
   echo "$user $system"
 }
+thread_ticks() {  # "TID NAME TICKS" per thread of the gateway and its children
+  local pid task
+  for pid in "$GATEWAY_PID" $(pgrep -P "$GATEWAY_PID" || true); do
+    for task in /proc/"$pid"/task/*; do
+      [ -r "$task/stat" ] || continue
+      # comm may hold spaces: the fields after its closing parenthesis are fixed.
+      echo "${task##*/} $(tr ' ' '_' <"$task/comm") $(sed 's/.*) //' "$task/stat" | awk '{print $12 + $13}')"
+    done
+  done
+}
 read -r user0 system0 < <(cpu_ticks)
+[ "$THREADS" = 1 ] && thread_ticks >"$WORK/threads0.txt"
 started=$(date +%s.%N)
 delivered=1
 send_load "$PORT" || delivered=0
 finished=$(date +%s.%N)
 read -r user1 system1 < <(cpu_ticks)
+[ "$THREADS" = 1 ] && thread_ticks >"$WORK/threads1.txt"
 [ "$delivered" = 1 ] || { echo "not every message reached the sink" >&2; exit 1; }
 "$PY" -c "
 m = $MESSAGES; wall = $finished - $started; hz = $(getconf CLK_TCK)
 user = ($user1 - $user0) / hz; system = ($system1 - $system0) / hz; cpu = user + system
 print(f'{m} messages in {wall:.2f} s = {m / wall:.1f} msg/s; gateway CPU {cpu:.2f} s = {1000 * cpu / m:.2f} ms per message'
       f' (user {1000 * user / m:.2f}, system {1000 * system / m:.2f})')"
+if [ "$THREADS" = 1 ]; then
+  "$PY" - "$WORK/threads0.txt" "$WORK/threads1.txt" "$MESSAGES" "$(getconf CLK_TCK)" <<'PY'
+import re, sys
+def read(path):
+    return {tid: (name, int(ticks)) for tid, name, ticks in (l.split() for l in open(path))}
+before, after, messages, hz = read(sys.argv[1]), read(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+by_name = {}
+for tid, (name, ticks) in after.items():
+    name = re.sub(r"_\d+$", "", name)  # a pool's threads under their prefix
+    name = "main (event loop)" if name == "python" else name
+    by_name[name] = by_name.get(name, 0) + ticks - before.get(tid, (name, 0))[1]
+total = sum(by_name.values()) or 1
+for name, ticks in sorted(by_name.items(), key=lambda item: -item[1]):
+    if ticks:
+        print(f"  thread {name:<16} {1000 * ticks / hz / messages:5.2f} ms per message ({100 * ticks / total:4.1f} %)")
+PY
+fi
 if [ "$PIPELINE_CPU" = 1 ]; then
   kill -TERM "$GATEWAY_PID"
   wait "$GATEWAY_PID" 2>/dev/null || true

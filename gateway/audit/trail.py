@@ -77,6 +77,7 @@ from gateway.config import AuditConfig, Config
 from gateway.errors import AuditError
 from gateway.events import Event, mask_address
 from gateway.logging import _scrub as scrub_identifiers
+from gateway.threads import name_os_thread
 
 DB_NAME = "audit.sqlite"
 GENESIS_HASH = "0" * 64
@@ -709,6 +710,7 @@ class AuditTrail:
             self._writer = None
 
     def _writer_loop(self) -> None:
+        name_os_thread()
         while True:
             with self._pending_cv:
                 while not self._pending and not self._stopping:

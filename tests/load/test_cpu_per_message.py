@@ -12,7 +12,7 @@ from tests.load._scripts import run_script
 
 
 def test_cpu_per_message_benchmark_runs_and_reports(workdir: Path) -> None:
-    out = run_script(workdir, "cpu_per_message.sh", "-m", "40", "-s", "4")
+    out = run_script(workdir, "cpu_per_message.sh", "-m", "40", "-s", "4", "--threads")
     left = list(workdir.iterdir())
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     figures = re.search(
@@ -25,6 +25,15 @@ def test_cpu_per_message_benchmark_runs_and_reports(workdir: Path) -> None:
     # The split adds up to the total (each rounded to 0.01 ms).
     split = float(figures.group(3)) + float(figures.group(4))
     assert abs(split - float(figures.group(2))) <= 0.02
+    # --threads: the CPU of the gateway's live threads, by name: part of the total (which
+    # also counts threads that have ended), in 10 ms clock ticks per thread.
+    threads = dict(
+        (name, float(ms))
+        for name, ms in re.findall(r"thread (.+?) +([\d.]+) ms per message", out.stdout)
+    )
+    assert {"main (event loop)", "audit-writer", "spool-sync"} <= threads.keys(), out.stdout
+    tick = 1000 * 0.01 / 40  # ms per message
+    assert 0 < sum(threads.values()) <= float(figures.group(2)) + tick * len(threads)
     assert left == []  # its work folder is removed
 
 
