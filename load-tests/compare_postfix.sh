@@ -148,6 +148,9 @@ timed_run() {
   IFS=, read -r -a list <<<"$ports"
   k=${#list[@]}
   cpu0=$(cpu_ticks_all)
+  local machine0 workers0
+  machine0=$(machine_ticks)
+  workers0=$(worker_ticks)
   t0=$(now)
   # One smtp-source per target port; sessions and messages split evenly (the first takes
   # the remainder), all started together.
@@ -175,16 +178,40 @@ timed_run() {
     kill "$sink_pid" 2>/dev/null || true
   fi
   wait "$sink_pid" 2>/dev/null || true
+  # How busy the whole machine was (every process: relay, smtp-source, smtp-sink, others):
+  # a relay that leaves cores idle is held back by something other than CPU.
+  local machine1
+  machine1=$(machine_ticks)
+  log "$name: the machine was busy $(awk -v a="$machine0" -v b="$machine1" -v n="$(nproc)" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; if (d <= 0) d = 1
+    printf "%.2f", n * (y[1] - x[1]) / d }') of $(nproc) cores"
   if [ -n "${PORTIQUE_PID:-}" ]; then
-    local cpu_s
+    local cpu_s entry split=""
     cpu_s=$(echo "($(cpu_ticks_all) - $cpu0) / $(getconf CLK_TCK)" | bc -l)
     log "$name: portique used $(printf '%.2f' "$cpu_s") s of CPU in $(printf '%.2f' "$(echo "$t1 - $t0" | bc -l)") s of wall time"
+    # Per worker process: connections stay with the worker the kernel gave them to
+    # (SO_REUSEPORT), so an uneven split shows here.
+    for entry in $workers0; do
+      split="$split $(echo "($(cpu_ticks "${entry%%:*}") - ${entry##*:}) / $(getconf CLK_TCK)" | bc -l | xargs printf '%.2f') s"
+    done
+    [ -z "$split" ] || log "$name: CPU per worker process:$split"
   fi
   local lab other
   lab=$(grep -l -m1 '^X-Rcpt-Args: <commandes@labo.test>' -r "$dump" 2>/dev/null | wc -l)
   other=$(( $(find "$dump" -type f | wc -l) - lab ))
   [ "$other" = 0 ] || log "$name: $other message(s) at the sink were not lab deliveries (e.g. hold notices)"
   echo "$name $(echo "$t1 - $t0" | bc -l) $lab $other"
+}
+
+machine_ticks() {  # "busy total" clock ticks of the whole machine since boot (/proc/stat)
+  awk '/^cpu /{busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat
+}
+
+worker_ticks() {  # "PID:TICKS ..." of every Portique worker process (children of an instance)
+  local pid child
+  for pid in $PORTIQUE_PID ${EXTRA_PIDS:-}; do
+    for child in $(pgrep -P "$pid" 2>/dev/null); do echo -n "$child:$(cpu_ticks "$child") "; done
+  done
 }
 
 cpu_ticks_all() {  # summed over every running Portique instance and its worker processes

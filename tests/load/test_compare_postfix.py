@@ -90,6 +90,15 @@ def test_pseudonymising_row_through_serve(workdir: Path) -> None:
     assert row["delivered"] == "20" and "INCOMPLETE" not in row["note"]
     assert "arrived 10  missing 0" in out.stderr and "RESULT: OK" in out.stderr
     assert "planted values found at the sink" not in out.stderr
+    # How busy the machine was, and each worker process's CPU (workers = "auto").
+    busy = re.search(
+        r"portique-pseudonymise: the machine was busy ([\d.]+) of (\d+) cores", out.stderr
+    )
+    assert busy is not None and 0 < float(busy.group(1)) <= int(busy.group(2)), out.stderr
+    workers = re.search(
+        r"portique-pseudonymise: CPU per worker process:((?: [\d.]+ s)+)", out.stderr
+    )
+    assert workers is not None and len(workers.group(1).split(" s")) - 1 == os.cpu_count()
     assert list(workdir.iterdir()) == []
 
 
