@@ -43,6 +43,7 @@ from aiosmtpd.smtp import (
     AuthResult,
     LoginPassword,
     TLSSetupException,
+    syntax,
 )
 from aiosmtpd.smtp import log as aiosmtpd_log
 
@@ -172,19 +173,27 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 PLAIN_ADDRESS = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _PLAIN_ANGLE_ADDRESS = re.compile(rf"<({PLAIN_ADDRESS})>(?=$|[ \t])")
 
+# aiosmtpd's own replies to MAIL/RCPT, which PortiqueSMTP gives in its place.
+_MAIL_SYNTAX = "501 Syntax: MAIL FROM: <address>"
+_MAIL_SYNTAX_ESMTP = _MAIL_SYNTAX + " [SP <mail-parameters>]"
+_RCPT_SYNTAX = "501 Syntax: RCPT TO: <address>"
+_RCPT_SYNTAX_ESMTP = _RCPT_SYNTAX + " [SP <mail-parameters>]"
+_MALFORMED_ADDRESS = "553 5.1.3 Error: malformed address"
 _NO_PEER = object()  # PortiqueSMTP._peer_verdict before its first RCPT
 
 
 class PortiqueSMTP(SMTP):
     """aiosmtpd's protocol machine with Portique's DATA, limits and replies.
 
-    The command loop is Portique's code, DATA too; every other command is aiosmtpd's
-    (`SMTP.smtp_*`). The loop is aiosmtpd 1.4.6's, step for step and reply for reply, less
-    the work Portique does not need per command: no line-by-line logging ("mail.log" is
-    silenced, see SmtpServer.start: it would log addresses), one idle timer per session
-    instead of one per command. It relies on the settings passed below (no PROXY protocol,
-    no command call limits, SMTPUTF8 on); tests/relay/test_smtp_commands_as_aiosmtpd.py
-    compares the replies with aiosmtpd's own, line by line."""
+    The commands of a transaction (MAIL, RCPT, DATA) are answered by Portique's code, and
+    so is the command loop; everything else is aiosmtpd's (`SMTP.smtp_*`). The loop and
+    MAIL/RCPT are aiosmtpd 1.4.6's, step for step and reply for reply, less the work
+    Portique does not need per command: no line-by-line logging ("mail.log" is silenced,
+    see SmtpServer.start: it would log addresses), no coroutine per precondition check or
+    hook, one idle timer per session instead of one per command. They rely on the settings
+    passed below (no PROXY protocol, no command call limits, SMTPUTF8 on, decode_data
+    off); tests/relay/test_smtp_commands_as_aiosmtpd.py compares the replies with
+    aiosmtpd's own, line by line."""
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
@@ -410,7 +419,97 @@ class PortiqueSMTP(SMTP):
             return None, None
         return address, rest
 
-    # --- Portique's checks at MAIL and RCPT ------------------------------------------
+    # --- MAIL and RCPT ---------------------------------------------------------------
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")  # for HELP, as aiosmtpd
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """aiosmtpd 1.4.6's SMTP.smtp_MAIL with Portique's sender checks called directly."""
+        session, envelope = self.session, self.envelope
+        assert session is not None and envelope is not None
+        if not session.host_name or self._auth_required:
+            await super().smtp_MAIL(arg)  # its "503 Error: send HELO first" or 530
+            return
+        syntaxerr = _MAIL_SYNTAX_ESMTP if session.extended_smtp else _MAIL_SYNTAX
+        if arg is None:
+            await self.push(syntaxerr)
+            return
+        arg = self._strip_command_keyword("FROM:", arg)
+        if arg is None:
+            await self.push(syntaxerr)
+            return
+        address, addrparams = self._getaddr(arg)
+        if address is None:
+            await self.push(_MALFORMED_ADDRESS)
+            return
+        if not address or (not session.extended_smtp and addrparams):
+            await self.push(syntaxerr)
+            return
+        if envelope.mail_from:
+            await self.push("503 Error: nested MAIL command")
+            return
+        assert addrparams is not None
+        mail_options = addrparams.upper().split()
+        params = self._getparams(mail_options)
+        if params is None:
+            await self.push(syntaxerr)
+            return
+        if params.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):  # decode_data is off
+            await self.push("501 Error: BODY can only be one of 7BIT, 8BITMIME")
+            return
+        smtputf8 = params.pop("SMTPUTF8", False)
+        if not isinstance(smtputf8, bool):
+            await self.push("501 Error: SMTPUTF8 takes no arguments")
+            return
+        envelope.smtp_utf8 = smtputf8  # SMTPUTF8 is enabled
+        size = params.pop("SIZE", None)
+        if size:
+            if isinstance(size, bool) or not size.isdigit():
+                await self.push(syntaxerr)
+                return
+            if self.data_size_limit and int(size) > self.data_size_limit:
+                await self.push("552 Error: message size exceeds fixed maximum message size")
+                return
+        if params:
+            await self.push("555 MAIL FROM parameters not recognized or not implemented")
+            return
+        await self.push(self.accept_sender(envelope, address, mail_options))
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """aiosmtpd 1.4.6's SMTP.smtp_RCPT with Portique's recipient checks called directly."""
+        session, envelope = self.session, self.envelope
+        assert session is not None and envelope is not None
+        if not session.host_name or self._auth_required:
+            await super().smtp_RCPT(arg)  # its "503 Error: send HELO first" or 530
+            return
+        if not envelope.mail_from:
+            await self.push("503 Error: need MAIL command")
+            return
+        syntaxerr = _RCPT_SYNTAX_ESMTP if session.extended_smtp else _RCPT_SYNTAX
+        if arg is None:
+            await self.push(syntaxerr)
+            return
+        arg = self._strip_command_keyword("TO:", arg)
+        if arg is None:
+            await self.push(syntaxerr)
+            return
+        address, params = self._getaddr(arg)
+        if address is None:
+            await self.push(_MALFORMED_ADDRESS)
+            return
+        if not address or (not session.extended_smtp and params):
+            await self.push(syntaxerr)
+            return
+        assert params is not None
+        rcpt_options = params.upper().split()
+        params_dict = self._getparams(rcpt_options)
+        if params_dict is None:
+            await self.push(syntaxerr)
+            return
+        if params_dict:
+            await self.push("555 RCPT TO parameters not recognized or not implemented")
+            return
+        await self.push(self.accept_recipient(envelope, address, rcpt_options))
 
     def accept_sender(self, envelope: Any, address: str, options: list[str]) -> str:
         """Portique's MAIL FROM checks (disk guard, sender syntax); the reply."""
@@ -594,7 +693,9 @@ def address_ok(address: str) -> bool:
 
 
 class _Hooks:
-    """aiosmtpd handler hooks: relay control, disk guard and recipient limits."""
+    """aiosmtpd handler hooks: Portique's MAIL and RCPT checks wherever aiosmtpd's own
+    smtp_MAIL/smtp_RCPT run (PortiqueSMTP hands them the sessions without HELO, or with
+    auth_required set). Without them aiosmtpd accepts every recipient: an open relay."""
 
     def __init__(self, proto: PortiqueSMTP) -> None:
         self.proto = proto

@@ -283,7 +283,7 @@ def test_both_servers_accept_the_transaction(servers: dict[str, ServerPair]) -> 
 def test_reference_is_aiosmtpd_code() -> None:
     """The reference really runs aiosmtpd's methods, and Portique its own."""
     method: Callable[..., object]
-    for name in ("_serve_commands", "push", "_reset_timeout"):
+    for name in ("_serve_commands", "smtp_MAIL", "smtp_RCPT", "push", "_reset_timeout"):
         method = getattr(AiosmtpdSession, name)
         assert method.__module__ == "aiosmtpd.smtp"
         assert getattr(PortiqueSMTP, name).__module__ == "gateway.smtp"
