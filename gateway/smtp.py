@@ -36,7 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import (
+    ALLOWED_BEFORE_STARTTLS,
+    BOGUS_LIMIT,
+    SMTP,
+    AuthResult,
+    LoginPassword,
+    TLSSetupException,
+    syntax,
+)
+from aiosmtpd.smtp import log as aiosmtpd_log
 
 from gateway.config import SmtpConfig, SmtpUser, parse_listen
 from gateway.errors import DiskFullError, SpoolError
@@ -164,9 +173,27 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 PLAIN_ADDRESS = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _PLAIN_ANGLE_ADDRESS = re.compile(rf"<({PLAIN_ADDRESS})>(?=$|[ \t])")
 
+# aiosmtpd's own replies to MAIL/RCPT, which PortiqueSMTP gives in its place.
+_MAIL_SYNTAX = "501 Syntax: MAIL FROM: <address>"
+_MAIL_SYNTAX_ESMTP = _MAIL_SYNTAX + " [SP <mail-parameters>]"
+_RCPT_SYNTAX = "501 Syntax: RCPT TO: <address>"
+_RCPT_SYNTAX_ESMTP = _RCPT_SYNTAX + " [SP <mail-parameters>]"
+_MALFORMED_ADDRESS = "553 5.1.3 Error: malformed address"
+_NO_PEER = object()  # PortiqueSMTP._peer_verdict before its first RCPT
+
 
 class PortiqueSMTP(SMTP):
-    """aiosmtpd's protocol machine with Portique's DATA, limits and replies."""
+    """aiosmtpd's protocol machine with Portique's DATA, limits and replies.
+
+    The commands of a transaction (MAIL, RCPT, DATA) are answered by Portique's code, and
+    so is the command loop; everything else is aiosmtpd's (`SMTP.smtp_*`). The loop and
+    MAIL/RCPT are aiosmtpd 1.4.6's, step for step and reply for reply, less the work
+    Portique does not need per command: no line-by-line logging ("mail.log" is silenced,
+    see SmtpServer.start: it would log addresses), no coroutine per precondition check or
+    hook, one idle timer per session instead of one per command. They rely on the settings
+    passed below (no PROXY protocol, no command call limits, SMTPUTF8 on, decode_data
+    off); tests/relay/test_smtp_commands_as_aiosmtpd.py compares the replies with
+    aiosmtpd's own, line by line."""
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
@@ -190,6 +217,13 @@ class PortiqueSMTP(SMTP):
         )
         self.auth_user = ""
         self._counted = False
+        # When the session times out unless a command comes first (loop.time()).
+        self._idle_deadline = 0.0
+        # Per session: the peer and whether its network may relay; the HELO name as
+        # given and as written in Received; the logger bound once (see `_log`).
+        self._peer_verdict: tuple[Any, bool] = (_NO_PEER, False)
+        self._helo: tuple[str, str] = ("", "")
+        self._bound_log: Any = None
 
     # --- session admission ----------------------------------------------------------
 
@@ -204,17 +238,138 @@ class PortiqueSMTP(SMTP):
         gate.live.add(self)
         self._counted = True
         try:
-            await super()._handle_client()
+            await self._serve_commands()
         finally:
             gate.sessions -= 1
             gate.live.discard(self)
             self._counted = False
 
+    # --- the command loop ----------------------------------------------------------
+
+    async def _serve_commands(self) -> None:
+        """aiosmtpd 1.4.6's SMTP._handle_client after the PROXY step (not configured):
+        read a line, check it, dispatch it to `smtp_<COMMAND>`. Same checks in the same
+        order, same replies; see the class docstring for what it leaves out."""
+        assert self.session is not None
+        await self.push(f"220 {self.hostname} {self.__ident__}")
+        bogus_budget = BOGUS_LIMIT
+        while self.transport is not None:
+            try:
+                try:
+                    line = await self._reader.readuntil()
+                except asyncio.LimitOverrunError as error:
+                    await self._discard_rest_of_line(error.consumed)
+                    await self.push("500 Command line too long")
+                    continue
+                line = line.rstrip(b"\r\n")
+                if not line:
+                    await self.push("500 Error: bad syntax")
+                    continue
+                command_bytes, _, arg_bytes = line.partition(b" ")
+                try:
+                    command = command_bytes.upper().decode("ascii")
+                except UnicodeDecodeError:
+                    await self.push("500 Error: bad syntax")
+                    continue
+                # SMTPUTF8 on: any argument bytes are kept (surrogateescape), as aiosmtpd.
+                arg = str(arg_bytes.strip(), "utf-8", "surrogateescape") if arg_bytes else None
+                if self.session.extended_smtp:
+                    size_limit = self.command_size_limits[command]
+                else:
+                    size_limit = self.command_size_limit
+                if len(line) > size_limit:
+                    await self.push("500 Command line too long")
+                    continue
+                if not self._tls_handshake_okay and command != "QUIT":
+                    await self.push("554 Command refused due to lack of security")
+                    continue
+                if (
+                    self.require_starttls
+                    and not self._tls_protocol
+                    and command not in ALLOWED_BEFORE_STARTTLS
+                ):
+                    await self.push("530 Must issue a STARTTLS command first")
+                    continue
+                method = self._smtp_methods.get(command)
+                if method is None:
+                    aiosmtpd_log.warning("%r unrecognised: %s", self.session.peer, command)
+                    bogus_budget -= 1
+                    if bogus_budget < 1:
+                        aiosmtpd_log.warning("%r too many bogus commands", self.session.peer)
+                        await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
+                        self.transport.close()
+                        continue
+                    await self.push(f'500 Error: command "{command}" not recognized')
+                    continue
+                self._reset_timeout()
+                await method(arg)
+            except (asyncio.CancelledError, ConnectionResetError):
+                # The connection went away (also during DATA).
+                self._writer.close()
+                raise
+            except Exception as error:
+                # Never the exception's text (module docstring): where aiosmtpd would
+                # echo a failing handle_exception's error, the reply is a 451.
+                try:
+                    status = await self.handle_exception(error)
+                except Exception:
+                    status = R_TEMP_FAIL
+                if isinstance(error, TLSSetupException):
+                    assert self.transport is not None
+                    self.transport.close()
+                    self.connection_lost(error)
+                else:
+                    await self.push(status)
+
+    async def _discard_rest_of_line(self, consumed: int) -> None:
+        """Drop a command line longer than the reader's limit, up to its end."""
+        await self._reader.read(consumed)
+        while True:
+            try:
+                await self._reader.readuntil()
+                return
+            except asyncio.LimitOverrunError as more:
+                await self._reader.read(more.consumed)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Push the idle deadline back. aiosmtpd cancels and creates a timer on every
+        command; here the timer stays armed and, when it fires before the deadline
+        (commands came since), `_timeout_cb` re-arms it for the rest."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._idle_deadline = deadline
+        timer = self._timeout_handle
+        if timer is None or timer.cancelled() or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timeout_handle = self.loop.call_at(deadline, self._timeout_cb)
+
+    def _timeout_cb(self) -> None:
+        remaining = self._idle_deadline - self.loop.time()
+        if remaining > 0:
+            self._timeout_handle = self.loop.call_later(remaining, self._timeout_cb)
+            return
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    async def push(self, status: str | bytes) -> None:
+        """aiosmtpd's push (UTF-8, as with SMTPUTF8 on) without its debug log line."""
+        data = status.encode() if isinstance(status, str) else status
+        self._writer.write(data + b"\r\n")
+        await self._writer.drain()
+
     async def handle_exception(self, error: Exception) -> str:
-        log.warning("smtp_internal_error", error=type(error).__name__)
+        self._log.warning("smtp_internal_error", error=type(error).__name__)
         if isinstance(error, DiskFullError):
             return R_DISK_LOW
         return R_TEMP_FAIL
+
+    @property
+    def _log(self) -> Any:
+        """The module's logger, bound on first use: structlog's lazy proxy assembles a
+        new logger on every call (~2.6 % of smtp_DATA under load). Per session, so a
+        session started after a logging reconfiguration uses the new one."""
+        if self._bound_log is None:
+            self._bound_log = log.bind()
+        return self._bound_log
 
     def _authenticate_user(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
@@ -233,8 +388,20 @@ class PortiqueSMTP(SMTP):
         self._set_post_data_state()  # type: ignore[no-untyped-call]
 
     def relay_allowed(self) -> bool:
-        assert self.session is not None
-        return bool(self.session.authenticated) or self.gate.peer_allowed(self.session.peer)
+        session = self.session
+        assert session is not None
+        if session.authenticated:
+            return True
+        peer, allowed = self._peer_verdict
+        if peer != session.peer:  # the first time (the peer is fixed for a connection)
+            allowed = self.gate.peer_allowed(session.peer)
+            self._peer_verdict = (session.peer, allowed)
+        return allowed
+
+    def _helo_for_received(self, host_name: str) -> str:
+        if self._helo[0] != host_name:
+            self._helo = (host_name, _sanitize_helo(host_name))
+        return self._helo[1]
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's MAIL/RCPT address parsing, with a fast path for the usual
@@ -252,14 +419,138 @@ class PortiqueSMTP(SMTP):
             return None, None
         return address, rest
 
+    # --- MAIL and RCPT ---------------------------------------------------------------
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")  # for HELP, as aiosmtpd
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """aiosmtpd 1.4.6's SMTP.smtp_MAIL with Portique's sender checks called directly."""
+        session, envelope = self.session, self.envelope
+        assert session is not None and envelope is not None
+        if not session.host_name or self._auth_required:
+            await super().smtp_MAIL(arg)  # its "503 Error: send HELO first" or 530
+            return
+        syntaxerr = _MAIL_SYNTAX_ESMTP if session.extended_smtp else _MAIL_SYNTAX
+        if arg is None:
+            await self.push(syntaxerr)
+            return
+        arg = self._strip_command_keyword("FROM:", arg)
+        if arg is None:
+            await self.push(syntaxerr)
+            return
+        address, addrparams = self._getaddr(arg)
+        if address is None:
+            await self.push(_MALFORMED_ADDRESS)
+            return
+        if not address or (not session.extended_smtp and addrparams):
+            await self.push(syntaxerr)
+            return
+        if envelope.mail_from:
+            await self.push("503 Error: nested MAIL command")
+            return
+        assert addrparams is not None
+        mail_options = addrparams.upper().split()
+        params = self._getparams(mail_options)
+        if params is None:
+            await self.push(syntaxerr)
+            return
+        if params.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):  # decode_data is off
+            await self.push("501 Error: BODY can only be one of 7BIT, 8BITMIME")
+            return
+        smtputf8 = params.pop("SMTPUTF8", False)
+        if not isinstance(smtputf8, bool):
+            await self.push("501 Error: SMTPUTF8 takes no arguments")
+            return
+        envelope.smtp_utf8 = smtputf8  # SMTPUTF8 is enabled
+        size = params.pop("SIZE", None)
+        if size:
+            if isinstance(size, bool) or not size.isdigit():
+                await self.push(syntaxerr)
+                return
+            if self.data_size_limit and int(size) > self.data_size_limit:
+                await self.push("552 Error: message size exceeds fixed maximum message size")
+                return
+        if params:
+            await self.push("555 MAIL FROM parameters not recognized or not implemented")
+            return
+        await self.push(self.accept_sender(envelope, address, mail_options))
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """aiosmtpd 1.4.6's SMTP.smtp_RCPT with Portique's recipient checks called directly."""
+        session, envelope = self.session, self.envelope
+        assert session is not None and envelope is not None
+        if not session.host_name or self._auth_required:
+            await super().smtp_RCPT(arg)  # its "503 Error: send HELO first" or 530
+            return
+        if not envelope.mail_from:
+            await self.push("503 Error: need MAIL command")
+            return
+        syntaxerr = _RCPT_SYNTAX_ESMTP if session.extended_smtp else _RCPT_SYNTAX
+        if arg is None:
+            await self.push(syntaxerr)
+            return
+        arg = self._strip_command_keyword("TO:", arg)
+        if arg is None:
+            await self.push(syntaxerr)
+            return
+        address, params = self._getaddr(arg)
+        if address is None:
+            await self.push(_MALFORMED_ADDRESS)
+            return
+        if not address or (not session.extended_smtp and params):
+            await self.push(syntaxerr)
+            return
+        assert params is not None
+        rcpt_options = params.upper().split()
+        params_dict = self._getparams(rcpt_options)
+        if params_dict is None:
+            await self.push(syntaxerr)
+            return
+        if params_dict:
+            await self.push("555 RCPT TO parameters not recognized or not implemented")
+            return
+        await self.push(self.accept_recipient(envelope, address, rcpt_options))
+
+    def accept_sender(self, envelope: Any, address: str, options: list[str]) -> str:
+        """Portique's MAIL FROM checks (disk guard, sender syntax); the reply."""
+        gate = self.gate
+        try:
+            free = gate.spool.free_bytes()
+        except OSError:
+            return R_TEMP_FAIL
+        if free < DISK_GUARD_FACTOR * gate.cfg.max_message_size:
+            self._log.warning("smtp_disk_low", free_bytes=free)
+            return R_DISK_LOW
+        if address != "<>" and not address_ok(address):
+            return "501 5.1.7 Bad sender address syntax"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    def accept_recipient(self, envelope: Any, address: str, options: list[str]) -> str:
+        """Portique's RCPT TO checks (relay control, syntax, recipient limit); the reply."""
+        if not self.relay_allowed():
+            assert self.session is not None
+            self._log.info("smtp_relay_denied", client=_peer_host(self.session.peer))
+            return R_RELAY_DENIED
+        if not address_ok(address):
+            return "501 5.1.3 Bad recipient address syntax"
+        if len(envelope.rcpt_tos) >= self.gate.cfg.max_recipients:
+            return R_TOO_MANY_RCPTS
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return R_RCPT_OK
+
     # --- DATA ----------------------------------------------------------------------
 
     async def smtp_DATA(self, arg: str) -> None:
-        if await self.check_helo_needed():
+        session, transaction = self.session, self.envelope
+        assert session is not None and transaction is not None
+        if not session.host_name:
+            await self.check_helo_needed()  # its "503 Error: send HELO first"
             return
-        assert self.envelope is not None and self.session is not None
-        if not self.envelope.rcpt_tos:
-            await self.push(R_NO_RCPT if self.envelope.mail_from else "503 5.5.1 Need RCPT")
+        if not transaction.rcpt_tos:
+            await self.push(R_NO_RCPT if transaction.mail_from else "503 5.5.1 Need RCPT")
             return
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
@@ -267,13 +558,13 @@ class PortiqueSMTP(SMTP):
         gate = self.gate
         spool_id = new_spool_id()
         envelope = Envelope(
-            mail_from=_null_sender(self.envelope.mail_from or ""),
-            recipients=tuple(self.envelope.rcpt_tos),
-            client=_peer_host(self.session.peer),
-            helo=_sanitize_helo(self.session.host_name or ""),
+            mail_from=_null_sender(transaction.mail_from or ""),
+            recipients=tuple(transaction.rcpt_tos),
+            client=_peer_host(session.peer),
+            helo=self._helo_for_received(session.host_name),
             user=self.auth_user,
-            tls=self.session.ssl is not None,
-            smtp_utf8=self.envelope.smtp_utf8,
+            tls=session.ssl is not None,
+            smtp_utf8=transaction.smtp_utf8,
         )
         started = time.monotonic()
         gate.transactions_in_flight += 1
@@ -291,7 +582,7 @@ class PortiqueSMTP(SMTP):
             if problem is not None:
                 writer.abort()
                 self._end_transaction()
-                log.info(
+                self._log.info(
                     "smtp_transaction",
                     spool_id=spool_id,
                     client=envelope.client,
@@ -301,11 +592,13 @@ class PortiqueSMTP(SMTP):
                 await self.push(problem)
                 return
             try:
-                await asyncio.wait_for(writer.commit(), gate.cfg.data_reply_budget)
+                # asyncio.timeout, not wait_for: no task per message for the commit.
+                async with asyncio.timeout(gate.cfg.data_reply_budget):
+                    await writer.commit()
             except (SpoolError, TimeoutError, OSError) as exc:
                 writer.abort()
                 self._end_transaction()
-                log.warning("smtp_spool_failed", spool_id=spool_id, error=type(exc).__name__)
+                self._log.warning("smtp_spool_failed", spool_id=spool_id, error=type(exc).__name__)
                 await self.push(R_TEMP_FAIL)
                 return
             accepted = Accepted(spool_id, envelope, writer.size, message_id, writer.plaintext)
@@ -315,8 +608,8 @@ class PortiqueSMTP(SMTP):
                 if gate.accepted_durable is not None:
                     await gate.accepted_durable()
             except Exception as exc:  # the message is durable; processing resumes at restart
-                log.error("smtp_handoff_failed", spool_id=spool_id, error=type(exc).__name__)
-            log.info(
+                self._log.error("smtp_handoff_failed", spool_id=spool_id, error=type(exc).__name__)
+            self._log.info(
                 "smtp_transaction",
                 spool_id=spool_id,
                 client=envelope.client,
@@ -400,7 +693,9 @@ def address_ok(address: str) -> bool:
 
 
 class _Hooks:
-    """aiosmtpd handler hooks: relay control, disk guard and recipient limits."""
+    """aiosmtpd handler hooks: Portique's MAIL and RCPT checks wherever aiosmtpd's own
+    smtp_MAIL/smtp_RCPT run (PortiqueSMTP hands them the sessions without HELO, or with
+    auth_required set). Without them aiosmtpd accepts every recipient: an open relay."""
 
     def __init__(self, proto: PortiqueSMTP) -> None:
         self.proto = proto
@@ -408,33 +703,12 @@ class _Hooks:
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        gate = self.proto.gate
-        try:
-            free = gate.spool.free_bytes()
-        except OSError:
-            return R_TEMP_FAIL
-        if free < DISK_GUARD_FACTOR * gate.cfg.max_message_size:
-            log.warning("smtp_disk_low", free_bytes=free)
-            return R_DISK_LOW
-        if address != "<>" and not address_ok(address):
-            return "501 5.1.7 Bad sender address syntax"
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 OK"
+        return self.proto.accept_sender(envelope, address, options)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        if not self.proto.relay_allowed():
-            log.info("smtp_relay_denied", client=_peer_host(session.peer))
-            return R_RELAY_DENIED
-        if not address_ok(address):
-            return "501 5.1.3 Bad recipient address syntax"
-        if len(envelope.rcpt_tos) >= self.proto.gate.cfg.max_recipients:
-            return R_TOO_MANY_RCPTS
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        return R_RCPT_OK
+        return self.proto.accept_recipient(envelope, address, options)
 
 
 def load_tls_context(cfg: SmtpConfig, cert: Path, key: Path) -> ssl.SSLContext:

@@ -38,7 +38,8 @@ SINK_FULL = "sink_full"
 MESSAGE_ID_MAX = 998
 
 TERMINATOR = b"\r\n.\r\n"
-_MESSAGE_ID_LINE = re.compile(rb"^message-id:([^\r\n]*)\r\n", re.IGNORECASE | re.MULTILINE)
+_MESSAGE_ID = b"message-id:"
+_REST_OF_LINE = re.compile(rb"[^\r\n]*\r\n")
 
 
 class SinkFull(Exception):
@@ -85,7 +86,7 @@ class DataDecoder:
         if (
             block.count(b"\r") != crlf
             or block.count(b"\n") != crlf
-            or (len(block) > self._line_limit and _longest_line(block) > self._line_limit)
+            or (len(block) > self._line_limit and _has_long_line(block, self._line_limit))
         ):
             for piece in block.split(b"\r\n")[:-1]:
                 self._line(piece)
@@ -131,9 +132,34 @@ class DataDecoder:
         if end >= 0:
             self._in_headers = False
             text = text[: end + 2]
-        for found in _MESSAGE_ID_LINE.finditer(text):
-            if found.end() - found.start() <= MESSAGE_ID_MAX:
-                self.message_id = found.group(1).strip().decode("ascii", "replace")
+        # Each line starting "Message-ID:" in any case (bytes.lower() folds ASCII letters
+        # only) and ending in CRLF, as a regex would find it; found with string searches.
+        lowered = text.lower()
+        at = lowered.find(_MESSAGE_ID)
+        while at >= 0:
+            if at == 0 or text[at - 1] == 0x0A:  # at a line start
+                line = _REST_OF_LINE.match(text, at + len(_MESSAGE_ID))
+                if line is not None and line.end() - at <= MESSAGE_ID_MAX:
+                    value = text[at + len(_MESSAGE_ID) : line.end() - 2]
+                    self.message_id = value.strip().decode("ascii", "replace")
+            at = lowered.find(_MESSAGE_ID, at + 1)
+
+
+def _has_long_line(block: bytes, limit: int) -> bool:
+    """Whether a line of `block` is longer than `limit`, CRLF included. `block` is whole
+    CRLF-terminated lines with no other CR or LF.
+
+    Such a line holds a run of at least limit - 1 bytes without LF, and any run that long
+    covers a whole window of half its length aligned on that length: a block in which
+    each of those windows holds an LF has no long line, which a few searches tell
+    without splitting the block into lines."""
+    window = (limit - 1) // 2
+    if window > 0 and all(
+        block.find(b"\n", start, start + window) >= 0
+        for start in range(0, len(block) - window + 1, window)
+    ):
+        return False
+    return _longest_line(block) > limit
 
 
 def _longest_line(block: bytes) -> int:

@@ -280,6 +280,26 @@ async def test_idle_session_times_out(portique_factory, sink):
     await c.close()
 
 
+async def test_idle_timeout_counts_from_the_last_command(portique_factory, sink):
+    """One timer per session, re-armed lazily: commands keep the session open past the
+    timeout, and it closes `session_timeout` after the last one, not later."""
+    timeout = 0.6
+    svc = await portique_factory(sink.port, smtp={"session_timeout": timeout})
+    loop = asyncio.get_running_loop()
+    c = await RawClient.connect(svc.smtp_port)
+    await c.reply()
+    assert (await c.cmd("EHLO client.test")).startswith("250")
+    for _ in range(6):  # 1.5 timeouts of activity
+        await asyncio.sleep(timeout / 4)
+        assert await c.cmd("NOOP") == "250 OK"
+    last_command = loop.time()
+    async with asyncio.timeout(5):
+        assert await c.reader.read() == b""  # closed by the server
+    idle = loop.time() - last_command
+    assert timeout * 0.9 <= idle < timeout * 2.5
+    await c.close()
+
+
 async def test_overlong_line_in_data_is_refused(portique_factory, sink):
     svc = await portique_factory(sink.port)
     reply, c = await _data_dialogue(

@@ -18,6 +18,8 @@ from gateway.smtp_data import (
     TOO_BIG,
     DataDecoder,
     SinkFull,
+    _has_long_line,
+    _longest_line,
     read_data,
 )
 
@@ -68,6 +70,7 @@ def decode(pieces: list[bytes], line_limit: int = LINE_LIMIT) -> tuple[str | Non
 # header-like lines, long lines.
 _fragment = st.sampled_from(
     [b"a", b"Z9", b".", b"..", b" ", b"\r", b"\n", b"\xe9", b"Message-ID: <x@y>", b"x" * 30]
+    + [b"message-id:<l@y>", b"MESSAGE-ID:", b"Message-Id: <\xe9>", b"X-Message-ID: <n@y>"]
 )
 _line = st.lists(_fragment, max_size=5).map(b"".join)
 _message_lines = st.lists(_line, max_size=25)
@@ -226,3 +229,14 @@ async def test_a_large_message_is_read_in_blocks_and_arrives_whole() -> None:
     assert decoder.problem is None
     assert b"".join(written) == rules(raw, 1001, 10_000_000)[1]
     assert len(written) < len(lines) / 10  # blocks, not lines
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=120), min_size=1, max_size=40),
+    st.integers(min_value=3, max_value=100),
+)
+def test_long_line_check_agrees_with_the_longest_line(lengths: list[int], limit: int) -> None:
+    """The windowed search for an overlong line answers as measuring every line does."""
+    block = b"".join(b"x" * n + b"\r\n" for n in lengths)
+    assert _has_long_line(block, limit) == (_longest_line(block) > limit)
