@@ -16,7 +16,8 @@
 # each call, through a wrapper the launcher installs on gateway.service) and prints its
 # mean per message once the gateway has stopped: the pipeline's share of the figure.
 # --threads also splits the CPU between the gateway's threads, by their OS names
-# (gateway/threads.py; pools summed under their prefix, e.g. queue-io for queue-io_0..3).
+# (gateway/threads.py; pools summed under their prefix, e.g. queue-io for queue-io_0..3;
+# every live thread is listed, idle ones at 0.00).
 # Needs /usr/sbin/smtp-source and smtp-sink (Debian postfix), run as root (smtp-sink
 # drops to nobody).
 set -euo pipefail
@@ -97,13 +98,13 @@ cpu_ticks() {  # "user system" ticks of the gateway and its children
   done
   echo "$user $system"
 }
-thread_ticks() {  # "TID NAME TICKS" per thread of the gateway and its children
+thread_ticks() {  # "PID TID NAME TICKS" per thread of the gateway and its children
   local pid task
   for pid in "$GATEWAY_PID" $(pgrep -P "$GATEWAY_PID" || true); do
     for task in /proc/"$pid"/task/*; do
       [ -r "$task/stat" ] || continue
       # comm may hold spaces: the fields after its closing parenthesis are fixed.
-      echo "${task##*/} $(tr ' ' '_' <"$task/comm") $(sed 's/.*) //' "$task/stat" | awk '{print $12 + $13}')"
+      echo "$pid ${task##*/} $(tr ' ' '_' <"$task/comm") $(sed 's/.*) //' "$task/stat" | awk '{print $12 + $13}')"
     done
   done
 }
@@ -125,17 +126,20 @@ if [ "$THREADS" = 1 ]; then
   "$PY" - "$WORK/threads0.txt" "$WORK/threads1.txt" "$MESSAGES" "$(getconf CLK_TCK)" <<'PY'
 import re, sys
 def read(path):
-    return {tid: (name, int(ticks)) for tid, name, ticks in (l.split() for l in open(path))}
+    threads = {}
+    for pid, tid, name, ticks in (line.split() for line in open(path)):
+        # A process's main thread (its event loop) has the process's id; other threads
+        # with no name of their own (the loop's default executor) keep the program's.
+        threads[tid] = ("main (event loop)" if tid == pid else name, int(ticks))
+    return threads
 before, after, messages, hz = read(sys.argv[1]), read(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 by_name = {}
 for tid, (name, ticks) in after.items():
     name = re.sub(r"_\d+$", "", name)  # a pool's threads under their prefix
-    name = "main (event loop)" if name == "python" else name
     by_name[name] = by_name.get(name, 0) + ticks - before.get(tid, (name, 0))[1]
 total = sum(by_name.values()) or 1
 for name, ticks in sorted(by_name.items(), key=lambda item: -item[1]):
-    if ticks:
-        print(f"  thread {name:<16} {1000 * ticks / hz / messages:5.2f} ms per message ({100 * ticks / total:4.1f} %)")
+    print(f"  thread {name:<16} {1000 * ticks / hz / messages:5.2f} ms per message ({100 * ticks / total:4.1f} %)")
 PY
 fi
 if [ "$PIPELINE_CPU" = 1 ]; then
