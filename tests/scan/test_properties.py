@@ -3,6 +3,7 @@ wrong-key numbers are not NIRs unless labelled; both matchers agree on arbitrary
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import phonenumbers
@@ -24,6 +25,8 @@ from gateway.scan import (
     validators,
 )
 from gateway.scan._fold import fold
+from gateway.scan.matchers import compile_shape
+from gateway.scan.shapes import SHAPES
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONTEXT = st.sampled_from(
@@ -338,3 +341,26 @@ def test_any_text_scans_and_rewrites_without_error(
         assert len(result.texts) == len(fields)
         if action is TypeAction.KEEP:
             assert result.texts == texts[: len(fields)]
+
+
+NUMBER_TEXT = st.lists(
+    st.sampled_from(
+        ["1", "2", "7", "0", "9", "00", "+", "2A", "2b", "FR", "de", "X", " ", ".", "-", "(", "\n"]
+    ),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=NUMBER_TEXT)
+def test_start_triggers_match_where_every_match_starts(text: str) -> None:
+    """A shape re-read at its trigger's start (no `before`, no locator) is found only if its
+    trigger matches where each of its matches starts: Hyperscan reports nothing else."""
+    for shape in SHAPES:
+        if shape.trigger is None or shape.before or shape.locate_start is not None:
+            continue
+        trigger = compile_shape(replace(shape, pattern=shape.trigger))
+        for match in compile_shape(shape).finditer(text):
+            assert trigger.match(text, match.start()), (shape.name, text, match.group())
+    fields = [TextField(text)]
+    assert engine("hyperscan").scan_fields(fields) == engine("re").scan_fields(fields)
