@@ -64,7 +64,8 @@ class CandidateMatcher(Protocol):
 
     def shapes(self, folded: str, data: bytes) -> list[Candidate]: ...
 
-    def literals(self, folded: str, data: bytes) -> list[LiteralHit]: ...
+    def literals(self, view: bytes) -> list[LiteralHit]:
+        """Roster literal hits in `view`, the text's `word_view` (the caller keeps it)."""
 
 
 class ReMatcher:
@@ -88,14 +89,13 @@ class ReMatcher:
             found.extend((name, m.start(), m.end()) for m in pattern.finditer(folded))
         return found
 
-    def literals(self, folded: str, data: bytes) -> list[LiteralHit]:
+    def literals(self, view: bytes) -> list[LiteralHit]:
         if self._automaton is None:
             return []
-        view = word_view(data).decode("ascii")
         # Padded [end + 1 - length, end + 1) is " word "; unpadded, the word itself.
         return [
             (index, end + 1 - length, end - 1)
-            for end, (index, length) in self._automaton.iter(view)
+            for end, (index, length) in self._automaton.iter(view.decode("ascii"))
         ]
 
 
@@ -220,7 +220,7 @@ class HyperscanMatcher:
             setattr(self._local, which, scratch)
         return scratch
 
-    def literals(self, folded: str, data: bytes) -> list[LiteralHit]:
+    def literals(self, view: bytes) -> list[LiteralHit]:
         if self._literal_db is None:
             return []
         hits: list[LiteralHit] = []
@@ -228,9 +228,7 @@ class HyperscanMatcher:
         def on_match(index: int, start: int, end: int, _flags: int, _ctx: object) -> None:
             hits.append((index, start, end - 2))  # see ReMatcher.literals
 
-        self._literal_db.scan(
-            word_view(data), match_event_handler=on_match, scratch=self._scratch("literal")
-        )
+        self._literal_db.scan(view, match_event_handler=on_match, scratch=self._scratch("literal"))
         return hits
 
 
