@@ -258,20 +258,21 @@ def _read_windows(plan: _Plan, folded: str, positions: list[int], found: list[Ca
         # A match holds its trigger's start and only `alphabet` characters: it starts
         # after the last barrier before the trigger (see Shape).
         ranges = [(low + len(folded[low:high].rstrip(alphabet)), high) for low, high in ranges]
-    finditer, name = plan.pattern.finditer, plan.name
+    search, name = plan.pattern.search, plan.name
     for low, high in _clusters(ranges, max_len):
         # Matches starting in [low, high] end within max_len of their start, and a final
         # `\b` reads one character further: cutting the text there changes no such
         # match, and bounds the re-read. Matches do not overlap: once one ends past
-        # `high`, the next starts past it, so stop there rather than let finditer try
-        # every position left in the window (up to `max_len`, hundreds of characters for
-        # e-mail/street).
-        for m in finditer(folded, low, high + max_len + 1):
-            if m.start() > high:
-                break
+        # `high`, the next starts past it, so stop there rather than try every position
+        # left in the window (up to `max_len`, hundreds of characters for e-mail/street).
+        # The searches walk the window as finditer would (no shape matches the empty
+        # string), without its iterator (an e-mail's window is usually one search).
+        position, limit = low, high + max_len + 1
+        while (m := search(folded, position, limit)) is not None and m.start() <= high:
             found.append((name, m.start(), m.end()))
             if m.end() > high:
                 break
+            position = m.end()
 
 
 def _clusters(hits: list[tuple[int, int]], max_len: int) -> list[tuple[int, int]]:
