@@ -49,6 +49,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+# The repository (gateway, crypto, tests) and this directory (messages.py): with
+# PYTHONSAFEPATH=1 (no script directory on the path) Python adds neither.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crypto.keys import init_keys, load_keys  # noqa: E402

@@ -344,6 +344,7 @@ class Engine:
         spans: list[list[_Span]] = [[] for _ in range(count)]
         candidates: list[list[tuple[ShapeName, int, int]]] = [[] for _ in range(count)]
         literal_hits: list[list[tuple[int, int, int]]] = [[] for _ in range(count)]
+        view_starts = [-1] * count  # where each field's word view starts in `view`
         scanned: list[int] = []
         whole_kinds = _WHOLE_FIELD_KINDS
         for index, field in enumerate(fields):
@@ -352,7 +353,7 @@ class Engine:
                 spans[index].append(self._whole_field(field, folded_fields[index]))
             elif folded_fields[index]:
                 scanned.append(index)
-        self._match_message(folded_fields, scanned, candidates, literal_hits)
+        view = self._match_message(folded_fields, scanned, candidates, literal_hits, view_starts)
 
         # Most fields of a message hold no candidate and no roster word: every step below
         # only visits the fields that do (and, for names already met, every field).
@@ -390,7 +391,12 @@ class Engine:
             if first_names:
                 spans[index].extend(
                     self._first_names_of_named(
-                        field, folded_fields[index], first_names, protected[index]
+                        field,
+                        folded_fields[index],
+                        view,
+                        view_starts[index],
+                        first_names,
+                        protected[index],
                     )
                 )
         # Birth dates of the patients named in this message -> the patient.
@@ -565,27 +571,34 @@ class Engine:
         scanned: list[int],
         candidates: list[list[tuple[ShapeName, int, int]]],
         literal_hits: list[list[tuple[int, int, int]]],
-    ) -> None:
+        view_starts: list[int],
+    ) -> bytes:
         """Run the matchers once over all fields joined by NUL, then split hits per field
-        (candidates sorted by start and end).
+        (candidates sorted by start and end). Returns the fields' word view, and sets
+        where each field's own view starts in it (`view_starts`).
 
         One pass per message instead of two per field: a message has tens of small
         fields (subject, names, file names). No shape matches NUL, so no candidate
-        spans two fields; a literal hit across a boundary is dropped.
+        spans two fields; a literal hit across a boundary is dropped. NUL reads as a
+        space in the word view, so a field's slice of the joined view, with the space
+        on each side, is the field's own word view (sliced only when read).
         """
         if not scanned:
-            return
+            return b""
         if len(scanned) == 1:  # one field (a document's text): no offsets to map back
             only = scanned[0]
             data = folded_fields[only].encode("ascii")
             candidates[only] = self.matcher.shapes(folded_fields[only], data)
             candidates[only].sort(key=_START_END)
-            literal_hits[only] = self.matcher.literals(folded_fields[only], data)
-            return
+            view = word_view(data)
+            literal_hits[only] = self.matcher.literals(view)
+            view_starts[only] = 0
+            return view
         starts: list[int] = []
         position = 0
         for index in scanned:
             starts.append(position)
+            view_starts[index] = position
             position += len(folded_fields[index]) + 1
         joined = _FIELD_SEPARATOR.join([folded_fields[index] for index in scanned])
         data = joined.encode("ascii")
@@ -603,11 +616,13 @@ class Engine:
                     target = candidates[scanned[slot]]
                 if end <= limit:
                     target.append((name, start - base, end - base))
-        for literal, start, end in self.matcher.literals(joined, data):
+        view = word_view(data)
+        for literal, start, end in self.matcher.literals(view):
             slot = bisect_right(starts, start) - 1
             base = starts[slot]
             if end <= base + len(folded_fields[scanned[slot]]):
                 literal_hits[scanned[slot]].append((literal, start - base, end - base))
+        return view
 
     def _whole_field(self, field: TextField, folded: str) -> _Span:
         """The span of a field that is an identifier as a whole (`_WHOLE_FIELD_KINDS`)."""
@@ -784,24 +799,31 @@ class Engine:
         self,
         field: TextField,
         folded: str,
+        view: bytes,
+        view_start: int,
         first_names: list[tuple[str, str, str]],
         protected: _SpanIndex,
     ) -> list[_Span]:
         """A first name alone, capitalised, of a patient named in this message
-        (`first_names`: see _first_name_literals)."""
+        (`first_names`: see _first_name_literals). The field's word view starts at
+        `view_start` in `view`, the message's (-1: the matchers did not read the field)."""
         found: list[_Span] = []
         if not first_names:
             return found
-        view = word_view(folded.encode("ascii")).decode("ascii")
+        if view_start < 0:
+            field_view = word_view(folded.encode("ascii"))
+        else:
+            field_view = view[view_start : view_start + len(folded) + 2]
+        words = field_view.decode("ascii")
         for key, first, literal in first_names:
-            at = view.find(literal)
+            at = words.find(literal)
             while at >= 0:
-                start, end = at, at + len(literal) - 2  # view is padded by one space
+                start, end = at, at + len(literal) - 2  # the view is padded by one space
                 if (
                     field.text[start : start + 1].isupper() or field.kind in _NAME_BEARING
                 ) and not protected.overlaps(start, end):
                     found.append(_Span(_Kind.NAME, start, end, first, key))
-                at = view.find(literal, at + 1)
+                at = words.find(literal, at + 1)
         return found
 
     def _single_names(

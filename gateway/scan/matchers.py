@@ -64,7 +64,8 @@ class CandidateMatcher(Protocol):
 
     def shapes(self, folded: str, data: bytes) -> list[Candidate]: ...
 
-    def literals(self, folded: str, data: bytes) -> list[LiteralHit]: ...
+    def literals(self, view: bytes) -> list[LiteralHit]:
+        """Roster literal hits in `view`, the text's `word_view` (the caller keeps it)."""
 
 
 class ReMatcher:
@@ -88,14 +89,13 @@ class ReMatcher:
             found.extend((name, m.start(), m.end()) for m in pattern.finditer(folded))
         return found
 
-    def literals(self, folded: str, data: bytes) -> list[LiteralHit]:
+    def literals(self, view: bytes) -> list[LiteralHit]:
         if self._automaton is None:
             return []
-        view = word_view(data).decode("ascii")
         # Padded [end + 1 - length, end + 1) is " word "; unpadded, the word itself.
         return [
             (index, end + 1 - length, end - 1)
-            for end, (index, length) in self._automaton.iter(view)
+            for end, (index, length) in self._automaton.iter(view.decode("ascii"))
         ]
 
 
@@ -220,7 +220,7 @@ class HyperscanMatcher:
             setattr(self._local, which, scratch)
         return scratch
 
-    def literals(self, folded: str, data: bytes) -> list[LiteralHit]:
+    def literals(self, view: bytes) -> list[LiteralHit]:
         if self._literal_db is None:
             return []
         hits: list[LiteralHit] = []
@@ -228,9 +228,7 @@ class HyperscanMatcher:
         def on_match(index: int, start: int, end: int, _flags: int, _ctx: object) -> None:
             hits.append((index, start, end - 2))  # see ReMatcher.literals
 
-        self._literal_db.scan(
-            word_view(data), match_event_handler=on_match, scratch=self._scratch("literal")
-        )
+        self._literal_db.scan(view, match_event_handler=on_match, scratch=self._scratch("literal"))
         return hits
 
 
@@ -260,20 +258,21 @@ def _read_windows(plan: _Plan, folded: str, positions: list[int], found: list[Ca
         # A match holds its trigger's start and only `alphabet` characters: it starts
         # after the last barrier before the trigger (see Shape).
         ranges = [(low + len(folded[low:high].rstrip(alphabet)), high) for low, high in ranges]
-    finditer, name = plan.pattern.finditer, plan.name
+    search, name = plan.pattern.search, plan.name
     for low, high in _clusters(ranges, max_len):
         # Matches starting in [low, high] end within max_len of their start, and a final
         # `\b` reads one character further: cutting the text there changes no such
         # match, and bounds the re-read. Matches do not overlap: once one ends past
-        # `high`, the next starts past it, so stop there rather than let finditer try
-        # every position left in the window (up to `max_len`, hundreds of characters for
-        # e-mail/street).
-        for m in finditer(folded, low, high + max_len + 1):
-            if m.start() > high:
-                break
+        # `high`, the next starts past it, so stop there rather than try every position
+        # left in the window (up to `max_len`, hundreds of characters for e-mail/street).
+        # The searches walk the window as finditer would (no shape matches the empty
+        # string), without its iterator (an e-mail's window is usually one search).
+        position, limit = low, high + max_len + 1
+        while (m := search(folded, position, limit)) is not None and m.start() <= high:
             found.append((name, m.start(), m.end()))
             if m.end() > high:
                 break
+            position = m.end()
 
 
 def _clusters(hits: list[tuple[int, int]], max_len: int) -> list[tuple[int, int]]:

@@ -52,25 +52,35 @@ PARTICLES: Final = frozenset("le la de du des da di dos das del della ben van vo
 
 
 def name_words(folded: str, start: int, end: int) -> list[tuple[int, int]]:
-    """Spans of the words of folded[start:end] that can be part of a name; (-1, -1) breaks."""
-    matches = list(_WORD.finditer(folded, start, end))
+    """Spans of the words of folded[start:end] that can be part of a name; (-1, -1) breaks.
+
+    The words are the `_WORD` matches, read as strings (no match objects: display names
+    and file names are read on every message): every letter starts a match, so each
+    word is the first occurrence of its text after the previous word.
+    """
+    texts: list[str] = _WORD.findall(folded, start, end)
+    starts: list[int] = []
     words: list[tuple[int, int]] = []
-    for m in matches:
-        word = m.group().lower().strip("'-")
-        if word in STOPWORDS or len(word) < 2 or not m.group()[0].isupper():
+    position = start
+    for text in texts:
+        position = folded.find(text, position)
+        starts.append(position)
+        word = text.lower().strip("'-")
+        if word in STOPWORDS or len(word) < 2 or not text[0].isupper():
             words.append((-1, -1))  # a break: names are consecutive words
         else:
-            words.append((m.start(), m.end()))
-    for i in range(len(matches) - 2, -1, -1):
-        m = matches[i]
+            words.append((position, position + len(text)))
+        position += len(text)
+    for i in range(len(texts) - 2, -1, -1):
+        text = texts[i]
         if (
             words[i][0] < 0
             and words[i + 1][0] >= 0
-            and m.group()[0].isupper()
-            and m.group().lower() in PARTICLES
-            and matches[i + 1].start() - m.end() == 1
+            and text[0].isupper()
+            and text.lower() in PARTICLES
+            and starts[i + 1] - (starts[i] + len(text)) == 1
         ):
-            words[i] = (m.start(), m.end())
+            words[i] = (starts[i], starts[i] + len(text))
     return words
 
 

@@ -107,30 +107,43 @@ _CIVILITY = r"(?:M\.|Mr\.?|Mme\.?|Mlle\.?|Madame|Monsieur|Mademoiselle|MME|MR|ML
 _INTRO = r"\b(?:[Pp]atiente?|PATIENTE?|[Pp]our|POUR|[Bb]onjour|[Bb]onsoir|[Cc]here?|[Nn]om)(?: ?:)?"
 _DOCTOR = r"\b(?:Dr|DR|Docteur|DOCTEUR|Pr|Professeur)\.?"
 
+# Heads of the number shapes, each the start of every match and fixed once its start is
+# (every separator is optional but never a digit): Hyperscan triggers reporting one hit per
+# candidate start.
+_NIR_BODY = (
+    r"\b[1-478]"
+    + _SEP
+    + r"\d\d"
+    + _SEP
+    + r"\d\d"
+    + _SEP
+    + r"(?:\d\d|2[ABab])"
+    + _SEP
+    + r"\d\d\d"
+    + _SEP
+    + r"\d\d\d"
+)
+_IBAN_HEAD = r"\b[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2}"
+_INTL_PREFIX = r"(?:\+|\b00)[1-9]"
+
 SHAPES: tuple[Shape, ...] = (
     Shape(
         ShapeName.NIR,
-        r"\b[1-478]"
-        + _SEP
-        + r"\d\d"
-        + _SEP
-        + r"\d\d"
-        + _SEP
-        + r"(?:\d\d|2[ABab])"
-        + _SEP
-        + r"\d\d\d"
-        + _SEP
-        + r"\d\d\d(?:"
-        + _SEP
-        + r"\d\d)?\b",
+        _NIR_BODY + r"(?:" + _SEP + r"\d\d)?\b",
         False,
         24,
+        # The 13 characters before the key, with their exact start: one hit per start (the
+        # whole pattern reported every end, with and without the key).
+        trigger=_NIR_BODY,
     ),
     Shape(
         ShapeName.IBAN,
         r"\b[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
         True,  # "fr76 3000 ..." typed in lower case is still an IBAN
         44,
+        # Country, key and two groups, with their exact start: one hit per start (the
+        # whole pattern reported every end, one per group).
+        trigger=_IBAN_HEAD,
     ),
     Shape(
         ShapeName.PHONE_FR,
@@ -138,7 +151,15 @@ SHAPES: tuple[Shape, ...] = (
         False,
         24,
     ),
-    Shape(ShapeName.PHONE_INTL, r"(?:\+|\b00)[1-9]\d{0,2}(?:[ .-]?\d){6,13}\b", False, 30),
+    Shape(
+        ShapeName.PHONE_INTL,
+        _INTL_PREFIX + r"\d{0,2}(?:[ .-]?\d){6,13}\b",
+        False,
+        30,
+        # "+" or "00" and the first digit, with their exact start: one hit per start (the
+        # whole pattern reported every end, one per digit group).
+        trigger=_INTL_PREFIX,
+    ),
     Shape(
         ShapeName.EMAIL,
         r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,3}\.[A-Za-z]{2,24}\b",

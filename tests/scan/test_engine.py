@@ -283,3 +283,27 @@ def test_first_name_alone_of_a_named_patient(engine: str) -> None:
     out = scan.rewrite_fields(fields, findings, TransformPolicy(audience="lab")).texts[1]
     token = scan.token_for_patient("p-1", "lab")
     assert out == f"Bonjour, {token} souhaite une teinte claire ; marie est un mot ici."
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_first_name_alone_in_every_kind_of_field(engine: str) -> None:
+    """The first name of a patient named in the message is found in each field, read
+    from its slice of the message's word view (or its own view, for a whole field)."""
+    scan = _engine(engine)
+    fields = [
+        TextField("Marie", FieldKind.SUBJECT),
+        TextField("", FieldKind.BODY),
+        TextField("MARIE_scan.stl", FieldKind.FILENAME),
+        TextField("Dupont Marie", FieldKind.PERSON_NAME),
+        TextField("Marie-Claire et Marie", FieldKind.DISPLAY_NAME),
+        TextField("Bonjour Marie,\nDUPONT Marie est attendue. Marie\x00", FieldKind.BODY),
+    ]
+    found = {(f.field, f.start, f.end) for f in scan.scan_fields(fields)}
+    for index, field in enumerate(fields):
+        text = field.text
+        for at in (i for i in range(len(text)) if text.lower().startswith("marie", i)):
+            before = text[at - 1 : at]
+            after = text[at + 5 : at + 6]
+            if before.isalnum() or after.isalnum() or field.kind is FieldKind.PERSON_NAME:
+                continue
+            assert any(f == index and s <= at and at + 5 <= e for f, s, e in found), (index, at)

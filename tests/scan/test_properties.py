@@ -3,6 +3,7 @@ wrong-key numbers are not NIRs unless labelled; both matchers agree on arbitrary
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import phonenumbers
@@ -24,6 +25,8 @@ from gateway.scan import (
     validators,
 )
 from gateway.scan._fold import fold
+from gateway.scan.matchers import compile_shape
+from gateway.scan.shapes import SHAPES
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONTEXT = st.sampled_from(
@@ -338,3 +341,69 @@ def test_any_text_scans_and_rewrites_without_error(
         assert len(result.texts) == len(fields)
         if action is TypeAction.KEEP:
             assert result.texts == texts[: len(fields)]
+
+
+NUMBER_TEXT = st.lists(
+    st.sampled_from(
+        ["1", "2", "7", "0", "9", "00", "+", "2A", "2b", "FR", "de", "X", " ", ".", "-", "(", "\n"]
+    ),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=NUMBER_TEXT)
+def test_start_triggers_match_where_every_match_starts(text: str) -> None:
+    """A shape re-read at its trigger's start (no `before`, no locator) is found only if its
+    trigger matches where each of its matches starts: Hyperscan reports nothing else."""
+    for shape in SHAPES:
+        if shape.trigger is None or shape.before or shape.locate_start is not None:
+            continue
+        trigger = compile_shape(replace(shape, pattern=shape.trigger))
+        for match in compile_shape(shape).finditer(text):
+            assert trigger.match(text, match.start()), (shape.name, text, match.group())
+    fields = [TextField(text)]
+    assert engine("hyperscan").scan_fields(fields) == engine("re").scan_fields(fields)
+
+
+def _name_words_by_match_objects(folded: str, start: int, end: int) -> list[tuple[int, int]]:
+    """names.name_words as first written, on the word regex's match objects."""
+    from gateway.scan import names
+
+    matches = list(names._WORD.finditer(folded, start, end))
+    words: list[tuple[int, int]] = []
+    for m in matches:
+        word = m.group().lower().strip("'-")
+        if word in names.STOPWORDS or len(word) < 2 or not m.group()[0].isupper():
+            words.append((-1, -1))
+        else:
+            words.append((m.start(), m.end()))
+    for i in range(len(matches) - 2, -1, -1):
+        m = matches[i]
+        if (
+            words[i][0] < 0
+            and words[i + 1][0] >= 0
+            and m.group()[0].isupper()
+            and m.group().lower() in names.PARTICLES
+            and matches[i + 1].start() - m.end() == 1
+        ):
+            words[i] = (m.start(), m.end())
+    return words
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    tokens=st.lists(
+        st.tuples(NAME_TOKENS, st.sampled_from([*NAME_SEPARATORS.elements, "-", "'", "9", "_"])),
+        max_size=12,
+    ),
+    cuts=st.tuples(st.integers(0, 200), st.integers(0, 200)),
+)
+def test_name_words_reads_the_word_regex_matches(
+    tokens: list[tuple[str, str]], cuts: tuple[int, int]
+) -> None:
+    from gateway.scan import names
+
+    text = fold("".join(token + separator for token, separator in tokens))
+    start, end = min(cuts), max(cuts)
+    assert names.name_words(text, start, end) == _name_words_by_match_objects(text, start, end)
