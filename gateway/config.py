@@ -240,6 +240,9 @@ class Config:
     # Seconds a worker may go without a heartbeat (its event loop stuck) before the
     # supervisor kills and restarts it (workers > 1 only).
     worker_hang_timeout: float = 30.0
+    # With workers > 1 and no more workers than usable cores: worker N keeps to core N
+    # (gateway/workers.py, `pin_to_core`). false: the kernel moves them freely.
+    pin_workers: bool = True
     log_level: str = "info"
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)

@@ -208,6 +208,29 @@ def command_line(config_path: str | None, args: WorkerArgs) -> list[str]:
     return argv
 
 
+def pin_to_core(slot: WorkerSlot) -> int | None:
+    """Keep this worker process, and the threads it will start, to one core: the
+    slot's index among the cores this process may use. Returns that core, or None
+    (nothing changed) for a single process, more workers than usable cores, or a
+    system without sched_setaffinity.
+
+    Why: with the workers free to move, each one's event loop and its audit-writer and
+    spool-sync threads were scheduled across both cores of the 2-core box, queued
+    behind one another while a core sat idle (the machine 1.65-1.71 of 2 cores busy
+    during compare_postfix's pseudonymising row) and carrying the pipeline's working
+    set from one core's cache to the other. Pinned, the same row kept 1.90-1.92 cores
+    busy and relayed 535-614 msg/s against 467-548 (five alternated pairs, 6,000
+    messages each; load-tests/README.md)."""
+    if slot.count < 2 or not hasattr(os, "sched_setaffinity"):
+        return None
+    usable = sorted(os.sched_getaffinity(0))
+    if slot.count > len(usable):
+        return None
+    core = usable[slot.index]
+    os.sched_setaffinity(0, {core})
+    return core
+
+
 def die_with_parent(parent: int) -> None:
     """Get SIGTERM (an orderly stop) if the supervisor dies, and exit now if it
     already has (Linux PR_SET_PDEATHSIG; elsewhere only the check)."""

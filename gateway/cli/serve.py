@@ -36,12 +36,17 @@ def run_serve(args: argparse.Namespace) -> int:
     configure_logging(cfg.log_level)
     worker = _worker_args(args)
     if worker is not None:
-        from gateway.workers import die_with_parent
+        from gateway.workers import die_with_parent, pin_to_core
 
         die_with_parent(worker.parent)
         import structlog
 
         structlog.contextvars.bind_contextvars(worker=worker.slot.index)
+        if cfg.pin_workers:
+            # Before any thread starts: threads inherit the process's CPU affinity.
+            core = pin_to_core(worker.slot)
+            if core is not None:
+                structlog.get_logger("portique.workers").info("worker_pinned", core=core)
         cfg = dataclasses.replace(cfg, smtp=dataclasses.replace(cfg.smtp, listen=worker.listen))
     elif cfg.worker_count() > 1:
         from gateway.workers import run_supervisor

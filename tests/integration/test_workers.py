@@ -166,6 +166,14 @@ async def test_two_workers_relay_once_share_lockdown_audit_and_metrics(
         assert "2 workers" in gateway.stdout_path.read_text()
         pids = worker_pids(gateway)
         assert len(pids) == 2
+        # pin_workers (default): worker N keeps to the N-th usable core, its threads too.
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) >= 2:
+            for index, pid in enumerate(pids):
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    assert os.sched_getaffinity(int(task)) == {cores[index]}
+        else:  # more workers than cores: left to the kernel
+            assert all(os.sched_getaffinity(pid) == set(cores) for pid in pids)
 
         # Concurrent clients: every message arrives once, pseudonymised.
         markers = [f"w-{n}" for n in range(24)]

@@ -292,3 +292,32 @@ async def test_a_copy_waiting_for_its_slot_is_kept_when_a_lockdown_begins(
     finally:
         await queue.stop()
         store.close()
+
+
+def _affinity_after_pinning(index: int, count: int, pin: bool) -> tuple[int | None, list[int]]:
+    """In a child process (pinning the test process would last): pin_to_core's answer
+    and the process's usable cores afterwards."""
+    import os
+
+    from gateway.workers import pin_to_core
+
+    core = pin_to_core(WorkerSlot(index, count)) if pin else None
+    return core, sorted(os.sched_getaffinity(0))
+
+
+def test_pin_to_core_keeps_a_worker_to_its_own_core_only_when_there_is_one() -> None:
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    cores = sorted(os.sched_getaffinity(0))
+    context = multiprocessing.get_context("spawn")
+    cases = [(0, 1), (1, len(cores)), (0, len(cores) + 1)]
+    # A new process per case: a pinned process stays pinned.
+    with ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
+        results = [pool.submit(_affinity_after_pinning, i, n, True).result() for i, n in cases]
+        unpinned = pool.submit(_affinity_after_pinning, 0, 1, False).result()
+    assert unpinned == (None, cores)
+    assert results[0] == (None, cores)  # a single process is never pinned
+    if len(cores) >= 2:
+        assert results[1] == (cores[1], [cores[1]])  # worker 1 of N: the second core
+    assert results[2] == (None, cores)  # more workers than cores: left to the kernel
