@@ -53,6 +53,8 @@ Invariants:
   seconds without one the supervisor logs `worker_hung`, SIGKILLs it and restarts it
   (its acknowledged messages are in its spool directory, recovered by the successor).
 - Workers die with the supervisor (PR_SET_PDEATHSIG): no orphan keeps the port.
+- With `pin_workers` and no more workers than usable cores, worker N and every thread
+  it starts keep to the N-th usable core (`pin_to_core`, before any thread starts).
 - Worker 0's /readyz covers every worker: the supervisor rewrites STATUS_FILE each
   second (which workers are up: ready, and a heartbeat within the last 3 seconds), and
   `workers_up` is true only if that file is current and every worker in it is up.
