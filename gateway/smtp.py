@@ -430,24 +430,14 @@ class PortiqueSMTP(SMTP):
             await super().smtp_MAIL(arg)  # its "503 Error: send HELO first" or 530
             return
         syntaxerr = _MAIL_SYNTAX_ESMTP if session.extended_smtp else _MAIL_SYNTAX
-        if arg is None:
-            await self.push(syntaxerr)
+        path = self._path_argument("FROM:", arg, syntaxerr)
+        if isinstance(path, str):
+            await self.push(path)
             return
-        arg = self._strip_command_keyword("FROM:", arg)
-        if arg is None:
-            await self.push(syntaxerr)
-            return
-        address, addrparams = self._getaddr(arg)
-        if address is None:
-            await self.push(_MALFORMED_ADDRESS)
-            return
-        if not address or (not session.extended_smtp and addrparams):
-            await self.push(syntaxerr)
-            return
+        address, addrparams = path
         if envelope.mail_from:
             await self.push("503 Error: nested MAIL command")
             return
-        assert addrparams is not None
         mail_options = addrparams.upper().split()
         params = self._getparams(mail_options)
         if params is None:
@@ -486,21 +476,11 @@ class PortiqueSMTP(SMTP):
             await self.push("503 Error: need MAIL command")
             return
         syntaxerr = _RCPT_SYNTAX_ESMTP if session.extended_smtp else _RCPT_SYNTAX
-        if arg is None:
-            await self.push(syntaxerr)
+        path = self._path_argument("TO:", arg, syntaxerr)
+        if isinstance(path, str):
+            await self.push(path)
             return
-        arg = self._strip_command_keyword("TO:", arg)
-        if arg is None:
-            await self.push(syntaxerr)
-            return
-        address, params = self._getaddr(arg)
-        if address is None:
-            await self.push(_MALFORMED_ADDRESS)
-            return
-        if not address or (not session.extended_smtp and params):
-            await self.push(syntaxerr)
-            return
-        assert params is not None
+        address, params = path
         rcpt_options = params.upper().split()
         params_dict = self._getparams(rcpt_options)
         if params_dict is None:
@@ -510,6 +490,25 @@ class PortiqueSMTP(SMTP):
             await self.push("555 RCPT TO parameters not recognized or not implemented")
             return
         await self.push(self.accept_recipient(envelope, address, rcpt_options))
+
+    def _path_argument(
+        self, keyword: str, arg: str | None, syntaxerr: str
+    ) -> tuple[str, str] | str:
+        """MAIL's or RCPT's argument read as aiosmtpd reads it: (address, parameters),
+        or the reply that refuses it."""
+        assert self.session is not None
+        if arg is None:
+            return syntaxerr
+        arg = self._strip_command_keyword(keyword, arg)
+        if arg is None:
+            return syntaxerr
+        address, params = self._getaddr(arg)
+        if address is None:
+            return _MALFORMED_ADDRESS
+        if not address or (not self.session.extended_smtp and params):
+            return syntaxerr
+        assert params is not None
+        return address, params
 
     def accept_sender(self, envelope: Any, address: str, options: list[str]) -> str:
         """Portique's MAIL FROM checks (disk guard, sender syntax); the reply."""
