@@ -121,3 +121,29 @@ def test_python_floor_row_relays_every_message(workdir: Path) -> None:
     assert row["delivered"] == "25" and "INCOMPLETE" not in row["note"]
     assert float(row["rate"]) > 0
     assert list(workdir.iterdir()) == []
+
+
+def test_rounds_print_each_ratio_and_their_spread(workdir: Path) -> None:
+    """compare_rounds.sh: Postfix's and Portique's rows alternated per round, each
+    round's ratio the quotient of its two rates, and a summary that matches them."""
+    out = run_script(workdir, "compare_rounds.sh", "-r", "2", "-m", "20", "-s", "3")
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    rounds = re.findall(
+        r"^round \d: Postfix ([\d.]+) msg/s, Portique ([\d.]+) msg/s, ratio ([\d.]+)$",
+        out.stdout,
+        re.M,
+    )
+    assert len(rounds) == 2, out.stdout
+    ratios = sorted(float(r) for _, _, r in rounds)
+    for postfix, portique, ratio in rounds:
+        assert abs(float(portique) / float(postfix) - float(ratio)) <= 0.01
+    summary = re.search(
+        r"ratio over 2 rounds: min ([\d.]+), median ([\d.]+), max ([\d.]+); (\d) of 2 at 1.0",
+        out.stdout,
+    )
+    assert summary is not None, out.stdout
+    assert float(summary[1]) == ratios[0] and float(summary[3]) == ratios[1]
+    assert abs(float(summary[2]) - sum(ratios) / 2) <= 0.006
+    assert int(summary[4]) == sum(r >= 1.0 for r in ratios)
+    assert list(workdir.iterdir()) == []
+    assert no_private_postfix_left(workdir)
