@@ -26,9 +26,9 @@ Invariants:
   fsyncs and the rename into `active/`.
 - A processed entry's unlink (`remove`) is done by the same thread, in its next pass
   (at most REMOVAL_DELAY later), before that pass's directory fsync: on the event loop,
-  an unlink waited ~1 ms behind the journal's commits under load. Until it is done, a crash leaves the entry,
-  which is processed again at restart: a duplicate, never a loss (reliability
-  promise 1). `stop()` does the removals still waiting.
+  an unlink waited ~1 ms behind the journal's commits under load. Until it is done, a
+  crash leaves the entry, which is processed again at restart: a duplicate, never a
+  loss (reliability promise 1). `stop()` does the removals still waiting.
 - Spool ids are unique across processes (time, pid, randomness).
 - Worker processes (gateway/workers.py): worker 0 uses `spool/` itself, worker N
   `spool/w<N>/` with the same layout, and only its own: a restarted worker recovers
@@ -299,7 +299,7 @@ class Spool:
         for d in (self.root, self.incoming, self.active):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._pending: list[_PendingCommit] = []
-        self._removals: list[Path] = []  # processed entries, unlinked by the next pass
+        self._removals: list[str] = []  # processed entries, unlinked by the next pass
         self._removal_wake: asyncio.TimerHandle | None = None
         # A thread of its own: durability must not queue behind unrelated blocking work.
         self._sync_thread = named_executor(1, "spool-sync")
@@ -415,21 +415,21 @@ class Spool:
                 if not p.done.done():
                     p.done.set_result(None)
 
-    def _take_removals(self) -> list[Path]:
+    def _take_removals(self) -> list[str]:
         if self._removal_wake is not None:
             self._removal_wake.cancel()
             self._removal_wake = None
         removals, self._removals = self._removals, []
         return removals
 
-    def _unlink(self, paths: Sequence[Path]) -> None:
+    def _unlink(self, paths: Sequence[str]) -> None:
         for path in paths:
             try:
-                path.unlink(missing_ok=True)
+                _unlink_if_present(path)
             except OSError:
                 self.stats.removal_failures += 1  # the entry is processed again at restart
 
-    def _make_durable(self, batch: Sequence[_PendingCommit], removals: Sequence[Path]) -> None:
+    def _make_durable(self, batch: Sequence[_PendingCommit], removals: Sequence[str]) -> None:
         """One pass for a batch: data durable, then names durable, in O(1) sync calls.
         The processed entries in `removals` are unlinked first, so the directory fsync
         makes their removal durable too.
@@ -504,10 +504,11 @@ class Spool:
     def remove(self, spool_id: str) -> None:
         """Drop a processed entry: unlinked by the sync thread's next pass (see the
         module docstring), or now if the spool is not running."""
+        path = self.active_prefix + spool_id  # as `_commit` names it: no pathlib join
         if self._wake is None:
-            self._unlink([self.active / spool_id])
+            self._unlink([path])
             return
-        self._removals.append(self.active / spool_id)
+        self._removals.append(path)
         if self._removal_wake is None:
             # Under load a commit pass comes first; a pass of its own costs a hand-off.
             self._removal_wake = asyncio.get_running_loop().call_later(
