@@ -18,8 +18,9 @@ Invariants:
   and locks and writes a memory-mapped file (22 getpid calls per relayed message,
   ~2 % of the event loop, issue 7). Nothing reads a stale value: this process's
   registry flushes before it is collected (`_FlushFirst`, registered before any
-  family), `exposition()` flushes first, and the runtime flushes every
-  FLUSH_INTERVAL, so another worker's counts reach /metrics within that time.
+  family), `exposition()` with worker processes flushes before it reads their files,
+  and the runtime flushes every FLUSH_INTERVAL, so another worker's counts reach
+  /metrics within that time.
 - /readyz answers 200 only when every readiness check is true; otherwise 503 with
   the names of the failing checks (never their error text).
 - Worker processes (gateway/workers.py): with PROMETHEUS_MULTIPROC_DIR set (the
@@ -336,10 +337,10 @@ class Metrics:
     def exposition(self) -> bytes:
         """The /metrics body: this process's registry, or with worker processes the
         values of every worker (a function gauge has no file: set it first)."""
-        self.flush()
         path = multiprocess_dir()
         if path is None:
-            return bytes(generate_latest(self.registry))
+            return bytes(generate_latest(self.registry))  # flushes first (_FlushFirst)
+        self.flush()  # the merged registry reads the files: this process's updates first
         from prometheus_client import multiprocess
 
         if self._audit_check is not None:
