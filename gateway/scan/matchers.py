@@ -6,14 +6,18 @@ Two interchangeable implementations of the same contract:
   (caseless, literal mode: a regex database of 100,000 names takes minutes to
   compile, the literal one seconds). A shape hit is re-read by Python `re`: at its
   exact start (SOM, or a trigger that is the pattern's prefix), at the starts a
-  locator finds before a junction trigger, or in a bounded window.
+  locator finds before a junction trigger, or in a bounded window; or, for the shapes
+  whose pattern allows one end per start (`Shape.span_is_match`: phone numbers and
+  dates), taken as Hyperscan reports it, start and end.
 - `ReMatcher`: Python `re` over the whole text for shapes, and an Aho-Corasick
   automaton (pyahocorasick) for literals, on the same word view.
 
 Invariant: for the same folded text both return the same candidates: the shape
 candidates are the matches `re.finditer` finds on the whole text. Every match contains
 a trigger (or is itself reported), so its start lies in a re-read range, and ranges
-closer than `max_len` are walked together, as finditer would walk them. The corpus
+closer than `max_len` are walked together, as finditer would walk them. A reported
+match taken without re-read is the one `re.match` finds at its start, the only one
+there. The corpus
 test, a hypothesis test and the engine tests compare both matchers.
 
 Input: folded text (ASCII, see `_fold`). No I/O. Thread-safe: Hyperscan scratch
@@ -103,6 +107,11 @@ class ReMatcher:
 _EXACT: Final = 0  # each hit's start is where a match may start (before == 0)
 _LOCATE: Final = 1  # a locator finds the starts before the hit (see Shape.locate_start)
 _WINDOW: Final = 2  # a match starts in [hit - before, hit]: finditer over the window
+_SPAN: Final = 3  # each hit is the match itself, no re-read (see Shape.span_is_match)
+# A hit is recorded as one int, start << _END_BITS | end: sorted, hits come by start, then
+# end. Hyperscan's block mode scans less than 4 GiB (its length is an unsigned int).
+_END_BITS: Final = 32
+_END_MASK: Final = (1 << _END_BITS) - 1
 
 
 class _Plan:
@@ -121,7 +130,10 @@ class _Plan:
         self.locate = (
             re.compile(shape.locate_start, re.ASCII) if shape.locate_start is not None else None
         )
-        if self.locate is not None:
+        if shape.span_is_match:
+            assert shape.trigger is None and not shape.extra_triggers
+            self.mode = _SPAN
+        elif self.locate is not None:
             self.mode = _LOCATE
         elif shape.before == 0:
             self.mode = _EXACT
@@ -168,33 +180,36 @@ class HyperscanMatcher:
             )
 
     def shapes(self, folded: str, data: bytes) -> list[Candidate]:
-        # The callback (one Python call per hit) only records the hit's start in its
-        # shape's list; the shapes are then visited in order, each one's starts sorted
-        # (Hyperscan reports by end) and deduplicated, skipping the shapes that did not
-        # fire (a 2 KB order fires a handful of its 17). Compiled, `fired[shape].append`
-        # is a native list append (a bound `append` saved in a variable would be a
-        # generic Python call).
+        # The callback (one Python call per hit) only records the hit (start and end, one
+        # int) in its shape's list; the shapes are then visited in order, each one's hits
+        # sorted (Hyperscan reports by end), skipping the shapes that did not fire (a 2 KB
+        # order fires a handful of its 17). Compiled, `fired[shape].append` is a native
+        # list append (a bound `append` saved in a variable would be a generic Python call).
         plans = self._plans
         fired: list[list[int]] = [[] for _ in plans]
 
-        def on_match(shape: int, start: int, _end: int, _flags: int, _ctx: object) -> None:
-            fired[shape].append(start)
+        def on_match(shape: int, start: int, end: int, _flags: int, _ctx: object) -> None:
+            fired[shape].append(start << _END_BITS | end)
 
         self._shape_db.scan(data, match_event_handler=on_match, scratch=self._scratch("shape"))
         found: list[Candidate] = []
         for shape_index in range(len(plans)):
-            starts_fired = fired[shape_index]
-            if not starts_fired:
+            packed = fired[shape_index]
+            if not packed:
                 continue
-            starts_fired.sort()
+            packed.sort()
+            plan = plans[shape_index]
+            mode = plan.mode
+            if mode == _SPAN:
+                _take_spans(plan, folded, packed, found)
+                continue
             hits: list[int] = []  # the shape's distinct hit starts, sorted
             previous = -1
-            for start in starts_fired:
+            for value in packed:
+                start = value >> _END_BITS
                 if start != previous:
                     hits.append(start)
                     previous = start
-            plan = plans[shape_index]
-            mode = plan.mode
             if mode == _WINDOW:
                 _read_windows(plan, folded, hits, found)
                 continue
@@ -230,6 +245,38 @@ class HyperscanMatcher:
 
         self._literal_db.scan(view, match_event_handler=on_match, scratch=self._scratch("literal"))
         return hits
+
+
+def _take_spans(plan: _Plan, folded: str, packed: list[int], found: list[Candidate]) -> None:
+    """Hits of a `span_is_match` shape (packed, sorted) as candidates, left to right,
+    skipping those that start inside the previous one (as finditer over the whole text
+    would). A start with one end is the match `re` finds there; a start reported with
+    several ends (none expected: see Shape.span_is_match) is re-read, so that the
+    candidates stay `re`'s whatever the pattern."""
+    name = plan.name
+    last_end = 0
+    count = len(packed)
+    i = 0
+    while i < count:
+        value = packed[i]
+        start = value >> _END_BITS
+        single = True
+        j = i + 1
+        while j < count and packed[j] >> _END_BITS == start:
+            if packed[j] != value:
+                single = False
+            j += 1
+        i = j
+        if start < last_end:
+            continue
+        if single:
+            last_end = value & _END_MASK
+            found.append((name, start, last_end))
+            continue
+        m = plan.pattern.match(folded, start, start + plan.max_len + 1)
+        if m is not None:
+            last_end = m.end()
+            found.append((name, start, last_end))
 
 
 def _located_starts(plan: _Plan, folded: str, triggers: list[int]) -> list[int]:

@@ -68,6 +68,11 @@ class Shape:
     # spans it, so the re-read starts right after it instead of `before` characters
     # back (an e-mail's local part, a name run: a few characters instead of 64-251).
     alphabet: str | None = None
+    # True when Hyperscan's span is the match: no trigger (the pattern itself is in the
+    # database), and once a match's start is fixed its end is too (every repeat and
+    # alternative is decided by the characters, none by backtracking). A hit is then
+    # taken as it is, with no `re` re-read; a start reported with two ends is re-read.
+    span_is_match: bool = False
 
 
 _SEP = r"[ .-]?"
@@ -150,6 +155,9 @@ SHAPES: tuple[Shape, ...] = (
         r"(?:(?:\+|\b00)33 ?(?:\(0\) ?)?|\b0)[1-9](?:" + _SEP + r"\d\d){4}\b",
         False,
         24,
+        # Each optional part ("+33 ", "(0) ", a separator) is taken exactly when its
+        # character is there: one end per start.
+        span_is_match=True,
     ),
     Shape(
         ShapeName.PHONE_INTL,
@@ -174,14 +182,21 @@ SHAPES: tuple[Shape, ...] = (
         r"\b\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d\d)\b",
         False,
         10,
-        # The date up to its year's first two digits, with its exact start (SOM): one hit
-        # per date, re-read at that start only, where "\d[/.-]\d" fired on every "27-28"
-        # and "CMD-2024" (a Python callback each, ~14 per lab order). A start is unique
-        # per end: the \b and the separators fix both digit runs.
-        trigger=r"\b\d{1,2}[/.-]\d{1,2}[/.-]\d\d",
+        # The pattern itself, with its exact start (SOM): one hit per date, where a
+        # "\d[/.-]\d" trigger fired on every "27-28" and "CMD-2024" (a Python callback
+        # each, ~14 per lab order). A start and its end fix each other: the separators
+        # and the \b fix both digit runs, and the year is four digits or, followed by a
+        # non-digit, two.
+        span_is_match=True,
     ),
-    Shape(ShapeName.DATE_ISO, r"\b(?:19|20)\d\d-\d\d-\d\d\b", False, 10),
-    Shape(ShapeName.DATE_WORDS, r"\b\d{1,2}(?:er)? (?:" + _MONTHS + r") (?:19|20)\d\d\b", True, 20),
+    Shape(ShapeName.DATE_ISO, r"\b(?:19|20)\d\d-\d\d-\d\d\b", False, 10, span_is_match=True),
+    Shape(
+        ShapeName.DATE_WORDS,
+        r"\b\d{1,2}(?:er)? (?:" + _MONTHS + r") (?:19|20)\d\d\b",
+        True,
+        20,
+        span_is_match=True,  # no month name is another's prefix followed by a space
+    ),
     Shape(
         ShapeName.STREET,
         _STREET_HEAD + r"\.?(?: [A-Za-z'-]{1,30}){1,6}",

@@ -366,6 +366,27 @@ def test_start_triggers_match_where_every_match_starts(text: str) -> None:
     assert engine("hyperscan").scan_fields(fields) == engine("re").scan_fields(fields)
 
 
+SPAN_TEXT = st.lists(
+    st.sampled_from(
+        ["1", "2", "3", "0", "9", "00", "19", "20", "+33 ", "(0) ", "0033", "/", ".", "-", " "]
+        + ["1er", "er", " mars ", " mai ", " juin ", "JUILLET", "x", "\n"]
+    ),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=SPAN_TEXT)
+def test_spans_taken_from_hyperscan_are_the_re_matches(text: str) -> None:
+    """The shapes whose Hyperscan span is taken without a re-read (Shape.span_is_match:
+    phone numbers, dates) give both matchers the same candidates."""
+    assert any(shape.span_is_match for shape in SHAPES)
+    data = text.encode("ascii")
+    assert sorted(engine("hyperscan").matcher.shapes(text, data)) == sorted(
+        engine("re").matcher.shapes(text, data)
+    )
+
+
 def _name_words_by_match_objects(folded: str, start: int, end: int) -> list[tuple[int, int]]:
     """names.name_words as first written, on the word regex's match objects."""
     from gateway.scan import names
