@@ -17,8 +17,7 @@ candidates are the matches `re.finditer` finds on the whole text. Every match co
 a trigger (or is itself reported), so its start lies in a re-read range, and ranges
 closer than `max_len` are walked together, as finditer would walk them. A reported
 match taken without re-read is the one `re.match` finds at its start, the only one
-there. The corpus
-test, a hypothesis test and the engine tests compare both matchers.
+there. The corpus test, hypothesis tests and the engine tests compare both matchers.
 
 Input: folded text (ASCII, see `_fold`). No I/O. Thread-safe: Hyperscan scratch
 space is per thread.
@@ -256,9 +255,9 @@ class HyperscanMatcher:
 def _take_spans(plan: _Plan, folded: str, packed: list[int], found: list[Candidate]) -> None:
     """Hits of a `span_is_match` shape (packed, sorted) as candidates, left to right,
     skipping those that start inside the previous one (as finditer over the whole text
-    would). A start with one end is the match `re` finds there; a start reported with
-    several ends (none expected: see Shape.span_is_match) is re-read, so that the
-    candidates stay `re`'s whatever the pattern."""
+    would). A start with one end is the match `re` finds there (the pattern allows no
+    other: see Shape.span_is_match); a start reported with several ends, which that
+    rules out, is re-read rather than trusted."""
     name = plan.name
     last_end = 0
     count = len(packed)
