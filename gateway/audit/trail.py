@@ -21,8 +21,8 @@ Invariants:
   `identifies_patient`, and any `...@patient.mssante.fr` anywhere in the fields,
   become `#<keyed hash of local part>@domain` (gateway.events.mask_address). Masking
   happens in `emit`/`append`, before a record is queued for the writer. The masker
-  remembers keyed hashes, never the answer of `identifies_patient` (it changes when
-  the roster is reloaded).
+  remembers keyed hashes and the domain of texts that are one address, never the
+  answer of `identifies_patient` (it changes when the roster is reloaded).
 - `append` returns only after the record is committed with synchronous=FULL (fsync);
   if it cannot write, it raises AuditError and the caller must not proceed.
 - Group commit (issue 7): appends go through one writer thread that commits every
@@ -258,52 +258,79 @@ def mask_patient_addresses(
 
 class AddressMasker:
     """`mask_patient_addresses` for one trail, built once: it remembers the keyed hash
-    of the addresses it has masked (the same few recur in every message), never
-    whether an address identifies a patient (`identifies_patient` may change its
-    answer when the roster is reloaded, so it is asked each time)."""
+    of the addresses it has masked and the domain of texts that are one address (the
+    same few recur in every message), never whether an address identifies a patient
+    (`identifies_patient` may change its answer when the roster is reloaded, so it is
+    asked each time)."""
 
-    __slots__ = ("_hashed", "_identifies_patient", "_key")
+    __slots__ = ("_domains", "_hashed", "_identifies_patient", "_key")
 
     def __init__(self, digest_key: bytes, identifies_patient: AddressPredicate | None) -> None:
         self._key = digest_key
         self._identifies_patient = identifies_patient
         self._hashed: dict[str, str] = {}
+        # Text that is exactly one address -> its domain, lower-cased: what the regex
+        # would say about it, which depends on the text alone.
+        self._domains: dict[str, str] = {}
 
     def mask_fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         """See `mask_patient_addresses`."""
         everything = bool(fields.get("identifies_patient"))
+        route_check = self._identifies_patient
         stored: dict[str, Any] = {}
         for k, v in fields.items():
             key = k if type(k) is str else str(k)
-            # The sender's own address is never checked against patient routes.
-            check = None if key in _SENDER_KEYS else self._identifies_patient
             kind = type(v)
             if kind is str:
-                stored[key] = self.mask_text(v, everything, check) if "@" in v else v
+                if "@" in v:
+                    # The sender's own address is never checked against patient routes.
+                    check = None if key in _SENDER_KEYS else route_check
+                    v = self.mask_text(v, everything, check)
             elif v is None or kind is int or kind is bool or kind is float:
-                stored[key] = v
-            elif kind is list and all(type(item) is str for item in v):
-                # The common case: a list of addresses or digests.
-                stored[key] = [
-                    self.mask_text(item, everything, check) if "@" in item else item for item in v
-                ]
+                pass
             else:
-                stored[key] = _json_safe(v, self._text_masker(everything, check), 0)
-        for key in _FREE_TEXT_KEYS & stored.keys():
-            if isinstance(stored[key], str):
+                check = None if key in _SENDER_KEYS else route_check
+                if kind is list:
+                    v = self._mask_list(v, everything, check)
+                else:
+                    v = _json_safe(v, self._text_masker(everything, check), 0)
+            if v and key in _FREE_TEXT_KEYS and isinstance(v, str):
                 # Safety net for free text (a peer's reply, a hold reason): the same
                 # redaction as the last log processor (NIR, IBAN, phone, e-mail local part).
-                stored[key] = scrub_identifiers(stored[key])
+                v = scrub_identifiers(v)
+            stored[key] = v
         return stored
+
+    def _mask_list(self, items: list[Any], everything: bool, check: AddressPredicate | None) -> Any:
+        """The common case, a list of addresses or digests, item by item; any other
+        list as `_json_safe` stores it."""
+        masked: list[str] = []
+        for item in items:
+            if type(item) is not str:
+                return _json_safe(items, self._text_masker(everything, check), 0)
+            masked.append(self.mask_text(item, everything, check) if "@" in item else item)
+        return masked
 
     def mask_text(self, text: str, everything: bool, check: AddressPredicate | None) -> str:
         """`text` with every address in it that identifies a patient masked."""
         if "@" not in text:
             return text
+        domain = self._domains.get(text)
+        if domain is not None:
+            return self._mask_address(text, domain, everything, check)
         if _ANY_ADDRESS.fullmatch(text) is not None:
             # The text is one address (a recipient, a sender): the match `sub` would
             # find, without its per-match callback.
-            return self._mask_one(text, everything, check)
+            if len(self._domains) >= _HASH_MEMO_SIZE:
+                self._domains.clear()
+            domain = self._domains[text] = text.rpartition("@")[2].lower()
+            return self._mask_address(text, domain, everything, check)
+        if text[0] == "<" and text[-1] == ">" and _ANY_ADDRESS.fullmatch(text, 1, len(text) - 1):
+            # `<one address>` (a Message-ID): `sub` would find that address alone, as
+            # neither bracket can be part of a match.
+            inner = text[1:-1]
+            masked = self._mask_address(inner, inner.rpartition("@")[2].lower(), everything, check)
+            return text if masked is inner else f"<{masked}>"
         return _ANY_ADDRESS.sub(lambda m: self._mask_one(m.group(0), everything, check), text)
 
     def _text_masker(
@@ -312,9 +339,14 @@ class AddressMasker:
         return lambda text: self.mask_text(text, everything, check)
 
     def _mask_one(self, address: str, everything: bool, check: AddressPredicate | None) -> str:
+        return self._mask_address(address, address.rpartition("@")[2].lower(), everything, check)
+
+    def _mask_address(
+        self, address: str, domain: str, everything: bool, check: AddressPredicate | None
+    ) -> str:
+        """`address` (its `domain` lower-cased) masked if it identifies a patient."""
         if address.startswith("#"):
             return address
-        domain = address.rpartition("@")[2].lower()
         if everything or domain == PATIENT_DOMAIN or (check is not None and check(address)):
             hashed = self._hashed.get(address)
             if hashed is None:
