@@ -47,11 +47,12 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,6 +143,26 @@ _MIGRATIONS = [
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    """,
+    # Issue 7: fewer B-trees to update per record. Each record's addresses live in one
+    # table keyed by (seq, role, address), written at its end like the records (it
+    # replaces a rowid table plus its seq index, which pruning's cascade needed); the
+    # search by address keeps its index. Message-IDs are indexed only where present:
+    # only `received` carries one, and the search looks for a value, never for NULL.
+    """
+    CREATE TABLE record_addresses_v2 (
+        seq INTEGER NOT NULL REFERENCES records(seq) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        address TEXT NOT NULL,
+        PRIMARY KEY (seq, role, address)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO record_addresses_v2 (seq, role, address)
+        SELECT seq, role, address FROM record_addresses;
+    DROP TABLE record_addresses;
+    ALTER TABLE record_addresses_v2 RENAME TO record_addresses;
+    CREATE INDEX record_addresses_address ON record_addresses(address, role);
+    DROP INDEX records_message_id;
+    CREATE INDEX records_message_id ON records(message_id) WHERE message_id IS NOT NULL;
     """,
 ]
 
@@ -407,10 +428,12 @@ def _json_safe(value: Any, mask_text: Callable[[str], str], depth: int) -> Any:
 
 
 def _addresses(value: Any) -> list[str]:
+    """The addresses in a field, lower-cased, each once (a record's row per address and
+    role is unique: the table's key)."""
     if isinstance(value, str):
         return [value.lower()] if "@" in value else []
     if isinstance(value, list | tuple):
-        return [v.lower() for v in value if isinstance(v, str) and "@" in v]
+        return list(dict.fromkeys(v.lower() for v in value if isinstance(v, str) and "@" in v))
     return []
 
 
@@ -448,6 +471,36 @@ def encode_record(
         f'"seq":{int(seq)},"ts":{_encode_canonical(ts)}}}'
     )
     return fields_text, sha256_hex(body.encode("utf-8"))
+
+
+_INSERT_RECORDS = (
+    "INSERT OR ROLLBACK INTO records (seq, ts, kind, actor, fields, prev_hash, hash, mac, route,"
+    " action, message_id) VALUES "
+)
+_INSERT_ADDRESSES = "INSERT OR ROLLBACK INTO record_addresses (seq, role, address) VALUES "
+# Rows per INSERT statement. A transaction's rows go in as few statements as its row
+# count has binary digits (64, 32, ... 1 rows each): each is one step of SQLite (the
+# sqlite3 module steps, and releases the GIL, once per row in `executemany`), and the
+# 14 statement texts stay in the connection's statement cache (128). OR ROLLBACK: a
+# constraint failure ends the whole transaction, as any error here does, so SQLite
+# keeps no statement journal for a multi-row statement (it spilled to temp files).
+_ROWS_PER_INSERT = (64, 32, 16, 8, 4, 2, 1)
+
+
+@functools.cache
+def _insert_sql(head: str, width: int, rows: int) -> str:
+    group = "(" + ",".join("?" * width) + ")"
+    return head + ",".join([group] * rows)
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """INSERT `rows` (tuples of one width) with the statement `head` + VALUES groups."""
+    at = 0
+    while at < len(rows):
+        size = next(n for n in _ROWS_PER_INSERT if n <= len(rows) - at)
+        group = rows[at : at + size]
+        conn.execute(_insert_sql(head, len(group[0]), size), [v for row in group for v in row])
+        at += size
 
 
 class _PendingRecord:
@@ -860,19 +913,12 @@ class AuditTrail:
                     address_rows += [(seq, "from", a) for a in _addresses(stored.get("mail_from"))]
                     address_rows += [(seq, "to", a) for a in _addresses(stored.get("recipients"))]
                     last_seq, last_hash = seq, digest
-                self._conn.executemany(
-                    "INSERT INTO records (seq, ts, kind, actor, fields, prev_hash, hash,"
-                    " mac, route, action, message_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
-                if address_rows:
-                    self._conn.executemany(
-                        "INSERT INTO record_addresses (seq, role, address) VALUES (?,?,?)",
-                        address_rows,
-                    )
+                _insert_rows(self._conn, _INSERT_RECORDS, rows)
+                _insert_rows(self._conn, _INSERT_ADDRESSES, address_rows)
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # OR ROLLBACK has already ended it
+                    self._conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             self._writable = False
