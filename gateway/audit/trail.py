@@ -21,8 +21,8 @@ Invariants:
   `identifies_patient`, and any `...@patient.mssante.fr` anywhere in the fields,
   become `#<keyed hash of local part>@domain` (gateway.events.mask_address). Masking
   happens in `emit`/`append`, before a record is queued for the writer. The masker
-  remembers keyed hashes, never the answer of `identifies_patient` (it changes when
-  the roster is reloaded).
+  remembers keyed hashes and the domain of texts that are one address, never the
+  answer of `identifies_patient` (it changes when the roster is reloaded).
 - `append` returns only after the record is committed with synchronous=FULL (fsync);
   if it cannot write, it raises AuditError and the caller must not proceed.
 - Group commit (issue 7): appends go through one writer thread that commits every
@@ -47,11 +47,12 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,6 +143,26 @@ _MIGRATIONS = [
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    """,
+    # Issue 7: fewer B-trees to update per record. Each record's addresses live in one
+    # table keyed by (seq, role, address), written at its end like the records (it
+    # replaces a rowid table plus its seq index, which pruning's cascade needed); the
+    # search by address keeps its index. Message-IDs are indexed only where present:
+    # only `received` carries one, and the search looks for a value, never for NULL.
+    """
+    CREATE TABLE record_addresses_v2 (
+        seq INTEGER NOT NULL REFERENCES records(seq) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        address TEXT NOT NULL,
+        PRIMARY KEY (seq, role, address)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO record_addresses_v2 (seq, role, address)
+        SELECT seq, role, address FROM record_addresses;
+    DROP TABLE record_addresses;
+    ALTER TABLE record_addresses_v2 RENAME TO record_addresses;
+    CREATE INDEX record_addresses_address ON record_addresses(address, role);
+    DROP INDEX records_message_id;
+    CREATE INDEX records_message_id ON records(message_id) WHERE message_id IS NOT NULL;
     """,
 ]
 
@@ -258,52 +279,79 @@ def mask_patient_addresses(
 
 class AddressMasker:
     """`mask_patient_addresses` for one trail, built once: it remembers the keyed hash
-    of the addresses it has masked (the same few recur in every message), never
-    whether an address identifies a patient (`identifies_patient` may change its
-    answer when the roster is reloaded, so it is asked each time)."""
+    of the addresses it has masked and the domain of texts that are one address (the
+    same few recur in every message), never whether an address identifies a patient
+    (`identifies_patient` may change its answer when the roster is reloaded, so it is
+    asked each time)."""
 
-    __slots__ = ("_hashed", "_identifies_patient", "_key")
+    __slots__ = ("_domains", "_hashed", "_identifies_patient", "_key")
 
     def __init__(self, digest_key: bytes, identifies_patient: AddressPredicate | None) -> None:
         self._key = digest_key
         self._identifies_patient = identifies_patient
         self._hashed: dict[str, str] = {}
+        # Text that is exactly one address -> its domain, lower-cased: what the regex
+        # would say about it, which depends on the text alone.
+        self._domains: dict[str, str] = {}
 
     def mask_fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         """See `mask_patient_addresses`."""
         everything = bool(fields.get("identifies_patient"))
+        route_check = self._identifies_patient
         stored: dict[str, Any] = {}
         for k, v in fields.items():
             key = k if type(k) is str else str(k)
-            # The sender's own address is never checked against patient routes.
-            check = None if key in _SENDER_KEYS else self._identifies_patient
             kind = type(v)
             if kind is str:
-                stored[key] = self.mask_text(v, everything, check) if "@" in v else v
+                if "@" in v:
+                    # The sender's own address is never checked against patient routes.
+                    check = None if key in _SENDER_KEYS else route_check
+                    v = self.mask_text(v, everything, check)
             elif v is None or kind is int or kind is bool or kind is float:
-                stored[key] = v
-            elif kind is list and all(type(item) is str for item in v):
-                # The common case: a list of addresses or digests.
-                stored[key] = [
-                    self.mask_text(item, everything, check) if "@" in item else item for item in v
-                ]
+                pass
             else:
-                stored[key] = _json_safe(v, self._text_masker(everything, check), 0)
-        for key in _FREE_TEXT_KEYS & stored.keys():
-            if isinstance(stored[key], str):
+                check = None if key in _SENDER_KEYS else route_check
+                if kind is list:
+                    v = self._mask_list(v, everything, check)
+                else:
+                    v = _json_safe(v, self._text_masker(everything, check), 0)
+            if v and key in _FREE_TEXT_KEYS and isinstance(v, str):
                 # Safety net for free text (a peer's reply, a hold reason): the same
                 # redaction as the last log processor (NIR, IBAN, phone, e-mail local part).
-                stored[key] = scrub_identifiers(stored[key])
+                v = scrub_identifiers(v)
+            stored[key] = v
         return stored
+
+    def _mask_list(self, items: list[Any], everything: bool, check: AddressPredicate | None) -> Any:
+        """The common case, a list of addresses or digests, item by item; any other
+        list as `_json_safe` stores it."""
+        masked: list[str] = []
+        for item in items:
+            if type(item) is not str:
+                return _json_safe(items, self._text_masker(everything, check), 0)
+            masked.append(self.mask_text(item, everything, check) if "@" in item else item)
+        return masked
 
     def mask_text(self, text: str, everything: bool, check: AddressPredicate | None) -> str:
         """`text` with every address in it that identifies a patient masked."""
         if "@" not in text:
             return text
+        domain = self._domains.get(text)
+        if domain is not None:
+            return self._mask_address(text, domain, everything, check)
         if _ANY_ADDRESS.fullmatch(text) is not None:
             # The text is one address (a recipient, a sender): the match `sub` would
             # find, without its per-match callback.
-            return self._mask_one(text, everything, check)
+            if len(self._domains) >= _HASH_MEMO_SIZE:
+                self._domains.clear()
+            domain = self._domains[text] = text.rpartition("@")[2].lower()
+            return self._mask_address(text, domain, everything, check)
+        if text[0] == "<" and text[-1] == ">" and _ANY_ADDRESS.fullmatch(text, 1, len(text) - 1):
+            # `<one address>` (a Message-ID): `sub` would find that address alone, as
+            # neither bracket can be part of a match.
+            inner = text[1:-1]
+            masked = self._mask_address(inner, inner.rpartition("@")[2].lower(), everything, check)
+            return text if masked is inner else f"<{masked}>"
         return _ANY_ADDRESS.sub(lambda m: self._mask_one(m.group(0), everything, check), text)
 
     def _text_masker(
@@ -312,9 +360,14 @@ class AddressMasker:
         return lambda text: self.mask_text(text, everything, check)
 
     def _mask_one(self, address: str, everything: bool, check: AddressPredicate | None) -> str:
+        return self._mask_address(address, address.rpartition("@")[2].lower(), everything, check)
+
+    def _mask_address(
+        self, address: str, domain: str, everything: bool, check: AddressPredicate | None
+    ) -> str:
+        """`address` (its `domain` lower-cased) masked if it identifies a patient."""
         if address.startswith("#"):
             return address
-        domain = address.rpartition("@")[2].lower()
         if everything or domain == PATIENT_DOMAIN or (check is not None and check(address)):
             hashed = self._hashed.get(address)
             if hashed is None:
@@ -375,10 +428,12 @@ def _json_safe(value: Any, mask_text: Callable[[str], str], depth: int) -> Any:
 
 
 def _addresses(value: Any) -> list[str]:
+    """The addresses in a field, lower-cased, each once (a record's row per address and
+    role is unique: the table's key)."""
     if isinstance(value, str):
         return [value.lower()] if "@" in value else []
     if isinstance(value, list | tuple):
-        return [v.lower() for v in value if isinstance(v, str) and "@" in v]
+        return list(dict.fromkeys(v.lower() for v in value if isinstance(v, str) and "@" in v))
     return []
 
 
@@ -416,6 +471,36 @@ def encode_record(
         f'"seq":{int(seq)},"ts":{_encode_canonical(ts)}}}'
     )
     return fields_text, sha256_hex(body.encode("utf-8"))
+
+
+_INSERT_RECORDS = (
+    "INSERT OR ROLLBACK INTO records (seq, ts, kind, actor, fields, prev_hash, hash, mac, route,"
+    " action, message_id) VALUES "
+)
+_INSERT_ADDRESSES = "INSERT OR ROLLBACK INTO record_addresses (seq, role, address) VALUES "
+# Rows per INSERT statement. A transaction's rows go in as few statements as its row
+# count has binary digits (64, 32, ... 1 rows each): each is one step of SQLite (the
+# sqlite3 module steps, and releases the GIL, once per row in `executemany`), and the
+# 14 statement texts stay in the connection's statement cache (128). OR ROLLBACK: a
+# constraint failure ends the whole transaction, as any error here does, so SQLite
+# keeps no statement journal for a multi-row statement (it spilled to temp files).
+_ROWS_PER_INSERT = (64, 32, 16, 8, 4, 2, 1)
+
+
+@functools.cache
+def _insert_sql(head: str, width: int, rows: int) -> str:
+    group = "(" + ",".join("?" * width) + ")"
+    return head + ",".join([group] * rows)
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """INSERT `rows` (tuples of one width) with the statement `head` + VALUES groups."""
+    at = 0
+    while at < len(rows):
+        size = next(n for n in _ROWS_PER_INSERT if n <= len(rows) - at)
+        group = rows[at : at + size]
+        conn.execute(_insert_sql(head, len(group[0]), size), [v for row in group for v in row])
+        at += size
 
 
 class _PendingRecord:
@@ -828,19 +913,12 @@ class AuditTrail:
                     address_rows += [(seq, "from", a) for a in _addresses(stored.get("mail_from"))]
                     address_rows += [(seq, "to", a) for a in _addresses(stored.get("recipients"))]
                     last_seq, last_hash = seq, digest
-                self._conn.executemany(
-                    "INSERT INTO records (seq, ts, kind, actor, fields, prev_hash, hash,"
-                    " mac, route, action, message_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
-                if address_rows:
-                    self._conn.executemany(
-                        "INSERT INTO record_addresses (seq, role, address) VALUES (?,?,?)",
-                        address_rows,
-                    )
+                _insert_rows(self._conn, _INSERT_RECORDS, rows)
+                _insert_rows(self._conn, _INSERT_ADDRESSES, address_rows)
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # OR ROLLBACK has already ended it
+                    self._conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             self._writable = False
