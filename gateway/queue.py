@@ -110,20 +110,31 @@ class MemoryBudget:
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
         self.used = 0
+        self._waiting = 0  # holders waiting on the condition for room
         self._cond = asyncio.Condition()
 
     @contextlib.asynccontextmanager
     async def hold(self, size: int) -> AsyncIterator[None]:
         size = min(max(size, 1), self.capacity)
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.used + size <= self.capacity)
+        if self.used + size > self.capacity:
+            self._waiting += 1
+            try:
+                async with self._cond:
+                    await self._cond.wait_for(lambda: self.used + size <= self.capacity)
+                    self.used += size
+            finally:
+                self._waiting -= 1
+        else:
+            # Room: taken at once, as the condition would give it (no await, so nothing
+            # else runs on the loop in between). The common case: small mail.
             self.used += size
         try:
             yield
         finally:
-            async with self._cond:
-                self.used -= size
-                self._cond.notify_all()
+            self.used -= size
+            if self._waiting:
+                async with self._cond:
+                    self._cond.notify_all()
 
 
 def memory_budget_for(max_message_size: int) -> MemoryBudget:
@@ -753,7 +764,9 @@ class DeliveryQueue:
                 await self._hold_for_lockdown(entry, direct)
                 return
             try:
-                result = await asyncio.wait_for(connector.deliver(item), DELIVERY_TIMEOUT)
+                # asyncio.timeout, not wait_for: no task per delivery.
+                async with asyncio.timeout(DELIVERY_TIMEOUT):
+                    result = await connector.deliver(item)
             except TimeoutError:
                 result = DeliveryResult.all(entry.recipients, Status.TEMPFAIL, "timeout")
             except Exception as exc:  # a connector bug is a temporary failure, never a loss

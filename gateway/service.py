@@ -600,7 +600,10 @@ class Service:
         try:
             size = sum(len(c.data) for c in copies)
             async with self.queue.memory.hold(size):
-                await asyncio.gather(*(self.queue.deliver_direct(c) for c in copies))
+                if len(copies) == 1:  # the common case: no task of its own (gather makes one)
+                    await self.queue.deliver_direct(copies[0])
+                else:
+                    await asyncio.gather(*(self.queue.deliver_direct(c) for c in copies))
             self.spool.remove(spool_id)
         except asyncio.CancelledError:
             raise  # stopping: the spool entry is processed again at restart

@@ -29,7 +29,10 @@ Invariants:
   record waiting at that moment in ONE transaction with ONE fsync, in submission
   order, so concurrent callers share a sync. Chain, MAC and checkpoint placement are
   exactly those of one-at-a-time appends (a batch is split at checkpoint boundaries).
-  The records of one transaction share its timestamp (one clock reading).
+  The records of one transaction share its timestamp (one clock reading). Writers in
+  several processes (workers) queue for their transactions on a flock beside the
+  database (gateway._sqlite.WriterLock), which wakes the next one at once, instead of
+  polling in SQLite's busy handler.
 - `emit` from an event-loop thread does not wait (fsync never blocks the loop): the
   record is queued for the writer, and the caller awaits `durable()` before anything
   that depends on it leaves (the service before a copy is queued or sent, the queue
@@ -72,7 +75,7 @@ from crypto.signing import (
     sha256_hex,
     sign_payload,
 )
-from gateway._sqlite import open_database, schema_version
+from gateway._sqlite import WriterLock, open_database, schema_version
 from gateway.audit.publish import CheckpointPublisher, EmailSender, checkpoint_email
 from gateway.config import AuditConfig, Config
 from gateway.errors import AuditError
@@ -81,6 +84,8 @@ from gateway.logging import _scrub as scrub_identifiers
 from gateway.threads import name_os_thread
 
 DB_NAME = "audit.sqlite"
+# Beside the database: the flock that worker processes' writers queue on (WriterLock).
+WRITER_LOCK_NAME = "audit.sqlite.writer-lock"
 GENESIS_HASH = "0" * 64
 PATIENT_DOMAIN = "patient.mssante.fr"
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -537,6 +542,7 @@ class AuditTrail:
     ) -> None:
         self._conn = conn
         self.path = path
+        self._writer_lock: WriterLock | None = None  # set by open(): writable trails
         self._keyring = keyring
         self._config = config
         self._mac_key = record_mac_key(keyring.digest_key)
@@ -617,6 +623,11 @@ class AuditTrail:
             conn.execute("PRAGMA secure_delete=ON")
         except sqlite3.Error as exc:
             raise AuditError(f"cannot open the audit trail: {type(exc).__name__}") from exc
+        try:
+            writer_lock = WriterLock(path.parent / WRITER_LOCK_NAME)
+        except OSError as exc:
+            conn.close()
+            raise AuditError(f"cannot open the audit trail: {type(exc).__name__}") from exc
         if publisher is None:
             publisher = CheckpointPublisher(syslog=config.export_syslog, url=config.export_url)
         trail = cls(
@@ -630,11 +641,13 @@ class AuditTrail:
             clock=clock or (lambda: datetime.now(UTC)),
             identifies_patient=identifies_patient,
         )
+        trail._writer_lock = writer_lock
         try:
             trail.apply_retention()
         except BaseException:
             trail._closed = True
             trail._publisher.close()
+            writer_lock.close()
             conn.close()
             raise
         return trail
@@ -687,6 +700,8 @@ class AuditTrail:
             finally:
                 self._closed = True
                 self._publisher.close()
+                if self._writer_lock is not None:
+                    self._writer_lock.close()
                 self._conn.close()
 
     def __enter__(self) -> AuditTrail:
@@ -882,6 +897,10 @@ class AuditTrail:
         that transaction; each is encoded once (encode_record) and hashed, chained and
         MACed exactly as `record_hash` and `portique audit verify` expect."""
         mac_key = self._mac_key
+        # Other processes' writers queue on this lock, not in SQLite's busy handler.
+        writer_lock = (
+            self._writer_lock if self._writer_lock and self._writer_lock.acquire() else None
+        )
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -924,6 +943,9 @@ class AuditTrail:
             self._writable = False
             self._last_error = type(exc).__name__
             raise AuditError(f"cannot write the audit trail: {type(exc).__name__}") from exc
+        finally:
+            if writer_lock is not None:
+                writer_lock.release()
         for pending, row in zip(chunk, rows, strict=True):
             pending.seq = row[0]
         self._writable = True

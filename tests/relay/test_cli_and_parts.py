@@ -208,3 +208,27 @@ async def test_memory_budget_bounds_bytes_in_flight_and_lets_an_oversize_one_run
     await asyncio.gather(*(job(40) for _ in range(6)), job(500), *(job(1) for _ in range(5)))
     assert peak <= 100
     assert budget.used == 0
+
+
+async def test_memory_budget_wakes_a_waiting_holder_when_room_is_released():
+    import asyncio
+
+    from gateway.queue import MemoryBudget
+
+    budget = MemoryBudget(100)
+    order: list[str] = []
+
+    async def job(name: str, size: int, hold_for: float) -> None:
+        async with budget.hold(size):
+            order.append(name)
+            await asyncio.sleep(hold_for)
+        order.append(f"{name} done")
+
+    first = asyncio.create_task(job("first", 70, 0.02))
+    await asyncio.sleep(0)
+    assert budget.used == 70
+    waiting = asyncio.create_task(job("waiting", 50, 0))  # 120 > 100: waits for first
+    small = asyncio.create_task(job("small", 20, 0))  # 90 <= 100: runs at once
+    await asyncio.wait_for(asyncio.gather(first, waiting, small), 2)
+    assert order.index("small") < order.index("first done") < order.index("waiting")
+    assert budget.used == 0

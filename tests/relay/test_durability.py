@@ -297,3 +297,43 @@ def test_envelope_json_keeps_every_field() -> None:
         "give every field a non-default value above"
     )
     assert Envelope.from_json(envelope.to_json()) == envelope
+
+
+async def test_a_commit_that_fails_on_disk_raises_and_leaves_no_entry_or_descriptor(
+    tmp_path, keyring, monkeypatch
+):
+    import os
+
+    import gateway.spool as spool_module
+    from crypto.aead import Sealer
+    from gateway.config import SpoolConfig
+    from gateway.errors import SpoolError
+    from gateway.spool import Envelope, Spool
+
+    spool = Spool(tmp_path, Sealer(keyring), SpoolConfig())
+    await spool.start()
+    try:
+        # Small messages stay in memory and are written by the sync thread at commit.
+        writer = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
+        writer.write(b"Subject: kept\r\n\r\nbody\r\n")
+        await writer.commit()
+        fds_before = len(os.listdir("/proc/self/fd"))
+
+        def failing_sync(fd):
+            raise OSError(5, "Input/output error")
+
+        # One message in the pass: its own fdatasync (no syncfs), which fails.
+        monkeypatch.setattr(spool_module.os, "fdatasync", failing_sync)
+        failing = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
+        failing.write(b"Subject: lost\r\n\r\nbody\r\n")
+        with pytest.raises(SpoolError):
+            await failing.commit()
+        monkeypatch.undo()
+        assert spool.pending_ids() == [writer.spool_id]  # no 250, no committed entry
+        assert len(os.listdir("/proc/self/fd")) == fds_before  # its file was closed
+        again = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
+        again.write(b"Subject: after\r\n\r\nbody\r\n")
+        await again.commit()  # the spool still works
+        assert spool.pending_ids() == sorted([writer.spool_id, again.spool_id])
+    finally:
+        await spool.stop()
