@@ -72,6 +72,8 @@ def multiprocess_dir() -> str | None:
 # A label value is a short token: route, connector and finding-type names are config
 # identifiers (letters, digits, "_", "-", "."); 64 characters is far beyond any of them.
 _LABEL = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Raw kinds remembered by Metrics._kind_child before its memo starts afresh.
+_MAX_KIND_CHILDREN = 1024
 # queue_id -> (route, action) remembered from "queued"/"decided" events so that delivery
 # outcomes can carry the route. 100,000 entries (~20 MB at most) covers the queue of a
 # large practice for days; older entries are forgotten first (their deliveries are
@@ -297,6 +299,10 @@ class Metrics:
         # not. The values are `_label` outputs, so this holds exactly the children
         # prometheus_client itself keeps (no family here is ever cleared).
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        # The same for the two families labelled by one raw value per event (event kind,
+        # finding kind), by that raw value: no `_label` call either. Bounded (cleared when
+        # full), though both hold a handful of internal names.
+        self._kind_children: dict[tuple[Any, Any], Any] = {}
 
     # -- setters the service calls ------------------------------------------------
 
@@ -382,11 +388,22 @@ class Metrics:
             child = self._children[key] = family.labels(*values)
         return child
 
+    def _kind_child(self, family: Any, kind: Any) -> Any:
+        """`self._child(family, _label(kind, "unknown"))`, remembered by `kind` itself
+        (an event's kind, or a key of its findings map: hashable either way)."""
+        key = (family, kind)
+        child = self._kind_children.get(key)
+        if child is None:
+            if len(self._kind_children) >= _MAX_KIND_CHILDREN:
+                self._kind_children.clear()
+            child = self._kind_children[key] = self._child(family, _label(kind, "unknown"))
+        return child
+
     # -- event sink ------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
         handler = _HANDLERS.get(event.kind)
-        self._inc(self._child(self.events, _label(event.kind, "unknown")))
+        self._inc(self._kind_child(self.events, event.kind))
         if handler is not None:
             handler(self, event.fields)
 
@@ -430,10 +447,13 @@ class Metrics:
             self._remember(f"{f['spool_id']}/{route}", route, action)
         findings = f.get("findings")
         if isinstance(findings, Mapping):
-            for kind, n in findings.items():
-                count = _number(n)
-                if count:
-                    self._inc(self._child(self.findings, _label(kind, "unknown")), count)
+            counted = [(kind, _number(n)) for kind, n in findings.items()]
+            with self._pending_lock:  # one acquisition for all of them
+                pending = self._pending_incs
+                for kind, count in counted:
+                    if count:
+                        child = self._kind_child(self.findings, kind)
+                        pending[child] = pending.get(child, 0.0) + count
 
     def _on_queued(self, f: Mapping[str, Any]) -> None:
         route = _label(f.get("route"), "unknown")

@@ -420,3 +420,30 @@ def test_updates_wait_for_a_flush_yet_no_reader_sees_them_stale() -> None:
     metrics.flush()
     metrics.flush()
     assert counter._value.get() == 2004
+
+
+def test_finding_and_event_kinds_count_under_their_labels_however_often_seen() -> None:
+    from gateway.events import Event
+    from gateway.metrics import Metrics
+
+    metrics = Metrics()
+    for _ in range(3):  # the memo of each kind's child is filled, then used
+        metrics.emit(
+            Event(
+                "decided",
+                {
+                    "route": "lab",
+                    "action": "pseudonymise",
+                    "verdict": "rewritten",
+                    "findings": {"nir": 2, "name": 1, "bad kind!": 4, "zero": 0},
+                },
+            )
+        )
+    metrics.emit(Event("odd kind?", {}))
+    found = samples(metrics.exposition().decode())
+    assert value(found, "portique_findings_total", type="nir") == 6
+    assert value(found, "portique_findings_total", type="name") == 3
+    assert value(found, "portique_findings_total", type="other") == 12  # not a label value
+    assert not any(s.get("type") == "zero" for s, _ in found["portique_findings_total"])
+    assert value(found, "portique_events_total", kind="decided") == 3
+    assert value(found, "portique_events_total", kind="other") == 1
