@@ -45,7 +45,6 @@ import base64
 import binascii
 import codecs
 import html
-import quopri
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -453,14 +452,13 @@ class _Writer:
         new_names: list[str],
         extra: dict[str, bytes | None],
     ) -> dict[str, bytes | None]:
-        message = part.message
         replacements = dict(extra)
         for (where, old), new in zip(names, new_names, strict=True):
             if new == old:
                 continue
             header = "Content-Disposition" if where == "filename" else "Content-Type"
             replacements[header.lower()] = render_param_header(
-                message, header, where, new, self.nl, replacements.get(header.lower())
+                part.message, header, where, new, self.nl, replacements.get(header.lower())
             )
         return replacements
 
@@ -821,7 +819,6 @@ def attachment_names(part: MimePart) -> list[tuple[str, str]]:
     `filename="scan.stl"; filename*=utf-8''DUPONT_Jean.stl` names the file twice, and
     mail readers that prefer the RFC 2231 form show the second. Each distinct name is a
     field; rewriting any of them writes the parameter once (render_param_header)."""
-    message = part.message
     out: list[tuple[str, str]] = []
     for param, header in (("filename", "content-disposition"), ("name", "content-type")):
         present = part.get(header)  # a Header when the value holds 8-bit bytes
@@ -831,7 +828,7 @@ def attachment_names(part: MimePart) -> list[tuple[str, str]]:
             # per text body, which has no file name.
             continue
         try:
-            params: Sequence[tuple[str, ParamValue]] = message.get_params([], header=header)
+            params: Sequence[tuple[str, ParamValue]] = part.message.get_params([], header=header)
             values = [value for key, value in params[1:] if key.lower() == param]
         except (LookupError, ValueError, UnicodeError) as exc:
             raise ContentError("file name in an invalid encoding") from exc
@@ -927,7 +924,8 @@ def decode_body(body: bytes | memoryview, cte: str) -> bytes:
         except binascii.Error as exc:
             raise ContentError("malformed base64 body") from exc
     if cte == "quoted-printable":
-        return quopri.decodestring(bytes(body))
+        # quopri.decodestring's own body (binascii's decoder), without its Python frame.
+        return binascii.a2b_qp(body)
     if cte in ("7bit", "8bit", "binary", ""):
         return bytes(body)
     raise ContentError("unsupported transfer encoding")
@@ -1069,7 +1067,10 @@ def _fits_identity(payload: bytes, cte: str, nl: bytes) -> bool:
 
 def declared_charset(part: MimePart) -> str:
     """The codec name of the part's charset parameter; "" when none is declared."""
-    charset = _content_charset(part.message, part.get("content-type"))
+    value = part.get("content-type")
+    charset = _common_charset(value)
+    if charset is None:  # not the common shape: the Message is built only for this
+        charset = part.message.get_content_charset()
     if charset is None:
         return ""
     try:
@@ -1082,16 +1083,19 @@ def content_charset(message: ParsedMessage) -> str | None:
     """`message.get_content_charset()`, read directly for the common `type/subtype;
     charset=token` (quoted or not) and by the email package for anything else: its
     general parameter parse was 5 % of a lab order's pipeline time."""
-    return _content_charset(message, message.get("content-type"))
+    charset = _common_charset(message.get("content-type"))
+    return message.get_content_charset() if charset is None else charset
 
 
-def _content_charset(message: ParsedMessage, value: str | Header | None) -> str | None:
-    """content_charset, given the message's first Content-Type value (`get`'s)."""
+def _common_charset(value: str | Header | None) -> str | None:
+    """The charset of a Content-Type value (the first one, as `get` returns it) in the
+    common shape, lower-cased as get_content_charset returns it; None for any other
+    value (the caller then asks the email package)."""
     if isinstance(value, str):  # a Header when the value holds 8-bit bytes
         common = _COMMON_CHARSET.fullmatch(value)
         if common is not None:
             return common["charset"].lower()
-    return message.get_content_charset()
+    return None
 
 
 def decode_text(payload: bytes, charset: str) -> str:

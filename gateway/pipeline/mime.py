@@ -8,9 +8,12 @@ continuation, CRLF or LF endings, then the blank line) is read line by line with
 searches here (`_common_fields`), in a sixth of the time `BytesHeaderParser` takes;
 anything else (a Unix From_ line, a line that is no field, a bare CR, no blank line) goes
 to `BytesHeaderParser`. Both give the same Message (tests/pipeline/test_header_block.py
-compares them with hypothesis and on the golden corpus). Each part also keeps the
-Message's fields as a list (`MimePart.fields`, `MimePart.get`), which the walk reads. Bodies are split on boundaries
-here so that the bytes of every part that is not edited are carried over exactly.
+compares them with hypothesis and on the golden corpus). Each part keeps the Message's
+fields as a list (`MimePart.fields`, `MimePart.get`), which the walk reads; for a block in
+the common shape the Message itself is built from them only when something asks for it
+(`MimePart.message`: parameters, boundaries, a charset in an uncommon spelling), which a
+plain text part never does. Bodies are split on boundaries here so that the bytes of
+every part that is not edited are carried over exactly.
 
 Invariants:
 - `serialise_part(root, {})` returns the input bytes unchanged.
@@ -67,7 +70,6 @@ class MimePart:
     start: int
     header_end: int  # first body byte (after the blank line)
     end: int
-    message: ParsedMessage  # headers only
     depth: int
     kind: str  # "multipart" | "message" | "leaf"
     children: list[MimePart]
@@ -84,32 +86,39 @@ class MimePart:
     fields: list[tuple[str, str, str]] = field(repr=False)  # values may hold PHI: no repr
     content_type: str  # get_content_type(): "maintype/subtype"
     transfer_encoding: str  # lower-cased; "7bit" when absent (RFC 2045)
+    # The header block as a compat32 Message (`message`), built from `fields` the first
+    # time something asks for it when the block has the common shape: a plain text part
+    # with a token charset never does (building it was a tenth of a lab order's parse).
+    _message: ParsedMessage | None = field(repr=False)
 
     def __init__(
         self,
         start: int,
         header_end: int,
         end: int,
-        message: ParsedMessage,
+        fields: list[tuple[str, str, str]],
+        message: ParsedMessage | None,
         depth: int,
         kind: str,
         index: int = 0,
-        common_shape: bool = False,
     ) -> None:
+        """`message` is the block's Message when the email package parsed it, None when
+        the block has the common shape (`fields` then make it, when it is asked for)."""
         self.start = start
         self.header_end = header_end
         self.end = end
-        self.message = message
         self.depth = depth
         self.kind = kind
         self.children = []
         self.pieces = []
         self.index = index
-        self.common_shape = common_shape
-        self.fields = [(name, name.lower(), str(value)) for name, value in message.raw_items()]
+        self.common_shape = message is None
+        self._message = message
+        self.fields = fields
         content_type = self.get("content-type")
         if content_type is None:
-            self.content_type = self.message.get_default_type()
+            # get_default_type(): "text/plain" for every block parsed on its own.
+            self.content_type = "text/plain" if message is None else message.get_default_type()
         elif isinstance(content_type, str):  # what get_content_type() makes of it
             ctype = content_type.partition(";")[0].strip().lower()
             self.content_type = ctype if ctype.count("/") == 1 else "text/plain"
@@ -117,6 +126,16 @@ class MimePart:
             self.content_type = self.message.get_content_type()
         encoding = self.get("content-transfer-encoding")
         self.transfer_encoding = "7bit" if encoding is None else str(encoding).strip().lower()
+
+    @property
+    def message(self) -> ParsedMessage:
+        """The header block as a compat32 Message (headers only), as parse_header_block
+        returns it."""
+        message = self._message
+        if message is None:
+            message = _message_of(self.fields)
+            self._message = message
+        return message
 
     def get(self, name: str) -> str | Header | None:
         """`message.get(name)` for a lower-case `name`: the first field of that name, as
@@ -191,8 +210,8 @@ def _parse_entity(state: _ParseState, start: int, end: int, depth: int) -> MimeP
         header_end = start + (1 if buf[start : start + 1] == b"\n" else 2)
     else:
         header_end = _header_end(buf, start, end, state.blank_lines)
-    message, common_shape = _read_header_block(buf[start:header_end])
-    part = MimePart(start, header_end, end, message, depth, "leaf", len(state.parts), common_shape)
+    fields, message = _read_header_block(buf[start:header_end])
+    part = MimePart(start, header_end, end, fields, message, depth, "leaf", len(state.parts))
     state.parts.append(part)
     content_type = part.content_type
     if content_type.startswith("multipart/"):  # get_content_maintype() == "multipart"
@@ -223,28 +242,28 @@ def _header_end(buf: bytes, start: int, end: int, blank_lines: tuple[bytes, byte
 
 def parse_header_block(block: bytes) -> ParsedMessage:
     """The header block (its blank line included) as a compat32 Message, headers only."""
-    return _read_header_block(block)[0]
+    fields, message = _read_header_block(block)
+    return _message_of(fields) if message is None else message
 
 
-def _read_header_block(block: bytes) -> tuple[ParsedMessage, bool]:
-    """parse_header_block's Message, and whether the block has the common shape."""
+def _read_header_block(block: bytes) -> tuple[list[tuple[str, str, str]], ParsedMessage | None]:
+    """The block's fields as MimePart keeps them, and the Message BytesHeaderParser made
+    of it; None in its place when the block has the common shape (_message_of makes the
+    same Message of the fields)."""
     text = block.decode("ascii", "surrogateescape")  # as BytesHeaderParser reads it
-    message = _parse_common_block(text)
-    if message is not None:
-        return message, True
-    return BytesHeaderParser(policy=compat32).parsebytes(block), False
+    common = _common_fields(text)
+    if common is not None:
+        return [(name, name.lower(), value) for name, value in common], None
+    message = BytesHeaderParser(policy=compat32).parsebytes(block)
+    return [(name, name.lower(), str(value)) for name, value in message.raw_items()], message
 
 
-def _parse_common_block(text: str) -> ParsedMessage | None:
-    """The Message of a header block in the common shape (see the module docstring), or
-    None for any other shape. The (name, value) pairs are what compat32's
-    `header_source_parse` makes of each field's lines: the name as written, the value
-    without the blanks after the colon nor the final line ending, folds kept."""
-    fields = _common_fields(text)
-    if fields is None:
-        return None
+def _message_of(fields: list[tuple[str, str, str]]) -> ParsedMessage:
+    """The Message of a header block in the common shape, from its fields: the (name,
+    value) pairs are what compat32's `header_source_parse` makes of each field's lines
+    (_common_fields), stored as the feed parser stores them."""
     message = Message(policy=compat32)
-    for name, value in fields:
+    for name, _lower, value in fields:
         message.set_raw(name, value)  # as the feed parser stores each field
     message.set_payload("")  # a headers-only parse of nothing after the blank line
     return message

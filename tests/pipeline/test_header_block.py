@@ -41,7 +41,7 @@ def _reference(block: bytes) -> dict[str, object]:
 
 def _takes_fast_path(block: bytes) -> bool:
     text = block.decode("ascii", "surrogateescape")
-    return mime._parse_common_block(text) is not None
+    return mime._common_fields(text) is not None
 
 
 def _corpus() -> Iterator[tuple[str, bytes]]:
@@ -147,8 +147,8 @@ def _reader_corpus() -> list[bytes]:
 def outcomes_with_the_email_parser_only() -> str:
     """JSON of the corpus' outcome digests with every block read by BytesHeaderParser.
     Run from plain-Python source: the compiled parse_header_block calls
-    _parse_common_block directly, past any replacement of the module attribute."""
-    mime._parse_common_block = lambda text: None
+    _common_fields directly, past any replacement of the module attribute."""
+    mime._common_fields = lambda text: None
     return json.dumps([outcome_digest(run(raw, lab_copy())) for raw in _reader_corpus()])
 
 
