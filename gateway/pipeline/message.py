@@ -53,7 +53,7 @@ from email.errors import MessageError
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import collapse_rfc2231_value, formataddr, getaddresses
-from typing import TypeAlias
+from typing import TypeAlias, final
 
 from gateway.config import FilesConfig
 from gateway.errors import ContentError, LimitExceeded, UnsupportedContent
@@ -61,6 +61,7 @@ from gateway.files.base import ExtractedFile, RewriteSession
 from gateway.files.dispatch import HEAD_BYTES, open_attachment, open_head
 from gateway.pipeline.mime import (
     COMPILED,
+    KnownBlocks,
     MimePart,
     ParsedMessage,
     PartEdit,
@@ -231,6 +232,21 @@ Rebuilder = Callable[[Sequence[str], RewriteSession], dict[int, PartEdit]]
 ParamValue: TypeAlias = "str | tuple[str | None, str | None, str]"
 
 
+@final
+class AnalysisMemo:
+    """What analysing a message computed from its header bytes alone, for the analysis of
+    its rewritten output (verify_output), whose unchanged headers are the same bytes:
+    the fields of each header block in the common shape (gateway/pipeline/mime.py's
+    KnownBlocks), and the (display name, address) pairs of each address header's values.
+    Each entry is a pure function of its key (no state, no limit, no time enters it), so
+    the verification reads what a fresh analysis would; every part is still parsed, and
+    every field scanned again. Holds one message's headers, for one process_message."""
+
+    def __init__(self) -> None:
+        self.header_blocks: KnownBlocks = {}
+        self.address_lists: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+
+
 @dataclass(init=False)
 class MessageAnalysis:
     raw: bytes
@@ -244,14 +260,16 @@ class MessageAnalysis:
     cleaned: bool  # some handler removes metadata even without findings
     subject_field: int | None
     formats: list[str]
+    memo: AnalysisMemo  # for the analysis of the rewritten output (verify_output)
     # (first field, end field, rebuilder, always): `always` rebuilders run even when their
     # texts are unchanged (handlers that clean metadata).
     _rebuilders: list[tuple[int, int, Rebuilder, bool]]
 
-    def __init__(self, raw: bytes, root: MimePart) -> None:
+    def __init__(self, raw: bytes, root: MimePart, memo: AnalysisMemo) -> None:
         # Its own __init__, not @dataclass's (interpreted): see gateway/pipeline/mime.py.
         self.raw = raw
         self.root = root
+        self.memo = memo
         self.fields = []
         self.locked = set()
         self.structured = set()
@@ -299,12 +317,16 @@ def analyse_message(
     limits: FilesConfig | None = None,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    memo: AnalysisMemo | None = None,
 ) -> MessageAnalysis:
-    """Collect every field of `raw`. Raises ContentError (with a fixed reason)."""
+    """Collect every field of `raw`. Raises ContentError (with a fixed reason).
+
+    `memo`: another analysis' memo (the input's, when `raw` is its rewritten output)."""
     limits = limits or FilesConfig()
-    root, parts = parse_message(raw, limits)
+    memo = AnalysisMemo() if memo is None else memo
+    root, parts = parse_message(raw, limits, memo.header_blocks)
     structured_texts = [text for part in parts for text in structured_header_values(part)]
-    analysis = MessageAnalysis(raw, root)
+    analysis = MessageAnalysis(raw, root, memo)
     nl = line_ending(raw)
     roots = frozenset({root.index} | {p.children[0].index for p in parts if p.kind == "message"})
     walker = _Walker(analysis, raw, nl, limits, deadline, clock, roots)
@@ -504,6 +526,7 @@ class _Walker:
         text_slots = self.free_text_headers(part, with_subject=True)
         address_slots: list[tuple[str, list[tuple[str, str]], list[int | None]]] = []
         by_name: dict[str, list[str]] = {}
+        address_lists = analysis.memo.address_lists
         for _raw_name, lower, value in part.fields:
             name = lower.strip()
             if name in _ADDRESS_HEADER_SET:
@@ -512,7 +535,11 @@ class _Walker:
             values = by_name.get(name)
             if not values:
                 continue
-            pairs = parse_address_list([decode_header_text(v) for v in values])
+            key = tuple(values)
+            pairs = address_lists.get(key)
+            if pairs is None:
+                pairs = parse_address_list([decode_header_text(v) for v in values])
+                address_lists[key] = pairs
             indices: list[int | None] = []
             for display, _addr in pairs:
                 indices.append(

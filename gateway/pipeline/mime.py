@@ -174,10 +174,18 @@ class PartEdit:
         )
 
 
+# Header blocks already read, by their bytes: the fields of each block in the common shape
+# (parse_message's `known`). Reading is a pure function of the bytes, so a block met again
+# (the unchanged headers of a rewritten message, read once more by its verification) takes
+# the fields read the first time. The lists are shared, never modified.
+KnownBlocks: TypeAlias = "dict[bytes, list[tuple[str, str, str]]]"
+
+
 class _ParseState:
-    def __init__(self, buf: bytes, limits: FilesConfig) -> None:
+    def __init__(self, buf: bytes, limits: FilesConfig, known: KnownBlocks | None) -> None:
         self.buf = buf
         self.limits = limits
+        self.known = known
         self.parts: list[MimePart] = []
         # Where a header block's blank line is looked for first (_header_end).
         self.blank_lines = (
@@ -192,9 +200,12 @@ def line_ending(buf: bytes) -> bytes:
     return b"\n"
 
 
-def parse_message(buf: bytes, limits: FilesConfig) -> tuple[MimePart, list[MimePart]]:
-    """The root part and every part in parse order."""
-    state = _ParseState(buf, limits)
+def parse_message(
+    buf: bytes, limits: FilesConfig, known: KnownBlocks | None = None
+) -> tuple[MimePart, list[MimePart]]:
+    """The root part and every part in parse order. With `known`, a header block found
+    there takes its fields, and every other block in the common shape is added to it."""
+    state = _ParseState(buf, limits, known)
     root = _parse_entity(state, 0, len(buf), 0)
     return root, state.parts
 
@@ -210,7 +221,14 @@ def _parse_entity(state: _ParseState, start: int, end: int, depth: int) -> MimeP
         header_end = start + (1 if buf[start : start + 1] == b"\n" else 2)
     else:
         header_end = _header_end(buf, start, end, state.blank_lines)
-    fields, message = _read_header_block(buf[start:header_end])
+    block = buf[start:header_end]
+    known = state.known
+    fields = None if known is None else known.get(block)
+    message: ParsedMessage | None = None
+    if fields is None:
+        fields, message = _read_header_block(block)
+        if known is not None and message is None:
+            known[block] = fields
     part = MimePart(start, header_end, end, fields, message, depth, "leaf", len(state.parts))
     state.parts.append(part)
     content_type = part.content_type

@@ -11,7 +11,10 @@ Stages, in order (plain functions, fail closed at each):
 3. decide per copy (action table below); on transforming routes, rewrite with the copy's
    TransformPolicy, rebuild, then verify: the output must parse again and a rescan must
    find nothing the policy should have transformed (a second line of defence against a
-   handler that puts a value back).
+   handler that puts a value back). Every part of the output is parsed and every field
+   rescanned; what depends on header bytes alone (the fields of a header block, the
+   pairs of an address header) is taken from the input's analysis where the bytes are
+   the same (message.AnalysisMemo): the same result, not read twice.
 Any exception in a stage makes every copy that needs inspection HOLD; only `deliver`
 copies get the original bytes without inspection.
 
@@ -33,7 +36,7 @@ from dataclasses import replace
 from gateway.config import FilesConfig
 from gateway.errors import ContentError, LimitExceeded
 from gateway.files.base import RewriteSession
-from gateway.pipeline.message import MessageAnalysis, analyse_message
+from gateway.pipeline.message import AnalysisMemo, MessageAnalysis, analyse_message
 from gateway.pipeline.model import CopyOutcome, MessageOutcome, RouteCopy
 from gateway.scan.model import (
     Finding,
@@ -226,7 +229,7 @@ def decide_copy(
         return CopyOutcome(copy, Verdict.PASS, data=raw, findings=found)
     if verify:
         try:
-            verify_output(data, engine, policy, limits, deadline, clock)
+            verify_output(data, engine, policy, limits, deadline, clock, analysis.memo)
         except ContentError as exc:
             return CopyOutcome(copy, Verdict.HOLD, findings=found, reason=str(exc))
     return CopyOutcome(
@@ -251,13 +254,16 @@ def verify_output(
     limits: FilesConfig | None,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    memo: AnalysisMemo | None = None,
 ) -> None:
     """The rebuilt message must parse, and a rescan must find nothing left to transform.
 
-    With a deadline, running out of time raises LimitExceeded (the budget's reason)."""
+    With a deadline, running out of time raises LimitExceeded (the budget's reason).
+    `memo` is the input's analysis memo: the output's unchanged headers are read from it
+    (the same result as reading them again; every part is still parsed and rescanned)."""
     check = budget_check(deadline, clock) if deadline is not None else None
     try:
-        again = analyse_message(data, limits or FilesConfig(), deadline, clock)
+        again = analyse_message(data, limits or FilesConfig(), deadline, clock, memo)
     except LimitExceeded as exc:
         if str(exc) == REASON_BUDGET:
             raise

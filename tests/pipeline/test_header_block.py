@@ -180,3 +180,53 @@ def test_content_charset_as_get_content_charset(value: str) -> None:
     message = Message()
     message.set_raw("Content-Type", value)
     assert content_charset(message) == message.get_content_charset()
+
+
+def _parts_state(raw: bytes, known: mime.KnownBlocks | None) -> list[object]:
+    _root, parts = parse_message(raw, FilesConfig(), known)
+    return [
+        (p.start, p.header_end, p.end, p.kind, p.fields, p.content_type, p.transfer_encoding)
+        + (p.common_shape, _state(p.message))
+        for p in parts
+    ]
+
+
+def test_known_blocks_give_what_a_fresh_read_gives() -> None:
+    """A block read from `known` (the verification's reading of unchanged headers) gives
+    the part a fresh read gives: fields, type, encoding, shape and Message."""
+    known: mime.KnownBlocks = {}
+    hits = 0
+    for _name, raw in _corpus():
+        fresh = _parts_state(raw, None)
+        assert _parts_state(raw, known) == fresh  # filling `known`
+        before = len(known)
+        assert _parts_state(raw, known) == fresh  # reading from it
+        assert len(known) == before
+        hits += before > 0
+    assert hits > 20
+
+
+def test_analysis_of_the_output_same_with_the_input_memo() -> None:
+    """The rewritten output analysed with the input's memo (as verify_output does) has
+    the fields, and the same rebuild, as analysed on its own."""
+    from gateway.pipeline.message import analyse_message
+
+    compared = 0
+    for _name, raw in _corpus():
+        outcome = run(raw, lab_copy())
+        data = outcome.copies[0].data
+        if data is None or data is raw:
+            continue
+        first = analyse_message(raw)
+        shared = analyse_message(data, memo=first.memo)
+        alone = analyse_message(data)
+        assert shared.fields == alone.fields
+        assert (shared.structured, shared.locked, shared.notes, shared.formats) == (
+            alone.structured,
+            alone.locked,
+            alone.notes,
+            alone.formats,
+        )
+        assert shared.memo is first.memo and first.memo.header_blocks
+        compared += 1
+    assert compared > 20
