@@ -53,7 +53,7 @@ from email.errors import MessageError
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import collapse_rfc2231_value, formataddr, getaddresses
-from typing import TypeAlias, final
+from typing import Final, TypeAlias, final
 
 from gateway.config import FilesConfig
 from gateway.errors import ContentError, LimitExceeded, UnsupportedContent
@@ -73,8 +73,8 @@ from gateway.pipeline.mime import (
 from gateway.scan.model import FieldKind, IdentifierKind, TextField
 
 # SMTP line limit (RFC 5321 4.5.3.1.6): 998 octets plus CRLF. Longer lines need an encoding.
-MAX_LINE_LENGTH = 998
-_ADDRESS_HEADERS = (
+MAX_LINE_LENGTH: Final = 998
+_ADDRESS_HEADERS: Final = (
     "from",
     "to",
     "cc",
@@ -85,7 +85,7 @@ _ADDRESS_HEADERS = (
     "resent-to",
     "resent-cc",
 )
-_ADDRESS_HEADER_SET = frozenset(_ADDRESS_HEADERS)
+_ADDRESS_HEADER_SET: Final = frozenset(_ADDRESS_HEADERS)
 
 # The common shapes of an address header value, parsed without email.utils' general
 # parser (a third of the cost of analysing a small message): `local@domain`,
@@ -93,9 +93,9 @@ _ADDRESS_HEADER_SET = frozenset(_ADDRESS_HEADERS)
 # separated by single spaces. Anything else (quotes, comments, dots or commas in the
 # name, groups, several addresses) goes to `getaddresses`; both give the same pairs
 # (tests/pipeline checks it with hypothesis).
-_ATOM = r"[\w!#$%&'*+\-/=?^`{|}~]+"
-_ADDR_SPEC = r"[\w.!#$%&'*+\-/=?^`{|}~]+@[\w.\-]+"
-_SIMPLE_ADDRESS = re.compile(
+_ATOM: Final = r"[\w!#$%&'*+\-/=?^`{|}~]+"
+_ADDR_SPEC: Final = r"[\w.!#$%&'*+\-/=?^`{|}~]+@[\w.\-]+"
+_SIMPLE_ADDRESS: Final = re.compile(
     rf"(?:(?P<display>{_ATOM}(?: {_ATOM})*) )?<(?P<angle>{_ADDR_SPEC})>|(?P<bare>{_ADDR_SPEC})"
 )
 
@@ -119,7 +119,7 @@ def parse_address_list(values: Sequence[str]) -> list[tuple[str, str]]:
 # and they carry no free text). Every other header (Subject, Thread-Topic, Comments,
 # Keywords, Content-Description, X-*) is scanned as free text: Outlook copies the Subject
 # into Thread-Topic, and practice software adds its own X- headers.
-_STRUCTURED_HEADERS = frozenset(
+_STRUCTURED_HEADERS: Final = frozenset(
     {
         "received",
         "return-path",
@@ -164,7 +164,7 @@ _STRUCTURED_HEADERS = frozenset(
 # The MIME headers a part has at most one of (RFC 2045, RFC 2183). Readers disagree on
 # which of two wins (a known smuggling vector), and this walk reads the first only: a
 # file name or type in the other would leave unscanned. Two of one hold the message.
-_SINGLE_MIME_HEADERS = {
+_SINGLE_MIME_HEADERS: Final = {
     "content-type": "Content-Type",
     "content-disposition": "Content-Disposition",
     "content-transfer-encoding": "Content-Transfer-Encoding",
@@ -179,10 +179,10 @@ _SINGLE_MIME_HEADERS = {
 # runs of ids as names. The other structured headers are left out: trace and routing
 # headers hold addresses (every address is an EMAIL finding; addresses are routing data),
 # signatures and Thread-Index are base64, the others dates and keywords.
-_MESSAGE_ID_HEADERS = frozenset(
+_MESSAGE_ID_HEADERS: Final = frozenset(
     {"message-id", "resent-message-id", "in-reply-to", "references", "content-id"}
 )
-_SCANNED_STRUCTURED_HEADERS = _MESSAGE_ID_HEADERS | frozenset(
+_SCANNED_STRUCTURED_HEADERS: Final = _MESSAGE_ID_HEADERS | frozenset(
     {
         "content-type",
         "content-disposition",
@@ -198,32 +198,32 @@ _SCANNED_STRUCTURED_HEADERS = _MESSAGE_ID_HEADERS | frozenset(
 # of its Content-Type and Content-Disposition is scanned without them, so that a name
 # there is rewritten, not held. Where this takes a value shorter than the email package
 # does, the remainder is scanned: never less.
-_FILE_NAME_PARAMETER = re.compile(
+_FILE_NAME_PARAMETER: Final = re.compile(
     r';\s*(?:file)?name(?:\*|\*[0-9]+\*?)?\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^;]*)', re.I
 )
 # A Content-Type value with one parameter, charset, whose value is a token (RFC 2045 5.1),
 # bare or quoted: what get_content_charset returns for it is that token, lower-cased.
-_COMMON_CHARSET = re.compile(
+_COMMON_CHARSET: Final = re.compile(
     r'[^;"\\=]*;\s*charset\s*=\s*(?P<quote>"?)(?P<charset>[A-Za-z0-9_.:+-]+)(?P=quote)\s*',
     re.IGNORECASE,
 )
-_BASE64_SHAPE = re.compile(rb"[A-Za-z0-9+/\s]*(?:=\s*){0,2}")
+_BASE64_SHAPE: Final = re.compile(rb"[A-Za-z0-9+/\s]*(?:=\s*){0,2}")
 # Base64 is encoded in slices of 57 * 1024 input bytes: 1024 lines of 76 characters each,
 # so a 50 MB attachment never exists twice in encoded form.
-_BASE64_SLICE = 57 * 1024
+_BASE64_SLICE: Final = 57 * 1024
 # RFC 2045 6.8: encoded lines of at most 76 characters; every mailer writes exactly 76,
 # which carry 57 bytes.
-_BASE64_LINE_CHARS = 76
-_BASE64_LINE_BYTES = 57
-_BASE64_LAST_LINE = re.compile(rb"[A-Za-z0-9+/]{1,76}={0,2}")
+_BASE64_LINE_CHARS: Final = 76
+_BASE64_LINE_BYTES: Final = 57
+_BASE64_LAST_LINE: Final = re.compile(rb"[A-Za-z0-9+/]{1,76}={0,2}")
 # Below this an attachment is simply decoded whole: the head path saves memory, not time.
 HEAD_PATH_MIN_BYTES = 64 * 1024
-_HEAD_LINES = HEAD_BYTES // _BASE64_LINE_BYTES
+_HEAD_LINES: Final = HEAD_BYTES // _BASE64_LINE_BYTES
 # HTML is tokenised with `find`, in one linear pass: a regex with lazy or quoted-string
 # alternatives rescans to the end of the body at every unterminated `<!--`, `<script` or
 # quote, which hostile input can repeat to make the walk quadratic.
-_HTML_RAW_TEXT = re.compile(r"<(script|style)\b", re.I)
-_HTML_ATTR = re.compile(r"""\b(title|alt|href)(\s*=\s*)("([^"]*)"|'([^']*)')""", re.I)
+_HTML_RAW_TEXT: Final = re.compile(r"<(script|style)\b", re.I)
+_HTML_ATTR: Final = re.compile(r"""\b(title|alt|href)(\s*=\s*)("([^"]*)"|'([^']*)')""", re.I)
 
 Rebuilder = Callable[[Sequence[str], RewriteSession], dict[int, PartEdit]]
 # A MIME parameter's value as Message.get_param and get_params return it: a str, or the
@@ -376,7 +376,11 @@ def structured_header_values(part: MimePart) -> list[str]:
         if name not in _SCANNED_STRUCTURED_HEADERS:
             continue
         raw = value
-        if part.kind == "leaf" and name in ("content-type", "content-disposition"):
+        if (
+            part.kind == "leaf"
+            and name in ("content-type", "content-disposition")
+            and "name" in raw.lower()  # which every match holds (no other letter folds to it)
+        ):
             raw = _FILE_NAME_PARAMETER.sub(";", raw)
         text = decode_header_text(raw)
         if name in _MESSAGE_ID_HEADERS:
@@ -582,10 +586,10 @@ class _Walker:
         # decode them.
         for raw_name, lower, value in part.fields:
             name = lower.strip()
+            if name in _STRUCTURED_HEADERS or name in _ADDRESS_HEADER_SET:
+                continue  # every field of that name is: its occurrences are never counted
             occurrence = seen.get(name, 0)
             seen[name] = occurrence + 1
-            if name in _STRUCTURED_HEADERS or name in _ADDRESS_HEADER_SET:
-                continue
             if name == "subject" and not with_subject:
                 continue
             text = decode_header_text(value)

@@ -37,9 +37,9 @@ from typing import Final, TypeAlias
 from gateway.config import FilesConfig
 from gateway.errors import ContentError, LimitExceeded
 
-_HEADER_START = re.compile(rb"^[^ \t\r\n]", re.M)
+_HEADER_START: Final = re.compile(rb"^[^ \t\r\n]", re.M)
 # RFC 2046 5.1.1: a boundary is 1-70 characters; longer ones are refused.
-MAX_BOUNDARY_LENGTH = 70
+MAX_BOUNDARY_LENGTH: Final = 70
 
 # A parsed header block. typeshed's default Message says a header value is a str, but
 # compat32 (header_fetch_parse) hands out an email.header.Header, charset unknown-8bit,

@@ -32,6 +32,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Final
 
 from gateway.config import FilesConfig
 from gateway.errors import ContentError, LimitExceeded
@@ -49,25 +50,23 @@ from gateway.scan.model import (
 from gateway.verdicts import Action, Verdict
 
 # Fixed reasons: shown to senders and written to the audit trail; never carry content.
-REASON_ROUTE_HOLDS = "route holds all mail for review"
-REASON_ROUTE_REJECTS = "route rejects all mail"
-REASON_NO_SCANNER = "content scanner unavailable"
-REASON_INTERNAL = "internal error while processing the message"
-REASON_UNKNOWN_FILE = "attachment of a type that cannot be scanned"
-REASON_BURNED_IN = "image with burned-in annotations cannot be cleaned"
-REASON_LOCKED = "document with patient identifiers cannot be rewritten safely (PDF)"
-REASON_STRUCTURED = "patient identifiers in a MIME header that cannot be rewritten safely"
-REASON_NOT_OWN = "message contains identifiers of another patient"
-REASON_BAD_OVERRIDES = "route identifier overrides are invalid"
-REASON_VERIFY = "rewritten message failed verification"
-REASON_BUDGET = "message processing time budget exceeded"
-DEFAULT_BUDGET_SECONDS = 60.0
+REASON_ROUTE_HOLDS: Final = "route holds all mail for review"
+REASON_ROUTE_REJECTS: Final = "route rejects all mail"
+REASON_NO_SCANNER: Final = "content scanner unavailable"
+REASON_INTERNAL: Final = "internal error while processing the message"
+REASON_UNKNOWN_FILE: Final = "attachment of a type that cannot be scanned"
+REASON_BURNED_IN: Final = "image with burned-in annotations cannot be cleaned"
+REASON_LOCKED: Final = "document with patient identifiers cannot be rewritten safely (PDF)"
+REASON_STRUCTURED: Final = "patient identifiers in a MIME header that cannot be rewritten safely"
+REASON_NOT_OWN: Final = "message contains identifiers of another patient"
+REASON_BAD_OVERRIDES: Final = "route identifier overrides are invalid"
+REASON_VERIFY: Final = "rewritten message failed verification"
+REASON_BUDGET: Final = "message processing time budget exceeded"
+DEFAULT_BUDGET_SECONDS: Final = 60.0  # matches ScanConfig.message_budget's default
 # What the engine writes in place of an identifier: PAT-XXXXX-XXXXX tokens, [LABEL]s.
-_OWN_MARKS = re.compile(
-    r"PAT-[0-9A-Z]{5}-[0-9A-Z]{5}|\[[A-Z_]{2,20}\]"
-)  # matches ScanConfig.message_budget's default
+_OWN_MARKS: Final = re.compile(r"PAT-[0-9A-Z]{5}-[0-9A-Z]{5}|\[[A-Z_]{2,20}\]")
 
-_INSPECTING = frozenset(
+_INSPECTING: Final = frozenset(
     {Action.PSEUDONYMISE, Action.REDACT, Action.REJECT_IF_PHI, Action.OWN_DATA_ONLY}
 )
 
