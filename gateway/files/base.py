@@ -45,16 +45,21 @@ class RewriteSession:
 
     `salt` is derived from the message and the audience, so remapped UIDs are stable
     within one message and one audience (deterministic golden output) yet unrelated to
-    the original UIDs for anyone who does not hold the original message.
+    the original UIDs for anyone who does not hold the original message. It may be given
+    as the function that derives it: called once, at the first UID remapped. The
+    pipeline's hashes the whole message, which only a DICOM file needs (a 50 MB
+    attachment hashed per rewritten copy, for nothing, in every other message).
     """
 
-    salt: bytes
+    salt: bytes | Callable[[], bytes] = field(repr=False)
     uid_map: dict[str, str] = field(default_factory=dict)
 
     def remap_uid(self, uid: str) -> str:
         """A new DICOM UID under the 2.25 root (ISO/IEC 9834-8 UUID-derived form)."""
         new = self.uid_map.get(uid)
         if new is None:
+            if not isinstance(self.salt, bytes):
+                self.salt = self.salt()
             digest = hashlib.sha256(self.salt + b"\x00" + uid.encode("ascii", "replace")).digest()
             # 2.25.<decimal of 128 bits> stays within the 64-character UI limit (PS3.5 9.1).
             new = "2.25." + str(int.from_bytes(digest[:16], "big"))

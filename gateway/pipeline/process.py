@@ -145,6 +145,8 @@ def policy_for(copy: RouteCopy) -> TransformPolicy:
 
 
 def parse_overrides(raw: Mapping[str, str]) -> dict[IdentifierKind, TypeAction]:
+    if not raw:
+        return {}  # most routes: no generic Mapping iteration per copy
     try:
         return {IdentifierKind(k): TypeAction(v) for k, v in raw.items()}
     except ValueError as exc:
@@ -219,7 +221,9 @@ def decide_copy(
     check = budget_check(deadline, clock)
     result = engine.rewrite_fields(analysis.fields, text_findings, policy, check=check)
     check()
-    session = RewriteSession(salt=uid_salt(raw, copy.audience))
+    audience = copy.audience
+    # Derived only if a DICOM file remaps a UID: it hashes the whole message.
+    session = RewriteSession(salt=lambda: uid_salt(raw, audience))
     data = analysis.rebuild(result.texts, session, check)
     if data is raw or data == raw:
         if any(policy.action_for(f.kind) != TypeAction.KEEP for f in text_findings):

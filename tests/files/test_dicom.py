@@ -152,6 +152,29 @@ def test_rebuild_does_not_mutate_between_copies() -> None:
     assert one == two and one != three
 
 
+def test_salt_derived_once_and_only_when_a_uid_is_remapped() -> None:
+    """A session given the function that derives its salt (the pipeline's: a hash of the
+    whole message) calls it once, at the first UID, and remaps as with the salt itself."""
+    calls: list[int] = []
+
+    def derive() -> bytes:
+        calls.append(1)
+        return b"a"
+
+    data = _shipped("MR_small.dcm")
+    extracted = open_attachment(data)
+    texts = [f.text for f in extracted.fields]
+    lazy = RewriteSession(salt=derive)
+    assert calls == []
+    assert extracted.rebuild(texts, lazy) == extracted.rebuild(texts, RewriteSession(salt=b"a"))
+    assert calls == [1] and lazy.salt == b"a"
+    extracted.rebuild(texts, lazy)
+    assert calls == [1]
+    untouched = RewriteSession(salt=derive)
+    assert untouched.remap_uid("1.2.3") == RewriteSession(salt=b"a").remap_uid("1.2.3")
+    assert len(calls) == 2
+
+
 def test_invalid_values_never_reach_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
     ds = pydicom.dcmread(io.BytesIO(_shipped("CT_small.dcm")))
     ds.PatientName = "DUPONT^Jean"
