@@ -237,7 +237,8 @@ class AnalysisMemo:
     """What analysing a message computed from its header bytes alone, for the analysis of
     its rewritten output (verify_output), whose unchanged headers are the same bytes:
     the fields of each header block in the common shape (gateway/pipeline/mime.py's
-    KnownBlocks), and the (display name, address) pairs of each address header's values.
+    KnownBlocks), the (display name, address) pairs of each address header's values, and
+    the codec name of each text part's Content-Type value (declared_charset).
     Each entry is a pure function of its key (no state, no limit, no time enters it), so
     the verification reads what a fresh analysis would; every part is still parsed, and
     every field scanned again. Holds one message's headers, for one process_message."""
@@ -245,6 +246,7 @@ class AnalysisMemo:
     def __init__(self) -> None:
         self.header_blocks: KnownBlocks = {}
         self.address_lists: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        self.charsets: dict[str, str] = {}
 
 
 @dataclass(init=False)
@@ -629,7 +631,7 @@ class _Walker:
                 return
         payload = decode_body(memoryview(self.raw)[part.header_end : part.end], cte)
         if maintype == "text" and subtype in ("plain", "html") and b"\x00" not in payload:
-            charset = declared_charset(part)
+            charset = declared_charset(part, analysis.memo.charsets)
             text = decode_text(payload, charset)
             if subtype == "html":
                 segments = html_segments(text)
@@ -1096,9 +1098,17 @@ def _fits_identity(payload: bytes, cte: str, nl: bytes) -> bool:
     return all(len(line) <= MAX_LINE_LENGTH for line in payload.split(b"\n"))
 
 
-def declared_charset(part: MimePart) -> str:
-    """The codec name of the part's charset parameter; "" when none is declared."""
+def declared_charset(part: MimePart, known: dict[str, str] | None = None) -> str:
+    """The codec name of the part's charset parameter; "" when none is declared.
+
+    `known` (AnalysisMemo.charsets): the names already found, by Content-Type value."""
     value = part.get("content-type")
+    if known is not None and isinstance(value, str):
+        name = known.get(value)
+        if name is None:
+            name = declared_charset(part)
+            known[value] = name
+        return name
     charset = _common_charset(value)
     if charset is None:  # not the common shape: the Message is built only for this
         charset = part.message.get_content_charset()
