@@ -240,6 +240,15 @@ async def test_removal_of_a_processed_entry_is_done_by_the_sync_thread(tmp_path,
         real_unlink(paths)
 
     spool._unlink = watched_unlink  # type: ignore[method-assign]
+    real_reuse = spool._reuse_files
+
+    def watched_reuse(removals, fresh):
+        # Removals a commit pass reuses as its files are not unlinked: count them here.
+        reused = real_reuse(removals, fresh)
+        unlinked_on.extend(threading.get_ident() for _ in reused)
+        return reused
+
+    spool._reuse_files = watched_reuse  # type: ignore[method-assign]
     spool.remove(ids[0])
     assert spool.pending_ids() == sorted(ids)  # still there until the next pass
     await wait_until(lambda: spool.pending_ids() == sorted(ids[1:]))
@@ -335,5 +344,81 @@ async def test_a_commit_that_fails_on_disk_raises_and_leaves_no_entry_or_descrip
         again.write(b"Subject: after\r\n\r\nbody\r\n")
         await again.commit()  # the spool still works
         assert spool.pending_ids() == sorted([writer.spool_id, again.spool_id])
+    finally:
+        await spool.stop()
+
+
+async def test_a_removed_entry_file_is_reused_for_a_message_committed_in_the_same_pass(
+    tmp_path, keyring, monkeypatch
+):
+    import os
+
+    import gateway.spool as spool_module
+    from crypto.aead import Sealer
+    from gateway.config import SpoolConfig
+    from gateway.spool import Envelope, Spool
+
+    monkeypatch.setattr(spool_module, "REMOVAL_DELAY", 30.0)  # the removal waits for a commit
+    spool = Spool(tmp_path, Sealer(keyring), SpoolConfig())
+    await spool.start()
+    try:
+        old = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
+        old.write(b"Subject: old\r\n\r\n" + b"a longer body than the next one\r\n" * 200)
+        await old.commit()
+        old_file = spool.active / old.spool_id
+        old_file.chmod(0o604)  # a mark a created file would not have
+        old_inode, old_size = old_file.stat().st_ino, old_file.stat().st_size
+        spool.remove(old.spool_id)
+        new = spool.open_writer(Envelope("c@practice.test", ("d@lab.test",)))
+        new.write(b"Subject: new\r\n\r\nshort\r\n")
+        await new.commit()  # the same pass removes `old` and writes `new`
+        assert spool.pending_ids() == [new.spool_id]
+        new_file = spool.active / new.spool_id
+        # The old file, renamed and overwritten: its inode and its mark.
+        assert new_file.stat().st_ino == old_inode
+        assert new_file.stat().st_mode & 0o777 == 0o604
+        assert new_file.stat().st_size < old_size  # cut to the new content's length
+        envelope, body = spool.read(new.spool_id)
+        assert envelope.mail_from == "c@practice.test"
+        assert body == b"Subject: new\r\n\r\nshort\r\n"
+        assert os.listdir(spool.incoming) == []
+    finally:
+        await spool.stop()
+
+
+async def test_a_reused_file_whose_write_fails_is_deleted_and_its_entry_stays_removed(
+    tmp_path, keyring, monkeypatch
+):
+    import os
+
+    import gateway.spool as spool_module
+    from crypto.aead import Sealer
+    from gateway.config import SpoolConfig
+    from gateway.errors import SpoolError
+    from gateway.spool import Envelope, Spool
+
+    monkeypatch.setattr(spool_module, "REMOVAL_DELAY", 30.0)
+    spool = Spool(tmp_path, Sealer(keyring), SpoolConfig())
+    await spool.start()
+    try:
+        old = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
+        old.write(b"Subject: old\r\n\r\nbody\r\n")
+        await old.commit()
+        spool.remove(old.spool_id)
+
+        def failing_pwritev(fd, buffers, offset):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(spool_module.os, "pwritev", failing_pwritev)
+        new = spool.open_writer(Envelope("c@practice.test", ("d@lab.test",)))
+        new.write(b"Subject: new\r\n\r\nbody\r\n")
+        with pytest.raises(SpoolError):
+            await new.commit()
+        monkeypatch.undo()
+        # Neither the processed entry nor the failed transfer is left, and nothing is
+        # half-written in incoming/ for recover() to find.
+        assert spool.pending_ids() == []
+        assert os.listdir(spool.incoming) == []
+        assert spool.recover() == []
     finally:
         await spool.stop()
