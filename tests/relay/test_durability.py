@@ -12,6 +12,7 @@ import pytest
 from gateway.control import run_command
 from gateway.metrics import Metrics
 from gateway.service import Service
+from gateway.spool import Envelope, Spool, SpoolWriter
 from tests.relay._helpers import (
     EventLog,
     RawClient,
@@ -35,6 +36,15 @@ def _closed_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+async def _committed(spool: Spool, body: bytes, sender: str = "a@practice.test") -> SpoolWriter:
+    """The writer of a message committed to `spool`: small, so held in memory until the
+    sync thread writes it at commit."""
+    writer = spool.open_writer(Envelope(sender, ("b@lab.test",)))
+    writer.write(body)
+    await writer.commit()
+    return writer
 
 
 async def test_spool_queue_and_quarantine_files_hold_no_plaintext(portique_factory, monkeypatch):
@@ -221,16 +231,12 @@ async def test_recover_keeps_transfers_of_a_live_process_and_drops_dead_ones(tmp
 async def test_removal_of_a_processed_entry_is_done_by_the_sync_thread(tmp_path, keyring):
     from crypto.aead import Sealer
     from gateway.config import SpoolConfig
-    from gateway.spool import Envelope, Spool
 
     spool = Spool(tmp_path, Sealer(keyring), SpoolConfig())
     await spool.start()
     ids = []
     for _ in range(3):
-        writer = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
-        writer.write(b"Subject: x\r\n\r\nbody\r\n")
-        await writer.commit()
-        ids.append(writer.spool_id)
+        ids.append((await _committed(spool, b"Subject: x\r\n\r\nbody\r\n")).spool_id)
     loop_thread = threading.get_ident()
     unlinked_on: list[int] = []
     real_unlink = spool._unlink
@@ -254,9 +260,7 @@ async def test_removal_of_a_processed_entry_is_done_by_the_sync_thread(tmp_path,
     await wait_until(lambda: spool.pending_ids() == sorted(ids[1:]))
     # A waiting removal is done, at the latest, by the pass that makes the next commit durable.
     spool.remove(ids[1])
-    writer = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
-    writer.write(b"Subject: y\r\n\r\nbody\r\n")
-    await writer.commit()
+    writer = await _committed(spool, b"Subject: y\r\n\r\nbody\r\n")
     assert spool.pending_ids() == sorted([ids[2], writer.spool_id])
     assert len(unlinked_on) == 2 and loop_thread not in unlinked_on
     # Waiting removals are done by stop(); after it, `remove` unlinks at once.
@@ -317,15 +321,12 @@ async def test_a_commit_that_fails_on_disk_raises_and_leaves_no_entry_or_descrip
     from crypto.aead import Sealer
     from gateway.config import SpoolConfig
     from gateway.errors import SpoolError
-    from gateway.spool import Envelope, Spool
 
     spool = Spool(tmp_path, Sealer(keyring), SpoolConfig())
     await spool.start()
     try:
         # Small messages stay in memory and are written by the sync thread at commit.
-        writer = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
-        writer.write(b"Subject: kept\r\n\r\nbody\r\n")
-        await writer.commit()
+        writer = await _committed(spool, b"Subject: kept\r\n\r\nbody\r\n")
         fds_before = len(os.listdir("/proc/self/fd"))
 
         def failing_sync(fd):
@@ -333,16 +334,12 @@ async def test_a_commit_that_fails_on_disk_raises_and_leaves_no_entry_or_descrip
 
         # One message in the pass: its own fdatasync (no syncfs), which fails.
         monkeypatch.setattr(spool_module.os, "fdatasync", failing_sync)
-        failing = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
-        failing.write(b"Subject: lost\r\n\r\nbody\r\n")
         with pytest.raises(SpoolError):
-            await failing.commit()
+            await _committed(spool, b"Subject: lost\r\n\r\nbody\r\n")
         monkeypatch.undo()
         assert spool.pending_ids() == [writer.spool_id]  # no 250, no committed entry
         assert len(os.listdir("/proc/self/fd")) == fds_before  # its file was closed
-        again = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
-        again.write(b"Subject: after\r\n\r\nbody\r\n")
-        await again.commit()  # the spool still works
+        again = await _committed(spool, b"Subject: after\r\n\r\nbody\r\n")  # still works
         assert spool.pending_ids() == sorted([writer.spool_id, again.spool_id])
     finally:
         await spool.stop()
@@ -356,22 +353,20 @@ async def test_a_removed_entry_file_is_reused_for_a_message_committed_in_the_sam
     import gateway.spool as spool_module
     from crypto.aead import Sealer
     from gateway.config import SpoolConfig
-    from gateway.spool import Envelope, Spool
 
     monkeypatch.setattr(spool_module, "REMOVAL_DELAY", 30.0)  # the removal waits for a commit
     spool = Spool(tmp_path, Sealer(keyring), SpoolConfig())
     await spool.start()
     try:
-        old = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
-        old.write(b"Subject: old\r\n\r\n" + b"a longer body than the next one\r\n" * 200)
-        await old.commit()
+        old = await _committed(
+            spool, b"Subject: old\r\n\r\n" + b"a longer body than the next one\r\n" * 200
+        )
         old_file = spool.active / old.spool_id
         old_file.chmod(0o604)  # a mark a created file would not have
         old_inode, old_size = old_file.stat().st_ino, old_file.stat().st_size
         spool.remove(old.spool_id)
-        new = spool.open_writer(Envelope("c@practice.test", ("d@lab.test",)))
-        new.write(b"Subject: new\r\n\r\nshort\r\n")
-        await new.commit()  # the same pass removes `old` and writes `new`
+        # The same pass removes `old` and writes `new`.
+        new = await _committed(spool, b"Subject: new\r\n\r\nshort\r\n", "c@practice.test")
         assert spool.pending_ids() == [new.spool_id]
         new_file = spool.active / new.spool_id
         # The old file, renamed and overwritten: its inode and its mark.
@@ -395,25 +390,20 @@ async def test_a_reused_file_whose_write_fails_is_deleted_and_its_entry_stays_re
     from crypto.aead import Sealer
     from gateway.config import SpoolConfig
     from gateway.errors import SpoolError
-    from gateway.spool import Envelope, Spool
 
     monkeypatch.setattr(spool_module, "REMOVAL_DELAY", 30.0)
     spool = Spool(tmp_path, Sealer(keyring), SpoolConfig())
     await spool.start()
     try:
-        old = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
-        old.write(b"Subject: old\r\n\r\nbody\r\n")
-        await old.commit()
+        old = await _committed(spool, b"Subject: old\r\n\r\nbody\r\n")
         spool.remove(old.spool_id)
 
         def failing_pwritev(fd, buffers, offset):
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(spool_module.os, "pwritev", failing_pwritev)
-        new = spool.open_writer(Envelope("c@practice.test", ("d@lab.test",)))
-        new.write(b"Subject: new\r\n\r\nbody\r\n")
         with pytest.raises(SpoolError):
-            await new.commit()
+            await _committed(spool, b"Subject: new\r\n\r\nbody\r\n")
         monkeypatch.undo()
         # Neither the processed entry nor the failed transfer is left, and nothing is
         # half-written in incoming/ for recover() to find.
