@@ -376,6 +376,13 @@ class Metrics:
             pending = self._pending_incs
             pending[counter] = pending.get(counter, 0.0) + amount
 
+    def _inc_all(self, increments: Iterable[tuple[Any, float]]) -> None:
+        """`_inc` of each (counter, amount), under one acquisition of the lock."""
+        with self._pending_lock:
+            pending = self._pending_incs
+            for counter, amount in increments:
+                pending[counter] = pending.get(counter, 0.0) + amount
+
     def _observe(self, histogram: Any, value: float) -> None:
         with self._pending_lock:
             self._pending_observations.append((histogram, value))
@@ -448,12 +455,9 @@ class Metrics:
         findings = f.get("findings")
         if isinstance(findings, Mapping):
             counted = [(kind, _number(n)) for kind, n in findings.items()]
-            with self._pending_lock:  # one acquisition for all of them
-                pending = self._pending_incs
-                for kind, count in counted:
-                    if count:
-                        child = self._kind_child(self.findings, kind)
-                        pending[child] = pending.get(child, 0.0) + count
+            self._inc_all(
+                (self._kind_child(self.findings, kind), count) for kind, count in counted if count
+            )
 
     def _on_queued(self, f: Mapping[str, Any]) -> None:
         route = _label(f.get("route"), "unknown")
