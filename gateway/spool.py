@@ -297,10 +297,9 @@ def _write_locked(tmp: str, chunks: Sequence[bytes], *, reused: bool = False) ->
         total = sum(map(len, chunks))
         written = os.pwritev(fd, chunks, 0) if chunks else 0
         if written < total:  # a short write: the rest, as write() would
-            rest = memoryview(b"".join(chunks))[written:]
-            while rest:
-                rest = rest[os.pwrite(fd, rest, written) :]
-                written = total - len(rest)
+            data = memoryview(b"".join(chunks))
+            while written < total:
+                written += os.pwrite(fd, data[written:], written)
         if reused:
             os.ftruncate(fd, total)
     except OSError:

@@ -412,3 +412,27 @@ async def test_a_reused_file_whose_write_fails_is_deleted_and_its_entry_stays_re
         assert spool.recover() == []
     finally:
         await spool.stop()
+
+
+async def test_a_short_write_of_a_held_message_is_completed(tmp_path, keyring, monkeypatch):
+    import os
+
+    import gateway.spool as spool_module
+    from crypto.aead import Sealer
+    from gateway.config import SpoolConfig
+
+    spool = Spool(tmp_path, Sealer(keyring), SpoolConfig())
+    await spool.start()
+    try:
+        real_pwrite = os.pwrite
+
+        def short_pwritev(fd, buffers, offset):  # only 10 bytes of the first buffer
+            return real_pwrite(fd, bytes(buffers[0][:10]), offset)
+
+        monkeypatch.setattr(spool_module.os, "pwritev", short_pwritev)
+        body = b"Subject: short\r\n\r\n" + b"line of the body\r\n" * 100
+        writer = await _committed(spool, body)
+        monkeypatch.undo()
+        assert spool.read(writer.spool_id)[1] == body
+    finally:
+        await spool.stop()
