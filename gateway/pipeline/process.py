@@ -275,18 +275,19 @@ def verify_output(
         raise ContentError(REASON_VERIFY) from exc
     # The engine's own tokens and labels per field, found once: looking them up again for
     # every finding made verification quadratic (50,000 "M. PAT-..." took minutes).
+    # The scan's spans, without the findings' digests: nothing here reads them.
     marks: dict[int, tuple[list[int], list[int]]] = {}
-    for f in engine.scan_fields(again.fields, check=check):
-        if policy.action_for(f.kind) == TypeAction.KEEP:
+    for kind, field, start, end in engine.scan_spans(again.fields, check=check):
+        if policy.action_for(kind) == TypeAction.KEEP:
             continue
-        if f.field not in marks:
-            found = own_mark_spans(again.fields[f.field].text)
-            marks[f.field] = ([s for s, _e in found], [e for _s, e in found])
-        starts, ends = marks[f.field]
+        if field not in marks:
+            found = own_mark_spans(again.fields[field].text)
+            marks[field] = ([s for s, _e in found], [e for _s, e in found])
+        starts, ends = marks[field]
         # Marks never overlap, so sorted by start they are sorted by end: the first mark
         # ending after the finding's start is the only candidate to meet it.
-        i = bisect_right(ends, f.start)
-        if i < len(starts) and starts[i] < f.end:
+        i = bisect_right(ends, start)
+        if i < len(starts) and starts[i] < end:
             continue  # the engine's own token or label, or a part of one
         raise ContentError(REASON_VERIFY)
 

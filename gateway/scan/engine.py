@@ -43,6 +43,7 @@ from gateway.scan.matchers import CandidateMatcher, literal_form, make_matcher, 
 from gateway.scan.model import (
     FieldKind,
     Finding,
+    FoundSpan,
     IdentifierKind,
     RewriteResult,
     TextField,
@@ -339,6 +340,33 @@ class Engine:
         self, fields: Sequence[TextField], *, check: Callable[[], None] | None = None
     ) -> list[Finding]:
         tick = check or _no_check  # the caller's time budget, checked once per field
+        findings: list[Finding] = []
+        digests: dict[tuple[IdentifierKind, str], str] = {}  # per message: values repeat
+        for index, field_spans in enumerate(self._field_spans(fields, tick)):
+            for span in field_spans:
+                kind, value = span.kind, span.value
+                if kind is _Kind.NAME:
+                    value = name_digest_value(value)
+                digest = digests.get((kind, value))
+                if digest is None:
+                    digest = digests[kind, value] = self._value_digest(_KIND_VALUE[kind], value)
+                findings.append(Finding(kind, index, span.start, span.end, digest, span.patient))
+        return findings
+
+    def scan_spans(
+        self, fields: Sequence[TextField], *, check: Callable[[], None] | None = None
+    ) -> list[FoundSpan]:
+        spans: list[FoundSpan] = []
+        for index, field_spans in enumerate(self._field_spans(fields, check or _no_check)):
+            for span in field_spans:
+                spans.append((span.kind, index, span.start, span.end))
+        return spans
+
+    def _field_spans(
+        self, fields: Sequence[TextField], tick: Callable[[], None]
+    ) -> list[list[_Span]]:
+        """Per field, the spans `scan_fields` reports (non-overlapping, none empty), in
+        order: the whole scan but the digests."""
         count = len(fields)
         folded_fields = self._fold_fields(fields)
         spans: list[list[_Span]] = [[] for _ in range(count)]
@@ -427,26 +455,16 @@ class Engine:
                     born,
                     spans[index],
                 )
-        findings: list[Finding] = []
-        digests: dict[tuple[IdentifierKind, str], str] = {}  # per message: values repeat
         for index, field_spans in enumerate(spans):
             if not field_spans:
                 continue
             tick()
             folded = folded_fields[index]
-            if len(field_spans) > 1:
-                field_spans = _resolve_overlaps(_merge_addresses(field_spans, folded), folded)
-            for span in field_spans:
-                kind, start, end, value = span.kind, span.start, span.end, span.value
-                if end <= start:
-                    continue  # an empty whole field: consumed, nothing to rewrite
-                if kind is _Kind.NAME:
-                    value = name_digest_value(value)
-                digest = digests.get((kind, value))
-                if digest is None:
-                    digest = digests[kind, value] = self._value_digest(_KIND_VALUE[kind], value)
-                findings.append(Finding(kind, index, start, end, digest, span.patient))
-        return findings
+            if len(field_spans) > 1:  # resolved, they hold no empty span
+                spans[index] = _resolve_overlaps(_merge_addresses(field_spans, folded), folded)
+            elif field_spans[0].end <= field_spans[0].start:
+                spans[index] = []  # an empty whole field: consumed, nothing to rewrite
+        return spans
 
     def rewrite_fields(
         self,

@@ -173,6 +173,10 @@ class RewriteResult:
         return f"RewriteResult(fields={len(self.texts)}, vault_entries={len(self.vault_entries)})"
 
 
+# What `ScanEngine.scan_spans` reports per finding: kind, field index, start, end.
+FoundSpan = tuple[IdentifierKind, int, int, int]
+
+
 class ScanEngine(Protocol):
     """Built once (per config and roster), then shared read-only by every message.
 
@@ -186,6 +190,14 @@ class ScanEngine(Protocol):
     ) -> list[Finding]:
         """`check`, when given, is called between fields in every per-field loop; it raises
         (the pipeline's time budget: LimitExceeded) to stop a scan that runs too long."""
+        ...
+
+    def scan_spans(
+        self, fields: Sequence[TextField], *, check: Callable[[], None] | None = None
+    ) -> list[FoundSpan]:
+        """The same scan, reporting each finding's (kind, field, start, end) only: no
+        digest is computed. For the verification of a rewritten copy, which reads the
+        spans alone (a finding's digest costs a keyed HMAC, a tenth of a small scan)."""
         ...
 
     def rewrite_fields(

@@ -20,7 +20,14 @@ from types import ModuleType
 
 from gateway.pipeline import MessageOutcome, RouteCopy, process_message
 from gateway.scan import RosterPatient, build_engine
-from gateway.scan.model import Finding, RewriteResult, ScanEngine, TextField, TransformPolicy
+from gateway.scan.model import (
+    Finding,
+    FoundSpan,
+    RewriteResult,
+    ScanEngine,
+    TextField,
+    TransformPolicy,
+)
 from gateway.verdicts import Action
 
 DIGEST_KEY = b"D" * 32  # fixed keys: golden outputs must be deterministic
@@ -168,6 +175,13 @@ class ExplodingEngine:
         if self.fail_in == "scan":
             raise RuntimeError("boom DUPONT")
         return engine().scan_fields(fields, check=check)
+
+    def scan_spans(
+        self, fields: Sequence[TextField], *, check: Callable[[], None] | None = None
+    ) -> list[FoundSpan]:
+        if self.fail_in in ("scan", "verify"):  # the verification's scan
+            raise RuntimeError("boom DUPONT")
+        return engine().scan_spans(fields, check=check)
 
     def rewrite_fields(
         self,

@@ -168,7 +168,7 @@ def test_unknown_transfer_encoding_and_encoded_rfc822() -> None:
     )
 
 
-@pytest.mark.parametrize("stage", ["scan", "rewrite"])
+@pytest.mark.parametrize("stage", ["scan", "rewrite", "verify"])
 def test_engine_failure_holds_without_echoing_the_exception(stage: str) -> None:
     raw = message(body="Patient DUPONT Jean\n")
     outcome = process_message(

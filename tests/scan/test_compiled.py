@@ -88,6 +88,7 @@ def corpus_outcome(count: int = 240) -> str:
             findings = engine.scan_fields(message.fields)
             texts = engine.rewrite_fields(message.fields, findings, TransformPolicy("lab.example"))
             outcome.update(repr(findings).encode())
+            outcome.update(repr(engine.scan_spans(message.fields)).encode())
             outcome.update("\x00".join(texts.texts).encode())
     return outcome.hexdigest()
 

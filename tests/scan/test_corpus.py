@@ -15,7 +15,7 @@ from functools import lru_cache
 import pytest
 
 from crypto.pseudonym import TOKEN_PATTERN
-from gateway.scan import Engine, Finding, TransformPolicy, build_engine
+from gateway.scan import Engine, Finding, TextField, TransformPolicy, build_engine
 from tests.scan.corpus import (
     EXTRA_TEMPLATES,
     PRACTICE,
@@ -106,6 +106,24 @@ def test_hyperscan_and_re_engines_find_the_same(with_roster: bool) -> None:
         b: list[Finding] = slow.scan_fields(message.fields)
         assert a == b
         compared += len(a)
+    assert compared > 2000
+
+
+@pytest.mark.parametrize("kind", ["hyperscan", "re"])
+def test_scan_spans_are_the_findings_spans(kind: str) -> None:
+    """The verification's digest-free scan reports exactly the findings' spans, in order,
+    on the messages and on their rewritten copies (where tokens stand)."""
+    scan = engine(kind, True)
+    policy = TransformPolicy(audience="labo.example")
+    compared = 0
+    for message in corpus()[0]:
+        findings = scan.scan_fields(message.fields)
+        rewritten = scan.rewrite_fields(message.fields, findings, policy).texts
+        copy = [TextField(text, f.kind) for text, f in zip(rewritten, message.fields, strict=True)]
+        for fields in (message.fields, copy):
+            expected = [(f.kind, f.field, f.start, f.end) for f in scan.scan_fields(fields)]
+            assert scan.scan_spans(fields) == expected
+            compared += len(expected)
     assert compared > 2000
 
 
