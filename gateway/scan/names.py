@@ -56,21 +56,41 @@ def name_words(folded: str, start: int, end: int) -> list[tuple[int, int]]:
 
     The words are the `_WORD` matches, read as strings (no match objects: display names
     and file names are read on every message): every letter starts a match, so each
-    word is the first occurrence of its text after the previous word.
+    word is the first occurrence of its text after the previous word. Most display names
+    are letters one space apart ("Cabinet dentaire du Parc"): then the words are the
+    pieces between the spaces, split without the regex and its per-word look-ups.
     """
-    texts: list[str] = _WORD.findall(folded, start, end)
+    texts: list[str]
     starts: list[int] = []
+    piece = folded[start:end]
+    letters = piece.replace(" ", "")
+    if (
+        letters.isascii()
+        and letters.isalpha()
+        and piece[0] != " "
+        and piece[-1] != " "
+        and "  " not in piece
+    ):
+        texts = piece.split(" ")
+        position = start
+        for text in texts:
+            starts.append(position)
+            position += len(text) + 1
+    else:
+        texts = _WORD.findall(folded, start, end)
+        position = start
+        for text in texts:
+            position = folded.find(text, position)
+            starts.append(position)
+            position += len(text)
     words: list[tuple[int, int]] = []
-    position = start
-    for text in texts:
-        position = folded.find(text, position)
-        starts.append(position)
+    for i in range(len(texts)):
+        text = texts[i]
         word = text.lower().strip("'-")
         if word in STOPWORDS or len(word) < 2 or not text[0].isupper():
             words.append((-1, -1))  # a break: names are consecutive words
         else:
-            words.append((position, position + len(text)))
-        position += len(text)
+            words.append((starts[i], starts[i] + len(text)))
     for i in range(len(texts) - 2, -1, -1):
         text = texts[i]
         if (
