@@ -319,6 +319,8 @@ class AddressMasker:
                 check = None if key in _SENDER_KEYS else route_check
                 if kind is list:
                     v = self._mask_list(v, everything, check)
+                elif kind is dict:
+                    v = self._mask_dict(v, everything, check)
                 else:
                     v = _json_safe(v, self._text_masker(everything, check), 0)
             if v and key in _FREE_TEXT_KEYS and isinstance(v, str):
@@ -336,6 +338,21 @@ class AddressMasker:
             if type(item) is not str:
                 return _json_safe(items, self._text_masker(everything, check), 0)
             masked.append(self.mask_text(item, everything, check) if "@" in item else item)
+        return masked
+
+    def _mask_dict(
+        self, items: dict[Any, Any], everything: bool, check: AddressPredicate | None
+    ) -> Any:
+        """The common case, a flat map of names to counts (findings) or texts, entry by
+        entry; any other map as `_json_safe` stores it."""
+        masked: dict[str, Any] = {}
+        for name, value in items.items():
+            kind = type(value)
+            if type(name) is not str or not (
+                kind is int or kind is str or value is None or kind is float or kind is bool
+            ):
+                return _json_safe(items, self._text_masker(everything, check), 0)
+            masked[name] = self.mask_text(value, everything, check) if kind is str else value
         return masked
 
     def mask_text(self, text: str, everything: bool, check: AddressPredicate | None) -> str:
