@@ -102,7 +102,16 @@ LATENCY_BUCKETS = (
 )
 
 
+# Texts `_label` has kept as they are: the same route, action, verdict, connector and
+# status names recur in every message, and each check is a regex match. Only texts that
+# are label tokens are remembered (never one that reads "other"); it starts afresh when full.
+_MAX_KNOWN_TOKENS = 1024
+_known_tokens: set[str] = set()
+
+
 def _label(value: Any, default: str = "none") -> str:
+    if type(value) is str and value in _known_tokens:
+        return value
     if value is None or value == "":
         return default
     if type(value) is str:
@@ -113,10 +122,16 @@ def _label(value: Any, default: str = "none") -> str:
         text = str(getattr(value, "value", value))
     if "@" in text or not _LABEL.match(text):
         return "other"
+    if type(value) is str:
+        if len(_known_tokens) >= _MAX_KNOWN_TOKENS:
+            _known_tokens.clear()
+        _known_tokens.add(value)
     return text
 
 
 def _number(value: Any) -> float | None:
+    if type(value) is int or type(value) is float:  # the common case, as below
+        return float(value) if value >= 0 else None  # (NaN >= 0 is false)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if value != value or value < 0:  # NaN or negative
@@ -125,6 +140,8 @@ def _number(value: Any) -> float | None:
 
 
 def _count(value: Any) -> int:
+    if type(value) is list:
+        return len(value)  # the common case, as below
     if isinstance(value, str):
         return 1
     if isinstance(value, Iterable):
@@ -409,19 +426,25 @@ class Metrics:
     # -- event sink ------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
+        """Count the event by kind, plus what its kind's handler counts: all of them
+        under one acquisition of the lock (`_inc_all`)."""
+        counted = (self._kind_child(self.events, event.kind), 1.0)
         handler = _HANDLERS.get(event.kind)
-        self._inc(self._kind_child(self.events, event.kind))
-        if handler is not None:
-            handler(self, event.fields)
+        if handler is None:
+            self._inc_all((counted,))
+        else:
+            self._inc_all((counted, *handler(self, event.fields)))
 
-    def _remember(self, queue_id: Any, route: str, action: str) -> None:
-        """Remember the labels (already `_label`led) of the copy `queue_id`."""
-        if not queue_id:
-            return
-        key = str(queue_id)
+    def _remember(self, queue_ids: Iterable[Any], route: str, action: str) -> None:
+        """Remember the labels (already `_label`led) of the copies `queue_ids` (empty
+        ones skipped), under one acquisition of the lock."""
         with self._copies_lock:
-            self._copies[key] = (route, action)
-            self._copies.move_to_end(key)
+            for queue_id in queue_ids:
+                if not queue_id:
+                    continue
+                key = str(queue_id)
+                self._copies[key] = (route, action)
+                self._copies.move_to_end(key)
             while len(self._copies) > _MAX_REMEMBERED_COPIES:
                 self._copies.popitem(last=False)
 
@@ -435,76 +458,89 @@ class Metrics:
         action = _label(fields.get("action"), remembered[1] if remembered else "unknown")
         return route, action
 
-    def _on_received(self, f: Mapping[str, Any]) -> None:
-        self._inc(self._child(self.messages_received, _label(bool(f.get("user")))))
-        self._inc(self.recipients_received, _count(f.get("recipients", ())))
+    # Each handler returns the (counter, amount) increments its event makes; `emit`
+    # applies them together.
+
+    def _on_received(self, f: Mapping[str, Any]) -> list[tuple[Any, float]]:
+        increments = [
+            (self._child(self.messages_received, _label(bool(f.get("user")))), 1.0),
+            (self.recipients_received, _count(f.get("recipients", ()))),
+        ]
         size = _number(f.get("size"))
         if size is not None:
-            self._inc(self.bytes_in, size)
+            increments.append((self.bytes_in, size))
+        return increments
 
-    def _on_decided(self, f: Mapping[str, Any]) -> None:
+    def _on_decided(self, f: Mapping[str, Any]) -> list[tuple[Any, float]]:
         route = _label(f.get("route"), "unknown")
         action = _label(f.get("action"), "unknown")
         outcome = _label(f.get("verdict"), "unknown")
-        self._inc(self._child(self.messages_processed, route, action, outcome))
-        for name in ("copy_id", "queue_id"):
-            self._remember(f.get(name), route, action)
+        increments = [(self._child(self.messages_processed, route, action, outcome), 1.0)]
         # "queued" names the spool message and route but not the action: link them.
-        if f.get("spool_id"):
-            self._remember(f"{f['spool_id']}/{route}", route, action)
+        spool_copy = f"{f['spool_id']}/{route}" if f.get("spool_id") else None
+        self._remember((f.get("copy_id"), f.get("queue_id"), spool_copy), route, action)
         findings = f.get("findings")
-        if isinstance(findings, Mapping):
-            counted = [(kind, _number(n)) for kind, n in findings.items()]
-            self._inc_all(
-                (self._kind_child(self.findings, kind), count) for kind, count in counted if count
-            )
+        if type(findings) is dict or isinstance(findings, Mapping):
+            for kind, n in findings.items():
+                count = _number(n)
+                if count:
+                    increments.append((self._kind_child(self.findings, kind), count))
+        return increments
 
-    def _on_queued(self, f: Mapping[str, Any]) -> None:
+    def _on_queued(self, f: Mapping[str, Any]) -> list[tuple[Any, float]]:
         route = _label(f.get("route"), "unknown")
         decided = self._copies.get(f"{f.get('spool_id')}/{route}")
         action = _label(f.get("action") or (decided[1] if decided else None), "unknown")
-        self._remember(f.get("queue_id"), route, action)
+        self._remember((f.get("queue_id"),), route, action)
+        return []
 
-    def _on_delivery(self, f: Mapping[str, Any]) -> None:
+    def _on_delivery(self, f: Mapping[str, Any]) -> list[tuple[Any, float]]:
         connector = _label(f.get("connector"), "unknown")
         status = _label(f.get("status"), "unknown")
-        self._inc(self._child(self.delivery_attempts, connector))
+        increments = [(self._child(self.delivery_attempts, connector), 1.0)]
         route, action = self._route_of(f)
         if status == "delivered":
-            self._inc(self._child(self.messages_delivered, route, action, "delivered"))
+            increments.append(
+                (self._child(self.messages_delivered, route, action, "delivered"), 1.0)
+            )
             sent = _number(f.get("bytes"))
             if sent is not None:
-                self._inc(self._child(self.bytes_out, connector), sent)
+                increments.append((self._child(self.bytes_out, connector), sent))
             with self._copies_lock:
                 self._copies.pop(str(f.get("queue_id", "")), None)
         else:
-            self._inc(self._child(self.delivery_failures, connector, status))
+            increments.append((self._child(self.delivery_failures, connector, status), 1.0))
             if status == "permfail":
-                self._inc(self._child(self.messages_delivered, route, action, "permfail"))
+                increments.append(
+                    (self._child(self.messages_delivered, route, action, "permfail"), 1.0)
+                )
+        return increments
 
-    def _on_bounced(self, f: Mapping[str, Any]) -> None:
-        self._inc(self.bounces)
+    def _on_bounced(self, f: Mapping[str, Any]) -> list[tuple[Any, float]]:
+        increments = [(self.bounces, 1.0)]
         if f.get("queue_id"):
             route, action = self._route_of(f)
-            self._inc(self._child(self.messages_delivered, route, action, "bounced"))
+            increments.append((self._child(self.messages_delivered, route, action, "bounced"), 1.0))
+        return increments
 
-    def _on_held(self, f: Mapping[str, Any]) -> None:
-        self._inc(self._child(self.messages_held, _label(f.get("route"), "unknown")))
+    def _on_held(self, f: Mapping[str, Any]) -> list[tuple[Any, float]]:
+        return [(self._child(self.messages_held, _label(f.get("route"), "unknown")), 1.0)]
 
-    def _on_released(self, f: Mapping[str, Any]) -> None:
-        self._inc(self._child(self.messages_released, _label(f.get("mode"), "unknown")))
+    def _on_released(self, f: Mapping[str, Any]) -> list[tuple[Any, float]]:
+        return [(self._child(self.messages_released, _label(f.get("mode"), "unknown")), 1.0)]
 
-    def _on_lockdown(self, f: Mapping[str, Any]) -> None:
+    def _on_lockdown(self, f: Mapping[str, Any]) -> list[tuple[Any, float]]:
         self.set_lockdown(bool(f.get("on")))
+        return []
 
-    def _on_admin_login(self, f: Mapping[str, Any]) -> None:
-        self._inc(self._child(self.admin_logins, "success" if f.get("ok") else "failure"))
+    def _on_admin_login(self, f: Mapping[str, Any]) -> list[tuple[Any, float]]:
+        return [(self._child(self.admin_logins, "success" if f.get("ok") else "failure"), 1.0)]
 
-    def _on_reidentified(self, _f: Mapping[str, Any]) -> None:
-        self._inc(self.reidentifications)
+    def _on_reidentified(self, _f: Mapping[str, Any]) -> list[tuple[Any, float]]:
+        return [(self.reidentifications, 1.0)]
 
 
-_HANDLERS: dict[str, Callable[[Metrics, Mapping[str, Any]], None]] = {
+_HANDLERS: dict[str, Callable[[Metrics, Mapping[str, Any]], list[tuple[Any, float]]]] = {
     "received": Metrics._on_received,
     "decided": Metrics._on_decided,
     "queued": Metrics._on_queued,

@@ -46,6 +46,7 @@ Invariants:
 
 from __future__ import annotations
 
+import _json
 import asyncio
 import collections
 import contextlib
@@ -318,6 +319,8 @@ class AddressMasker:
                 check = None if key in _SENDER_KEYS else route_check
                 if kind is list:
                     v = self._mask_list(v, everything, check)
+                elif kind is dict:
+                    v = self._mask_dict(v, everything, check)
                 else:
                     v = _json_safe(v, self._text_masker(everything, check), 0)
             if v and key in _FREE_TEXT_KEYS and isinstance(v, str):
@@ -335,6 +338,21 @@ class AddressMasker:
             if type(item) is not str:
                 return _json_safe(items, self._text_masker(everything, check), 0)
             masked.append(self.mask_text(item, everything, check) if "@" in item else item)
+        return masked
+
+    def _mask_dict(
+        self, items: dict[Any, Any], everything: bool, check: AddressPredicate | None
+    ) -> Any:
+        """The common case, a flat map of names to counts (findings) or texts, entry by
+        entry; any other map as `_json_safe` stores it."""
+        masked: dict[str, Any] = {}
+        for name, value in items.items():
+            kind = type(value)
+            if type(name) is not str or not (
+                kind is int or kind is str or value is None or kind is float or kind is bool
+            ):
+                return _json_safe(items, self._text_masker(everything, check), 0)
+            masked[name] = self.mask_text(value, everything, check) if kind is str else value
         return masked
 
     def mask_text(self, text: str, everything: bool, check: AddressPredicate | None) -> str:
@@ -458,9 +476,27 @@ def record_hash(
 
 # The canonical encoding (crypto.signing.canonical_json's settings) as text: a record's
 # fields are encoded once, stored as such and embedded as they are in the hashed body.
-_encode_canonical = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False
-).encode
+# This is the C encoder that `JSONEncoder.encode` builds afresh at each call, built once:
+# the same settings, without the circular-reference check, as the fields it encodes are
+# trees built by the masker (`mask_fields` copies every container, depth-capped).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_canonical_chunks = _json.make_encoder(
+    None,  # markers: no circular-reference check
+    _CANONICAL.default,
+    _json.encode_basestring,  # what JSONEncoder uses for ensure_ascii=False
+    None,  # indent: compact, as _CANONICAL
+    _CANONICAL.key_separator,
+    _CANONICAL.item_separator,
+    _CANONICAL.sort_keys,
+    _CANONICAL.skipkeys,
+    _CANONICAL.allow_nan,
+)
+
+
+def _encode_canonical(value: Any) -> str:
+    if isinstance(value, str):
+        return _json.encode_basestring(value)  # as JSONEncoder.encode does
+    return "".join(_canonical_chunks(value, 0))
 
 
 def encode_record(
@@ -469,7 +505,7 @@ def encode_record(
     """(the fields as stored, the record's hash): the hash is `record_hash` of the same
     record, built around the one encoding of the fields (keys in sorted order, as
     canonical_json writes them: actor, fields, kind, prev_hash, seq, ts)."""
-    fields_text = _encode_canonical(dict(fields))
+    fields_text = _encode_canonical(fields if type(fields) is dict else dict(fields))
     body = (
         f'{{"actor":{_encode_canonical(actor)},"fields":{fields_text},'
         f'"kind":{_encode_canonical(kind)},"prev_hash":{_encode_canonical(prev_hash)},'

@@ -7,6 +7,8 @@ coroutines, several event loops) is woken once its records are committed."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import sqlite3
 import threading
@@ -19,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crypto.keys import Keyring
-from crypto.signing import record_mac, record_mac_key
+from crypto.signing import record_mac, record_mac_key, sha256_hex
 from gateway.audit import AuditTrail
 from gateway.audit.trail import (
     DB_NAME,
@@ -267,3 +269,40 @@ def test_every_durable_waiter_wakes_on_every_loop(data_dir: Path, keyring: Keyri
     assert trail.status().records == 50
     assert trail.verify().ok
     trail.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(max_size=100), data=st.binary(max_size=300))
+def test_prepared_hash_states_answer_as_hashlib_and_hmac(key: bytes, data: bytes) -> None:
+    """`sha256_hex` and `record_mac` start from copies of prepared SHA-256 states: they
+    answer as hashlib and hmac do, for any key length (over 64 bytes it is hashed)."""
+    assert sha256_hex(data) == hashlib.sha256(data).hexdigest()
+    text = data.hex()
+    expected = hmac.new(key, text.encode("ascii"), hashlib.sha256).hexdigest()
+    assert record_mac(key, text) == expected
+    assert record_mac(key, text) == expected  # and again, from the remembered states
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    entries=st.dictionaries(
+        st.one_of(st.text(max_size=6), st.integers(min_value=-3, max_value=3)),
+        st.one_of(_JSON_SCALAR, _ADDRESS, st.lists(_ADDRESS, max_size=2)),
+        max_size=5,
+    ),
+    everything=st.booleans(),
+)
+def test_a_map_field_is_stored_as_the_general_conversion_stores_it(
+    entries: dict[Any, Any], everything: bool
+) -> None:
+    """Property: a map (a findings count by type, say), which the masker stores entry
+    by entry when it is flat, is stored as `_json_safe` stores any value."""
+    from gateway.audit.trail import _json_safe
+
+    def check(address: str) -> bool:
+        return address.startswith("a")
+
+    masker = AddressMasker(KEY, check)
+    expected = _json_safe(entries, lambda text: masker.mask_text(text, everything, check), 0)
+    stored = masker.mask_fields({"findings": entries, "identifies_patient": everything})
+    assert json.dumps(stored["findings"], sort_keys=True) == json.dumps(expected, sort_keys=True)

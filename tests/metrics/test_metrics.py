@@ -447,3 +447,18 @@ def test_finding_and_event_kinds_count_under_their_labels_however_often_seen() -
     assert not any(s.get("type") == "zero" for s, _ in found["portique_findings_total"])
     assert value(found, "portique_events_total", kind="decided") == 3
     assert value(found, "portique_events_total", kind="other") == 1
+
+
+def test_label_values_are_remembered_only_when_they_are_tokens() -> None:
+    """`_label` remembers the texts it keeps as label values (the same route and status
+    names recur in every event); an address or free text reads "other" every time and
+    is never kept."""
+    from gateway import metrics as metrics_module
+
+    rejected = ["jeanne.dupont@patient.mssante.fr", "free text, with spaces", "x" * 65]
+    for _ in range(2):  # the second pass meets the memo
+        assert metrics_module._label("lab-dupont.1") == "lab-dupont.1"
+        assert [metrics_module._label(text) for text in rejected] == ["other"] * 3
+        assert metrics_module._label("", "unknown") == "unknown"
+    assert "lab-dupont.1" in metrics_module._known_tokens
+    assert metrics_module._known_tokens.isdisjoint([*rejected, ""])

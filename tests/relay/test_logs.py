@@ -53,3 +53,24 @@ async def test_no_identifier_reaches_the_logs(portique_factory, caplog):
             assert secret.lower() not in text.lower(), secret
     finally:
         await sink.stop()
+
+
+def test_the_safety_net_remembers_only_texts_it_found_clean() -> None:
+    """`_scrub` remembers the texts it left unchanged (a peer's reply recurs in every
+    delivery record); a text with an identifier is scrubbed every time, never kept."""
+    from gateway import logging as portique_logging
+
+    clean = "250 2.0.0 from 127.0.0.1"
+    dirty = [
+        f"550 5.1.1 <{PATIENT}>: no such user",
+        f"tel {PHONE}",
+        f"NIR {NIR}",
+        "IBAN FR76 3000 6000 0112 3456 7890 189",
+    ]
+    for _ in range(2):  # the second pass meets the memo
+        assert portique_logging._scrub(clean) == clean
+        scrubbed = " ".join(portique_logging._scrub(text) for text in dirty)
+        for secret in ("jeanne", "06 12", "84 12 75", "3000 6000"):
+            assert secret not in scrubbed, secret
+    assert clean in portique_logging._clean_texts
+    assert portique_logging._clean_texts.isdisjoint(dirty)
