@@ -39,7 +39,7 @@ def keyed_hmac_states(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
     Copying them costs less than absorbing the key again: two of the four SHA-256
     compressions of a short HMAC are the key pads, redone by every hmac.digest call.
     The HMAC of a message is then: inner = copy of the first, update(message); outer =
-    copy of the second, update(inner.digest()); outer.digest() (as `_hmac` does, and the
+    copy of the second, update(inner.digest()); outer.digest() (as `hmac_sha256` does, and the
     scan engine for its finding digests).
     """
     prototype = _prototypes.get(key)
@@ -54,7 +54,7 @@ def keyed_hmac_states(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
     return prototype
 
 
-def _hmac(key: bytes, message: str) -> bytes:
+def hmac_sha256(key: bytes, message: str) -> bytes:
     """HMAC-SHA256(key, message): equal to hmac.digest, from copies of keyed prototypes."""
     inner_proto, outer_proto = keyed_hmac_states(key)
     inner = inner_proto.copy()
@@ -70,7 +70,9 @@ def normalise_audience(audience: str) -> str:
 
 def patient_token(pseudonym_key: bytes, audience: str, patient: str) -> str:
     """The stable token of `patient` (an opaque patient key) for one audience."""
-    raw = int.from_bytes(_hmac(pseudonym_key, normalise_audience(audience) + "\n" + patient)[:8])
+    raw = int.from_bytes(
+        hmac_sha256(pseudonym_key, normalise_audience(audience) + "\n" + patient)[:8]
+    )
     value = raw >> (64 - TOKEN_BITS)
     chars = [CROCKFORD[(value >> shift) & 31] for shift in range(45, -5, -5)]
     return "PAT-" + "".join(chars[:5]) + "-" + "".join(chars[5:])
@@ -82,9 +84,9 @@ def patient_key(pseudonym_key: bytes, normalised_identity: str) -> str:
     Keyed with the pseudonym key so that the key, like the tokens, survives a data-key
     rotation and cannot be recomputed without the keyring.
     """
-    return "p-" + _hmac(pseudonym_key, "patient\n" + normalised_identity).hex()[:24]
+    return "p-" + hmac_sha256(pseudonym_key, "patient\n" + normalised_identity).hex()[:24]
 
 
 def value_digest(digest_key: bytes, kind: str, normalised_value: str) -> str:
     """Keyed hash of an identifier value, safe to log and audit."""
-    return _hmac(digest_key, kind + "\n" + normalised_value).hex()[:DIGEST_HEX]
+    return hmac_sha256(digest_key, kind + "\n" + normalised_value).hex()[:DIGEST_HEX]

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from crypto.pseudonym import _hmac
+from crypto.pseudonym import hmac_sha256
 
 _MAC_LABEL = b"portique audit record mac v1"
 
@@ -66,7 +66,7 @@ def record_mac_key(digest_key: bytes) -> bytes:
 def record_mac(mac_key: bytes, record_hash: str) -> str:
     """HMAC-SHA256 of the (hex, ASCII) record hash, hex: hmac.new(...).hexdigest(), from
     copies of the key's prepared states (crypto.pseudonym.keyed_hmac_states)."""
-    return _hmac(mac_key, record_hash).hex()
+    return hmac_sha256(mac_key, record_hash).hex()
 
 
 def check_record_mac(mac_key: bytes, record_hash: str, mac: str) -> bool:
