@@ -29,8 +29,10 @@ import email.utils
 import ipaddress
 import logging
 import re
+import socket
 import ssl
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ from aiosmtpd.smtp import (
     AuthResult,
     LoginPassword,
     TLSSetupException,
+    _AuthMechAttr,
     syntax,
 )
 from aiosmtpd.smtp import log as aiosmtpd_log
@@ -182,6 +185,28 @@ _MALFORMED_ADDRESS = "553 5.1.3 Error: malformed address"
 _NO_PEER = object()  # PortiqueSMTP._peer_verdict before its first RCPT
 
 
+_methods_found: dict[tuple[type, str], tuple[tuple[str, str], ...]] = {}
+
+
+def _methods(cls: type, prefix: str) -> tuple[tuple[str, str], ...]:
+    """The methods of `cls` named `prefix...`, as (what aiosmtpd calls them, attribute
+    name): the command or hook name after the prefix; for `auth_*`, the AUTH mechanism
+    (`__auth_mechanism_name__`, set by aiosmtpd's @auth_mechanism, else the name with
+    "__" read as "-"). Found as aiosmtpd's SMTP.__init__ finds them, by their names in
+    dir(); but once per class, where aiosmtpd looks on every new session."""
+    found = _methods_found.get((cls, prefix))
+    if found is None:
+        names = [name for name in dir(cls) if name.startswith(prefix)]
+        keys = [name.replace(prefix, "") for name in names]
+        if prefix == "auth_":
+            keys = [
+                getattr(getattr(cls, name), "__auth_mechanism_name__", key.replace("__", "-"))
+                for name, key in zip(names, keys, strict=True)
+            ]
+        found = _methods_found[cls, prefix] = tuple(zip(keys, names, strict=True))
+    return found
+
+
 class PortiqueSMTP(SMTP):
     """aiosmtpd's protocol machine with Portique's DATA, limits and replies.
 
@@ -190,7 +215,9 @@ class PortiqueSMTP(SMTP):
     MAIL/RCPT are aiosmtpd 1.4.6's, step for step and reply for reply, less the work
     Portique does not need per command: no line-by-line logging ("mail.log" is silenced,
     see SmtpServer.start: it would log addresses), no coroutine per precondition check or
-    hook, one idle timer per session instead of one per command. They rely on the settings
+    hook, one idle timer per session instead of one per command; and a session is set up
+    as aiosmtpd's constructor sets it up, less its per-session introspection
+    (`_init_aiosmtpd`). They rely on the settings
     passed below (no PROXY protocol, no command call limits, SMTPUTF8 on, decode_data
     off); tests/relay/test_smtp_commands_as_aiosmtpd.py compares the replies with
     aiosmtpd's own, line by line."""
@@ -200,8 +227,8 @@ class PortiqueSMTP(SMTP):
         cfg = gate.cfg
         # Read by aiosmtpd's StreamReader as its line limit (instance attribute on purpose).
         self.line_length_limit = cfg.max_line_length
-        super().__init__(
-            handler=_Hooks(self),
+        self._init_aiosmtpd(
+            _Hooks(self),
             data_size_limit=cfg.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
@@ -224,6 +251,93 @@ class PortiqueSMTP(SMTP):
         self._peer_verdict: tuple[Any, bool] = (_NO_PEER, False)
         self._helo: tuple[str, str] = ("", "")
         self._bound_log: Any = None
+
+    def _init_aiosmtpd(
+        self,
+        handler: Any,
+        *,
+        data_size_limit: int,
+        enable_SMTPUTF8: bool,
+        decode_data: bool,
+        hostname: str,
+        ident: str,
+        tls_context: ssl.SSLContext | None,
+        require_starttls: bool,
+        timeout: float,
+        auth_required: bool,
+        auth_require_tls: bool,
+        authenticator: Callable[..., AuthResult],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """aiosmtpd 1.4.6's SMTP.__init__ with these arguments (the others left at their
+        defaults: no PROXY protocol, no call limits, no excluded AUTH mechanism), less its
+        introspection: it finds the `smtp_*`, `auth_*` and `handle_*` methods on each new
+        session with dir() and inspect.getmembers, 1.4 M instructions per connection, where
+        `_methods` looks them up once per class. The attributes set are the same,
+        with the same values (tests/relay/test_smtp_commands_as_aiosmtpd.py compares them,
+        and plays its dialogues against a session built by SMTP.__init__ itself)."""
+        self.__ident__ = ident
+        self.loop = loop
+        super(SMTP, self).__init__(
+            asyncio.StreamReader(loop=loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected,
+            loop=loop,
+        )
+        self.event_handler = handler
+        self.data_size_limit = data_size_limit
+        self.enable_SMTPUTF8 = enable_SMTPUTF8
+        self._decode_data = decode_data
+        # Class-wide limits, raised by each EHLO and reset by each new session (aiosmtpd).
+        self.command_size_limits.clear()
+        self.hostname = hostname or socket.getfqdn()
+        self.tls_context = tls_context
+        if tls_context:
+            if tls_context.verify_mode not in {ssl.CERT_NONE, ssl.CERT_OPTIONAL}:
+                aiosmtpd_log.warning(
+                    "tls_context.verify_mode not in {CERT_NONE, CERT_OPTIONAL}; "
+                    "this might cause client connection problems"
+                )
+            elif tls_context.check_hostname:
+                aiosmtpd_log.warning(
+                    "tls_context.check_hostname == True; this might cause client "
+                    "connection problems"
+                )
+        self.require_starttls = tls_context and require_starttls
+        self._timeout_duration = timeout
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        if not auth_require_tls and auth_required:
+            warnings.warn(
+                "Requiring AUTH while not requiring TLS can lead to security vulnerabilities!",
+                stacklevel=2,
+            )
+            aiosmtpd_log.warning("auth_required == True but auth_require_tls == False")
+        self._auth_require_tls = auth_require_tls
+        self._proxy_timeout = None
+        self._authenticator = authenticator
+        self._auth_callback = None
+        self._auth_required = auth_required
+        self._auth_methods = {
+            mechanism: _AuthMechAttr(getattr(obj, name), obj is self)
+            for obj in (self, handler)
+            for mechanism, name in _methods(type(obj), "auth_")
+        }
+        self._handle_hooks = {
+            hook: getattr(handler, name) for hook, name in _methods(type(handler), "handle_")
+        }
+        if "EHLO" in self._handle_hooks:
+            raise TypeError("handle_EHLO hooks are not supported")  # aiosmtpd's two forms
+        self._ehlo_hook_ver = None
+        self._smtp_methods = {
+            command: getattr(self, name) for command, name in _methods(type(self), "smtp_")
+        }
+        self._enforce_call_limit = False
 
     # --- session admission ----------------------------------------------------------
 
