@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
+import threading
 
 import pytest
 from argon2 import PasswordHasher
 
 from gateway.errors import SpoolError
-from tests.relay._helpers import RawClient, message, send_sync, strip_received
+from tests.relay._helpers import RawClient, message, send_sync, strip_received, wait_until
 
 NIR = "1 85 05 78 006 084 36"
 
@@ -310,3 +311,84 @@ async def test_overlong_line_in_data_is_refused(portique_factory, sink):
     await c.close()
     await asyncio.sleep(0.3)
     assert sink.messages == []
+
+
+class HeldSyncPass:
+    """Seam: the spool's sync pass (run off the loop) waits while held."""
+
+    def __init__(self, spool, monkeypatch) -> None:
+        self.released = threading.Event()
+        self.released.set()
+        make_durable = spool._make_durable
+
+        def held_make_durable(*args):
+            self.released.wait(10)
+            return make_durable(*args)
+
+        monkeypatch.setattr(spool, "_make_durable", held_make_durable)
+
+    def hold(self) -> None:
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
+
+
+async def test_a_commit_past_the_data_reply_budget_gets_451(portique_factory, sink, monkeypatch):
+    """The budget counts from each message's own commit, whether the session's budget
+    timer is still armed from an earlier message or has to be armed again; the session
+    stays in step after a 451."""
+    budget = 0.4
+    svc = await portique_factory(sink.port, smtp={"data_reply_budget": budget})
+    sync_pass = HeldSyncPass(svc.spool, monkeypatch)
+    loop = asyncio.get_running_loop()
+
+    async def transaction(client: RawClient) -> tuple[str, float]:
+        assert (await client.cmd("MAIL FROM:<dr@practice.test>")).startswith("250")
+        assert (await client.cmd("RCPT TO:<lab@lab.test>")).startswith("250")
+        assert (await client.cmd("DATA")).startswith("354")
+        started = loop.time()
+        await client.send(message() + b".\r\n")
+        return await client.reply(), started
+
+    c = await RawClient.connect(svc.smtp_port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    reply, _ = await transaction(c)  # arms the budget timer
+    assert reply.startswith("250")
+    for pause in (budget / 2, budget * 2):  # the timer still armed, then no longer
+        await asyncio.sleep(pause)
+        sync_pass.hold()
+        reply, started = await transaction(c)
+        waited = loop.time() - started
+        assert reply.startswith("451 4.3.0")
+        assert budget * 0.9 <= waited < budget * 3
+        sync_pass.release()
+        assert (await c.cmd("NOOP")) == "250 OK"
+        reply, _ = await transaction(c)
+        assert reply.startswith("250")
+    await c.close()
+
+
+async def test_a_peer_leaving_during_a_held_commit_ends_the_session_quietly(
+    portique_factory, sink, monkeypatch
+):
+    """A cancellation that is not the budget's (the peer went away) stays one: the
+    session ends, and its budget timer goes with it."""
+    svc = await portique_factory(sink.port, smtp={"data_reply_budget": 0.3})
+    sync_pass = HeldSyncPass(svc.spool, monkeypatch)
+    gate = svc.smtp.gate
+    c = await RawClient.connect(svc.smtp_port)
+    await c.reply()
+    await c.cmd("EHLO client.test")
+    await c.cmd("MAIL FROM:<dr@practice.test>")
+    await c.cmd("RCPT TO:<lab@lab.test>")
+    assert (await c.cmd("DATA")).startswith("354")
+    (session,) = gate.live
+    sync_pass.hold()
+    await c.send(message() + b".\r\n")
+    await wait_until(lambda: session._commit_deadline is not None)
+    await c.close()
+    await wait_until(lambda: gate.sessions == 0 and gate.transactions_in_flight == 0)
+    assert session._budget_timer is not None and session._budget_timer.cancelled()
+    sync_pass.release()

@@ -13,9 +13,12 @@ command size limits (raised by each EHLO) are the same for both when read.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import socket
+import ssl
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,7 @@ CLOSED = "<connection closed>"
 class AiosmtpdSession(PortiqueSMTP):
     """Portique's session with aiosmtpd's own per-command code: the reference."""
 
+    _init_aiosmtpd = SMTP.__init__
     _serve_commands = SMTP._handle_client
     push = SMTP.push
     _reset_timeout = SMTP._reset_timeout
@@ -283,7 +287,60 @@ def test_both_servers_accept_the_transaction(servers: dict[str, ServerPair]) -> 
 def test_reference_is_aiosmtpd_code() -> None:
     """The reference really runs aiosmtpd's methods, and Portique its own."""
     method: Callable[..., object]
-    for name in ("_serve_commands", "smtp_MAIL", "smtp_RCPT", "push", "_reset_timeout"):
+    for name in (
+        "_init_aiosmtpd",
+        "_serve_commands",
+        "smtp_MAIL",
+        "smtp_RCPT",
+        "push",
+        "_reset_timeout",
+    ):
         method = getattr(AiosmtpdSession, name)
         assert method.__module__ == "aiosmtpd.smtp"
         assert getattr(PortiqueSMTP, name).__module__ == "gateway.smtp"
+
+
+class AiosmtpdSetUp(PortiqueSMTP):
+    """Portique's session set up by aiosmtpd's own constructor."""
+
+    _init_aiosmtpd = SMTP.__init__
+
+
+def _comparable(value: object, session: PortiqueSMTP) -> object:
+    """An attribute of a new session in a form two sessions can be compared in."""
+    if value is session:
+        return "<the session>"
+    if inspect.ismethod(value):
+        return ("method", value.__func__, _comparable(value.__self__, session))
+    if isinstance(value, weakref.ref):
+        return ("weakref", _comparable(value(), session))
+    if isinstance(value, asyncio.StreamReader):
+        return ("reader", value._limit)  # type: ignore[attr-defined]
+    if isinstance(value, asyncio.Future):
+        return ("future", value.done())
+    if type(value).__name__ == "_Hooks":
+        return ("hooks", _comparable(vars(value), session))
+    if isinstance(value, dict):
+        return {key: _comparable(item, session) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return (type(value), *(_comparable(item, session) for item in value))
+    return value
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_sessions_are_set_up_as_aiosmtpd_sets_them_up(tmp_path: Path, tls: bool) -> None:
+    """_init_aiosmtpd sets the attributes aiosmtpd's SMTP.__init__ sets, to the same
+    values: the command, AUTH and hook tables, the reader's line limit, the timeout."""
+    cfg = make_config(tmp_path, 1, smtp={"session_timeout": 42, "max_line_length": 2000})
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH) if tls else None
+
+    async def set_up() -> list[dict[str, object]]:
+        gate = Gate(cfg.smtp, Spool.__new__(Spool), lambda accepted: None, context)
+        sessions = [PortiqueSMTP(gate), AiosmtpdSetUp(gate)]
+        return [_comparable(vars(session), session) for session in sessions]  # type: ignore[misc]
+
+    ours, theirs = asyncio.run(set_up())
+    assert ours == theirs
+    assert ours["_smtp_methods"]["DATA"][1] is PortiqueSMTP.smtp_DATA  # type: ignore[index]
+    assert set(ours["_auth_methods"]) == {"LOGIN", "PLAIN"}  # type: ignore[arg-type]
+    assert ours["_timeout_duration"] == 42
