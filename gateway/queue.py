@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar, cast
 
-from connectors.base import Connector, DeliveryItem, DeliveryResult, Status
+from connectors.base import Connector, DeliveryItem, DeliveryResult, RecipientResult, Status
 from crypto.aead import Sealer
 from gateway.config import QueueConfig
 from gateway.dsn import FailedRecipient, build_dsn, status_from_detail
@@ -841,8 +841,14 @@ class DeliveryQueue:
                 log.error("connector_failed", connector=entry.connector, error=type(exc).__name__)
                 result = DeliveryResult.all(entry.recipients, Status.TEMPFAIL, "connector error")
         latency = time.monotonic() - started
+        # The results by status and who answered, in one pass over them.
+        by_status: dict[Status, list[RecipientResult]] = {}
+        answered = set()
+        for r in result.results:
+            by_status.setdefault(r.status, []).append(r)
+            answered.add(r.recipient)
         for status in (Status.DELIVERED, Status.TEMPFAIL, Status.PERMFAIL):
-            group = result.with_status(status)
+            group = by_status.get(status)
             if group:
                 self.events.emit(
                     "delivery",
@@ -861,13 +867,12 @@ class DeliveryQueue:
                     age_s=round(max(0.0, self.clock() - entry.created), 3),
                     bytes=len(item.data),
                 )
-        answered = {r.recipient for r in result.results}
-        temp = [r for r in result.results if r.status == Status.TEMPFAIL]
+        temp = by_status.get(Status.TEMPFAIL, [])
         # A recipient the connector did not report on is retried, never dropped.
         temp_rcpts = [r.recipient for r in temp] + [
             r for r in entry.recipients if r not in answered
         ]
-        perm = result.with_status(Status.PERMFAIL)
+        perm = by_status.get(Status.PERMFAIL)
         if perm:
             await self._bounce(
                 entry,
