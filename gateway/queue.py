@@ -51,7 +51,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import NamedTuple, TypeVar, cast
 
 from connectors.base import Connector, DeliveryItem, DeliveryResult, RecipientResult, Status
 from crypto.aead import Sealer
@@ -228,8 +228,10 @@ class NewCopy:
     created: float | None = None  # arrival time; defaults to now
 
 
-@dataclass(frozen=True)
-class QueueEntry:
+class QueueEntry(NamedTuple):
+    """A queued copy as stored. A NamedTuple rather than a frozen dataclass: as immutable,
+    and built (once per fast-path message) without an object.__setattr__ per field."""
+
     id: str
     spool_id: str
     kind: str

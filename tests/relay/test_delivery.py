@@ -394,3 +394,17 @@ async def test_delivery_deadlines_end_only_the_deliveries_past_their_own() -> No
     else:
         raise AssertionError("an outside cancel must not become a timeout")
     assert deadlines._running == {} and deadlines._expired == {}
+
+
+def test_a_delivery_item_never_shows_its_message() -> None:
+    """Its repr (in a log line or a traceback) names the envelope, never the data."""
+    item = DeliveryItem(
+        queue_id="q1",
+        mail_from="dr@practice.test",
+        recipients=("lab@lab.test",),
+        data=SECRET_BODY.encode(),
+        route="lab",
+    )
+    shown = repr(item)
+    assert "Dupont" not in shown and "84 12" not in shown
+    assert "q1" in shown and "lab@lab.test" in shown and "attempt=1" in shown
