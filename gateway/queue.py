@@ -41,7 +41,6 @@ import os
 import sqlite3
 import time
 from collections.abc import (
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -181,28 +180,45 @@ class MemoryBudget:
         self._waiting = 0  # holders waiting on the condition for room
         self._cond = asyncio.Condition()
 
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        size = min(max(size, 1), self.capacity)
-        if self.used + size > self.capacity:
-            self._waiting += 1
+    def hold(self, size: int) -> MemoryHold:
+        """`async with budget.hold(size):` holds `size` bytes of the budget for the block."""
+        return MemoryHold(self, size)
+
+
+class MemoryHold:
+    """One holder of a MemoryBudget's room, for an `async with` block (`MemoryBudget.hold`).
+
+    A class rather than a contextlib.asynccontextmanager, which builds an async generator
+    and its wrappers per use (twice per message: processing, then delivery).
+    """
+
+    __slots__ = ("_budget", "_size")
+
+    def __init__(self, budget: MemoryBudget, size: int) -> None:
+        self._budget = budget
+        self._size = min(max(size, 1), budget.capacity)
+
+    async def __aenter__(self) -> None:
+        budget, size = self._budget, self._size
+        if budget.used + size > budget.capacity:
+            budget._waiting += 1
             try:
-                async with self._cond:
-                    await self._cond.wait_for(lambda: self.used + size <= self.capacity)
-                    self.used += size
+                async with budget._cond:
+                    await budget._cond.wait_for(lambda: budget.used + size <= budget.capacity)
+                    budget.used += size
             finally:
-                self._waiting -= 1
+                budget._waiting -= 1
         else:
             # Room: taken at once, as the condition would give it (no await, so nothing
             # else runs on the loop in between). The common case: small mail.
-            self.used += size
-        try:
-            yield
-        finally:
-            self.used -= size
-            if self._waiting:
-                async with self._cond:
-                    self._cond.notify_all()
+            budget.used += size
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        budget = self._budget
+        budget.used -= self._size
+        if budget._waiting:
+            async with budget._cond:
+                budget._cond.notify_all()
 
 
 def memory_budget_for(max_message_size: int) -> MemoryBudget:
