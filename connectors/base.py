@@ -12,9 +12,9 @@ real side (each real connector against a real peer) has tests of its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class Status(StrEnum):
@@ -23,14 +23,23 @@ class Status(StrEnum):
     PERMFAIL = "permfail"
 
 
-@dataclass(frozen=True)
-class DeliveryItem:
+class DeliveryItem(NamedTuple):
+    """One delivery attempt's input. A NamedTuple rather than a frozen dataclass: as
+    immutable, and built (once per message) without an object.__setattr__ per field."""
+
     queue_id: str
     mail_from: str
     recipients: tuple[str, ...]
-    data: bytes = field(repr=False)
+    data: bytes
     route: str = ""
     attempt: int = 1
+
+    def __repr__(self) -> str:
+        # Never the message itself: it holds patient data.
+        return (
+            f"DeliveryItem(queue_id={self.queue_id!r}, mail_from={self.mail_from!r}, "
+            f"recipients={self.recipients!r}, route={self.route!r}, attempt={self.attempt!r})"
+        )
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ class RelayConnector:
         self._in_use: set[SmtpConnection] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self._helo_name = cfg.helo_name
+        self._destination = f"{cfg.host}:{cfg.port}"  # cfg is frozen: formatted once
         self._tls_context_cache: ssl.SSLContext | None = None
         self._smime_cert: bytes | None = None
         if cfg.smime_cert:
@@ -107,7 +108,7 @@ class RelayConnector:
                 ) from exc
 
     def destination(self, item: DeliveryItem) -> str:
-        return f"{self.cfg.host}:{self.cfg.port}"
+        return self._destination
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if self.cfg.tls == "required":
@@ -318,7 +319,8 @@ def data_slices(data: bytes) -> Iterator[bytes]:
                 end = size if cut < 0 else cut + 1
             else:
                 end = cut + 1
-        piece = bytes(view[start:end])
+        # bytes: a message in one slice is used as it is (a slice would copy it).
+        piece = data if end - start == size and type(data) is bytes else bytes(view[start:end])
         carriage_returns = piece.count(b"\r")
         if carriage_returns == 0:  # LF only: a plain replace is ~10 times cheaper than the regex
             piece = piece.replace(b"\n", b"\r\n")

@@ -232,3 +232,30 @@ async def test_memory_budget_wakes_a_waiting_holder_when_room_is_released():
     await asyncio.wait_for(asyncio.gather(first, waiting, small), 2)
     assert order.index("small") < order.index("first done") < order.index("waiting")
     assert budget.used == 0
+
+
+async def test_memory_budget_gives_back_the_room_of_a_failed_or_cancelled_holder():
+    import asyncio
+
+    from gateway.queue import MemoryBudget
+
+    budget = MemoryBudget(100)
+    try:
+        async with budget.hold(60):
+            raise ValueError("processing failed")
+    except ValueError:
+        pass
+    assert budget.used == 0
+
+    async def hold_for_a_while(size: int) -> None:
+        async with budget.hold(size):
+            await asyncio.sleep(3600)
+
+    holder = asyncio.create_task(hold_for_a_while(80))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(hold_for_a_while(50))  # waits for room
+    await asyncio.sleep(0.01)
+    waiter.cancel()  # cancelled while waiting: it never took any room
+    holder.cancel()
+    await asyncio.gather(holder, waiter, return_exceptions=True)
+    assert budget.used == 0 and budget._waiting == 0

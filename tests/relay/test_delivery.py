@@ -10,6 +10,7 @@ import time
 from connectors.base import DeliveryItem, Status
 from connectors.relay import RelayConnector
 from gateway.config import ConnectorConfig
+from gateway.queue import DeliveryDeadlines
 from tests.conftest import make_pki
 from tests.relay._helpers import (
     LAB_AND_PRACTICE_ROUTES,
@@ -363,3 +364,47 @@ async def test_relay_authenticates_to_the_upstream_over_tls(pki):
         assert set(seen) == {"practice"} and len(handler.messages) == 1
     finally:
         server.close()
+
+
+async def test_delivery_deadlines_end_only_the_deliveries_past_their_own() -> None:
+    """One timer for all: a delivery started later gets its full limit, a late one gets
+    TimeoutError at its own deadline, an outside cancel stays a cancel."""
+    deadlines = DeliveryDeadlines(0.5)
+    started = time.monotonic()
+
+    async def deliver(delay: float, after: float = 0.0) -> float:
+        await asyncio.sleep(after)
+        try:
+            return await deadlines.run(asyncio.sleep(delay, result=delay))
+        except TimeoutError:
+            return -(time.monotonic() - started)
+
+    quick, later, late = await asyncio.gather(deliver(0.1), deliver(0.4, 0.3), deliver(5, 0.3))
+    assert (quick, later) == (0.1, 0.4)  # `later` ends 0.7 s in: past the first deadline
+    assert -late >= 0.75  # cut off at 0.3 + 0.5 s, not at the first delivery's deadline
+    assert -late < 3
+
+    outside = asyncio.create_task(deliver(5))
+    await asyncio.sleep(0.1)
+    outside.cancel()
+    try:
+        await outside
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("an outside cancel must not become a timeout")
+    assert deadlines._running == {} and deadlines._expired == {}
+
+
+def test_a_delivery_item_never_shows_its_message() -> None:
+    """Its repr (in a log line or a traceback) names the envelope, never the data."""
+    item = DeliveryItem(
+        queue_id="q1",
+        mail_from="dr@practice.test",
+        recipients=("lab@lab.test",),
+        data=SECRET_BODY.encode(),
+        route="lab",
+    )
+    shown = repr(item)
+    assert "Dupont" not in shown and "84 12" not in shown
+    assert "q1" in shown and "lab@lab.test" in shown and "attempt=1" in shown

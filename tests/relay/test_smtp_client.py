@@ -47,6 +47,7 @@ class Script:
     close_after_body: bool = False  # hang up instead of answering the final dot
     close_idle_after: int = 0  # 421 and hang up after this many transactions (0: never)
     silent_after_body: bool = False  # never answer the final dot
+    final_delay: float = 0.0  # seconds before answering the final dot
 
 
 @dataclass
@@ -193,6 +194,7 @@ class ScriptedServer:
                     return
                 if script.silent_after_body:
                     await asyncio.sleep(3600)
+                await asyncio.sleep(script.final_delay)
                 await reply(script.finals.pop(0) if script.finals else OK)
                 transactions += 1
                 if transactions == script.close_idle_after:
@@ -409,6 +411,19 @@ async def test_idle_connection_dropped_by_the_server_is_replaced_once() -> None:
         second = await relay.deliver(item("a@lab.test"))
     assert [r.status for r in first.results + second.results] == [Status.DELIVERED] * 2
     assert server.connections == 2 and len(server.bodies) == 2
+
+
+async def test_each_exchange_has_the_whole_timeout_from_its_own_start() -> None:
+    """Replies 0.6 s after the final dot, with a 1 s timeout: in time, every time, although
+    the second transaction ends more than 1 s after the connection's first command."""
+    async with scripted(Script(final_delay=0.6), lambda port: relay_to(port, timeout=1.0)) as (
+        server,
+        relay,
+    ):
+        first = await relay.deliver(item("a@lab.test"))
+        second = await relay.deliver(item("a@lab.test"))
+    assert [r.status for r in first.results + second.results] == [Status.DELIVERED] * 2
+    assert server.connections == 1
 
 
 async def test_silent_server_times_out_and_the_connection_is_not_reused() -> None:
