@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the tests use: chromium (admin console browser tests) and postfix
-# (smtp-source / smtp-sink as a real peer MTA). Installed only when missing; needs root.
+# Debian packages the tests use: chromium (admin console browser tests), postfix
+# (smtp-source / smtp-sink as a real peer MTA) and valgrind (load-tests/cpu_per_message.sh
+# --callgrind). Installed only when missing; needs root.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 { command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ]; } || need+=(postfix)
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "system-deps: missing ${need[*]} and not root; install them with apt-get" >&2

@@ -18,6 +18,12 @@
 # --threads also splits the CPU between the gateway's threads, by their OS names
 # (gateway/threads.py; pools summed under their prefix, e.g. queue-io for queue-io_0..3;
 # every live thread is listed, idle ones at 0.00).
+# --callgrind DIR runs `serve` under valgrind's callgrind instead (one file per thread in
+# DIR, counters zeroed once the gateway listens, dumped when the last message arrived) and
+# prints the instructions per message of each thread that ran at least 1 % of them (thread
+# 1 is the event loop; the audit writer is the next largest): a deterministic figure for
+# comparing two versions of the code on a machine whose speed drifts (reproducible to
+# ~1-3 %; the CPU figures above then measure valgrind, not the gateway). Needs valgrind.
 # Needs /usr/sbin/smtp-source and smtp-sink (Debian postfix), run as root (smtp-sink
 # drops to nobody).
 set -euo pipefail
@@ -27,6 +33,7 @@ SESSIONS=20
 CODE=""
 PIPELINE_CPU=0
 THREADS=0
+CALLGRIND_DIR=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -m) MESSAGES="$2"; shift 2 ;;
@@ -34,6 +41,7 @@ while [ $# -gt 0 ]; do
     --code) CODE="$(cd "$2" && pwd)"; shift 2 ;;
     --pipeline-cpu) PIPELINE_CPU=1; shift ;;
     --threads) THREADS=1; shift ;;
+    --callgrind) CALLGRIND_DIR="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -82,7 +90,20 @@ start_sink "$SINK_PORT" "$WORK/sink.out"
 PORT=$(free_port)
 WORKERS=1 portique_config "$WORK/portique.toml" "$WORK/data" "$PORT" "$SINK_PORT" \
   pseudonymise labo.test
-if [ "$PIPELINE_CPU" = 1 ]; then
+if [ -n "$CALLGRIND_DIR" ]; then
+  command -v valgrind >/dev/null || { echo "--callgrind needs valgrind" >&2; exit 2; }
+  rm -f "$CALLGRIND_DIR"/callgrind.out*
+  "${PORTIQUE[@]}" keys init -c "$WORK/portique.toml" >/dev/null
+  "${PORTIQUE[@]}" roster import -c "$WORK/portique.toml" "$WORK/roster.csv" >/dev/null 2>&1
+  "${CODE_ENV[@]}" valgrind --tool=callgrind --separate-threads=yes \
+    --callgrind-out-file="$CALLGRIND_DIR/callgrind.out" "${PORTIQUE[@]:3}" \
+    serve -c "$WORK/portique.toml" >"$WORK/serve.log" 2>&1 &
+  GATEWAY_PID=$!
+  PIDS+=("$GATEWAY_PID")
+  # Start-up under valgrind takes tens of seconds (imports, the scanners' compilation).
+  wait_port "$PORT" 600 || { echo "portique did not listen" >&2; tail -n 20 "$WORK/serve.log" >&2; exit 1; }
+  callgrind_control -z "$GATEWAY_PID" >/dev/null 2>&1
+elif [ "$PIPELINE_CPU" = 1 ]; then
   start_gateway "$WORK/portique.toml" "$WORK/roster.csv" "$PORT" \
     "${CODE_ENV[@]}" "PIPELINE_REPORT=$WORK/pipeline.txt" "$PY" -c "$TIMED_SERVE"
 else
@@ -117,6 +138,24 @@ finished=$(date +%s.%N)
 read -r user1 system1 < <(cpu_ticks)
 [ "$THREADS" = 1 ] && thread_ticks >"$WORK/threads1.txt"
 [ "$delivered" = 1 ] || { echo "not every message reached the sink" >&2; exit 1; }
+if [ -n "$CALLGRIND_DIR" ]; then
+  callgrind_control -d "$GATEWAY_PID" >/dev/null 2>&1
+  # The dump's files: callgrind.out.1-NN, one per thread NN; "summary:" is its total.
+  "$PY" - "$CALLGRIND_DIR" "$MESSAGES" <<'PY'
+import pathlib, re, sys
+folder, messages = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+threads = {}
+for path in folder.glob("callgrind.out.1-*"):
+    total = re.search(r"^summary: (\d+)", path.read_text(errors="replace"), re.M)
+    threads[int(path.name.rsplit("-", 1)[1])] = int(total.group(1)) if total else 0
+everything = sum(threads.values()) or 1
+for number, count in sorted(threads.items(), key=lambda item: -item[1]):
+    if count >= everything / 100:
+        name = " (event loop)" if number == 1 else ""
+        print(f"  callgrind thread {number}{name}: {count / messages:,.0f} instructions per message")
+print(f"  callgrind, all threads: {everything / messages:,.0f} instructions per message ({folder})")
+PY
+fi
 "$PY" -c "
 m = $MESSAGES; wall = $finished - $started; hz = $(getconf CLK_TCK)
 user = ($user1 - $user0) / hz; system = ($system1 - $system0) / hz; cpu = user + system

@@ -53,6 +53,27 @@ def test_pipeline_cpu_is_timed_inside_the_gateway(workdir: Path) -> None:
     assert list(workdir.iterdir()) == []
 
 
+def test_callgrind_option_counts_instructions_per_thread(workdir: Path, tmp_path: Path) -> None:
+    """--callgrind DIR: the gateway runs under callgrind, one file per thread, and the
+    script prints each busy thread's instructions per message, the event loop first."""
+    folder = tmp_path / "callgrind"
+    out = run_script(
+        workdir, "cpu_per_message.sh", "-m", "12", "-s", "2", "--callgrind", str(folder)
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    loop = re.search(
+        r"callgrind thread 1 \(event loop\): ([\d,]+) instructions per message", out.stdout
+    )
+    total = re.search(r"callgrind, all threads: ([\d,]+) instructions per message", out.stdout)
+    assert loop is not None and total is not None, out.stdout
+    per_loop, per_all = (int(m.group(1).replace(",", "")) for m in (loop, total))
+    # A relayed, scanned and pseudonymised message is hundreds of thousands of
+    # instructions on the loop alone; the loop is part of the total.
+    assert 100_000 < per_loop <= per_all
+    assert (folder / "callgrind.out.1-01").stat().st_size > 0
+    assert list(workdir.iterdir()) == []
+
+
 def test_code_option_runs_the_other_checkout(workdir: Path, tmp_path: Path) -> None:
     """--code DIR: the gateway runs DIR's packages, not those of the checkout the script
     is run from (`python -c` would put the current directory ahead of PYTHONPATH)."""
