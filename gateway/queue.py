@@ -40,21 +40,15 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import (
-    Awaitable,
-    Callable,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, TypeVar, cast
+from typing import NamedTuple, cast
 
 from connectors.base import Connector, DeliveryItem, DeliveryResult, RecipientResult, Status
 from crypto.aead import Sealer
 from gateway.config import QueueConfig
+from gateway.deadlines import Deadlines
 from gateway.dsn import FailedRecipient, build_dsn, status_from_detail
 from gateway.errors import SpoolError
 from gateway.events import EventBus
@@ -64,8 +58,6 @@ from gateway.spool import fsync_directory, new_spool_id, sync_filesystem
 from gateway.threads import named_executor
 
 log = get_logger("portique.queue")
-
-T = TypeVar("T")
 
 MIGRATIONS = [
     """
@@ -106,64 +98,6 @@ DELIVERY_TIMEOUT = 900.0
 # processes share the queue: a SELECT per fast-path message was 1-2 % of samples, and
 # half a second is prompt for an incident switch (the control reply comes first).
 LOCKDOWN_REFRESH = 0.5
-
-
-class DeliveryDeadlines:
-    """Cuts off every delivery that runs past `limit` seconds, with one loop timer.
-
-    Same outcome as `asyncio.timeout(limit)` around each delivery (at its deadline the
-    task is cancelled and the delivery raises TimeoutError; a cancellation from outside
-    stays a cancellation), for less work: that makes, pushes on the loop's heap and
-    cancels a timer per delivery (~1 % of the gateway's instructions per message).
-    Every deadline is `limit` after its start, so deliveries expire in the order they
-    started: the one timer waits for the oldest running delivery's deadline and, when it
-    fires, ends those past it and waits for the next. A task runs one delivery at a time.
-    """
-
-    def __init__(self, limit: float) -> None:
-        self.limit = limit
-        # Running deliveries, oldest first: task -> (deadline, task.cancelling() at start).
-        self._running: dict[asyncio.Task[object], tuple[float, int]] = {}
-        # Deliveries cancelled by their deadline, until they end: task -> cancelling().
-        self._expired: dict[asyncio.Task[object], int] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def run(self, delivery: Awaitable[T]) -> T:
-        """`await delivery`, or TimeoutError once `limit` seconds have passed."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        deadline = loop.time() + self.limit
-        self._running[task] = (deadline, task.cancelling())
-        if self._timer is None:
-            self._timer = loop.call_at(deadline, self._expire)
-        try:
-            return await delivery
-        except asyncio.CancelledError as exc:
-            cancelling = self._expired.pop(task, None)
-            # As asyncio.timeout: a TimeoutError only if no other cancel is pending.
-            if cancelling is not None and task.uncancel() <= cancelling:
-                raise TimeoutError("delivery took too long") from exc
-            raise
-        finally:
-            self._running.pop(task, None)
-            if self._expired.pop(task, None) is not None:  # ended as its deadline came
-                task.uncancel()
-
-    def _expire(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = None
-        now = loop.time()
-        late = []
-        for task, (deadline, cancelling) in self._running.items():
-            if deadline > now:
-                self._timer = loop.call_at(deadline, self._expire)
-                break
-            late.append((task, cancelling))
-        for task, cancelling in late:
-            del self._running[task]
-            self._expired[task] = cancelling
-            task.cancel()
 
 
 class MemoryBudget:
@@ -559,7 +493,7 @@ class DeliveryQueue:
         self._io = named_executor(4, "queue-io")
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_destination: dict[str, asyncio.Semaphore] = {}
-        self._deadlines = DeliveryDeadlines(DELIVERY_TIMEOUT)
+        self._deadlines = Deadlines(DELIVERY_TIMEOUT)
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._enqueue_pending: list[tuple[list[NewCopy], asyncio.Future[list[QueueEntry]]]] = []

@@ -51,6 +51,7 @@ from aiosmtpd.smtp import (
 from aiosmtpd.smtp import log as aiosmtpd_log
 
 from gateway.config import SmtpConfig, SmtpUser, parse_listen
+from gateway.deadlines import Deadlines
 from gateway.errors import DiskFullError, SpoolError
 from gateway.logging import get_logger
 from gateway.smtp_data import (
@@ -156,6 +157,9 @@ class Gate:
         self.live: set[PortiqueSMTP] = set()
         self.draining = False
         self.transactions_in_flight = 0
+        # Cuts a DATA commit off at `data_reply_budget` (TimeoutError, then 451): one
+        # loop timer for all sessions rather than an asyncio.timeout per message.
+        self.commit_deadlines = Deadlines(cfg.data_reply_budget)
 
     def peer_allowed(self, peer: Any) -> bool:
         try:
@@ -246,13 +250,6 @@ class PortiqueSMTP(SMTP):
         self._counted = False
         # When the session times out unless a command comes first (loop.time()).
         self._idle_deadline = 0.0
-        # The DATA reply budget of the commit in flight (see `_commit_within_budget`):
-        # its deadline (loop.time()), the task awaiting it, whether the budget ran out,
-        # and the timer that checks it (armed at or before the deadline).
-        self._commit_deadline: float | None = None
-        self._commit_task: asyncio.Task[Any] | None = None
-        self._budget_spent = False
-        self._budget_timer: asyncio.TimerHandle | None = None
         # Per session: the peer and whether its network may relay; the HELO name as
         # given and as written in Received; the logger bound once (see `_log`).
         self._peer_verdict: tuple[Any, bool] = (_NO_PEER, False)
@@ -364,8 +361,6 @@ class PortiqueSMTP(SMTP):
             gate.sessions -= 1
             gate.live.discard(self)
             self._counted = False
-            if self._budget_timer is not None:
-                self._budget_timer.cancel()
 
     # --- the command loop ----------------------------------------------------------
 
@@ -726,7 +721,9 @@ class PortiqueSMTP(SMTP):
                 await self.push(problem)
                 return
             try:
-                await self._commit_within_budget(writer)
+                # The DATA reply budget: one timer for every session's commits (a
+                # cancellation that is not the budget's, the peer leaving, stays one).
+                await gate.commit_deadlines.run(writer.commit())
             except (SpoolError, TimeoutError, OSError) as exc:
                 writer.abort()
                 self._end_transaction()
@@ -759,45 +756,6 @@ class PortiqueSMTP(SMTP):
             raise
         finally:
             gate.transactions_in_flight -= 1
-
-    async def _commit_within_budget(self, writer: SpoolWriter) -> None:
-        """`writer.commit()`, cancelled with TimeoutError once `smtp.data_reply_budget`
-        has passed, as `asyncio.timeout` would (a cancellation from elsewhere, the peer
-        leaving, stays a cancellation). asyncio.timeout arms a timer per message and
-        cancels it (30 K instructions, 1 % of the loop's time per message); here the
-        session's budget timer stays armed from message to message and, when it fires
-        before the deadline of the commit in flight (or with none in flight), is re-armed
-        for that deadline (or left unarmed): one timer per budget period, not per message.
-        No task per message either (asyncio.wait_for would make one)."""
-        loop = self.loop
-        task = asyncio.current_task()
-        assert task is not None
-        self._commit_deadline = loop.time() + self.gate.cfg.data_reply_budget
-        self._commit_task = task
-        if self._budget_timer is None:
-            self._budget_timer = loop.call_at(self._commit_deadline, self._check_budget)
-        cancelling = task.cancelling()
-        try:
-            await writer.commit()
-        except asyncio.CancelledError as cancelled:
-            if self._budget_spent and task.uncancel() <= cancelling:
-                raise TimeoutError from cancelled
-            raise
-        finally:
-            self._commit_deadline = self._commit_task = None
-            self._budget_spent = False
-
-    def _check_budget(self) -> None:
-        """The budget timer: cancel the commit in flight if its deadline has passed."""
-        self._budget_timer = None
-        deadline, task = self._commit_deadline, self._commit_task
-        if deadline is None or task is None:
-            return  # no commit in flight: the next one arms the timer
-        if self.loop.time() < deadline:
-            self._budget_timer = self.loop.call_at(deadline, self._check_budget)
-            return
-        self._budget_spent = True
-        task.cancel()
 
     async def _receive_data(self, writer: SpoolWriter) -> tuple[str | None, str]:
         """Stream DATA into `writer`. Returns (refusal reply or None, Message-ID)."""

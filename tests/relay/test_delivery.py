@@ -10,7 +10,7 @@ import time
 from connectors.base import DeliveryItem, Status
 from connectors.relay import RelayConnector
 from gateway.config import ConnectorConfig
-from gateway.queue import DeliveryDeadlines
+from gateway.deadlines import Deadlines
 from tests.conftest import make_pki
 from tests.relay._helpers import (
     LAB_AND_PRACTICE_ROUTES,
@@ -369,7 +369,7 @@ async def test_relay_authenticates_to_the_upstream_over_tls(pki):
 async def test_delivery_deadlines_end_only_the_deliveries_past_their_own() -> None:
     """One timer for all: a delivery started later gets its full limit, a late one gets
     TimeoutError at its own deadline, an outside cancel stays a cancel."""
-    deadlines = DeliveryDeadlines(0.5)
+    deadlines = Deadlines(0.5)
     started = time.monotonic()
 
     async def deliver(delay: float, after: float = 0.0) -> float:
