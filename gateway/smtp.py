@@ -10,6 +10,9 @@ Invariants:
 - 250 after DATA only once the spool says the message is durable (fsync'ed), and
   after `accepted_durable` (the service's EventBus.durable: the audit trail's
   "received" record, committed in groups off the loop) has returned.
+- A 451 means "not accepted": past the DATA reply budget, a commit no sync pass has
+  taken is withdrawn (451), and one a pass has taken is answered with that pass's
+  outcome. A session that ends before its reply leaves nothing to deliver (SpoolWriter).
 - DATA is streamed to the spool (sealed chunk by chunk); the message is never held
   twice in memory here, except a message of at most spool.KEEP_PLAINTEXT bytes, whose
   plaintext is handed to the service with the 250 so it is not read back.
@@ -721,9 +724,19 @@ class PortiqueSMTP(SMTP):
                 await self.push(problem)
                 return
             try:
-                # The DATA reply budget: one timer for every session's commits (a
-                # cancellation that is not the budget's, the peer leaving, stays one).
-                await gate.commit_deadlines.run(writer.commit())
+                try:
+                    # The DATA reply budget: one timer for every session's commits (a
+                    # cancellation that is not the budget's, the peer leaving, stays one).
+                    await gate.commit_deadlines.run(writer.commit())
+                except TimeoutError:
+                    # A commit still queued was withdrawn: 451, and it is not spooled.
+                    # One a sync pass had taken will be delivered, so a 451 would bring
+                    # it twice (the client sends it again): its outcome is the reply,
+                    # after a wait bounded by that pass's fsyncs, already under way.
+                    if not writer.in_pass:
+                        raise
+                    self._log.warning("smtp_commit_past_budget", spool_id=spool_id)
+                    await writer.settle()
             except (SpoolError, TimeoutError, OSError) as exc:
                 writer.abort()
                 self._end_transaction()

@@ -16,6 +16,11 @@ Invariants:
   are durable; the SMTP layer replies 250 only after that. The rename into `active/`
   is the completion mark (Postfix's END record): at start, whatever is left in
   `incoming/` never got a 250 and is deleted unread.
+- A commit cut off before its 250 (the SMTP reply budget, the client leaving) is not
+  delivered: withdrawn if no sync pass has taken it yet; else it is being made durable
+  and the session either answers with that pass's outcome (`SpoolWriter.settle`) or
+  drops the entry once the pass has put it in `active/` (`SpoolWriter.abort`). Only a
+  crash in between leaves it, processed at restart: a duplicate, never a loss.
 - Group commit: commits that arrive within `group_commit_window_ms` of each other are
   made durable by one worker pass: one syncfs(2) for all their data (fdatasync when
   alone or where syncfs is missing), then the renames, then one fsync of `active/`.
@@ -151,7 +156,7 @@ class SpoolStats:
         return self.commits / self.batches if self.batches else 0.0
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity (`Spool._withdraw`), not field by field
 class _PendingCommit:
     fh: BinaryIO | None  # None: the file is still to be written from `chunks`
     tmp: str  # paths as strings: a pathlib join per message cost more than the rest
@@ -178,6 +183,8 @@ class SpoolWriter:
         self._pending = 0
         self._closed = False
         self.plaintext: bytes | None = None  # set by commit() for a small message
+        # A commit cut off after its sync pass took it (see `commit`), until settled.
+        self._in_pass: _PendingCommit | None = None
         # Sealed frames not yet on disk (see SPILL_BYTES); the file exists only once
         # the transfer spills or the commit thread writes it.
         self._fh: BinaryIO | None = None
@@ -234,7 +241,13 @@ class SpoolWriter:
         """Seal the last frame and return once the message is durable in `active/`.
 
         A message that fits in its last frame and in KEEP_PLAINTEXT bytes is also kept
-        as `plaintext`, so the service can process it without reading it back."""
+        as `plaintext`, so the service can process it without reading it back.
+
+        Cut off (cancelled) while its commit still waits for a sync pass, the commit is
+        withdrawn: its data never reaches `active/`. Cut off once a pass has taken it,
+        the data is being (or has been) made durable and cannot be called back:
+        `in_pass` is then True, `settle()` waits for that pass's outcome and `abort()`
+        drops the entry once the pass has made it durable."""
         try:
             last = self._take_pending()
             if len(last) == self.size and self.size <= KEEP_PLAINTEXT:
@@ -247,10 +260,53 @@ class SpoolWriter:
             raise SpoolError("cannot write to the spool") from exc
         self._closed = True
         chunks, self._buffered = (self._buffered if self._fh is None else None), []
-        await self._spool._commit(self._fh, self._tmp, self.spool_id, chunks)
+        pending = self._spool._queue_commit(self._fh, self._tmp, self.spool_id, chunks)
+        try:
+            await pending.done
+        except asyncio.CancelledError:
+            if not self._spool._withdraw(pending):
+                self._await_pass(pending)
+            raise
+
+    def _await_pass(self, pending: _PendingCommit) -> None:
+        """Keep hold of a commit cut off after its sync pass took it. Awaiting its
+        `done` future and being cancelled cancelled that future too, unless the pass had
+        already resolved it: then a fresh one takes the outcome the pass will give."""
+        if pending.done.cancelled():
+            pending.done = asyncio.get_running_loop().create_future()
+        self._in_pass = pending
+
+    @property
+    def in_pass(self) -> bool:
+        """Whether `commit()` was cut off after a sync pass took the message: it is (or
+        is being) made durable, and `settle()` tells how that ended."""
+        return self._in_pass is not None
+
+    async def settle(self) -> None:
+        """After `commit()` was cut off once its pass had started (`in_pass`): return
+        once that pass has made the message durable, or raise SpoolError if it failed.
+        Bounded by the pass already running (its fsyncs), not by a new one. Cut off
+        again, the commit stays in pass, for `abort()`."""
+        pending = self._in_pass
+        assert pending is not None
+        try:
+            await pending.done
+        except asyncio.CancelledError:
+            self._await_pass(pending)
+            raise
+        except SpoolError:
+            self._in_pass = None
+            raise
+        self._in_pass = None
 
     def abort(self) -> None:
-        """Drop a transfer that will not get a 250."""
+        """Drop a transfer that will not get a 250. A commit cut off in its sync pass
+        (`in_pass`) is removed from `active/` once the pass has put it there: without
+        its 250 the client sends it again, and it must not go out twice."""
+        pending, self._in_pass = self._in_pass, None
+        if pending is not None:
+            pending.done.add_done_callback(self._remove_if_durable)
+            return
         if self._closed:
             return
         self._closed = True
@@ -262,6 +318,23 @@ class SpoolWriter:
             self._fh.close()
         finally:
             _unlink_if_present(self._tmp)
+
+    def _remove_if_durable(self, done: asyncio.Future[None]) -> None:
+        """`done` callback of an aborted commit in pass: drop the entry it made."""
+        if not done.cancelled() and done.exception() is None:
+            self._spool.remove(self.spool_id)
+
+
+def _fail_commits(batch: Sequence[_PendingCommit], reason: str) -> None:
+    """A pass that failed or whose outcome is unknown: its commits get SpoolError (451),
+    and their files go, `final` included (renamed before a later step failed), so that
+    none is delivered at restart as well."""
+    for p in batch:
+        for path in (p.tmp, p.final):
+            with contextlib.suppress(OSError):
+                _unlink_if_present(path)
+        if not p.done.done():
+            p.done.set_exception(SpoolError(reason))
 
 
 def _unlink_if_present(path: str) -> None:
@@ -330,6 +403,7 @@ class Spool:
         for d in (self.root, self.incoming, self.active):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._pending: list[_PendingCommit] = []
+        self._syncing: list[_PendingCommit] = []  # the batch the sync thread has
         self._removals: list[str] = []  # processed entries, unlinked by the next pass
         self._removal_wake: asyncio.TimerHandle | None = None
         # A thread of its own: durability must not queue behind unrelated blocking work.
@@ -396,6 +470,10 @@ class Spool:
         self._wake = None  # from now on, `remove` unlinks at once
         self._sync_thread.shutdown(wait=True)
         self._unlink(self._take_removals())
+        # A pass the cancel above cut off ran on in the sync thread, its outcome unseen:
+        # its commits get no 250, so nothing of theirs may stay to be delivered.
+        _fail_commits(self._syncing, "spool stopped during commit")
+        self._syncing = []
         for p in self._pending:
             if not p.done.done():
                 p.done.set_exception(SpoolError("spool stopped before commit"))
@@ -406,16 +484,37 @@ class Spool:
     def open_writer(self, envelope: Envelope, spool_id: str | None = None) -> SpoolWriter:
         return SpoolWriter(self, spool_id or new_spool_id(), envelope)
 
-    async def _commit(
+    def _queue_commit(
         self, fh: BinaryIO | None, tmp: str, spool_id: str, chunks: list[bytes] | None
-    ) -> None:
+    ) -> _PendingCommit:
+        """Queue a transfer for the next sync pass; its `done` resolves with the pass."""
         if self._wake is None:
             raise SpoolError("spool not started")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         final = self.active_prefix + spool_id
-        self._pending.append(_PendingCommit(fh, tmp, final, done, chunks))
+        pending = _PendingCommit(fh, tmp, final, done, chunks)
+        self._pending.append(pending)
         self._wake.set()
-        await done
+        return pending
+
+    def _withdraw(self, pending: _PendingCommit) -> bool:
+        """Take back a queued commit that no sync pass has taken yet: its file (if it
+        spilled) is closed and deleted, and nothing is left to track. False once a pass
+        has taken it (the group-commit loop takes a batch and hands it to the sync
+        thread in one step, so "taken" means "being made durable")."""
+        for i, queued in enumerate(self._pending):
+            if queued is pending:
+                del self._pending[i]
+                break
+        else:
+            return False
+        if pending.fh is not None:
+            try:
+                pending.fh.close()
+            finally:
+                _unlink_if_present(pending.tmp)
+        pending.chunks = None
+        return True
 
     async def _group_commit_loop(self) -> None:
         assert self._wake is not None
@@ -431,15 +530,15 @@ class Spool:
                 if removals:
                     await loop.run_in_executor(self._sync_thread, self._unlink, removals)
                 continue
+            self._syncing = batch  # until the pass's outcome is given (see stop)
             try:
                 await loop.run_in_executor(self._sync_thread, self._make_durable, batch, removals)
             except Exception as exc:
-                for p in batch:
-                    _unlink_if_present(p.tmp)
-                    if not p.done.done():
-                        p.done.set_exception(SpoolError("spool commit failed"))
+                self._syncing = []
+                _fail_commits(batch, "spool commit failed")
                 del exc
                 continue
+            self._syncing = []
             self.stats.commits += len(batch)
             self.stats.batches += 1
             for p in batch:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,3 +238,32 @@ class EventLog:
 
     def kinds(self, kind: str) -> list[dict[str, Any]]:
         return [dict(e.fields) for e in self.events if e.kind == kind]
+
+
+class HeldSyncPass:
+    """Seam: the spool's sync pass (run off the loop) waits while held. The pass has
+    started by then: the group-commit loop has taken its batch, and commits queued
+    after it wait for the next pass."""
+
+    def __init__(self, spool: Any, monkeypatch: Any) -> None:
+        self.released = threading.Event()
+        self.released.set()
+        self.started = 0  # passes that reached the sync thread
+        self.finished = 0  # passes that ended there (made durable or failed)
+        make_durable = spool._make_durable
+
+        def held_make_durable(*args: Any) -> Any:
+            self.started += 1
+            self.released.wait(10)
+            try:
+                return make_durable(*args)
+            finally:
+                self.finished += 1
+
+        monkeypatch.setattr(spool, "_make_durable", held_make_durable)
+
+    def hold(self) -> None:
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()

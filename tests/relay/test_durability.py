@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from gateway.control import run_command
+from gateway.errors import SpoolError
 from gateway.metrics import Metrics
 from gateway.service import Service
 from gateway.spool import Envelope, Spool, SpoolWriter
 from tests.relay._helpers import (
     EventLog,
+    HeldSyncPass,
     RawClient,
     Sink,
     make_config,
@@ -436,3 +438,150 @@ async def test_a_short_write_of_a_held_message_is_completed(tmp_path, keyring, m
         assert spool.read(writer.spool_id)[1] == body
     finally:
         await spool.stop()
+
+
+def _spool(tmp_path: Path, keyring) -> Spool:
+    from crypto.aead import Sealer
+    from gateway.config import SpoolConfig
+
+    return Spool(tmp_path, Sealer(keyring), SpoolConfig())
+
+
+async def _in_held_pass(
+    tmp_path: Path, keyring, monkeypatch
+) -> tuple[Spool, HeldSyncPass, asyncio.Task[SpoolWriter]]:
+    """A started spool whose first sync pass holds one commit (the task committing it)."""
+    spool = _spool(tmp_path, keyring)
+    await spool.start()
+    passes = HeldSyncPass(spool, monkeypatch)
+    passes.hold()
+    task = asyncio.create_task(_committed(spool, b"Subject: ahead\r\n\r\nbody\r\n"))
+    await wait_until(lambda: passes.started == 1)
+    return spool, passes, task
+
+
+async def test_a_commit_cut_off_before_its_pass_is_withdrawn_with_its_file(
+    tmp_path, keyring, monkeypatch
+):
+    from crypto.aead import STREAM_CHUNK
+    from gateway.spool import SPILL_BYTES
+
+    spool, passes, ahead = await _in_held_pass(tmp_path, keyring, monkeypatch)
+    big = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
+    big.write(b"x" * (SPILL_BYTES + STREAM_CHUNK))  # spilled: a locked file in incoming/
+    cut_off = asyncio.create_task(big.commit())
+    await wait_until(lambda: len(spool._pending) == 1)  # queued behind the held pass
+    cut_off.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cut_off
+    assert not big.in_pass
+    assert spool._pending == []
+    assert list(spool.incoming.iterdir()) == []
+    big.abort()  # as the session does: nothing more to drop
+    passes.release()
+    committed = await ahead
+    await asyncio.sleep(0.1)  # another pass would have come by now
+    assert spool.pending_ids() == [committed.spool_id]
+    await spool.stop()
+
+
+@pytest.mark.parametrize("then", ["settle", "abort"])
+async def test_a_commit_cut_off_as_its_pass_ends_keeps_that_outcome(
+    tmp_path, keyring, monkeypatch, then
+):
+    """The pass made the commit durable and resolved it, but the committing task was
+    cancelled before it ran again: the commit is in pass; `settle` says it is durable,
+    `abort` (no 250 will be sent) removes the entry."""
+    spool = _spool(tmp_path, keyring)
+    await spool.start()
+    writer = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
+    writer.write(b"Subject: x\r\n\r\nbody\r\n")
+    queue_commit = spool._queue_commit
+
+    def queue_then_cut_off(*args):
+        pending = queue_commit(*args)
+        # Called before the task's own wake-up (callbacks run in the order added): the
+        # task is cancelled with its commit already resolved.
+        pending.done.add_done_callback(lambda _: task.cancel())
+        return pending
+
+    monkeypatch.setattr(spool, "_queue_commit", queue_then_cut_off)
+    task = asyncio.create_task(writer.commit())
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert writer.in_pass
+    if then == "settle":
+        await writer.settle()
+        assert not writer.in_pass
+        assert spool.pending_ids() == [writer.spool_id]
+    else:
+        writer.abort()
+        await wait_until(lambda: spool.pending_ids() == [] and not spool._removals)
+    await spool.stop()
+
+
+async def test_a_commit_cut_off_during_its_pass_settles_or_is_dropped(
+    tmp_path, keyring, monkeypatch
+):
+    """Cut off while its pass is under way: `settle` waits for that pass; cut off again
+    there, `abort` drops the entry the pass then makes durable."""
+    spool = _spool(tmp_path, keyring)
+    await spool.start()
+    passes = HeldSyncPass(spool, monkeypatch)
+    passes.hold()
+    writers = []
+    for _ in range(2):
+        writer = spool.open_writer(Envelope("a@practice.test", ("b@lab.test",)))
+        writer.write(b"Subject: x\r\n\r\nbody\r\n")
+        writers.append(writer)
+    tasks = [asyncio.create_task(w.commit()) for w in writers]
+    await wait_until(lambda: passes.started == 1)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    kept, dropped = writers
+    assert kept.in_pass and dropped.in_pass
+    settling = asyncio.create_task(kept.settle())
+    waiting = asyncio.create_task(dropped.settle())
+    await asyncio.sleep(0.05)
+    assert not settling.done()
+    waiting.cancel()  # as the client leaving would
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    dropped.abort()
+    passes.release()
+    await settling
+    await wait_until(lambda: spool.pending_ids() == [kept.spool_id] and not spool._removals)
+    await spool.stop()
+
+
+async def test_stop_during_a_pass_fails_its_commits_and_keeps_none(tmp_path, keyring, monkeypatch):
+    """`stop()` cancels the group-commit loop while a pass runs on in the sync thread:
+    its commits end with SpoolError (451), not left waiting, and none stays in `active/`."""
+    spool, passes, task = await _in_held_pass(tmp_path, keyring, monkeypatch)
+    threading.Timer(0.1, passes.release).start()  # stop() waits for the thread
+    await spool.stop()
+    with pytest.raises(SpoolError):
+        await asyncio.wait_for(task, 5)
+    assert spool.pending_ids() == []
+
+
+async def test_a_pass_failing_after_its_renames_keeps_no_entry(tmp_path, keyring, monkeypatch):
+    """The directory fsync fails after the renames into `active/`: the commit gets
+    SpoolError (451), so its entry must not stay there to be delivered at restart."""
+    import gateway.spool
+
+    spool = _spool(tmp_path, keyring)
+    await spool.start()
+
+    def failing_fsync(path):
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(gateway.spool, "fsync_directory", failing_fsync)
+    with pytest.raises(SpoolError):
+        await _committed(spool, b"Subject: x\r\n\r\nbody\r\n")
+    assert spool.pending_ids() == []
+    assert list(spool.incoming.iterdir()) == []
+    await spool.stop()

@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
-import threading
 
 import pytest
 from argon2 import PasswordHasher
 
 from gateway.errors import SpoolError
-from tests.relay._helpers import RawClient, message, send_sync, strip_received, wait_until
+from tests.relay._helpers import (
+    HeldSyncPass,
+    RawClient,
+    message,
+    send_sync,
+    strip_received,
+    wait_until,
+)
 
 NIR = "1 85 05 78 006 084 36"
 
@@ -136,13 +142,19 @@ async def test_oversize_message_gets_552(portique_factory, sink):
     assert list((svc.cfg.data_dir / "spool" / "incoming").iterdir()) == []
 
 
-async def _data_dialogue(port: int, payload: bytes) -> tuple[str, RawClient]:
+async def _session(port: int) -> RawClient:
+    """A client session at the point where DATA's content is due."""
     c = await RawClient.connect(port)
     await c.reply()
     await c.cmd("EHLO client.test")
     assert (await c.cmd("MAIL FROM:<dr@practice.test>")).startswith("250")
     assert (await c.cmd("RCPT TO:<lab@lab.test>")).startswith("250")
     assert (await c.cmd("DATA")).startswith("354")
+    return c
+
+
+async def _data_dialogue(port: int, payload: bytes) -> tuple[str, RawClient]:
+    c = await _session(port)
     await c.send(payload)
     return await c.reply(), c
 
@@ -313,31 +325,11 @@ async def test_overlong_line_in_data_is_refused(portique_factory, sink):
     assert sink.messages == []
 
 
-class HeldSyncPass:
-    """Seam: the spool's sync pass (run off the loop) waits while held."""
-
-    def __init__(self, spool, monkeypatch) -> None:
-        self.released = threading.Event()
-        self.released.set()
-        make_durable = spool._make_durable
-
-        def held_make_durable(*args):
-            self.released.wait(10)
-            return make_durable(*args)
-
-        monkeypatch.setattr(spool, "_make_durable", held_make_durable)
-
-    def hold(self) -> None:
-        self.released.clear()
-
-    def release(self) -> None:
-        self.released.set()
-
-
 async def test_a_commit_past_the_data_reply_budget_gets_451(portique_factory, sink, monkeypatch):
     """The budget counts from each message's own commit, whether the budget timer is
     still armed from an earlier message or has to be armed again; the session stays in
-    step after a 451."""
+    step after a 451. The commit waits behind another session's held sync pass, so no
+    pass has taken it when its budget runs out."""
     budget = 0.4
     svc = await portique_factory(sink.port, smtp={"data_reply_budget": budget})
     sync_pass = HeldSyncPass(svc.spool, monkeypatch)
@@ -358,15 +350,69 @@ async def test_a_commit_past_the_data_reply_budget_gets_451(portique_factory, si
     assert reply.startswith("250")
     for pause in (budget / 2, budget * 2):  # the timer still armed, then no longer
         await asyncio.sleep(pause)
+        ahead = await _session(svc.smtp_port)
         sync_pass.hold()
+        passes = sync_pass.started
+        await ahead.send(message(subject="ahead") + b".\r\n")
+        await wait_until(lambda: sync_pass.started > passes)  # noqa: B023
         reply, started = await transaction(c)
         waited = loop.time() - started
         assert reply.startswith("451 4.3.0")
         assert budget * 0.9 <= waited < budget * 3
         sync_pass.release()
+        assert (await ahead.reply()).startswith("250")  # its pass had started
+        await ahead.close()
         assert (await c.cmd("NOOP")) == "250 OK"
         reply, _ = await transaction(c)
         assert reply.startswith("250")
+    await c.close()
+
+
+async def test_a_451_past_the_budget_leaves_nothing_to_deliver(portique_factory, sink, monkeypatch):
+    """A commit still queued for its sync pass when the budget runs out is withdrawn:
+    the client gets 451, nothing of it is spooled or tracked, and it is never delivered
+    (the client's retry is the only copy)."""
+    budget = 0.3
+    svc = await portique_factory(sink.port, smtp={"data_reply_budget": budget})
+    sync_pass = HeldSyncPass(svc.spool, monkeypatch)
+    ahead, queued = await _session(svc.smtp_port), await _session(svc.smtp_port)
+    sync_pass.hold()
+    await ahead.send(message(subject="ahead") + b".\r\n")
+    await wait_until(lambda: sync_pass.started == 1)
+    await queued.send(message(subject="queued") + b".\r\n")  # waits for the next pass
+    assert (await queued.reply()).startswith("451 4.3.0")
+    assert svc.spool._pending == []
+    assert list(svc.spool.incoming.iterdir()) == []
+    sync_pass.release()
+    assert (await ahead.reply()).startswith("250")
+    await sink.wait_for(1)
+    await asyncio.sleep(1.0)  # time enough for another pass and a delivery
+    assert [m.data.count(b"Subject: ahead") for m in sink.messages] == [1]
+    assert svc.spool.pending_ids() == []
+    for c in (ahead, queued):
+        await c.close()
+
+
+async def test_a_commit_whose_sync_pass_started_is_answered_with_its_outcome(
+    portique_factory, sink, monkeypatch
+):
+    """Past the budget, a commit a sync pass has taken is made durable and delivered
+    anyway: the reply waits for that pass and says so (250), and the message arrives
+    once; a client told 451 would have sent it a second time."""
+    budget = 0.3
+    svc = await portique_factory(sink.port, smtp={"data_reply_budget": budget})
+    sync_pass = HeldSyncPass(svc.spool, monkeypatch)
+    c = await _session(svc.smtp_port)
+    sync_pass.hold()
+    await c.send(message(subject="in pass") + b".\r\n")
+    await wait_until(lambda: sync_pass.started == 1)
+    await asyncio.sleep(budget * 2)  # the budget runs out during the pass
+    sync_pass.release()
+    assert (await c.reply()).startswith("250 2.0.0 OK queued as ")
+    await sink.wait_for(1)
+    await asyncio.sleep(1.0)
+    assert len(sink.messages) == 1
+    assert svc.smtp.gate.commit_deadlines.running == 0
     await c.close()
 
 
@@ -392,3 +438,9 @@ async def test_a_peer_leaving_during_a_held_commit_ends_the_session_quietly(
     await wait_until(lambda: gate.sessions == 0 and gate.transactions_in_flight == 0)
     assert gate.commit_deadlines.running == 0
     sync_pass.release()
+    # Its pass made it durable, but it never got a 250: dropped, never delivered (the
+    # client sends it again).
+    await wait_until(lambda: sync_pass.finished == 1)
+    await wait_until(lambda: svc.spool.pending_ids() == [] and not svc.spool._removals, within=3)
+    await asyncio.sleep(0.5)
+    assert sink.messages == []
