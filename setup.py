@@ -17,11 +17,17 @@ source beside the compiled build and require the same results.
 
 PORTIQUE_PURE_PYTHON=1 builds without compiling (no C compiler needed): the modules then
 run as plain Python, with the same results, slower.
+
+Beside them, one hand-written C module, gateway/scan/_hyperscan.c: Hyperscan scanning
+that returns its hits as a list (see its header for why). It links Debian's libhs and is
+built when its headers are installed (libhyperscan-dev; `make test` installs it). Without
+it the scanner uses the python-hyperscan binding, with the same results.
 """
 
 import os
+import subprocess
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 COMPILED_MODULES = [
     "gateway/scan/_fold.py",
@@ -38,10 +44,34 @@ COMPILED_MODULES = [
     "gateway/pipeline/process.py",
 ]
 
+
+def hyperscan_extension() -> list[Extension]:
+    """gateway.scan._hyperscan when libhs and its headers are installed, else nothing."""
+    try:
+        found = subprocess.run(
+            ["pkg-config", "--cflags", "--libs", "libhs"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [
+        Extension(
+            "gateway.scan._hyperscan",
+            ["gateway/scan/_hyperscan.c"],
+            include_dirs=[flag[2:] for flag in found if flag.startswith("-I")],
+            libraries=[flag[2:] for flag in found if flag.startswith("-l")],
+            library_dirs=[flag[2:] for flag in found if flag.startswith("-L")],
+        )
+    ]
+
+
 ext_modules = []
 if os.environ.get("PORTIQUE_PURE_PYTHON") != "1":
     from mypyc.build import mypycify
 
     ext_modules = mypycify(COMPILED_MODULES, opt_level="3", group_name="portique_compiled")
+    ext_modules += hyperscan_extension()
 
 setup(ext_modules=ext_modules)

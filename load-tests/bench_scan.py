@@ -213,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
 
     roster = synthetic_roster(roster_main)
     scan, built = build(roster, args.engine)
-    row(f"engine build ({roster_main} patients, {scan.engine_name})", f"{built:.2f} s")
+    binding = getattr(scan.matcher, "binding", "")  # Hyperscan: native module or binding
+    engine_name = f"{scan.engine_name} ({binding})" if binding else scan.engine_name
+    row(f"engine build ({roster_main} patients, {engine_name})", f"{built:.2f} s")
     if not args.compare_only:
         speed_rows(scan, dense, text, args.engine, (roster_small, roster_large), import_rows)
         pipeline_rows(args.engine, 20 if args.quick else 1000)

@@ -151,11 +151,13 @@ class HyperscanMatcher:
 
     name = "hyperscan"
 
-    def __init__(self, literals: Sequence[str]) -> None:
-        import hyperscan
-
+    def __init__(self, literals: Sequence[str], *, native: bool | None = None) -> None:
+        """`native`: scan through gateway.scan._hyperscan (True), the python-hyperscan
+        binding (False), or the first of them that is installed (None)."""
+        if native is None:
+            native = native_hyperscan_available()
+        self.binding = "native" if native else "python-hyperscan"
         self._plans = [_Plan(shape) for shape in SHAPES]
-        self._shape_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         expressions: list[bytes] = []
         flags: list[int] = []
         # Each expression's id is its shape's index: a shape's several triggers report
@@ -164,39 +166,27 @@ class HyperscanMatcher:
         for index, shape in enumerate(SHAPES):
             for pattern in (shape.trigger or shape.pattern, *shape.extra_triggers):
                 expressions.append(pattern.encode("ascii"))
-                flags.append(
-                    hyperscan.HS_FLAG_SOM_LEFTMOST
-                    | (hyperscan.HS_FLAG_CASELESS if shape.caseless else 0)
-                )
+                flags.append(HS_FLAG_SOM_LEFTMOST | (HS_FLAG_CASELESS if shape.caseless else 0))
                 ids.append(index)
-        self._shape_db.compile(expressions=expressions, ids=ids, flags=flags)
-        # Hyperscan scratch space may serve one scan at a time: one per thread, made on
-        # first use in that thread (the engine is shared by every worker thread).
-        self._hyperscan: Any = hyperscan
-        self._local = threading.local()
-        self._literal_db: Any = None
+        self._shape_db = _compile_database(native, expressions, ids, flags)
+        self._literal_db: HitScanner | None = None
         if literals:
-            self._literal_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            self._literal_db.compile(
-                expressions=[literal_form(literal).encode("ascii") for literal in literals],
-                ids=list(range(len(literals))),
-                flags=hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SOM_LEFTMOST,
+            self._literal_db = _compile_database(
+                native,
+                [literal_form(literal).encode("ascii") for literal in literals],
+                list(range(len(literals))),
+                HS_FLAG_CASELESS | HS_FLAG_SOM_LEFTMOST,
                 literal=True,
             )
 
     def shapes(self, folded: str, data: bytes) -> list[Candidate]:
-        # The callback (one Python call per hit) only records the hit (start and end, one
-        # int) in its shape's list; the shapes are then visited in order, each one's hits
-        # sorted (Hyperscan reports by end), skipping the shapes that did not fire (a 2 KB
-        # order fires a handful of its 17). Compiled, `fired[shape].append` is a native
-        # list append (a bound `append` saved in a variable would be a generic Python call).
+        # Each hit (start and end, one int) goes to its shape's list; the shapes are then
+        # visited in order, each one's hits sorted (Hyperscan reports by end), skipping
+        # the shapes that did not fire (a 2 KB order fires a handful of its 17).
         plans = self._plans
         fired: list[list[int]] = [[] for _ in plans]
-
-        def on_match(shape: int, start: int, end: int, _flags: int, _ctx: object) -> None:
+        for shape, start, end in self._shape_db.scan(data):
             fired[shape].append(start << _END_BITS | end)
-
-        self._shape_db.scan(data, match_event_handler=on_match, scratch=self._scratch("shape"))
         found: list[Candidate] = []
         for shape_index in range(len(plans)):
             packed = fired[shape_index]
@@ -232,23 +222,68 @@ class HyperscanMatcher:
                     found.append((name, start, last_end))
         return found
 
-    def _scratch(self, which: str) -> Any:
-        scratch = getattr(self._local, which, None)
-        if scratch is None:
-            db = self._shape_db if which == "shape" else self._literal_db
-            scratch = self._hyperscan.Scratch(db)
-            setattr(self._local, which, scratch)
-        return scratch
-
     def literals(self, view: bytes) -> list[LiteralHit]:
         if self._literal_db is None:
             return []
-        hits: list[LiteralHit] = []
+        # Hyperscan's end is past the closing space: see ReMatcher.literals.
+        return [(index, start, end - 2) for index, start, end in self._literal_db.scan(view)]
+
+
+# Hyperscan's compile flags (hs_compile.h), the same in both bindings.
+HS_FLAG_CASELESS: Final = 1
+HS_FLAG_SOM_LEFTMOST: Final = 256
+
+Hit = tuple[int, int, int]  # expression id, start, end
+
+
+class HitScanner(Protocol):
+    def scan(self, data: bytes) -> list[Hit]:
+        """Every hit in `data`, in Hyperscan's report order (by end)."""
+
+
+def _compile_database(
+    native: bool,
+    expressions: list[bytes],
+    ids: list[int],
+    flags: list[int] | int,
+    *,
+    literal: bool = False,
+) -> HitScanner:
+    """A block-mode database of `expressions` (regular expressions, or literals)."""
+    if native:
+        from gateway.scan import _hyperscan
+
+        database: HitScanner = _hyperscan.Database(expressions, ids, flags, literal=literal)
+        return database
+    return _BindingDatabase(expressions, ids, flags, literal)
+
+
+class _BindingDatabase:
+    """The same scan through the python-hyperscan binding, which calls back into Python
+    for every hit (and takes the GIL back for each: see gateway/scan/_hyperscan.c)."""
+
+    def __init__(
+        self, expressions: list[bytes], ids: list[int], flags: list[int] | int, literal: bool
+    ) -> None:
+        import hyperscan
+
+        self._hyperscan: Any = hyperscan
+        self._database: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self._database.compile(expressions=expressions, ids=ids, flags=flags, literal=literal)
+        # Scratch space may serve one scan at a time: one per thread, made on first use
+        # in that thread (the engine is shared by every worker thread).
+        self._local = threading.local()
+
+    def scan(self, data: bytes) -> list[Hit]:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._hyperscan.Scratch(self._database)
+        hits: list[Hit] = []
 
         def on_match(index: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-            hits.append((index, start, end - 2))  # see ReMatcher.literals
+            hits.append((index, start, end))
 
-        self._literal_db.scan(view, match_event_handler=on_match, scratch=self._scratch("literal"))
+        self._database.scan(data, match_event_handler=on_match, scratch=scratch)
         return hits
 
 
@@ -357,7 +392,18 @@ def _clusters(hits: list[tuple[int, int]], max_len: int) -> list[tuple[int, int]
     return merged
 
 
+def native_hyperscan_available() -> bool:
+    """gateway.scan._hyperscan is built (setup.py builds it where libhs is installed)."""
+    try:
+        from gateway.scan import _hyperscan  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def hyperscan_available() -> bool:
+    if native_hyperscan_available():
+        return True
     try:
         import hyperscan  # noqa: F401
     except ImportError:

@@ -1,0 +1,291 @@
+/* gateway.scan._hyperscan: Hyperscan block-mode scanning that returns the hits as a list.
+
+Purpose. The scanning core runs Hyperscan over every message, up to four times (shapes
+and roster literals, on the first read and on the verification of each rewritten copy).
+The python-hyperscan binding calls a Python function for every hit, and around the scan
+it releases the GIL, so each hit re-acquires it (PyGILState_Ensure): in the gateway,
+where the audit writer and the spool's sync thread wait for the GIL, every hit is a
+chance to hand it over and wait to get it back. This module does the same scan with a
+C callback that only records the hit, and builds the result list once at the end.
+
+Contract (gateway/scan/matchers.py relies on it):
+- `Database(expressions, ids, flags, literal=False)` compiles a block-mode database:
+  regular expressions (`hs_compile_multi`) or, with `literal=True`, literals
+  (`hs_compile_lit_multi`; `flags` is then one int for all). Expressions are bytes.
+- `Database.scan(data)` returns every hit as an `(id, start, end)` tuple, in the order
+  Hyperscan reports them (by end), as the binding's callback would have seen them.
+- Compile errors raise ValueError with Hyperscan's message (it names the expression's
+  index, never the scanned data); a failed scan raises RuntimeError.
+
+Invariants. A scan of less than `_LARGE` bytes keeps the GIL: it takes tens of
+microseconds, and holding the GIL makes the database's one scratch space safe to share
+between threads. A larger scan (a long document's text) releases the GIL and uses its
+own clone of the scratch space, so other threads run meanwhile. The callback never
+touches Python objects (it may run without the GIL).
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <hs.h>
+
+/* Above this size a scan releases the GIL (about 0.1-1 ms of scanning). */
+#define LARGE_SCAN 65536
+
+typedef struct {
+    unsigned int id;
+    unsigned long long start;
+    unsigned long long end;
+} Hit;
+
+typedef struct {
+    Hit *hits;
+    size_t count;
+    size_t capacity;
+    int out_of_memory;
+} HitBuffer;
+
+static int record_hit(unsigned int id, unsigned long long from, unsigned long long to,
+                      unsigned int flags, void *context)
+{
+    (void)flags;
+    HitBuffer *buffer = context;
+    if (buffer->count == buffer->capacity) {
+        size_t capacity = buffer->capacity ? buffer->capacity * 2 : 64;
+        Hit *grown = realloc(buffer->hits, capacity * sizeof(Hit));
+        if (grown == NULL) {
+            buffer->out_of_memory = 1;
+            return 1; /* halt the scan */
+        }
+        buffer->hits = grown;
+        buffer->capacity = capacity;
+    }
+    buffer->hits[buffer->count++] = (Hit){id, from, to};
+    return 0;
+}
+
+typedef struct {
+    PyObject_HEAD
+    hs_database_t *database;
+    hs_scratch_t *scratch;
+} Database;
+
+static void Database_dealloc(Database *self)
+{
+    if (self->scratch != NULL) {
+        hs_free_scratch(self->scratch);
+    }
+    if (self->database != NULL) {
+        hs_free_database(self->database);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The expressions as C strings (borrowed from the bytes objects) and their lengths. */
+static int expression_arrays(PyObject *expressions, Py_ssize_t count, const char **texts,
+                             size_t *lengths)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(expressions, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "expressions must be bytes");
+            return -1;
+        }
+        texts[i] = PyBytes_AS_STRING(item);
+        lengths[i] = (size_t)PyBytes_GET_SIZE(item);
+    }
+    return 0;
+}
+
+static int Database_init(Database *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"expressions", "ids", "flags", "literal", NULL};
+    PyObject *expressions, *ids, *flags;
+    int literal = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O|p", keywords, &PyList_Type,
+                                     &expressions, &PyList_Type, &ids, &flags, &literal)) {
+        return -1;
+    }
+    if (self->database != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Database is already compiled");
+        return -1;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(expressions);
+    if (count == 0 || PyList_GET_SIZE(ids) != count
+        || (!literal && (!PyList_Check(flags) || PyList_GET_SIZE(flags) != count))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "expressions, ids and flags must be non-empty and of one length");
+        return -1;
+    }
+    const char **texts = PyMem_Calloc((size_t)count, sizeof(char *));
+    size_t *lengths = PyMem_Calloc((size_t)count, sizeof(size_t));
+    unsigned int *id_values = PyMem_Calloc((size_t)count, sizeof(unsigned int));
+    unsigned int *flag_values = PyMem_Calloc((size_t)count, sizeof(unsigned int));
+    int status = -1;
+    if (texts == NULL || lengths == NULL || id_values == NULL || flag_values == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (expression_arrays(expressions, count, texts, lengths) < 0) {
+        goto done;
+    }
+    unsigned long common_flags = 0;
+    if (literal) {
+        common_flags = PyLong_AsUnsignedLong(flags);
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        id_values[i] = (unsigned int)PyLong_AsUnsignedLong(PyList_GET_ITEM(ids, i));
+        flag_values[i] = literal ? (unsigned int)common_flags
+                                 : (unsigned int)PyLong_AsUnsignedLong(PyList_GET_ITEM(flags, i));
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+    }
+
+    hs_compile_error_t *error = NULL;
+    hs_error_t result;
+    Py_BEGIN_ALLOW_THREADS
+    if (literal) {
+        result = hs_compile_lit_multi(texts, flag_values, id_values, lengths,
+                                      (unsigned int)count, HS_MODE_BLOCK, NULL,
+                                      &self->database, &error);
+    } else {
+        /* hs_compile_multi reads NUL-terminated expressions: bytes objects are. */
+        result = hs_compile_multi(texts, flag_values, id_values, (unsigned int)count,
+                                  HS_MODE_BLOCK, NULL, &self->database, &error);
+    }
+    Py_END_ALLOW_THREADS
+    if (result != HS_SUCCESS) {
+        if (error != NULL) {
+            PyErr_Format(PyExc_ValueError, "expression %d: %s", error->expression,
+                         error->message);
+            hs_free_compile_error(error);
+        } else {
+            PyErr_Format(PyExc_ValueError, "Hyperscan compile error %d", (int)result);
+        }
+        self->database = NULL;
+        goto done;
+    }
+    if (hs_alloc_scratch(self->database, &self->scratch) != HS_SUCCESS) {
+        PyErr_SetString(PyExc_MemoryError, "Hyperscan scratch space");
+        goto done;
+    }
+    status = 0;
+done:
+    PyMem_Free(texts);
+    PyMem_Free(lengths);
+    PyMem_Free(id_values);
+    PyMem_Free(flag_values);
+    return status;
+}
+
+static PyObject *hits_as_list(const HitBuffer *buffer)
+{
+    PyObject *list = PyList_New((Py_ssize_t)buffer->count);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < buffer->count; i++) {
+        const Hit *hit = &buffer->hits[i];
+        PyObject *item = Py_BuildValue("(IKK)", hit->id, hit->start, hit->end);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    return list;
+}
+
+static PyObject *Database_scan(Database *self, PyObject *data)
+{
+    if (self->database == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Database is not compiled");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if ((unsigned long long)view.len > 0xFFFFFFFFULL) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "Hyperscan scans less than 4 GiB at once");
+        return NULL;
+    }
+    HitBuffer buffer = {NULL, 0, 0, 0};
+    hs_error_t result;
+    if (view.len < LARGE_SCAN) {
+        result = hs_scan(self->database, view.buf, (unsigned int)view.len, 0, self->scratch,
+                         record_hit, &buffer);
+    } else {
+        hs_scratch_t *scratch = NULL;
+        result = hs_clone_scratch(self->scratch, &scratch);
+        if (result == HS_SUCCESS) {
+            Py_BEGIN_ALLOW_THREADS
+            result = hs_scan(self->database, view.buf, (unsigned int)view.len, 0, scratch,
+                             record_hit, &buffer);
+            Py_END_ALLOW_THREADS
+            hs_free_scratch(scratch);
+        }
+    }
+    PyBuffer_Release(&view);
+    PyObject *list = NULL;
+    if (buffer.out_of_memory) {
+        PyErr_NoMemory();
+    } else if (result != HS_SUCCESS) {
+        PyErr_Format(PyExc_RuntimeError, "Hyperscan scan error %d", (int)result);
+    } else {
+        list = hits_as_list(&buffer);
+    }
+    free(buffer.hits);
+    return list;
+}
+
+static PyMethodDef Database_methods[] = {
+    {"scan", (PyCFunction)Database_scan, METH_O,
+     "scan(data) -> list of (id, start, end), in Hyperscan's report order"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject DatabaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway.scan._hyperscan.Database",
+    .tp_doc = "A compiled block-mode Hyperscan database and its scratch space.",
+    .tp_basicsize = sizeof(Database),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Database_init,
+    .tp_dealloc = (destructor)Database_dealloc,
+    .tp_methods = Database_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gateway.scan._hyperscan",
+    .m_doc = "Hyperscan block-mode scanning that returns the hits as a list.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__hyperscan(void)
+{
+    if (hs_valid_platform() != HS_SUCCESS) { /* Hyperscan needs SSSE3 */
+        PyErr_SetString(PyExc_ImportError, "Hyperscan does not support this CPU");
+        return NULL;
+    }
+    if (PyType_Ready(&DatabaseType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "Database", (PyObject *)&DatabaseType) < 0
+        || PyModule_AddIntConstant(m, "HS_FLAG_CASELESS", HS_FLAG_CASELESS) < 0
+        || PyModule_AddIntConstant(m, "HS_FLAG_SOM_LEFTMOST", HS_FLAG_SOM_LEFTMOST) < 0
+        || PyModule_AddStringConstant(m, "HS_VERSION", hs_version()) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,13 @@
+"""Type stub of gateway/scan/_hyperscan.c (see its header)."""
+
+from typing import Final
+
+HS_FLAG_CASELESS: Final[int]
+HS_FLAG_SOM_LEFTMOST: Final[int]
+HS_VERSION: Final[str]
+
+class Database:
+    def __init__(
+        self, expressions: list[bytes], ids: list[int], flags: list[int] | int, literal: bool = ...
+    ) -> None: ...
+    def scan(self, data: bytes, /) -> list[tuple[int, int, int]]: ...

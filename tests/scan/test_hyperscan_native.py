@@ -1,0 +1,128 @@
+"""gateway.scan._hyperscan (the C scanning module) against the python-hyperscan binding:
+the same databases report the same hits, on small texts (the GIL kept, one shared
+scratch) and large ones (the GIL released, a scratch per scan), from several threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gateway.scan import TransformPolicy, build_engine
+from gateway.scan._fold import fold
+from gateway.scan.matchers import (
+    HS_FLAG_CASELESS,
+    HS_FLAG_SOM_LEFTMOST,
+    HyperscanMatcher,
+    native_hyperscan_available,
+    word_view,
+)
+from tests.scan.corpus import PRACTICE, make_corpus
+
+_LARGE = 65536  # _hyperscan.c's LARGE_SCAN: from this size a scan releases the GIL
+
+
+def test_the_native_module_is_built() -> None:
+    """`make test` installs libhyperscan-dev before building: the scanner must not fall
+    back to the binding unnoticed."""
+    assert native_hyperscan_available(), "rebuild with libhyperscan-dev: make clean venv"
+
+
+def _matchers() -> tuple[HyperscanMatcher, HyperscanMatcher]:
+    _, roster = make_corpus(60, seed=5)
+    literals = sorted({p.last_name for p in roster} | {p.first_name for p in roster})
+    return HyperscanMatcher(literals, native=True), HyperscanMatcher(literals, native=False)
+
+
+def _corpus_texts() -> list[str]:
+    messages, _ = make_corpus(60, seed=5)
+    return ["\0".join(fold(field.text) for field in message.fields) for message in messages]
+
+
+def test_native_and_binding_report_the_same_hits_on_the_corpus() -> None:
+    native, binding = _matchers()
+    compared = 0
+    for text in _corpus_texts():
+        data = text.encode("ascii")
+        view = word_view(data)
+        native_hits = native._shape_db.scan(data)
+        assert sorted(native_hits) == sorted(binding._shape_db.scan(data))
+        assert native.shapes(text, data) == binding.shapes(text, data)
+        assert native.literals(view) == binding.literals(view)
+        compared += len(native_hits)
+    assert compared > 500  # the corpus fires every family many times
+
+
+def test_a_large_text_is_scanned_whole_with_the_gil_released() -> None:
+    native, binding = _matchers()
+    text = "\n".join(_corpus_texts())
+    while len(text) < 4 * _LARGE:
+        text += "\n" + text
+    data = text.encode("ascii")
+    native_hits = native._shape_db.scan(data)
+    assert sorted(native_hits) == sorted(binding._shape_db.scan(data))
+    assert max(end for _, _, end in native_hits) > 3 * _LARGE  # hits to the very end
+
+
+def test_threads_scanning_at_once_each_get_their_own_hits() -> None:
+    """Small scans share the database's scratch under the GIL; large ones clone it. Both
+    kinds run here from four threads at once, each checked against a scan made alone."""
+    native, _ = _matchers()
+    small = [text.encode("ascii") for text in _corpus_texts()[:20]]
+    large = b"\n".join(small)
+    while len(large) < 2 * _LARGE:
+        large += b"\n" + large
+    expected = {data: native._shape_db.scan(data) for data in [*small, large]}
+    failures: list[str] = []
+
+    def scan_repeatedly(inputs: list[bytes]) -> None:
+        for _ in range(15):
+            for data in inputs:
+                if native._shape_db.scan(data) != expected[data]:
+                    failures.append(f"{len(data)} bytes")
+
+    threads = [
+        threading.Thread(target=scan_repeatedly, args=([large, *small[:3]],)) for _ in range(2)
+    ] + [threading.Thread(target=scan_repeatedly, args=(small,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_bad_databases_and_inputs_raise_clear_errors() -> None:
+    from gateway.scan import _hyperscan
+
+    with pytest.raises(ValueError, match="expression 1"):
+        _hyperscan.Database([b"ok", b"a{2,1}"], [0, 1], [0, 0])
+    with pytest.raises(ValueError, match="one length"):
+        _hyperscan.Database([b"a", b"b"], [0], [0, 0])
+    with pytest.raises(TypeError, match="bytes"):
+        _hyperscan.Database(["text"], [0], [0])  # type: ignore[list-item]
+    database = _hyperscan.Database([b"dupont"], [7], [HS_FLAG_CASELESS | HS_FLAG_SOM_LEFTMOST])
+    with pytest.raises(TypeError):
+        database.scan("not bytes")  # type: ignore[arg-type]
+    assert database.scan(b"M. DUPONT, dupont") == [(7, 3, 9), (7, 11, 17)]
+    assert database.scan(b"") == []
+    literal = _hyperscan.Database(
+        [b" a.b "], [3], HS_FLAG_CASELESS | HS_FLAG_SOM_LEFTMOST, literal=True
+    )
+    assert literal.scan(b"x A.B  axb ") == [(3, 1, 6)]  # a literal: "." is no wildcard
+
+
+def test_engines_on_either_binding_find_and_write_the_same() -> None:
+    messages, roster = make_corpus(40, seed=9)
+    keys = {"digest_key": b"d" * 32, "pseudonym_key": b"p" * 32}
+    engine = build_engine(patients=roster, practice=PRACTICE, engine="hyperscan", **keys)
+    policy = TransformPolicy(audience="labo.example")
+    results = {}
+    for native in (True, False):
+        engine.matcher = HyperscanMatcher(engine._literals, native=native)
+        results[native] = [
+            (findings, engine.rewrite_fields(message.fields, findings, policy).texts)
+            for message in messages
+            for findings in [engine.scan_fields(message.fields)]
+        ]
+    assert results[True] == results[False]
+    assert sum(len(findings) for findings, _ in results[True]) > 150
