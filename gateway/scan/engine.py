@@ -674,12 +674,14 @@ class Engine:
     def _patient_for_name_words(self, words: list[str]) -> str | None:
         if not words or words[0] not in self._name_heads:
             return None  # no rostered last or first name starts with the first word
+        full_names = self.roster.full_names
         for cut in range(1, len(words)):
             left, right = " ".join(words[:cut]), " ".join(words[cut:])
-            for pair in ((left, right), (right, left)):
-                keys = self.roster.full_names.get(pair)
-                if keys:
-                    return sorted(keys)[0]
+            # Both orders, as two look-ups: compiled, a loop over a tuple of the two pairs
+            # is a generic Python iteration.
+            keys = full_names.get((left, right)) or full_names.get((right, left))
+            if keys:
+                return min(keys)
         return None
 
     def _protected_spans(
@@ -704,9 +706,15 @@ class Engine:
         words: list[tuple[int, int, str]] = []
         owners = self._literal_owner
         last_end = -1
-        # By start, longest first: plain tuple order, no Python key function per hit.
-        for start, negative_end, index in sorted([(s, -e, i) for i, s, e in hits]):
-            end = -negative_end
+        # By start, longest first, then literal index: each hit packed in one int of
+        # those three, sorted as plain ints (no tuple built and compared per hit).
+        length, literals = len(folded), len(owners)
+        stride = length + 1  # no hit ends past the field
+        packed = [(s * stride + length - e) * literals + i for i, s, e in hits]
+        packed.sort()
+        for key in packed:
+            index = key % literals
+            start, end = key // literals // stride, length - key // literals % stride
             owner = owners[index]
             if owner == _PRACTICE or start < last_end:
                 continue  # the practice's names; or inside a longer name ("jean" in "jean pierre")
@@ -1044,15 +1052,16 @@ class Engine:
     def _context_name(self, folded: str, start: int, end: int) -> _Span:
         value = folded[start:end].lower()
         # normalise_folded_name, whose regex has nothing to do on words one space apart
-        # (the usual name reading): letters and digits, single spaces, no edge space.
-        if not (
-            value.replace(" ", "").isalnum()
-            and "  " not in value
-            and value[:1] != " "
-            and value[-1:] != " "
-        ):
-            value = normalise_folded_name(value)
-        return _Span(_Kind.NAME, start, end, value, self._patient_for_name_words(value.split()))
+        # (the usual name reading): split on single spaces, every piece is letters and
+        # digits (no piece is empty: no double or edge space). The pieces are then the
+        # words the roster look-up reads.
+        words = value.split(" ")
+        for word in words:
+            if not word.isalnum():
+                value = normalise_folded_name(value)
+                words = value.split()
+                break
+        return _Span(_Kind.NAME, start, end, value, self._patient_for_name_words(words))
 
     def _is_practice_address(self, folded: str) -> bool:
         if not self._practice_addresses:
@@ -1067,7 +1076,9 @@ class Engine:
 def name_digest_value(normalised_name: str) -> str:
     """A name's words in sorted order: "DUPONT Marie" and "Marie Dupont" hash alike, so an
     unrostered patient keeps one token whichever order the name is written in."""
-    return " ".join(sorted(normalised_name.split()))
+    words = normalised_name.split()
+    words.sort()  # compiled, a direct list sort; sorted() is a generic builtin call
+    return " ".join(words)
 
 
 # The last letters of every civility or intro word _CIVILITY_BEFORE knows: a cheap test
