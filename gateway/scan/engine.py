@@ -738,7 +738,8 @@ class Engine:
         used: set[int] = set()
         if not self.roster.full_names or not words:
             return found, used
-        lower = folded.lower()  # folded is ASCII: same length
+        # The hits' neighbours are read in `folded` itself; a lower-cased copy is made only
+        # where a first name of the surname's patients stands next to it (rare).
         after_re, separators = (
             (_FIRST_AFTER_FILE, " ,_.-") if field.kind is _Field.FILENAME else (_FIRST_AFTER, " ,")
         )
@@ -747,9 +748,9 @@ class Engine:
             if start < taken_until:
                 used.add(i)
                 continue
-            match = self._first_name_before(lower, start, surname, separators)
+            match = self._first_name_before(folded, start, surname, separators)
             if match is None:
-                match = self._first_name_after(lower, end, surname, after_re, separators)
+                match = self._first_name_after(folded, end, surname, after_re, separators)
             if match is None:
                 continue
             name_start, name_end, first = match
@@ -762,24 +763,25 @@ class Engine:
         return found, used
 
     def _first_name_after(
-        self, lower: str, end: int, surname: str, pattern: re.Pattern[str], separators: str
+        self, folded: str, end: int, surname: str, pattern: re.Pattern[str], separators: str
     ) -> tuple[int, int, str] | None:
         # Most surnames are followed by no first name of theirs: check the word after the
         # 1-3 separators against the first names' first words before any regex.
         heads = self._first_heads.get(surname)
         if heads is None:
             return None
-        size = len(lower)
+        size = len(folded)
         position = end
-        while position < size and position - end < 4 and lower[position] in separators:
+        while position < size and position - end < 4 and folded[position] in separators:
             position += 1
         if not 1 <= position - end <= 3:
             return None  # the pattern's [ ,]{1,3} then a word character fails here
         word_end = position
-        while word_end < size and _is_word_char(lower[word_end]):
+        while word_end < size and _is_word_char(folded[word_end]):
             word_end += 1
-        if lower[position:word_end] not in heads:
+        if folded[position:word_end].lower() not in heads:
             return None  # every first name tried below starts with this word
+        lower = folded.lower()  # folded is ASCII: same length
         m = pattern.match(lower, end, end + _FIRST_NAME_WINDOW)
         if m is None:
             return None
@@ -791,12 +793,12 @@ class Engine:
         return None
 
     def _first_name_before(
-        self, lower: str, start: int, surname: str, separators: str
+        self, folded: str, start: int, surname: str, separators: str
     ) -> tuple[int, int, str] | None:
         # Read backwards (a `$`-anchored search would try every start in the window):
         # strip the 1-3 separators, then match the words on the reversed text.
         window_start = max(0, start - _FIRST_NAME_WINDOW)
-        left = lower[window_start:start]
+        left = folded[window_start:start]
         stripped = left.rstrip(separators)
         if not 1 <= len(left) - len(stripped) <= 3:
             return None
@@ -807,11 +809,12 @@ class Engine:
             return None
         group_end = window_start + len(stripped)
         word_start = group_end
-        while word_start > window_start and _is_word_char(lower[word_start - 1]):
+        while word_start > window_start and _is_word_char(folded[word_start - 1]):
             word_start -= 1
-        if word_start == group_end or lower[word_start:group_end] not in tails:
+        if word_start == group_end or folded[word_start:group_end].lower() not in tails:
             return None  # every first name tried below ends with this word
-        reversed_left = stripped[::-1]
+        lower = folded.lower()  # folded is ASCII: same length
+        reversed_left = stripped.lower()[::-1]
         m = _WORDS.match(reversed_left)
         if m is None:
             return None
@@ -1108,9 +1111,9 @@ def _after_civility(folded: str, start: int) -> bool:
 
 
 def _is_word_char(ch: str) -> bool:
-    """[a-z0-9], the characters of _ALNUM_RUN (in lower-cased folded text)."""
+    """[A-Za-z0-9]: in folded text, the characters of _ALNUM_RUN once lower-cased."""
     code = ord(ch)  # compiled, integer comparisons; string ones are C-API calls
-    return 97 <= code <= 122 or 48 <= code <= 57
+    return 97 <= code <= 122 or 65 <= code <= 90 or 48 <= code <= 57
 
 
 def _is_word(folded: str, start: int, end: int) -> bool:
