@@ -1338,6 +1338,16 @@ def _rank(span: _Span) -> tuple[int, bool, int, int]:
 def _resolve_cluster(spans: list[_Span], folded: str) -> list[_Span]:
     if len(spans) == 1:
         return spans
+    if len(spans) == 2:
+        # The usual cluster (a name read twice, a date that is also a number): the two
+        # overlap (the second starts before the first ends), so the better ranked is
+        # kept alone (the first on a tie, as a stable sort keeps it), unless the other is
+        # a rostered name, whose uncovered words the general path below keeps.
+        first, second = spans
+        if _rank(second) < _rank(first):
+            first, second = second, first
+        if second.kind is not _Kind.NAME or second.patient is None:
+            return [first]
     kept: _KeptSpans = _SmallKept() if len(spans) <= _SMALL_CLUSTER else _LargeKept(spans)
     for span in sorted(spans, key=_rank):
         if not kept.overlaps(span.start, span.end):
