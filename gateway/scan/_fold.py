@@ -62,6 +62,8 @@ def fold_bytes(text: str) -> bytes:
 
 def fold(text: str) -> str:
     """Accent-stripped, case-kept ASCII text, one character per character of `text`."""
+    if text.isascii():  # a flag of the str: its folding is itself (subjects, file names)
+        return text
     return fold_bytes(text).decode("ascii")
 
 

@@ -31,8 +31,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
-from operator import attrgetter, itemgetter
-from typing import Final
+from typing import Final, TypeVar
 
 from crypto.pseudonym import DIGEST_HEX, keyed_hmac_states, patient_token
 from gateway.config import PracticeConfig
@@ -188,7 +187,6 @@ _DURATION_BEFORE: Final = re.compile(
 _STREET_CONTEXT_HEAD: Final = re.compile(
     STREET_CONTEXT_HEAD + r"(?=(?:" + STREET_TYPES + r")\b)", re.ASCII | re.IGNORECASE
 )
-_ADDRESS_WORD: Final = re.compile(r"[A-Za-z'-]+")
 _PARTICLES: Final = frozenset(
     "de du des la le l d aux au en sur sous saint st sainte ste les".split()
 )
@@ -202,9 +200,35 @@ _WHOLE_FIELD_KINDS: Final = {
 }
 # No roster word consumed (shared, never changed).
 _NONE_USED: Final[frozenset[int]] = frozenset()
-# Sort keys: (shape, start, end) candidates by start and end; _Span by start.
-_START_END: Final = itemgetter(1, 2)
-_SPAN_START: Final = attrgetter("start")
+_T = TypeVar("_T")
+
+
+def _in_packed_order(items: list[_T], packed: list[int]) -> list[_T]:
+    """`items` sorted by a key, as stably as `sorted(items, key=...)`, where `packed[i]`
+    is `key(items[i]) * len(items) + i` (keys non-negative ints): one sort of plain ints.
+    No key function is called per item and no tuples are compared per pair: compiled,
+    sorting a dense order's candidates so costs ~10k instructions, ~35k with an
+    itemgetter key."""
+    count = len(items)
+    packed.sort()
+    return [items[p % count] for p in packed]
+
+
+def _by_start_end(
+    candidates: list[tuple[ShapeName, int, int]], length: int
+) -> list[tuple[ShapeName, int, int]]:
+    """Candidates by start, then end, stable: no end exceeds `length`, the text's."""
+    stride, count = length + 1, len(candidates)
+    return _in_packed_order(
+        candidates,
+        [(start * stride + end) * count + i for i, (_name, start, end) in enumerate(candidates)],
+    )
+
+
+def _by_start(spans: list[_Span]) -> list[_Span]:
+    """Spans by start, stable."""
+    count = len(spans)
+    return _in_packed_order(spans, [span.start * count + i for i, span in enumerate(spans)])
 
 
 @dataclass(init=False, slots=True, unsafe_hash=True)  # hashable (tests); never changed once built
@@ -528,7 +552,7 @@ class Engine:
         inner.update((kind + "\n" + value).encode("utf-8"))
         outer = self._digest_outer.copy()
         outer.update(inner.digest())
-        return outer.digest().hex()[:DIGEST_HEX]
+        return outer.digest()[: DIGEST_HEX // 2].hex()  # hex of the bytes kept only
 
     # -- rewriting -----------------------------------------------------------------
 
@@ -559,21 +583,11 @@ class Engine:
 
     @classmethod
     def _fold_fields(cls, fields: Sequence[TextField]) -> list[str]:
-        """Every field folded, in one `fold` of their join (folding keeps lengths and
-        maps each character alone, so slices of the folded join are the folded fields)."""
-        if len(fields) == 1:
-            return [cls._fold_field(fields[0])]
-        folded = fold(_FIELD_SEPARATOR.join([f.text for f in fields]))
-        result: list[str] = []
-        position = 0
-        for field in fields:
-            end = position + len(field.text)
-            text = folded[position:end]
-            if field.kind is _Field.FILENAME:
-                text = text.replace("_", " ")  # see _fold_field
-            result.append(text)
-            position = end + 1
-        return result
+        """Every field folded, each alone. A text is stored one byte a character unless it
+        holds a character past U+00FF ("€", "’"), and only such a text takes the slow,
+        character by character, encoding path of `fold`: folded in one join, every
+        field of a message did as soon as one had a price in euros."""
+        return [cls._fold_field(field) for field in fields]
 
     @staticmethod
     def _fold_field(field: TextField) -> str:
@@ -606,8 +620,9 @@ class Engine:
         if len(scanned) == 1:  # one field (a document's text): no offsets to map back
             only = scanned[0]
             data = folded_fields[only].encode("ascii")
-            candidates[only] = self.matcher.shapes(folded_fields[only], data)
-            candidates[only].sort(key=_START_END)
+            candidates[only] = _by_start_end(
+                self.matcher.shapes(folded_fields[only], data), len(folded_fields[only])
+            )
             view = word_view(data)
             literal_hits[only] = self.matcher.literals(view)
             view_starts[only] = 0
@@ -623,7 +638,7 @@ class Engine:
         found = self.matcher.shapes(joined, data)
         if found:
             # By start: one sweep over the fields (and each field's list comes sorted).
-            found.sort(key=_START_END)
+            found = _by_start_end(found, len(joined))
             slot = 0
             base, limit, target = 0, len(folded_fields[scanned[0]]), candidates[scanned[0]]
             for name, start, end in found:
@@ -659,12 +674,14 @@ class Engine:
     def _patient_for_name_words(self, words: list[str]) -> str | None:
         if not words or words[0] not in self._name_heads:
             return None  # no rostered last or first name starts with the first word
+        full_names = self.roster.full_names
         for cut in range(1, len(words)):
             left, right = " ".join(words[:cut]), " ".join(words[cut:])
-            for pair in ((left, right), (right, left)):
-                keys = self.roster.full_names.get(pair)
-                if keys:
-                    return sorted(keys)[0]
+            # Both orders, as two look-ups: compiled, a loop over a tuple of the two pairs
+            # is a generic Python iteration.
+            keys = full_names.get((left, right)) or full_names.get((right, left))
+            if keys:
+                return min(keys)
         return None
 
     def _protected_spans(
@@ -689,9 +706,15 @@ class Engine:
         words: list[tuple[int, int, str]] = []
         owners = self._literal_owner
         last_end = -1
-        # By start, longest first: plain tuple order, no Python key function per hit.
-        for start, negative_end, index in sorted([(s, -e, i) for i, s, e in hits]):
-            end = -negative_end
+        # By start, longest first, then literal index: each hit packed in one int of
+        # those three, sorted as plain ints (no tuple built and compared per hit).
+        length, literals = len(folded), len(owners)
+        stride = length + 1  # no hit ends past the field
+        packed = [(s * stride + length - e) * literals + i for i, s, e in hits]
+        packed.sort()
+        for key in packed:
+            index = key % literals
+            start, end = key // literals // stride, length - key // literals % stride
             owner = owners[index]
             if owner == _PRACTICE or start < last_end:
                 continue  # the practice's names; or inside a longer name ("jean" in "jean pierre")
@@ -715,7 +738,8 @@ class Engine:
         used: set[int] = set()
         if not self.roster.full_names or not words:
             return found, used
-        lower = folded.lower()  # folded is ASCII: same length
+        # The hits' neighbours are read in `folded` itself; a lower-cased copy is made only
+        # where a first name of the surname's patients stands next to it (rare).
         after_re, separators = (
             (_FIRST_AFTER_FILE, " ,_.-") if field.kind is _Field.FILENAME else (_FIRST_AFTER, " ,")
         )
@@ -724,9 +748,9 @@ class Engine:
             if start < taken_until:
                 used.add(i)
                 continue
-            match = self._first_name_before(lower, start, surname, separators)
+            match = self._first_name_before(folded, start, surname, separators)
             if match is None:
-                match = self._first_name_after(lower, end, surname, after_re, separators)
+                match = self._first_name_after(folded, end, surname, after_re, separators)
             if match is None:
                 continue
             name_start, name_end, first = match
@@ -739,24 +763,25 @@ class Engine:
         return found, used
 
     def _first_name_after(
-        self, lower: str, end: int, surname: str, pattern: re.Pattern[str], separators: str
+        self, folded: str, end: int, surname: str, pattern: re.Pattern[str], separators: str
     ) -> tuple[int, int, str] | None:
         # Most surnames are followed by no first name of theirs: check the word after the
         # 1-3 separators against the first names' first words before any regex.
         heads = self._first_heads.get(surname)
         if heads is None:
             return None
-        size = len(lower)
+        size = len(folded)
         position = end
-        while position < size and position - end < 4 and lower[position] in separators:
+        while position < size and position - end < 4 and folded[position] in separators:
             position += 1
         if not 1 <= position - end <= 3:
             return None  # the pattern's [ ,]{1,3} then a word character fails here
         word_end = position
-        while word_end < size and _is_word_char(lower[word_end]):
+        while word_end < size and _is_word_char(folded[word_end]):
             word_end += 1
-        if lower[position:word_end] not in heads:
+        if folded[position:word_end].lower() not in heads:
             return None  # every first name tried below starts with this word
+        lower = folded.lower()  # folded is ASCII: same length
         m = pattern.match(lower, end, end + _FIRST_NAME_WINDOW)
         if m is None:
             return None
@@ -768,12 +793,12 @@ class Engine:
         return None
 
     def _first_name_before(
-        self, lower: str, start: int, surname: str, separators: str
+        self, folded: str, start: int, surname: str, separators: str
     ) -> tuple[int, int, str] | None:
         # Read backwards (a `$`-anchored search would try every start in the window):
         # strip the 1-3 separators, then match the words on the reversed text.
         window_start = max(0, start - _FIRST_NAME_WINDOW)
-        left = lower[window_start:start]
+        left = folded[window_start:start]
         stripped = left.rstrip(separators)
         if not 1 <= len(left) - len(stripped) <= 3:
             return None
@@ -784,11 +809,12 @@ class Engine:
             return None
         group_end = window_start + len(stripped)
         word_start = group_end
-        while word_start > window_start and _is_word_char(lower[word_start - 1]):
+        while word_start > window_start and _is_word_char(folded[word_start - 1]):
             word_start -= 1
-        if word_start == group_end or lower[word_start:group_end] not in tails:
+        if word_start == group_end or folded[word_start:group_end].lower() not in tails:
             return None  # every first name tried below ends with this word
-        reversed_left = stripped[::-1]
+        lower = folded.lower()  # folded is ASCII: same length
+        reversed_left = stripped.lower()[::-1]
         m = _WORDS.match(reversed_left)
         if m is None:
             return None
@@ -1029,15 +1055,16 @@ class Engine:
     def _context_name(self, folded: str, start: int, end: int) -> _Span:
         value = folded[start:end].lower()
         # normalise_folded_name, whose regex has nothing to do on words one space apart
-        # (the usual name reading): letters and digits, single spaces, no edge space.
-        if not (
-            value.replace(" ", "").isalnum()
-            and "  " not in value
-            and value[:1] != " "
-            and value[-1:] != " "
-        ):
-            value = normalise_folded_name(value)
-        return _Span(_Kind.NAME, start, end, value, self._patient_for_name_words(value.split()))
+        # (the usual name reading): split on single spaces, every piece is letters and
+        # digits (no piece is empty: no double or edge space). The pieces are then the
+        # words the roster look-up reads.
+        words = value.split(" ")
+        for word in words:
+            if not word.isalnum():
+                value = normalise_folded_name(value)
+                words = value.split()
+                break
+        return _Span(_Kind.NAME, start, end, value, self._patient_for_name_words(words))
 
     def _is_practice_address(self, folded: str) -> bool:
         if not self._practice_addresses:
@@ -1052,7 +1079,9 @@ class Engine:
 def name_digest_value(normalised_name: str) -> str:
     """A name's words in sorted order: "DUPONT Marie" and "Marie Dupont" hash alike, so an
     unrostered patient keeps one token whichever order the name is written in."""
-    return " ".join(sorted(normalised_name.split()))
+    words = normalised_name.split()
+    words.sort()  # compiled, a direct list sort; sorted() is a generic builtin call
+    return " ".join(words)
 
 
 # The last letters of every civility or intro word _CIVILITY_BEFORE knows: a cheap test
@@ -1082,9 +1111,9 @@ def _after_civility(folded: str, start: int) -> bool:
 
 
 def _is_word_char(ch: str) -> bool:
-    """[a-z0-9], the characters of _ALNUM_RUN (in lower-cased folded text)."""
+    """[A-Za-z0-9]: in folded text, the characters of _ALNUM_RUN once lower-cased."""
     code = ord(ch)  # compiled, integer comparisons; string ones are C-API calls
-    return 97 <= code <= 122 or 48 <= code <= 57
+    return 97 <= code <= 122 or 65 <= code <= 90 or 48 <= code <= 57
 
 
 def _is_word(folded: str, start: int, end: int) -> bool:
@@ -1132,21 +1161,46 @@ def _street_end(text: str, folded: str, start: int, end: int) -> int:
     type_end = -1
     last_end = start
     taken = False
-    for word in _ADDRESS_WORD.finditer(folded, start, end):
+    for word_start, word_end in _address_words(folded, start, end):
+        word = folded[word_start:word_end].lower()
         if type_end < 0:
-            if word.group().lower() in _STREET_TYPE_WORDS:  # a word holds no "." ("av.")
-                type_end = last_end = word.end()
+            if word in _STREET_TYPE_WORDS:  # a word holds no "." ("av.")
+                type_end = last_end = word_end
             continue
-        low = word.group().lower().strip("'-")
+        low = word.strip("'-")
         if low in _PARTICLES or low.split("'")[0] in _PARTICLES:
             continue
-        first = text[word.start()]  # the written word's first character
+        first = text[word_start]  # the written word's first character
         if first.isupper() or first.isdigit():
-            last_end = word.end()
+            last_end = word_end
             taken = True
             continue
         break
     return last_end if taken else start
+
+
+def _address_words(folded: str, start: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) of each word of folded[start:end]: each run of letters, "'" and "-".
+
+    Read a character at a time in place: compiled, integer tests, where a regex iterator
+    cost a generic call and a match object per word (~4k instructions a street)."""
+    words: list[tuple[int, int]] = []
+    position = start
+    while position < end:
+        if _is_address_char(folded[position]):
+            word_start = position
+            position += 1
+            while position < end and _is_address_char(folded[position]):
+                position += 1
+            words.append((word_start, position))
+        position += 1  # past a character that is not a word's
+    return words
+
+
+def _is_address_char(ch: str) -> bool:
+    """[A-Za-z'-], the characters of an address word."""
+    code = ord(ch)
+    return 97 <= code <= 122 or 65 <= code <= 90 or code == 39 or code == 45
 
 
 _STREET_TYPE_WORDS: Final = frozenset(
@@ -1164,11 +1218,11 @@ _TOWN_PARTICLES: Final = frozenset({"de", "la", "le", "sur", "les", "en"})  # "S
 def _town_end(folded: str, start: int, end: int) -> int:
     """Trim a "75012 Paris Merci" candidate after the town's words."""
     last = start + 5
-    for m in _ADDRESS_WORD.finditer(folded, start + 5, end):  # in place, no copy
-        low = m.group().lower()
+    for word_start, word_end in _address_words(folded, start + 5, end):
+        low = folded[word_start:word_end].lower()
         if low in name_rules.STOPWORDS and low not in _TOWN_PARTICLES:
             break
-        last = m.end()
+        last = word_end
     return last
 
 
@@ -1177,7 +1231,7 @@ def _merge_addresses(spans: list[_Span], folded: str) -> list[_Span]:
     addresses = [s for s in spans if s.kind is _Kind.ADDRESS]
     if len(addresses) < 2:
         return spans
-    addresses.sort(key=_SPAN_START)
+    addresses = _by_start(addresses)
     others = [s for s in spans if s.kind is not _Kind.ADDRESS]
     bounds: list[list[int]] = []  # [start, end] of merged addresses; values computed once
     for span in addresses:
@@ -1248,7 +1302,7 @@ def _resolve_overlaps(spans: list[_Span], folded: str) -> list[_Span]:
     spans are resolved alone (small ones with a sorted list, large ones with occupancy
     bytes, so that 50,000 overlapping names in one field cannot go quadratic).
     """
-    ordered = sorted(spans, key=_SPAN_START)
+    ordered = _by_start(spans)
     last_end = 0
     for span in ordered:  # the usual case: no overlap, no empty span, nothing to resolve
         if span.start < last_end or span.end <= span.start:
@@ -1284,6 +1338,16 @@ def _rank(span: _Span) -> tuple[int, bool, int, int]:
 def _resolve_cluster(spans: list[_Span], folded: str) -> list[_Span]:
     if len(spans) == 1:
         return spans
+    if len(spans) == 2:
+        # The usual cluster (a name read twice, a date that is also a number): the two
+        # overlap (the second starts before the first ends), so the better ranked is
+        # kept alone (the first on a tie, as a stable sort keeps it), unless the other is
+        # a rostered name, whose uncovered words the general path below keeps.
+        first, second = spans
+        if _rank(second) < _rank(first):
+            first, second = second, first
+        if second.kind is not _Kind.NAME or second.patient is None:
+            return [first]
     kept: _KeptSpans = _SmallKept() if len(spans) <= _SMALL_CLUSTER else _LargeKept(spans)
     for span in sorted(spans, key=_rank):
         if not kept.overlaps(span.start, span.end):

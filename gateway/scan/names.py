@@ -135,38 +135,45 @@ def trigger_name_span(folded: str, start: int, end: int) -> tuple[int, int] | No
     maybe ":", maybe a civility ("M.", "Mme"), then name-shaped words. The word regex
     reads each token without its trailing "." or ":" (":" alone: no word), and only
     name-shaped words (one space apart) can be particles.
+
+    The words after the trigger are read once, last to first: a particle is a name word
+    when the word after it is one, known by then, and the name is the first run of name
+    words, the last one begun when the walk ends. No list of the words is built.
     """
-    spans: list[tuple[int, int]] = []
-    lows: list[str] = []
-    good: list[bool] = []  # a name word
-    position = start
-    for token in folded[start:end].split(" "):
+    tokens = folded[start:end].split(" ")
+    trigger = 0  # the first token holding a word: skipped, as skip_first does
+    while trigger < len(tokens) and not tokens[trigger].rstrip(".:"):
+        trigger += 1
+    name_start = name_end = -1  # the run of name words begun last in the walk
+    next_is_name = False  # the next word (to the right) is a name word
+    next_start = -1
+    token_end = end
+    for i in range(len(tokens) - 1, trigger, -1):
+        token = tokens[i]
+        token_start = token_end - len(token)
+        token_end = token_start - 1  # the previous token ends before the space
         word = token.rstrip(".:")
-        if word:
-            low = word.lower()
-            bare = low.strip("'-")
-            spans.append((position, position + len(word)))
-            lows.append(low)
-            good.append(not (bare in STOPWORDS or len(bare) < 2 or not word[0].isupper()))
-        position += len(token) + 1
-    for i in range(len(spans) - 2, -1, -1):
+        if not word:
+            continue
+        word_end = token_start + len(word)
+        low = word.lower()
+        bare = low.strip("'-")
+        is_name = not (bare in STOPWORDS or len(bare) < 2 or not word[0].isupper())
         if (
-            not good[i]
-            and good[i + 1]
-            and folded[spans[i][0]].isupper()
-            and lows[i] in PARTICLES
-            and spans[i + 1][0] - spans[i][1] == 1
+            not is_name
+            and next_is_name
+            and word[0].isupper()
+            and low in PARTICLES
+            and next_start - word_end == 1
         ):
-            good[i] = True
-    first = 1  # skip the trigger word, then a civility inside an intro ("pour Mme Dupont")
-    while first < len(spans) and not good[first]:
-        first += 1
-    if first >= len(spans):
-        return None
-    last = first
-    while last + 1 < len(spans) and good[last + 1]:
-        last += 1
-    return spans[first][0], spans[last][1]
+            is_name = True  # a capitalised particle before a name word ("Le Roux")
+        if is_name:
+            if not next_is_name:
+                name_end = word_end
+            name_start = token_start
+        next_is_name = is_name
+        next_start = token_start
+    return (name_start, name_end) if name_start >= 0 else None
 
 
 def pair_span(folded: str, start: int, end: int) -> tuple[int, int] | None:

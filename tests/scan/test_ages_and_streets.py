@@ -4,6 +4,7 @@ durations and clinical "rue"/"place" are left alone, and what each action writes
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import pytest
@@ -19,6 +20,7 @@ from gateway.scan import (
     TypeAction,
     build_engine,
 )
+from gateway.scan.engine import _address_words
 
 ENGINES = ["hyperscan", "re"]
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -218,3 +220,17 @@ def test_every_numberless_street_after_a_residence_word_is_found(
     street = f"{street_type} {name}"
     text = f"{before}Patient {residence} {street}, suivi."
     assert _spans("hyperscan", text, IdentifierKind.ADDRESS) == [street]
+
+
+@SETTINGS
+@given(
+    text=st.text(alphabet="aZ'- 0,.\n", max_size=40),
+    start=st.integers(0, 45),
+    end=st.integers(0, 45),
+)
+def test_address_words_are_the_word_regex_runs(text: str, start: int, end: int) -> None:
+    """The street and town trimming reads its words in place: the runs `[A-Za-z'-]+`
+    finds in the text's [start, end) (both clipped to the text), as before."""
+    end = min(end, len(text))
+    expected = [m.span() for m in re.compile(r"[A-Za-z'-]+").finditer(text, start, end)]
+    assert _address_words(text, start, end) == expected

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from gateway.scan import FieldKind, RosterPatient, TextField, build_engine
 from gateway.scan import engine as engine_module
-from gateway.scan.engine import _rank, _resolve_overlaps, _Span
+from gateway.scan.engine import _by_start, _by_start_end, _rank, _resolve_overlaps, _Span
 from gateway.scan.model import IdentifierKind
+from gateway.scan.shapes import ShapeName
 
 KINDS = [
     IdentifierKind.NIR,
@@ -51,6 +52,17 @@ _span = st.builds(
     st.sampled_from([None, "p-a", "p-b"]),
 )
 _TEXT = ("abc de, " * 40)[:260]
+
+
+@settings(max_examples=200, deadline=None)
+@given(spans=st.lists(_span, max_size=40))
+def test_sorts_by_packed_keys_are_the_stable_sorts(spans: list[_Span]) -> None:
+    """Spans and candidates sorted through packed int keys come in the order (and, among
+    equal keys, the order of arrival) a stable sort by attribute or item gives."""
+    assert _by_start(spans) == sorted(spans, key=lambda s: s.start)
+    shapes = list(ShapeName)  # distinct items of equal keys: the stable order shows
+    candidates = [(shapes[i % len(shapes)], s.start, s.end) for i, s in enumerate(spans)]
+    assert _by_start_end(candidates, 240) == sorted(candidates, key=lambda c: (c[1], c[2]))
 
 
 @settings(max_examples=300, deadline=None)
