@@ -424,12 +424,7 @@ async def test_a_peer_leaving_during_a_held_commit_ends_the_session_quietly(
     svc = await portique_factory(sink.port, smtp={"data_reply_budget": 0.3})
     sync_pass = HeldSyncPass(svc.spool, monkeypatch)
     gate = svc.smtp.gate
-    c = await RawClient.connect(svc.smtp_port)
-    await c.reply()
-    await c.cmd("EHLO client.test")
-    await c.cmd("MAIL FROM:<dr@practice.test>")
-    await c.cmd("RCPT TO:<lab@lab.test>")
-    assert (await c.cmd("DATA")).startswith("354")
+    c = await _session(svc.smtp_port)
     (session,) = gate.live
     sync_pass.hold()
     await c.send(message() + b".\r\n")
