@@ -54,6 +54,10 @@ def test_postfix_row(workdir: Path) -> None:
     assert table[label]["delivered"] == "30" and float(table[label]["rate"]) > 0
     assert "nproc=" in out.stdout
     assert list(workdir.iterdir()) == []  # temp dir removed
+    # smtp-sink's dump went to tmpfs, and is removed too.
+    sink_dir = re.search(r"smtp-sink dumps in (\S+)", out.stderr)
+    assert sink_dir is not None and sink_dir[1].startswith("/dev/shm/"), out.stderr
+    assert not Path(sink_dir[1]).exists()
     assert no_private_postfix_left(workdir)
 
 
