@@ -186,14 +186,28 @@ static PyObject *hits_as_list(const HitBuffer *buffer)
     if (list == NULL) {
         return NULL;
     }
+    /* Tuples built directly: Py_BuildValue parses its format string for every hit. */
     for (size_t i = 0; i < buffer->count; i++) {
         const Hit *hit = &buffer->hits[i];
-        PyObject *item = Py_BuildValue("(IKK)", hit->id, hit->start, hit->end);
+        PyObject *item = PyTuple_New(3);
         if (item == NULL) {
             Py_DECREF(list);
             return NULL;
         }
         PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+        PyObject *id = PyLong_FromUnsignedLong(hit->id);
+        PyObject *start = PyLong_FromUnsignedLongLong(hit->start);
+        PyObject *end = PyLong_FromUnsignedLongLong(hit->end);
+        if (id == NULL || start == NULL || end == NULL) {
+            Py_XDECREF(id);
+            Py_XDECREF(start);
+            Py_XDECREF(end);
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(item, 0, id);
+        PyTuple_SET_ITEM(item, 1, start);
+        PyTuple_SET_ITEM(item, 2, end);
     }
     return list;
 }
