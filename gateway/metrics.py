@@ -52,6 +52,7 @@ from prometheus_client import (
 )
 
 from gateway.events import Event
+from gateway.smtp import CommitPastBudget
 
 # The environment variable that puts prometheus_client in multiprocess mode; read by
 # prometheus_client itself when it is first imported.
@@ -263,6 +264,15 @@ class Metrics:
             ["direction", "connector"],
             registry=r,
         )
+        self.commits_past_budget = Counter(
+            "portique_smtp_commits_past_budget",
+            "DATA commits not yet durable when the DATA reply budget ran out, by outcome:"
+            " withdrawn (451, nothing spooled), accepted (250 after the sync pass),"
+            " tempfail (451, the sync pass failed), client_gone (the session ended"
+            " during the pass; the entry is dropped)",
+            ["outcome"],
+            registry=r,
+        )
         self.bytes_in = Counter(
             "portique_bytes_received", "Message bytes accepted from practice software", registry=r
         )
@@ -320,6 +330,10 @@ class Metrics:
         # finding kind), by that raw value: no `_label` call either. Bounded (cleared when
         # full), though both hold a handful of internal names.
         self._kind_children: dict[tuple[Any, Any], Any] = {}
+        # Every outcome's series exists from the start, at 0: Prometheus' increase() and
+        # rate() miss a series' first increment when the series appears with it.
+        for outcome in CommitPastBudget:
+            self._child(self.commits_past_budget, _label(outcome))
 
     # -- setters the service calls ------------------------------------------------
 
@@ -377,6 +391,10 @@ class Metrics:
 
     def tls_handshake_failure(self, direction: str, connector: str) -> None:
         self._inc(self._child(self.tls_failures, _label(direction), _label(connector)))
+
+    def commit_past_budget(self, outcome: CommitPastBudget) -> None:
+        """A DATA commit ran past the reply budget (gateway/smtp.py), and this became of it."""
+        self._inc(self._child(self.commits_past_budget, _label(outcome)))
 
     def flush(self) -> None:
         """Apply the waiting increments and observations to prometheus_client."""

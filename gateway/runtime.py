@@ -184,6 +184,7 @@ class Runtime:
             service.events.subscribe(self.metrics)
             service.events.subscribe(_LatencySink(self.metrics))
             service.on_pipeline_duration = self.metrics.observe_scan_duration
+            service.on_commit_past_budget = self.metrics.commit_past_budget
             try:
                 await service.start(control_socket=self.slot.primary)
             except OSError as exc:

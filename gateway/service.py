@@ -56,7 +56,7 @@ from gateway.queue import (
 )
 from gateway.routes import find_route, plan_copies
 from gateway.scan.model import ScanEngine, VaultEntry
-from gateway.smtp import Accepted, Gate, SmtpServer, load_tls_context
+from gateway.smtp import Accepted, CommitPastBudget, Gate, SmtpServer, load_tls_context
 from gateway.spool import Envelope, Spool, UnreadableSpoolEntry
 from gateway.threads import named_executor
 from gateway.verdicts import Action, Verdict
@@ -165,6 +165,9 @@ class Service:
         # Seconds each message spent in the pipeline (scan + transform), for the
         # scan-duration metric; the runtime sets it.
         self.on_pipeline_duration: Callable[[float], None] | None = None
+        # What became of each DATA commit that ran past the DATA reply budget, for the
+        # commits-past-budget metric; the runtime sets it (read at each report).
+        self.on_commit_past_budget: Callable[[CommitPastBudget], None] | None = None
         self.control: Any = None
         self.started = False
 
@@ -234,6 +237,7 @@ class Service:
             self._on_accepted,
             self._tls_context(),
             accepted_durable=self.events.durable,
+            on_commit_past_budget=self._commit_past_budget,
         )
         self.smtp = SmtpServer(gate, cfg.smtp.listen, reuse_port=slot.shared)
         await self.smtp.start()
@@ -319,6 +323,12 @@ class Service:
             if route is not None and route.action in (Action.OWN_DATA_ONLY, Action.REJECT_IF_PHI):
                 return True
         return False
+
+    def _commit_past_budget(self, outcome: CommitPastBudget) -> None:
+        """gateway/smtp's report of a DATA commit past its reply budget, passed on to
+        `on_commit_past_budget` as it is at the time (set before or after `start`)."""
+        if self.on_commit_past_budget is not None:
+            self.on_commit_past_budget(outcome)
 
     def _on_accepted(self, accepted: Accepted) -> None:
         env = accepted.envelope

@@ -13,6 +13,8 @@ Invariants:
 - A 451 means "not accepted": past the DATA reply budget, a commit no sync pass has
   taken is withdrawn (451), and one a pass has taken is answered with that pass's
   outcome. A session that ends before its reply leaves nothing to deliver (SpoolWriter).
+  What became of each commit past the budget is reported to `Gate.on_commit_past_budget`
+  (`CommitPastBudget`: the metrics count them); a commit within it reports nothing.
 - DATA is streamed to the spool (sealed chunk by chunk); the message is never held
   twice in memory here, except a message of at most spool.KEEP_PLAINTEXT bytes, whose
   plaintext is handed to the service with the 250 so it is not read back.
@@ -38,6 +40,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +100,19 @@ _DATA_REFUSALS = {
 DISK_GUARD_FACTOR = 1.5
 
 
+class CommitPastBudget(StrEnum):
+    """What became of a DATA commit not yet durable when the DATA reply budget ran out:
+    the `outcome` label of portique_smtp_commits_past_budget_total (gateway/metrics.py).
+    A slow spool disk shows here first."""
+
+    WITHDRAWN = "withdrawn"  # no sync pass had taken it: withdrawn, nothing spooled; 451
+    ACCEPTED = "accepted"  # the pass that had taken it made it durable: 250
+    TEMPFAIL = "tempfail"  # the pass that had taken it failed: 451
+    # The session ended during that pass (the client left, or the gateway stopped): no
+    # reply, and the entry the pass makes durable is dropped (SpoolWriter.abort).
+    CLIENT_GONE = "client_gone"
+
+
 @dataclass(frozen=True)
 class Accepted:
     """What the SMTP layer tells the service after a 250."""
@@ -146,6 +162,7 @@ class Gate:
         tls_context: ssl.SSLContext | None,
         *,
         accepted_durable: Callable[[], Awaitable[None]] | None = None,
+        on_commit_past_budget: Callable[[CommitPastBudget], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.spool = spool
@@ -153,6 +170,9 @@ class Gate:
         # Awaited after on_accepted and before the 250: the events it emitted (the audit
         # "received" record, committed in groups off the loop) are durable by then.
         self.accepted_durable = accepted_durable
+        # Told what became of each DATA commit that ran past `data_reply_budget` (never
+        # called on the normal path: the commit within the budget).
+        self.on_commit_past_budget = on_commit_past_budget
         self.tls_context = tls_context
         self.networks = [ipaddress.ip_network(n, strict=False) for n in cfg.allowed_networks]
         self.passwords = PasswordChecker(cfg.users)
@@ -734,9 +754,10 @@ class PortiqueSMTP(SMTP):
                     # it twice (the client sends it again): its outcome is the reply,
                     # after a wait bounded by that pass's fsyncs, already under way.
                     if not writer.in_pass:
+                        self._report_past_budget(CommitPastBudget.WITHDRAWN)
                         raise
                     self._log.warning("smtp_commit_past_budget", spool_id=spool_id)
-                    await writer.settle()
+                    await self._settle_past_budget(writer)
             except (SpoolError, TimeoutError, OSError) as exc:
                 writer.abort()
                 self._end_transaction()
@@ -769,6 +790,24 @@ class PortiqueSMTP(SMTP):
             raise
         finally:
             gate.transactions_in_flight -= 1
+
+    async def _settle_past_budget(self, writer: SpoolWriter) -> None:
+        """`writer.settle()` for a commit whose sync pass the DATA reply budget ran out
+        in, with the outcome reported (`_report_past_budget`)."""
+        try:
+            await writer.settle()
+        except asyncio.CancelledError:
+            self._report_past_budget(CommitPastBudget.CLIENT_GONE)
+            raise
+        except SpoolError:
+            self._report_past_budget(CommitPastBudget.TEMPFAIL)
+            raise
+        self._report_past_budget(CommitPastBudget.ACCEPTED)
+
+    def _report_past_budget(self, outcome: CommitPastBudget) -> None:
+        report = self.gate.on_commit_past_budget
+        if report is not None:
+            report(outcome)
 
     async def _receive_data(self, writer: SpoolWriter) -> tuple[str | None, str]:
         """Stream DATA into `writer`. Returns (refusal reply or None, Message-ID)."""

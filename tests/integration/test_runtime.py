@@ -19,7 +19,7 @@ import pytest
 from gateway.config import parse_config
 from gateway.runtime import Runtime
 from tests.conftest import TestPKI as PKI
-from tests.relay._helpers import Sink, message, send_sync, wait_until
+from tests.relay._helpers import HeldSyncPass, Sink, message, send_sync, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,7 +33,9 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def runtime_config(tmp: Path, relay_port: int, pki: PKI | None = None) -> Any:
+def runtime_config(
+    tmp: Path, relay_port: int, pki: PKI | None = None, *, smtp: dict[str, Any] | None = None
+) -> Any:
     connectors: dict[str, Any] = {
         "relay": {"host": "127.0.0.1", "port": relay_port, "tls": "none"},
     }
@@ -57,7 +59,7 @@ def runtime_config(tmp: Path, relay_port: int, pki: PKI | None = None) -> Any:
     return parse_config(
         {
             "data_dir": str(tmp / "data"),
-            "smtp": {"listen": "127.0.0.1:0", "hostname": "portique.test"},
+            "smtp": {"listen": "127.0.0.1:0", "hostname": "portique.test", **(smtp or {})},
             "queue": {"retry_initial": 30.0, "poll_interval": 0.1},
             "connectors": connectors,
             "routes": routes,
@@ -153,6 +155,44 @@ async def test_gauges_and_readiness(tmp_path: Path, pki: PKI) -> None:
         status, body = await asyncio.to_thread(http_get, base + "/readyz")
         assert status == 503
         assert json.loads(body)["failing"] == ["audit_writable"]
+    finally:
+        await runtime.stop()
+
+
+async def test_a_commit_past_the_reply_budget_shows_in_metrics(
+    tmp_path: Path, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime feeds the metrics what the SMTP layer reports of commits past the
+    DATA reply budget: a commit within it counts nothing, one whose budget runs out in
+    its sync pass counts as accepted once the pass makes it durable."""
+    runtime = Runtime(runtime_config(tmp_path, sink.port, smtp={"data_reply_budget": 0.3}))
+    await runtime.start()
+    try:
+        service = runtime.service
+        assert service is not None and service.smtp is not None
+        gate = service.smtp.gate
+        url = f"http://{runtime.metrics_address}/metrics"
+
+        async def past_budget() -> dict[str, float]:
+            _, text = await asyncio.to_thread(http_get, url)
+            prefix = "portique_smtp_commits_past_budget_total{"
+            return {
+                line[len(prefix) :].split('"')[1]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith(prefix)
+            }
+
+        nothing = {"withdrawn": 0.0, "accepted": 0.0, "tempfail": 0.0, "client_gone": 0.0}
+        assert await asyncio.to_thread(send_sync, service.smtp_port, message()) == {}
+        assert await past_budget() == nothing
+        sync_pass = HeldSyncPass(service.spool, monkeypatch)
+        sync_pass.hold()
+        sending = asyncio.create_task(asyncio.to_thread(send_sync, service.smtp_port, message()))
+        await wait_until(lambda: sync_pass.started == 1)
+        await wait_until(lambda: gate.commit_deadlines.running == 0)  # its budget ran out
+        sync_pass.release()
+        assert await sending == {}  # 250
+        assert await past_budget() == {**nothing, "accepted": 1.0}
     finally:
         await runtime.stop()
 

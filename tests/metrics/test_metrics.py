@@ -18,6 +18,7 @@ from gateway.audit import AuditTrail
 from gateway.config import AuditConfig
 from gateway.events import Event, EventBus
 from gateway.metrics import Metrics, start_metrics_server
+from gateway.smtp import CommitPastBudget
 
 PLANTED = ("jeanne.durand@patient.mssante.fr", "1 84 12 75 123 456 78", "Durand")
 
@@ -137,6 +138,7 @@ async def test_metrics_families_and_labels_after_a_few_messages(
     metrics.set_audit_chain_ok(True)
     metrics.set_client_cert_expiry("mssante", 1_900_000_000)
     metrics.tls_handshake_failure("outbound", "mssante")
+    metrics.commit_past_budget(CommitPastBudget.WITHDRAWN)
 
     status, ctype, text = await fetch(base + "/metrics")
     assert status == 200
@@ -192,6 +194,12 @@ async def test_metrics_families_and_labels_after_a_few_messages(
         )
         == 1
     )
+    # Every outcome's series is there from the start (Prometheus' increase() misses
+    # the first increment of a series that appears with it).
+    past_budget = "portique_smtp_commits_past_budget_total"
+    assert value(found, past_budget, outcome="withdrawn") == 1
+    for outcome in ("accepted", "tempfail", "client_gone"):
+        assert value(found, past_budget, outcome=outcome) == 0
     assert value(found, "portique_bytes_received_total") == 2148
     assert value(found, "portique_bytes_sent_total", connector="mssante") == 2100
     assert value(found, "portique_bytes_sent_total", connector="lab_https") == 900

@@ -9,7 +9,9 @@ import ssl
 import pytest
 from argon2 import PasswordHasher
 
+import gateway.spool
 from gateway.errors import SpoolError
+from gateway.metrics import Metrics
 from tests.relay._helpers import (
     HeldSyncPass,
     RawClient,
@@ -325,6 +327,42 @@ async def test_overlong_line_in_data_is_refused(portique_factory, sink):
     assert sink.messages == []
 
 
+# What became of the DATA commits that ran past the reply budget, as /metrics shows it.
+PAST_BUDGET = "portique_smtp_commits_past_budget_total"
+PAST_BUDGET_OUTCOMES = ("withdrawn", "accepted", "tempfail", "client_gone")
+
+
+def _past_budget_counter(svc):
+    """Metrics fed by `svc`'s reports of commits past the DATA reply budget, as the
+    runtime wires them; returns a reader of the count per outcome."""
+    metrics = Metrics()
+    svc.on_commit_past_budget = metrics.commit_past_budget
+
+    def counts() -> dict[str, float | None]:
+        return {
+            outcome: metrics.registry.get_sample_value(PAST_BUDGET, {"outcome": outcome})
+            for outcome in PAST_BUDGET_OUTCOMES
+        }
+
+    return counts
+
+
+def _past_budget(**counted: int) -> dict[str, float | None]:
+    """Every outcome's count: those given, the others at 0."""
+    return {outcome: float(counted.get(outcome, 0)) for outcome in PAST_BUDGET_OUTCOMES}
+
+
+async def test_a_commit_within_the_budget_counts_nothing_past_it(portique_factory, sink):
+    svc = await portique_factory(sink.port)
+    past_budget = _past_budget_counter(svc)
+    for i in range(3):
+        reply, c = await _data_dialogue(svc.smtp_port, message(subject=f"n{i}") + b".\r\n")
+        assert reply.startswith("250 2.0.0 OK queued as ")
+        await c.close()
+    await sink.wait_for(3)
+    assert past_budget() == _past_budget()
+
+
 async def test_a_commit_past_the_data_reply_budget_gets_451(portique_factory, sink, monkeypatch):
     """The budget counts from each message's own commit, whether the budget timer is
     still armed from an earlier message or has to be armed again; the session stays in
@@ -333,6 +371,7 @@ async def test_a_commit_past_the_data_reply_budget_gets_451(portique_factory, si
     budget = 0.4
     svc = await portique_factory(sink.port, smtp={"data_reply_budget": budget})
     sync_pass = HeldSyncPass(svc.spool, monkeypatch)
+    past_budget = _past_budget_counter(svc)
     loop = asyncio.get_running_loop()
 
     async def transaction(client: RawClient) -> tuple[str, float]:
@@ -365,26 +404,33 @@ async def test_a_commit_past_the_data_reply_budget_gets_451(portique_factory, si
         assert (await c.cmd("NOOP")) == "250 OK"
         reply, _ = await transaction(c)
         assert reply.startswith("250")
+    # Each time, the commit behind the held pass was withdrawn, and the one in it (its
+    # budget ran out first) was answered with the pass's outcome.
+    assert past_budget() == _past_budget(withdrawn=2, accepted=2)
     await c.close()
 
 
 async def test_a_451_past_the_budget_leaves_nothing_to_deliver(portique_factory, sink, monkeypatch):
     """A commit still queued for its sync pass when the budget runs out is withdrawn:
     the client gets 451, nothing of it is spooled or tracked, and it is never delivered
-    (the client's retry is the only copy)."""
+    (the client's retry is the only copy). The metrics count it as withdrawn, and the
+    commit ahead of it, whose budget ran out in the held pass, as accepted."""
     budget = 0.3
     svc = await portique_factory(sink.port, smtp={"data_reply_budget": budget})
     sync_pass = HeldSyncPass(svc.spool, monkeypatch)
+    past_budget = _past_budget_counter(svc)
     ahead, queued = await _session(svc.smtp_port), await _session(svc.smtp_port)
     sync_pass.hold()
     await ahead.send(message(subject="ahead") + b".\r\n")
     await wait_until(lambda: sync_pass.started == 1)
     await queued.send(message(subject="queued") + b".\r\n")  # waits for the next pass
     assert (await queued.reply()).startswith("451 4.3.0")
+    assert past_budget() == _past_budget(withdrawn=1)
     assert svc.spool._pending == []
     assert list(svc.spool.incoming.iterdir()) == []
     sync_pass.release()
     assert (await ahead.reply()).startswith("250")
+    assert past_budget() == _past_budget(withdrawn=1, accepted=1)
     await sink.wait_for(1)
     await asyncio.sleep(1.0)  # time enough for another pass and a delivery
     assert [m.data.count(b"Subject: ahead") for m in sink.messages] == [1]
@@ -393,22 +439,33 @@ async def test_a_451_past_the_budget_leaves_nothing_to_deliver(portique_factory,
         await c.close()
 
 
-async def test_a_commit_whose_sync_pass_started_is_answered_with_its_outcome(
-    portique_factory, sink, monkeypatch
-):
-    """Past the budget, a commit a sync pass has taken is made durable and delivered
-    anyway: the reply waits for that pass and says so (250), and the message arrives
-    once; a client told 451 would have sent it a second time."""
-    budget = 0.3
-    svc = await portique_factory(sink.port, smtp={"data_reply_budget": budget})
+async def _past_budget_in_held_pass(svc, monkeypatch):
+    """A session whose commit the DATA reply budget ran out on in a held sync pass
+    (the session waits for that pass); returns it with the held pass."""
+    gate = svc.smtp.gate
     sync_pass = HeldSyncPass(svc.spool, monkeypatch)
     c = await _session(svc.smtp_port)
     sync_pass.hold()
     await c.send(message(subject="in pass") + b".\r\n")
     await wait_until(lambda: sync_pass.started == 1)
-    await asyncio.sleep(budget * 2)  # the budget runs out during the pass
+    await wait_until(lambda: gate.commit_deadlines.running == 0)  # its budget ran out
+    return c, sync_pass
+
+
+async def test_a_commit_whose_sync_pass_started_is_answered_with_its_outcome(
+    portique_factory, sink, monkeypatch
+):
+    """Past the budget, a commit a sync pass has taken is made durable and delivered
+    anyway: the reply waits for that pass and says so (250), and the message arrives
+    once; a client told 451 would have sent it a second time. The metrics count it
+    as accepted past the budget."""
+    svc = await portique_factory(sink.port, smtp={"data_reply_budget": 0.3})
+    past_budget = _past_budget_counter(svc)
+    c, sync_pass = await _past_budget_in_held_pass(svc, monkeypatch)
+    assert past_budget() == _past_budget()  # nothing known yet: the pass goes on
     sync_pass.release()
     assert (await c.reply()).startswith("250 2.0.0 OK queued as ")
+    assert past_budget() == _past_budget(accepted=1)
     await sink.wait_for(1)
     await asyncio.sleep(1.0)
     assert len(sink.messages) == 1
@@ -439,3 +496,49 @@ async def test_a_peer_leaving_during_a_held_commit_ends_the_session_quietly(
     await wait_until(lambda: svc.spool.pending_ids() == [] and not svc.spool._removals, within=3)
     await asyncio.sleep(0.5)
     assert sink.messages == []
+
+
+async def test_a_pass_failing_past_the_budget_gets_451_and_delivers_nothing(
+    portique_factory, sink, monkeypatch
+):
+    """The budget runs out in a sync pass that then fails: the reply is that pass's
+    451, the message is not delivered, and the metrics count it as a tempfail."""
+    svc = await portique_factory(sink.port, smtp={"data_reply_budget": 0.3})
+    past_budget = _past_budget_counter(svc)
+    c, sync_pass = await _past_budget_in_held_pass(svc, monkeypatch)
+
+    def failing_fsync(path):
+        raise OSError(5, "I/O error")
+
+    fsync_directory = gateway.spool.fsync_directory
+    monkeypatch.setattr(gateway.spool, "fsync_directory", failing_fsync)
+    sync_pass.release()
+    assert (await c.reply()).startswith("451 4.3.0")
+    monkeypatch.setattr(gateway.spool, "fsync_directory", fsync_directory)
+    assert past_budget() == _past_budget(tempfail=1)
+    assert svc.spool.pending_ids() == []
+    assert (await c.cmd("NOOP")) == "250 OK"
+    await c.close()
+    await asyncio.sleep(0.5)
+    assert sink.messages == []
+
+
+async def test_a_peer_leaving_after_the_budget_ran_out_in_its_pass_is_counted(
+    portique_factory, sink, monkeypatch
+):
+    """The peer leaves while its session waits past the budget for the sync pass: no
+    reply, the entry that pass makes durable is dropped, and the metrics count the
+    commit as client_gone."""
+    svc = await portique_factory(sink.port, smtp={"data_reply_budget": 0.3})
+    past_budget = _past_budget_counter(svc)
+    gate = svc.smtp.gate
+    c, sync_pass = await _past_budget_in_held_pass(svc, monkeypatch)
+    await c.close()
+    await wait_until(lambda: gate.sessions == 0 and gate.transactions_in_flight == 0)
+    assert past_budget() == _past_budget(client_gone=1)
+    sync_pass.release()
+    await wait_until(lambda: sync_pass.finished == 1)
+    await wait_until(lambda: svc.spool.pending_ids() == [] and not svc.spool._removals, within=3)
+    await asyncio.sleep(0.5)
+    assert sink.messages == []
+    assert past_budget() == _past_budget(client_gone=1)
