@@ -111,10 +111,12 @@ install_postfix  # smtp-source and smtp-sink are the load and the sink for every
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/portique-compare.XXXXXX")"
 chmod 755 "$WORK"
-# smtp-sink's dumps: tmpfs when there is one (see the header), else under WORK.
+# smtp-sink's dumps: tmpfs when there is one with room for a row's dumps (a page or two
+# per message; each row's are deleted once counted), else under WORK (see the header).
 SINK_TMPDIR="${SINK_TMPDIR:-/dev/shm}"
 SINK_DIR=""
-if [ -d "$SINK_TMPDIR" ] && [ -w "$SINK_TMPDIR" ]; then
+if [ -d "$SINK_TMPDIR" ] && [ -w "$SINK_TMPDIR" ] \
+  && [ "$(df --output=avail -k "$SINK_TMPDIR" 2>/dev/null | tail -n 1)" -gt $((MESSAGES * 8 + 1024)) ]; then
   SINK_DIR="$(mktemp -d "$SINK_TMPDIR/portique-sink.XXXXXX")"
   chmod 755 "$SINK_DIR"
   log "smtp-sink dumps in $SINK_DIR"
@@ -214,6 +216,7 @@ timed_run() {
   lab=$(grep -l -m1 '^X-Rcpt-Args: <commandes@labo.test>' -r "$dump" 2>/dev/null | wc -l)
   other=$(( $(find "$dump" -type f | wc -l) - lab ))
   [ "$other" = 0 ] || log "$name: $other message(s) at the sink were not lab deliveries (e.g. hold notices)"
+  [ "$KEEP" = 1 ] || rm -rf "$dump"
   echo "$name $(echo "$t1 - $t0" | bc -l) $lab $other"
 }
 
