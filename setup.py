@@ -18,10 +18,15 @@ source beside the compiled build and require the same results.
 PORTIQUE_PURE_PYTHON=1 builds without compiling (no C compiler needed): the modules then
 run as plain Python, with the same results, slower.
 
-Beside them, one hand-written C module, gateway/scan/_hyperscan.c: Hyperscan scanning
-that returns its hits as a list (see its header for why). It links Debian's libhs and is
-built when its headers are installed (libhyperscan-dev; `make test` installs it). Without
-it the scanner uses the python-hyperscan binding, with the same results.
+Beside them, two hand-written C modules, each built when pkg-config finds its library's
+headers (`make test` installs them), each with a Python fallback that gives the same
+results (see their headers for why they exist):
+- gateway/scan/_hyperscan.c: Hyperscan scanning that returns its hits as a list. It links
+  Debian's libhs (libhyperscan-dev); without it the scanner uses the python-hyperscan
+  binding.
+- gateway/scan/_digest.c: the finding digests (HMAC-SHA256) in one call. It links OpenSSL's
+  libcrypto (libssl-dev), the library Python's hashlib links already; without it the
+  engine computes them with hashlib.
 """
 
 import os
@@ -45,11 +50,12 @@ COMPILED_MODULES = [
 ]
 
 
-def hyperscan_extension() -> list[Extension]:
-    """gateway.scan._hyperscan when libhs and its headers are installed, else nothing."""
+def pkg_config_extension(name: str, source: str, library: str) -> list[Extension]:
+    """Extension `name` built from `source` and linked to `library` when pkg-config finds
+    the library and its headers, else nothing (the module's Python fallback is used)."""
     try:
         found = subprocess.run(
-            ["pkg-config", "--cflags", "--libs", "libhs"],
+            ["pkg-config", "--cflags", "--libs", library],
             capture_output=True,
             text=True,
             check=True,
@@ -58,8 +64,8 @@ def hyperscan_extension() -> list[Extension]:
         return []
     return [
         Extension(
-            "gateway.scan._hyperscan",
-            ["gateway/scan/_hyperscan.c"],
+            name,
+            [source],
             include_dirs=[flag[2:] for flag in found if flag.startswith("-I")],
             libraries=[flag[2:] for flag in found if flag.startswith("-l")],
             library_dirs=[flag[2:] for flag in found if flag.startswith("-L")],
@@ -72,6 +78,11 @@ if os.environ.get("PORTIQUE_PURE_PYTHON") != "1":
     from mypyc.build import mypycify
 
     ext_modules = mypycify(COMPILED_MODULES, opt_level="3", group_name="portique_compiled")
-    ext_modules += hyperscan_extension()
+    ext_modules += pkg_config_extension(
+        "gateway.scan._hyperscan", "gateway/scan/_hyperscan.c", "libhs"
+    )
+    ext_modules += pkg_config_extension(
+        "gateway.scan._digest", "gateway/scan/_digest.c", "libcrypto"
+    )
 
 setup(ext_modules=ext_modules)

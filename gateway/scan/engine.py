@@ -31,7 +31,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from crypto.pseudonym import DIGEST_HEX, keyed_hmac_states, patient_token
 from gateway.config import PracticeConfig
@@ -59,6 +59,9 @@ from gateway.scan.patients import (
     normalise_phone,
 )
 from gateway.scan.shapes import AGE_VALUE, STREET_CONTEXT_HEAD, STREET_TYPES, ShapeName
+
+if TYPE_CHECKING:
+    from gateway.scan._digest import Digester
 
 
 class _Shape:
@@ -271,8 +274,10 @@ class Engine:
     ) -> None:
         self._digest_key = digest_key
         self._pseudonym_key = pseudonym_key
-        # crypto.pseudonym's keyed HMAC states for the digest key (see _value_digest).
+        # crypto.pseudonym's keyed HMAC states for the digest key (see _value_digest), and
+        # the C digester keyed alike, where gateway/scan/_digest.c is built.
         self._digest_inner, self._digest_outer = keyed_hmac_states(digest_key)
+        self._digester = native_digester(digest_key)
         self.roster = RosterIndex.build(patients)
         literal_owner: dict[str, str] = {}
         # Only surnames go in the automaton: every full name holds one, and first names
@@ -545,9 +550,12 @@ class Engine:
 
     def _value_digest(self, kind: str, value: str) -> str:
         """`crypto.pseudonym.value_digest(digest_key, kind, value)`, computed here: the same
-        HMAC-SHA256 from the same keyed states, in compiled code. Interpreted, the call
-        cost about 1.5 us, a tenth of a dense message's scan (about ten digests each);
-        tests/scan/test_engine.py checks that both agree."""
+        HMAC-SHA256 from the same keyed states, in one C call (gateway/scan/_digest.c) or,
+        where it is not built, in compiled code with hashlib's. Interpreted, the call cost
+        about 1.5 us, a tenth of a dense message's scan (about ten digests each);
+        tests/scan/test_engine.py and test_digest_native.py check that all agree."""
+        if self._digester is not None:
+            return self._digester.hex(kind, value, DIGEST_HEX)
         inner = self._digest_inner.copy()
         inner.update((kind + "\n" + value).encode("utf-8"))
         outer = self._digest_outer.copy()
@@ -1074,6 +1082,16 @@ class Engine:
     def _is_practice_key(self, key: str) -> bool:
         """`_is_practice_address` of a text whose alnum_key is `key`."""
         return any(key in address for address in self._practice_addresses)
+
+
+def native_digester(digest_key: bytes) -> Digester | None:
+    """gateway.scan._digest's digester for `digest_key`, or None where it is not built
+    (setup.py builds it where libcrypto's headers are installed)."""
+    try:
+        from gateway.scan._digest import Digester
+    except ImportError:
+        return None
+    return Digester(digest_key)
 
 
 def name_digest_value(normalised_name: str) -> str:
