@@ -20,11 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Refuse to test a compiled module older than its source (setup.py compiles
-    gateway/scan; Python would import the stale extension, not the edited .py)."""
+    gateway/scan and gateway/pipeline, and builds the C modules beside them; Python would
+    import the stale extension, not the edited .py or .c)."""
     for compiled in (ROOT / "gateway").rglob("*.so"):
-        source = compiled.with_name(compiled.name.split(".", 1)[0] + ".py")
-        if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
-            pytest.exit(f"{source.relative_to(ROOT)} changed since it was compiled: run make")
+        stem = compiled.name.split(".", 1)[0]
+        for source in (compiled.with_name(stem + ".py"), compiled.with_name(stem + ".c")):
+            if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
+                pytest.exit(f"{source.relative_to(ROOT)} changed since it was built: run make")
 
 
 @pytest.fixture
