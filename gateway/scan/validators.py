@@ -62,10 +62,9 @@ _BIRTH_LABEL_REVERSED: Final = re.compile(
 )
 # What may follow a birth label (a superset of the rule's), and the last characters of
 # its labels: "nee", "nes", "ddn", "naissance", "naiss", "dob", "birth date",
-# "date of birth", "born", "ne (e)".
-_BIRTH_TAIL: Final = " :.,-"
-_BIRTH_LABEL_LAST: Final = frozenset("esnbh)")
-_DATE_SEPARATOR: Final = re.compile(r"[/.-]")
+# "date of birth", "born", "ne (e)"; both as character codes (see is_birth_label_before).
+_BIRTH_TAIL: Final = frozenset(ord(c) for c in " :.,-")
+_BIRTH_LABEL_LAST: Final = frozenset(ord(c) for c in "esnbh)")
 _MONTHS: Final = {
     m: i + 1
     for i, m in enumerate(
@@ -164,22 +163,36 @@ def phone_intl_value(candidate: str) -> str | None:
 
 def is_birth_label_before(text: str, end: int) -> bool:
     """Whether a birth-date label ends `text[:end]` (only separators, and maybe "le",
-    between it and `end`), within BIRTH_LABEL_WINDOW characters.
+    between it and `end`), within BIRTH_LABEL_WINDOW characters. `text` is folded (ASCII).
 
     Every label ends with one of _BIRTH_LABEL_LAST, followed by separators and maybe
     "le": that one character is looked at first, in place (most dates are not birth
-    dates), before the window is copied, reversed, for the regex."""
+    dates), before the window is copied, reversed, for the regex. The characters are
+    read as codes: compiled, integer tests, where a one-character string's `.lower()`
+    and `in` cost a call each (about 3k instructions a date)."""
     low = max(0, end - BIRTH_LABEL_WINDOW)
-    position = end
-    while position > low and text[position - 1] in _BIRTH_TAIL:
-        position -= 1
-    if position - 2 >= low and text[position - 2 : position].lower() == "le":
-        position -= 2
-        while position > low and text[position - 1] in _BIRTH_TAIL:
-            position -= 1
-    if position == low or text[position - 1].lower() not in _BIRTH_LABEL_LAST:
+    position = _before_birth_tail(text, low, end)
+    if (
+        position - 2 >= low
+        and ord(text[position - 2]) | 0x20 == 0x6C  # "l" or "L"
+        and ord(text[position - 1]) | 0x20 == 0x65  # "e" or "E"
+    ):
+        position = _before_birth_tail(text, low, position - 2)
+    if position == low:
+        return False
+    last = ord(text[position - 1])
+    if 0x41 <= last <= 0x5A:  # A-Z, lower-cased
+        last |= 0x20
+    if last not in _BIRTH_LABEL_LAST:
         return False
     return _BIRTH_LABEL_REVERSED.match(text[low:end].lower()[::-1]) is not None
+
+
+def _before_birth_tail(text: str, low: int, position: int) -> int:
+    """Where the run of _BIRTH_TAIL characters ending at `position` starts, not before `low`."""
+    while position > low and ord(text[position - 1]) in _BIRTH_TAIL:
+        position -= 1
+    return position
 
 
 def parse_date(candidate: str) -> date | None:
@@ -199,7 +212,8 @@ def parse_date(candidate: str) -> date | None:
 
 def parse_numeric_date(candidate: str) -> date | None:
     """A date written dd/mm/yyyy or dd.mm.yy (the DATE_NUMERIC shape); None if invalid."""
-    parts = _DATE_SEPARATOR.split(candidate)
+    # Split on each "/", "." and "-", as re.split(r"[/.-]") would, at half its cost.
+    parts = candidate.replace(".", "/").replace("-", "/").split("/")
     if len(parts) != 3:
         return None
     try:
