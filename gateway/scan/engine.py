@@ -33,7 +33,13 @@ from datetime import date
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from crypto.pseudonym import DIGEST_HEX, keyed_hmac_states, patient_token
+from crypto.pseudonym import (
+    CROCKFORD,
+    DIGEST_HEX,
+    TOKEN_BITS,
+    keyed_hmac_states,
+    normalise_audience,
+)
 from gateway.config import PracticeConfig
 from gateway.scan import names as name_rules
 from gateway.scan import validators
@@ -256,6 +262,28 @@ class _Span:
         self.patient = patient
 
 
+class _PatientTokens:
+    """`crypto.pseudonym.patient_token(pseudonym_key, audience, patient)`, called as
+    `(patient, audience)`: the same HMAC-SHA256 from the same keyed states, in compiled
+    code. Interpreted, a token cost about 35k instructions, a tenth of a dense order's
+    rewrite (each order names new patients); tests/scan/test_engine.py checks that both
+    agree. Holds the key's states, not the engine: the engine's cache of it makes no
+    reference cycle."""
+
+    def __init__(self, pseudonym_key: bytes) -> None:
+        self._inner, self._outer = keyed_hmac_states(pseudonym_key)
+
+    def __call__(self, patient: str, audience: str) -> str:
+        inner = self._inner.copy()
+        inner.update((normalise_audience(audience) + "\n" + patient).encode("utf-8"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        value = int.from_bytes(outer.digest()[:8], "big") >> (64 - TOKEN_BITS)
+        alphabet = CROCKFORD  # a local: read ten times, from another module's globals
+        chars = [alphabet[(value >> shift) & 31] for shift in range(45, -5, -5)]
+        return "PAT-" + "".join(chars[:5]) + "-" + "".join(chars[5:])
+
+
 def _literal_variants(normalised: str) -> list[str]:
     """Matchers read names as words, so one form covers "Jean-Pierre" and "JEAN PIERRE"."""
     return [literal_form(normalised).strip()]
@@ -313,9 +341,7 @@ class Engine:
         )
         # Tokens repeat across a lab's messages; the cache is bounded (entries) and
         # holds only opaque keys and tokens. lru_cache is safe to share across threads.
-        self._token = lru_cache(maxsize=65_536)(
-            lambda patient, audience: patient_token(pseudonym_key, audience, patient)
-        )
+        self._token = lru_cache(maxsize=65_536)(_PatientTokens(pseudonym_key))
         self._practice_phones = {normalise_phone(p) for p in practice.phones}
         self._practice_emails = {normalise_email(e) for e in practice.emails}
         self._practice_addresses = [alnum_key(a) for a in practice.addresses if alnum_key(a)]
@@ -521,7 +547,7 @@ class Engine:
             if not field_findings:
                 texts.append(text)
                 continue
-            if len(field_findings) > 1:
+            if len(field_findings) > 1 and not _in_rewrite_order(field_findings):
                 field_findings.sort(key=_start_longest)
             # One join of the kept slices and the replacements.
             pieces: list[str] = []
@@ -804,25 +830,26 @@ class Engine:
         self, folded: str, start: int, surname: str, separators: str
     ) -> tuple[int, int, str] | None:
         # Read backwards (a `$`-anchored search would try every start in the window):
-        # strip the 1-3 separators, then match the words on the reversed text.
+        # skip the 1-3 separators, then match the words on the reversed text. Both read
+        # in place: most surnames are preceded by no first name of theirs, and the window
+        # is copied only when the word before them is the end of one.
         window_start = max(0, start - _FIRST_NAME_WINDOW)
-        left = folded[window_start:start]
-        stripped = left.rstrip(separators)
-        if not 1 <= len(left) - len(stripped) <= 3:
+        group_end = start
+        while group_end > window_start and folded[group_end - 1] in separators:
+            group_end -= 1
+        if not 1 <= start - group_end <= 3:
             return None
-        # The last word in the window, before any reversed copy or regex: most surnames
-        # are preceded by no first name of theirs.
+        # The last word in the window, before any reversed copy or regex.
         tails = self._first_tails.get(surname)
         if tails is None:
             return None
-        group_end = window_start + len(stripped)
         word_start = group_end
         while word_start > window_start and _is_word_char(folded[word_start - 1]):
             word_start -= 1
         if word_start == group_end or folded[word_start:group_end].lower() not in tails:
             return None  # every first name tried below ends with this word
         lower = folded.lower()  # folded is ASCII: same length
-        reversed_left = stripped.lower()[::-1]
+        reversed_left = lower[window_start:group_end][::-1]
         m = _WORDS.match(reversed_left)
         if m is None:
             return None
@@ -1268,6 +1295,17 @@ def _merge_addresses(spans: list[_Span], folded: str) -> list[_Span]:
 def _start_longest(finding: Finding) -> tuple[int, int]:
     """Rewrite order: by start, the longest first."""
     return (finding.start, -finding.end)
+
+
+def _in_rewrite_order(findings: list[Finding]) -> bool:
+    """Whether `findings` are already in `_start_longest` order, as a field's findings from
+    `scan_fields` are (by start, none overlapping): the stable sort would leave them as
+    they are, and is skipped (its key calls and tuples cost ~3k instructions a field)."""
+    for i in range(1, len(findings)):
+        before, after = findings[i - 1], findings[i]
+        if after.start < before.start or (after.start == before.start and after.end > before.end):
+            return False
+    return True
 
 
 def _other_replacement(action: TypeAction, kind: IdentifierKind, original: str) -> str:

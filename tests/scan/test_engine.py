@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from crypto.pseudonym import TOKEN_PATTERN, value_digest
+from crypto.pseudonym import TOKEN_PATTERN, patient_token, value_digest
 from gateway.config import PracticeConfig, Practitioner
 from gateway.scan import (
     FieldKind,
@@ -163,6 +163,16 @@ def test_finding_digests_are_crypto_value_digests() -> None:
     ]
     for kind, value in (("name", "dupont marie"), ("phone", ""), ("address", "é\u2019x" * 40)):
         assert scan._value_digest(kind, value) == value_digest(DIGEST_KEY, kind, value)
+
+
+def test_tokens_are_crypto_patient_tokens() -> None:
+    """The engine computes tokens itself (compiled); they are crypto.pseudonym's."""
+    scan = _engine("re")
+    for patient in ("p-1", "n-0123456789abcdef", "é\u2019x" * 20):
+        for audience in ("labo.example", " Labo.Example ", "ÉTÉ\u2019"):
+            assert scan.token_for_patient(patient, audience) == patient_token(
+                PSEUDONYM_KEY, audience, patient
+            )
 
 
 def test_unknown_engine_rejected() -> None:
