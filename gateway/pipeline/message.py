@@ -203,8 +203,10 @@ _FILE_NAME_PARAMETER: Final = re.compile(
 )
 # A Content-Type value with one parameter, charset, whose value is a token (RFC 2045 5.1),
 # bare or quoted: what get_content_charset returns for it is that token, lower-cased.
+# The type holds its "/": the email package reads a first segment without one as a
+# parameter, so "charset; charset=x" has the empty charset of its first "charset".
 _COMMON_CHARSET: Final = re.compile(
-    r'[^;"\\=]*;\s*charset\s*=\s*(?P<quote>"?)(?P<charset>[A-Za-z0-9_.:+-]+)(?P=quote)\s*',
+    r'[^;"\\=/]*/[^;"\\=]*;\s*charset\s*=\s*(?P<quote>"?)(?P<charset>[A-Za-z0-9_.:+-]+)(?P=quote)\s*',
     re.IGNORECASE,
 )
 _BASE64_SHAPE: Final = re.compile(rb"[A-Za-z0-9+/\s]*(?:=\s*){0,2}")

@@ -176,6 +176,7 @@ _CONTENT_TYPE_PIECES = st.sampled_from(
 @example("charset=x; charset=utf-8")
 @example('text/plain; charset="utf-8')
 @example("text/plain; charset*=utf-8''x")
+@example("charset;charset=charset")  # no type: the email package's first "charset" is empty
 def test_content_charset_as_get_content_charset(value: str) -> None:
     message = Message()
     message.set_raw("Content-Type", value)
