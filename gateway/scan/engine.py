@@ -67,6 +67,8 @@ from gateway.scan.patients import (
 from gateway.scan.shapes import AGE_VALUE, STREET_CONTEXT_HEAD, STREET_TYPES, ShapeName
 
 if TYPE_CHECKING:
+    from hashlib import _Hash
+
     from gateway.scan._digest import Digester
 
 
@@ -262,6 +264,15 @@ class _Span:
         self.patient = patient
 
 
+def _hmac_sha256(states: tuple[_Hash, _Hash], message: str) -> bytes:
+    """`crypto.pseudonym.hmac_sha256` from the key's `keyed_hmac_states`, in compiled code."""
+    inner = states[0].copy()
+    inner.update(message.encode("utf-8"))
+    outer = states[1].copy()
+    outer.update(inner.digest())
+    return outer.digest()
+
+
 class _PatientTokens:
     """`crypto.pseudonym.patient_token(pseudonym_key, audience, patient)`, called as
     `(patient, audience)`: the same HMAC-SHA256 from the same keyed states, in compiled
@@ -271,14 +282,11 @@ class _PatientTokens:
     reference cycle."""
 
     def __init__(self, pseudonym_key: bytes) -> None:
-        self._inner, self._outer = keyed_hmac_states(pseudonym_key)
+        self._states = keyed_hmac_states(pseudonym_key)
 
     def __call__(self, patient: str, audience: str) -> str:
-        inner = self._inner.copy()
-        inner.update((normalise_audience(audience) + "\n" + patient).encode("utf-8"))
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        value = int.from_bytes(outer.digest()[:8], "big") >> (64 - TOKEN_BITS)
+        mac = _hmac_sha256(self._states, normalise_audience(audience) + "\n" + patient)
+        value = int.from_bytes(mac[:8], "big") >> (64 - TOKEN_BITS)
         alphabet = CROCKFORD  # a local: read ten times, from another module's globals
         chars = [alphabet[(value >> shift) & 31] for shift in range(45, -5, -5)]
         return "PAT-" + "".join(chars[:5]) + "-" + "".join(chars[5:])
@@ -304,7 +312,7 @@ class Engine:
         self._pseudonym_key = pseudonym_key
         # crypto.pseudonym's keyed HMAC states for the digest key (see _value_digest), and
         # the C digester keyed alike, where gateway/scan/_digest.c is built.
-        self._digest_inner, self._digest_outer = keyed_hmac_states(digest_key)
+        self._digest_states = keyed_hmac_states(digest_key)
         self._digester = native_digester(digest_key)
         self.roster = RosterIndex.build(patients)
         literal_owner: dict[str, str] = {}
@@ -582,11 +590,8 @@ class Engine:
         tests/scan/test_engine.py and test_digest_native.py check that all agree."""
         if self._digester is not None:
             return self._digester.hex(kind, value, DIGEST_HEX)
-        inner = self._digest_inner.copy()
-        inner.update((kind + "\n" + value).encode("utf-8"))
-        outer = self._digest_outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()[: DIGEST_HEX // 2].hex()  # hex of the bytes kept only
+        mac = _hmac_sha256(self._digest_states, kind + "\n" + value)
+        return mac[: DIGEST_HEX // 2].hex()  # hex of the bytes kept only
 
     # -- rewriting -----------------------------------------------------------------
 
