@@ -71,3 +71,14 @@ def test_bench_scan_pipeline_only() -> None:
     out = run(sys.executable, str(BENCH), "--quick", "--pipeline-only")
     assert "pipeline, lab order" in out and "us/msg" in out
     assert "roster import" not in out
+
+
+def test_callgrind_scan_quick_prints_instructions_per_order() -> None:
+    """load-tests/callgrind_scan.py (valgrind; `make test` installs it) counts a dense
+    order's instructions: a positive figure, from the warm-up and the measured runs."""
+    script = BENCH.with_name("callgrind_scan.py")
+    out = run(sys.executable, str(script), "--quick")
+    assert "2 warm-up + 4 measured" in out
+    figure = re.search(r"instructions per dense order: ([\d,.]+)k", out)
+    assert figure is not None, out
+    assert float(figure[1].replace(",", "")) > 100  # thousands: an order is ~0.9 M
