@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,13 +27,38 @@ def open_database(
     path: Path, migrations: Sequence[str], *, check_same_thread: bool = True
 ) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,
+        check_same_thread=check_same_thread,
+        timeout=BUSY_TIMEOUT_S,  # SQLite's busy timeout, for the pragmas below too
+    )
+    _use_wal(conn)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=10000")
     migrate(conn, migrations, path.name)
     return conn
+
+
+# How long a connection waits for another's lock (SQLite's busy timeout), in seconds.
+BUSY_TIMEOUT_S = 10.0
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """PRAGMA journal_mode=WAL, retried while the database is locked, for up to
+    BUSY_TIMEOUT_S. Processes opening a new database together (worker processes start
+    at once) each switch it: where waiting for the lock could deadlock two of them,
+    SQLite answers "database is locked" at once instead of calling its busy handler,
+    and the process failed to start (seen in tests/stores/test_migrate.py)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)
 
 
 class WriterLock:
