@@ -351,13 +351,25 @@ def _read_windows(
 ) -> None:
     """Re-read the windows where a match may start with finditer, as on the whole text."""
     before, max_len, alphabet = plan.before, plan.max_len, plan.alphabet
+    # One range per hit, where a match holding that trigger may start: sorted by hit, and
+    # their starts never decrease either (a run's start does not move back as it grows).
     ranges = [(max(0, start - before), start) for start in positions]
     if alphabet is not None:
         # A match holds its trigger's start and only `alphabet` characters: it starts
         # after the last barrier before the trigger (see Shape).
         ranges = [(_after_barrier(data, low, high, alphabet), high) for low, high in ranges]
     search, name = plan.pattern.search, plan.name
-    for low, high in _clusters(ranges, max_len):
+    count = len(ranges)
+    first = 0
+    while first < count:
+        # Ranges closer than `max_len` are walked together: a match starting in one may
+        # run into the next, and finditer over the whole text would walk them in one go
+        # (a match found from the first consumes what it covers).
+        low, high = ranges[first]
+        last = first + 1
+        while last < count and ranges[last][0] <= high + max_len:
+            high = ranges[last][1]
+            last += 1
         # Matches starting in [low, high] end within max_len of their start, and a final
         # `\b` reads one character further: cutting the text there changes no such
         # match, and bounds the re-read. Matches do not overlap: once one ends past
@@ -366,30 +378,20 @@ def _read_windows(
         # The searches walk the window as finditer would (no shape matches the empty
         # string), without its iterator (an e-mail's window is usually one search).
         position, limit = low, high + max_len + 1
+        pending = first  # the first range whose trigger the matches so far end before
         while (m := search(folded, position, limit)) is not None and m.start() <= high:
-            found.append((name, m.start(), m.end()))
-            if m.end() > high:
+            end = m.end()
+            found.append((name, m.start(), end))
+            if end > high:
                 break
-            position = m.end()
-
-
-def _clusters(hits: list[tuple[int, int]], max_len: int) -> list[tuple[int, int]]:
-    """Merge start ranges closer than `max_len`: a match starting in one may run into the next.
-
-    Keeping them together makes `finditer` walk them in one go, exactly as it walks the
-    whole text (a match found from the first range consumes what it covers).
-    """
-    hits.sort()
-    merged: list[tuple[int, int]] = []
-    low, high = hits[0]
-    for start, end in hits[1:]:
-        if start <= high + max_len:
-            high = max(high, end)
-        else:
-            merged.append((low, high))
-            low, high = start, end
-    merged.append((low, high))
-    return merged
+            # The next match holds a trigger at or after `end`, so it starts in that
+            # trigger's range: skip the gap up to the first such range. (A lab order's two
+            # e-mails lie ~300 characters apart: searching that gap cost shapes() ~25k
+            # instructions per dense order, 337k -> 312k.)
+            while ranges[pending][1] < end:
+                pending += 1
+            position = max(end, ranges[pending][0])
+        first = last
 
 
 def native_hyperscan_available() -> bool:
