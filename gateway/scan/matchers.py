@@ -128,6 +128,8 @@ class _Plan:
             bytes(1 if chr(c) in alphabet else 0 for c in range(256)) if alphabet else None
         )
         self.offset = shape.locate_offset
+        # A locator opens with `\b` (see _located_starts).
+        assert shape.locate_start is None or shape.locate_start.startswith(r"\b")
         self.locate = (
             re.compile(shape.locate_start, re.ASCII) if shape.locate_start is not None else None
         )
@@ -354,9 +356,30 @@ def _located_starts(plan: _Plan, folded: str, data: bytes, triggers: list[int]) 
         if alphabet is not None:  # skip to the last barrier (see Shape)
             position = _after_barrier(data, position, anchor, alphabet)
         while (m := search(folded, position, anchor)) is not None:
-            located.add(m.start())
-            position = m.start() + 1
+            start = m.start()
+            located.add(start)
+            # The locator opens with `\b`, which never holds inside a run of word
+            # characters: when [start, anchor) is one, no later start reaches the anchor.
+            # ("ADAM Frederic": the search that found nothing more cost shapes() ~5k
+            # instructions per dense order, 302k -> 296k.)
+            if _word_run(data, start, anchor):
+                break
+            position = start + 1
     return sorted(located)
+
+
+# re.ASCII's word characters (`\w`), as a byte table: 1 for letters, digits and "_".
+_WORD_BYTES: Final = bytes(
+    1 if chr(c).isascii() and (chr(c).isalnum() or chr(c) == "_") else 0 for c in range(256)
+)
+
+
+def _word_run(data: bytes, low: int, high: int) -> bool:
+    """Every character of data[low:high] is a word character."""
+    for position in range(low, high):
+        if not _WORD_BYTES[data[position]]:
+            return False
+    return True
 
 
 def _read_windows(

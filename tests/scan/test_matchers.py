@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.scan.matchers import HyperscanMatcher, ReMatcher, hyperscan_available
+from gateway.scan.matchers import (
+    HyperscanMatcher,
+    ReMatcher,
+    _after_barrier,
+    _located_starts,
+    hyperscan_available,
+)
 
 pytestmark = pytest.mark.skipif(not hyperscan_available(), reason="Hyperscan not installed")
 
@@ -84,3 +90,32 @@ def test_two_emails_in_one_window_are_both_found_across_the_gap() -> None:
     found = hyperscan.shapes(folded, data)
     assert sorted(found) == sorted(re_matcher.shapes(folded, data))
     assert sum(1 for name, _, _ in found if name == "email") == 4
+
+
+@settings(max_examples=600, deadline=None)
+@given(parts=st.lists(TOKENS, max_size=40))
+def test_located_starts_are_every_position_the_locator_reaches_the_anchor_from(
+    parts: list[str],
+) -> None:
+    """_located_starts stops searching a window once the rest of it is one word: the
+    starts it returns are still all those a match at each position of the window finds."""
+    folded = "".join(parts)
+    data = folded.encode("ascii")
+    hyperscan, _ = matchers()
+    for shape_index, spans in hyperscan._shape_db.scan_grouped(data):
+        plan = hyperscan._plans[shape_index]
+        if plan.locate is None:
+            continue
+        triggers = sorted(set(spans[0::2]))
+        expected = set()
+        for trigger in triggers:
+            anchor = trigger + plan.offset
+            low = max(0, anchor - plan.before)
+            if plan.alphabet is not None:
+                low = _after_barrier(data, low, anchor, plan.alphabet)
+            expected |= {
+                position
+                for position in range(low, anchor)
+                if plan.locate.match(folded, position, anchor) is not None
+            }
+        assert _located_starts(plan, folded, data, triggers) == sorted(expected)
