@@ -128,6 +128,13 @@ def test_grouped_hits_come_by_id_then_span_each_span_once() -> None:
     data = b"xab abb ac"
     expected = [(0, [2, 3, 5, 6, 5, 7]), (1, [2, 3, 5, 6, 6, 7]), (2, [1, 3, 4, 6, 8, 10])]
     assert database.scan_grouped(data) == group_hits(database.scan(data)) == expected
+    # Large ids, or many hits, are sorted another way (see _hyperscan.c's sort_hits).
+    large_ids = _hyperscan.Database([b"ab", b"a[b-c]", b"b"], [2, 40, 1], [som] * 3)
+    expected = [(1, [2, 3, 5, 6, 6, 7]), (2, [1, 3, 4, 6]), (40, [1, 3, 4, 6, 8, 10])]
+    assert large_ids.scan_grouped(data) == group_hits(large_ids.scan(data)) == expected
+    many = data * 20
+    assert len(database.scan(many)) > 64
+    assert database.scan_grouped(many) == group_hits(database.scan(many))
     # A span reported twice (Hyperscan merges most such reports itself) is kept once.
     assert group_hits([(2, 4, 6), (1, 5, 6), (2, 4, 6), (2, 1, 3)]) == [
         (1, [5, 6]),
