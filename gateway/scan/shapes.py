@@ -62,7 +62,7 @@ class Shape:
     before: int = 0
     # When set: the match starts where this pattern, searched in the `before` characters
     # ending at the anchor (trigger start + `locate_offset`), begins; it must end exactly
-    # at the anchor (use `\Z`).
+    # at the anchor (use `\Z`), and open with `\b` (no start lies inside a word).
     locate_start: str | None = None
     locate_offset: int = 0
     # Every character a match (or, with `locate_start`, a located run) can hold; None

@@ -1,6 +1,7 @@
 """gateway.scan._hyperscan (the C scanning module) against the python-hyperscan binding:
 the same databases report the same hits, on small texts (the GIL kept, one shared
-scratch) and large ones (the GIL released, a scratch per scan), from several threads."""
+scratch) and large ones (the GIL released, a scratch per scan), from several threads; and
+`scan_grouped` groups them as matchers.group_hits does."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from gateway.scan.matchers import (
     HS_FLAG_CASELESS,
     HS_FLAG_SOM_LEFTMOST,
     HyperscanMatcher,
+    group_hits,
     native_hyperscan_available,
     word_view,
 )
@@ -47,6 +49,8 @@ def test_native_and_binding_report_the_same_hits_on_the_corpus() -> None:
         view = word_view(data)
         native_hits = native._shape_db.scan(data)
         assert sorted(native_hits) == sorted(binding._shape_db.scan(data))
+        grouped = native._shape_db.scan_grouped(data)
+        assert grouped == group_hits(native_hits) == binding._shape_db.scan_grouped(data)
         assert native.shapes(text, data) == binding.shapes(text, data)
         assert native.literals(view) == binding.literals(view)
         compared += len(native_hits)
@@ -61,6 +65,7 @@ def test_a_large_text_is_scanned_whole_with_the_gil_released() -> None:
     data = text.encode("ascii")
     native_hits = native._shape_db.scan(data)
     assert sorted(native_hits) == sorted(binding._shape_db.scan(data))
+    assert native._shape_db.scan_grouped(data) == group_hits(native_hits)
     assert max(end for _, _, end in native_hits) > 3 * _LARGE  # hits to the very end
 
 
@@ -105,10 +110,36 @@ def test_bad_databases_and_inputs_raise_clear_errors() -> None:
         database.scan("not bytes")  # type: ignore[arg-type]
     assert database.scan(b"M. DUPONT, dupont") == [(7, 3, 9), (7, 11, 17)]
     assert database.scan(b"") == []
+    with pytest.raises(TypeError):
+        database.scan_grouped("not bytes")  # type: ignore[arg-type]
+    assert database.scan_grouped(b"M. DUPONT, dupont") == [(7, [3, 9, 11, 17])]
+    assert database.scan_grouped(b"") == []
     literal = _hyperscan.Database(
         [b" a.b "], [3], HS_FLAG_CASELESS | HS_FLAG_SOM_LEFTMOST, literal=True
     )
     assert literal.scan(b"x A.B  axb ") == [(3, 1, 6)]  # a literal: "." is no wildcard
+
+
+def test_grouped_hits_come_by_id_then_span_each_span_once() -> None:
+    from gateway.scan import _hyperscan
+
+    som = HS_FLAG_SOM_LEFTMOST
+    database = _hyperscan.Database([b"ab", b"a[b-c]", b"b", b"b+"], [2, 2, 1, 0], [som] * 4)
+    data = b"xab abb ac"
+    expected = [(0, [2, 3, 5, 6, 5, 7]), (1, [2, 3, 5, 6, 6, 7]), (2, [1, 3, 4, 6, 8, 10])]
+    assert database.scan_grouped(data) == group_hits(database.scan(data)) == expected
+    # Large ids, or many hits, are sorted another way (see _hyperscan.c's sort_hits).
+    large_ids = _hyperscan.Database([b"ab", b"a[b-c]", b"b"], [2, 40, 1], [som] * 3)
+    expected = [(1, [2, 3, 5, 6, 6, 7]), (2, [1, 3, 4, 6]), (40, [1, 3, 4, 6, 8, 10])]
+    assert large_ids.scan_grouped(data) == group_hits(large_ids.scan(data)) == expected
+    many = data * 20
+    assert len(database.scan(many)) > 64
+    assert database.scan_grouped(many) == group_hits(database.scan(many))
+    # A span reported twice (Hyperscan merges most such reports itself) is kept once.
+    assert group_hits([(2, 4, 6), (1, 5, 6), (2, 4, 6), (2, 1, 3)]) == [
+        (1, [5, 6]),
+        (2, [1, 3, 4, 6]),
+    ]
 
 
 def test_engines_on_either_binding_find_and_write_the_same() -> None:
