@@ -17,6 +17,7 @@ from gateway.scan import (
     TypeAction,
     build_engine,
 )
+from gateway.scan.engine import _PatientTokens
 
 DIGEST_KEY = b"d" * 32
 PSEUDONYM_KEY = b"p" * 32
@@ -166,13 +167,16 @@ def test_finding_digests_are_crypto_value_digests() -> None:
 
 
 def test_tokens_are_crypto_patient_tokens() -> None:
-    """The engine computes tokens itself (compiled); they are crypto.pseudonym's."""
+    """The engine computes tokens itself (compiled, through the C digester where it is
+    built, else hashlib's states); both are crypto.pseudonym's."""
     scan = _engine("re")
+    hashlib_tokens = _PatientTokens(PSEUDONYM_KEY)
+    hashlib_tokens._digester = None
     for patient in ("p-1", "n-0123456789abcdef", "é\u2019x" * 20):
         for audience in ("labo.example", " Labo.Example ", "ÉTÉ\u2019"):
-            assert scan.token_for_patient(patient, audience) == patient_token(
-                PSEUDONYM_KEY, audience, patient
-            )
+            expected = patient_token(PSEUDONYM_KEY, audience, patient)
+            assert scan.token_for_patient(patient, audience) == expected
+            assert hashlib_tokens(patient, audience) == expected
 
 
 def test_unknown_engine_rejected() -> None:
