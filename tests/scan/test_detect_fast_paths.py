@@ -6,13 +6,22 @@ fast path decides exactly as it does.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stdnum import iban as stdnum_iban
 
-from gateway.scan import Engine, IdentifierKind, TextField, build_engine, validators
+from gateway.scan import (
+    Engine,
+    IdentifierKind,
+    TextField,
+    build_engine,
+    names,
+    validators,
+)
+from gateway.scan._fold import fold
 from gateway.scan.engine import _within_sole_iban
 from gateway.scan.shapes import ShapeName
 
@@ -75,3 +84,104 @@ def test_within_sole_iban_only_when_nothing_may_outrank_the_iban() -> None:
         assert not _within_sole_iban(20, 40, ibans, sorted([iban, phone, other]))
     # Other shapes rank after an IBAN: they change nothing.
     assert _within_sole_iban(20, 40, ibans, [iban, phone, (ShapeName.EMAIL, 12, 60)])
+
+
+# The regex validators.is_birth_label_before ran before it read the window in place: the
+# birth-label rule's mirror image, matched at the start of the reversed window.
+_BIRTH_LABEL_REVERSED = re.compile(
+    r"(?:[ :]{1,3}el)?[ :.,-]{0,4}(?:\b(?:"
+    + "|".join(re.escape(word[::-1]) for word in validators._BIRTH_WORDS)
+    + ")|"
+    + "|".join(re.escape(word[::-1]) for word in validators._BIRTH_WORDS_OPEN)
+    + r")\b"
+)
+_LABEL_PIECES = [
+    *("ne", "NEE", "nes", "nées", "DDN", "date", "de", "naissance", "naiss", "dob"),
+    *("birth", "Born", "of", "(e)", "(E)", "le", "Le", "x", "_", "7", "é", "?", "\n"),
+    *(" ", " ", ":", ".", ",", "-", "(", ")"),
+]
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pieces=st.lists(st.sampled_from(_LABEL_PIECES), max_size=16),
+    cut=st.integers(0, 90),
+)
+def test_birth_label_reading_is_the_rule(pieces: list[str], cut: int) -> None:
+    folded = fold("".join(pieces) + " 12/03/1984")
+    end = min(cut, len(folded))
+    window = folded[max(0, end - validators.BIRTH_LABEL_WINDOW) : end].lower()
+    expected = _BIRTH_LABEL_REVERSED.match(window[::-1]) is not None
+    assert validators.is_birth_label_before(folded, end) is expected
+
+
+# names.pair_span and names.trigger_name_span as written before they read their words in
+# place (split on spaces, `.strip()`, `.isupper()`): both must answer alike on any text.
+def _pair_span_by_split(folded: str, start: int, end: int) -> tuple[int, int] | None:
+    name_follows = False
+    for word in reversed(folded[start:end].split(" ")):
+        low = word.lower()
+        bare = low.strip("'-")
+        if (bare in names.STOPWORDS or len(bare) < 2 or not word[:1].isupper()) and not (
+            name_follows and word[:1].isupper() and low in names.PARTICLES
+        ):
+            return None
+        name_follows = True
+    return start, end
+
+
+def _trigger_name_span_by_split(folded: str, start: int, end: int) -> tuple[int, int] | None:
+    tokens = folded[start:end].split(" ")
+    trigger = 0
+    while trigger < len(tokens) and not tokens[trigger].rstrip(".:"):
+        trigger += 1
+    name_start = name_end = -1
+    next_is_name = False
+    next_start = -1
+    token_end = end
+    for i in range(len(tokens) - 1, trigger, -1):
+        token = tokens[i]
+        token_start = token_end - len(token)
+        token_end = token_start - 1
+        word = token.rstrip(".:")
+        if not word:
+            continue
+        word_end = token_start + len(word)
+        low = word.lower()
+        bare = low.strip("'-")
+        is_name = not (bare in names.STOPWORDS or len(bare) < 2 or not word[0].isupper())
+        if (
+            not is_name
+            and next_is_name
+            and word[0].isupper()
+            and low in names.PARTICLES
+            and next_start - word_end == 1
+        ):
+            is_name = True
+        if is_name:
+            if not next_is_name:
+                name_end = word_end
+            name_start = token_start
+        next_is_name = is_name
+        next_start = token_start
+    return (name_start, name_end) if name_start >= 0 else None
+
+
+_NAME_PIECES = [
+    *("M.", "Mme", "Madame", "Pour", "Bonjour", "Dupont", "DUPONT", "Jean-Pierre", "N'Diaye"),
+    *("D'", "-", "'", "Le", "LE", "de", "De", "Van", "Merci", "Nom", "A", "Xy", "x", "7"),
+    *(" ", " ", " ", "  ", ".", ":", " : ", "..", "\n", "?"),
+]
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pieces=st.lists(st.sampled_from(_NAME_PIECES), max_size=14),
+    cut=st.tuples(st.integers(0, 60), st.integers(0, 60)),
+)
+def test_name_spans_read_in_place_as_split(pieces: list[str], cut: tuple[int, int]) -> None:
+    folded = fold("".join(pieces))
+    start, end = min(cut[0], len(folded)), min(max(cut), len(folded))
+    assert names.pair_span(folded, start, end) == _pair_span_by_split(folded, start, end)
+    expected = _trigger_name_span_by_split(folded, start, end)
+    assert names.trigger_name_span(folded, start, end) == expected
