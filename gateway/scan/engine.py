@@ -715,7 +715,10 @@ class Engine:
             return None  # no rostered last or first name starts with the first word
         full_names = self.roster.full_names
         for cut in range(1, len(words)):
-            left, right = " ".join(words[:cut]), " ".join(words[cut:])
+            if len(words) == 2:  # most names: the words themselves, no slices and joins
+                left, right = words[0], words[1]
+            else:
+                left, right = " ".join(words[:cut]), " ".join(words[cut:])
             # Both orders, as two look-ups: compiled, a loop over a tuple of the two pairs
             # is a generic Python iteration.
             keys = full_names.get((left, right)) or full_names.get((right, left))
@@ -731,11 +734,12 @@ class Engine:
     ) -> _SpanIndex:
         spans = [(s, e) for name, s, e in candidates if name is _Shape.DOCTOR]
         if self._practice_literals:
-            spans.extend(
-                (s, e)
-                for index, s, e in hits
-                if index in self._practice_literals and _is_word(folded, s, e)
-            )
+            # The owner read by index: compiled, a native list read, where the literal
+            # index's look-up in the frozenset boxed it first (an allocation past 256).
+            owners = self._literal_owner
+            for index, s, e in hits:
+                if owners[index] == _PRACTICE and _is_word(folded, s, e):
+                    spans.append((s, e))
         return _SpanIndex(spans) if spans else _NO_SPANS
 
     def _roster_words(
@@ -779,17 +783,16 @@ class Engine:
             return found, used
         # The hits' neighbours are read in `folded` itself; a lower-cased copy is made only
         # where a first name of the surname's patients stands next to it (rare).
-        after_re, separators = (
-            (_FIRST_AFTER_FILE, " ,_.-") if field.kind is _Field.FILENAME else (_FIRST_AFTER, " ,")
-        )
+        in_file_name = field.kind is _Field.FILENAME
+        after_re = _FIRST_AFTER_FILE if in_file_name else _FIRST_AFTER
         taken_until = -1
         for i, (start, end, surname) in enumerate(words):
             if start < taken_until:
                 used.add(i)
                 continue
-            match = self._first_name_before(folded, start, surname, separators)
+            match = self._first_name_before(folded, start, surname, in_file_name)
             if match is None:
-                match = self._first_name_after(folded, end, surname, after_re, separators)
+                match = self._first_name_after(folded, end, surname, after_re, in_file_name)
             if match is None:
                 continue
             name_start, name_end, first = match
@@ -802,7 +805,7 @@ class Engine:
         return found, used
 
     def _first_name_after(
-        self, folded: str, end: int, surname: str, pattern: re.Pattern[str], separators: str
+        self, folded: str, end: int, surname: str, pattern: re.Pattern[str], in_file_name: bool
     ) -> tuple[int, int, str] | None:
         # Most surnames are followed by no first name of theirs: check the word after the
         # 1-3 separators against the first names' first words before any regex.
@@ -811,12 +814,16 @@ class Engine:
             return None
         size = len(folded)
         position = end
-        while position < size and position - end < 4 and folded[position] in separators:
+        while (
+            position < size
+            and position - end < 4
+            and _is_first_name_separator(ord(folded[position]), in_file_name)
+        ):
             position += 1
         if not 1 <= position - end <= 3:
             return None  # the pattern's [ ,]{1,3} then a word character fails here
         word_end = position
-        while word_end < size and _is_word_char(folded[word_end]):
+        while word_end < size and _is_word_code(ord(folded[word_end])):
             word_end += 1
         if folded[position:word_end].lower() not in heads:
             return None  # every first name tried below starts with this word
@@ -832,7 +839,7 @@ class Engine:
         return None
 
     def _first_name_before(
-        self, folded: str, start: int, surname: str, separators: str
+        self, folded: str, start: int, surname: str, in_file_name: bool
     ) -> tuple[int, int, str] | None:
         # Read backwards (a `$`-anchored search would try every start in the window):
         # skip the 1-3 separators, then match the words on the reversed text. Both read
@@ -840,7 +847,9 @@ class Engine:
         # is copied only when the word before them is the end of one.
         window_start = max(0, start - _FIRST_NAME_WINDOW)
         group_end = start
-        while group_end > window_start and folded[group_end - 1] in separators:
+        while group_end > window_start and _is_first_name_separator(
+            ord(folded[group_end - 1]), in_file_name
+        ):
             group_end -= 1
         if not 1 <= start - group_end <= 3:
             return None
@@ -849,7 +858,7 @@ class Engine:
         if tails is None:
             return None
         word_start = group_end
-        while word_start > window_start and _is_word_char(folded[word_start - 1]):
+        while word_start > window_start and _is_word_code(ord(folded[word_start - 1])):
             word_start -= 1
         if word_start == group_end or folded[word_start:group_end].lower() not in tails:
             return None  # every first name tried below ends with this word
@@ -1168,10 +1177,20 @@ def _after_civility(folded: str, start: int) -> bool:
     return _CIVILITY_BEFORE.search(before) is not None
 
 
-def _is_word_char(ch: str) -> bool:
-    """[A-Za-z0-9]: in folded text, the characters of _ALNUM_RUN once lower-cased."""
-    code = ord(ch)  # compiled, integer comparisons; string ones are C-API calls
+def _is_word_code(code: int) -> bool:
+    """[A-Za-z0-9]: in folded text, the characters of _ALNUM_RUN once lower-cased. Read as
+    codes (`ord(text[i])`): compiled, integer comparisons, no one-character string."""
     return 97 <= code <= 122 or 65 <= code <= 90 or 48 <= code <= 57
+
+
+def _is_first_name_separator(code: int, in_file_name: bool) -> bool:
+    """ " " or "," (in a file name also "_", "." and "-"): what stands between a surname
+    and a first name. Compiled, integer tests; `ch in " ,"` is a C-API call a character."""
+    return (
+        code == 0x20
+        or code == 0x2C
+        or (in_file_name and (code == 0x5F or code == 0x2E or code == 0x2D))
+    )
 
 
 def _is_word(folded: str, start: int, end: int) -> bool:
@@ -1437,6 +1456,21 @@ def _rank(span: _Span) -> tuple[int, bool, int, int]:
     return (_PRIORITY[span.kind], span.patient is None, span.start - span.end, span.start)
 
 
+def _by_rank(spans: list[_Span]) -> list[_Span]:
+    """`sorted(spans, key=_rank)` for spans none empty: each rank packed in one int, its
+    fields in turn (see _in_packed_order). Compiled, `sorted` with a key costs a generic
+    call per span and a tuple compare per pair (~5k instructions a dense order)."""
+    stride = max([span.end for span in spans]) + 1  # past every start and length
+    count = len(spans)
+    packed: list[int] = []
+    for i, span in enumerate(spans):
+        unrostered = 1 if span.patient is None else 0
+        shorter = stride - (span.end - span.start)  # the longest first
+        rank = ((_PRIORITY[span.kind] * 2 + unrostered) * stride + shorter) * stride + span.start
+        packed.append(rank * count + i)
+    return _in_packed_order(spans, packed)
+
+
 def _resolve_cluster(spans: list[_Span], folded: str) -> list[_Span]:
     if len(spans) == 1:
         return spans
@@ -1451,7 +1485,7 @@ def _resolve_cluster(spans: list[_Span], folded: str) -> list[_Span]:
         if second.kind is not _Kind.NAME or second.patient is None:
             return [first]
     kept: _KeptSpans = _SmallKept() if len(spans) <= _SMALL_CLUSTER else _LargeKept(spans)
-    for span in sorted(spans, key=_rank):
+    for span in _by_rank(spans):
         if not kept.overlaps(span.start, span.end):
             kept.add(span.start, span.end, span)
         elif span.kind is _Kind.NAME and span.patient is not None:

@@ -19,10 +19,11 @@ from gateway.scan import (
     TextField,
     build_engine,
     names,
+    patients,
     validators,
 )
 from gateway.scan._fold import fold
-from gateway.scan.engine import _within_sole_iban
+from gateway.scan.engine import _by_rank, _rank, _Span, _within_sole_iban
 from gateway.scan.shapes import ShapeName
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -185,3 +186,36 @@ def test_name_spans_read_in_place_as_split(pieces: list[str], cut: tuple[int, in
     assert names.pair_span(folded, start, end) == _pair_span_by_split(folded, start, end)
     expected = _trigger_name_span_by_split(folded, start, end)
     assert names.trigger_name_span(folded, start, end) == expected
+
+
+_NONEMPTY_SPAN = st.builds(
+    lambda kind, start, length, patient: _Span(kind, start, start + length, "v", patient),
+    st.sampled_from(list(IdentifierKind)),
+    st.integers(min_value=0, max_value=300),
+    st.integers(min_value=1, max_value=60),
+    st.sampled_from([None, "p-a", "p-b"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(spans=st.lists(_NONEMPTY_SPAN, min_size=1, max_size=80))
+def test_by_rank_is_the_stable_sort_by_rank(spans: list[_Span]) -> None:
+    # By identity: among equal ranks, the order of arrival shows.
+    assert [id(s) for s in _by_rank(spans)] == [id(s) for s in sorted(spans, key=_rank)]
+
+
+# patients.normalise_folded_name as first written: one regex substitution, then strip.
+_NAME_SEPARATORS = re.compile(r"[\s\-']+")
+_NAME_CHARACTERS = st.sampled_from(
+    [" ", "  ", "-", "'", "\t", "\n", "\x1c", "\x85", "\xa0", "\u2003", "\u3000", "a", "B", "é"]
+    + ["Jean", "N'DIAYE", "Le", "x1", "_", "."]
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(pieces=st.lists(_NAME_CHARACTERS, max_size=12))
+def test_normalised_name_is_the_regex_substitution(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    expected = _NAME_SEPARATORS.sub(" ", text.lower()).strip()
+    assert patients.normalise_folded_name(text) == expected
+    assert patients.normalise_name(text) == _NAME_SEPARATORS.sub(" ", fold(text).lower()).strip()
