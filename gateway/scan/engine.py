@@ -183,7 +183,6 @@ _FIRST_AFTER_FILE: Final = re.compile(r"[ ,_.-]{1,3}([a-z0-9]+(?:[ '-][a-z0-9]+)
 _WORDS: Final = re.compile(r"[a-z0-9]+(?:[ '-][a-z0-9]+){0,2}")  # symmetric: read reversed too
 _ALNUM_RUN: Final = re.compile(r"[a-z0-9]+")
 _PAIR_GAP: Final = re.compile(r"[ ,]{1,3}")
-_ADDRESS_GAP: Final = re.compile(r"[ ,\n\r-]{1,4}")
 _YEAR: Final = re.compile(r"(?:19|20)\d\d")
 # In an AGE candidate: the number and its unit (the finding's span), and the oldest age.
 _AGE_VALUE: Final = re.compile(AGE_VALUE, re.ASCII | re.IGNORECASE)
@@ -426,10 +425,11 @@ class Engine:
         return spans
 
     def _field_spans(
-        self, fields: Sequence[TextField], tick: Callable[[], None]
+        self, message: Sequence[TextField], tick: Callable[[], None]
     ) -> list[list[_Span]]:
         """Per field, the spans `scan_fields` reports (non-overlapping, none empty), in
         order: the whole scan but the digests."""
+        fields = list(message)  # compiled, a list's items are read natively, a Sequence's not
         count = len(fields)
         folded_fields = self._fold_fields(fields)
         spans: list[list[_Span]] = [[] for _ in range(count)]
@@ -621,7 +621,7 @@ class Engine:
     # -- detection -----------------------------------------------------------------
 
     @classmethod
-    def _fold_fields(cls, fields: Sequence[TextField]) -> list[str]:
+    def _fold_fields(cls, fields: list[TextField]) -> list[str]:
         """Every field folded, each alone. A text is stored one byte a character unless it
         holds a character past U+00FF ("€", "’"), and only such a text takes the slow,
         character by character, encoding path of `fold`: folded in one join, every
@@ -1061,13 +1061,17 @@ class Engine:
                     continue
                 end = _town_end(folded, start, end)
                 # The street it follows is among the last ones met (candidates come sorted).
-                after_street = any(
-                    _ADDRESS_GAP.fullmatch(folded, e, start) for _s, e in streets[-3:]
-                )
-                # At a line start (spaces allowed) or after a comma.
+                after_street = any(_is_address_gap(folded, e, start) for _s, e in streets[-3:])
+                # At a line start (spaces allowed) or after a comma, read in place.
                 window_start = max(0, start - _CONTEXT_WINDOW)
-                before = folded[window_start:start].rstrip(" ")
-                line_start = before[-1:] in ("\n", "\r", ",") if before else window_start == 0
+                position = start
+                while position > window_start and ord(folded[position - 1]) == 0x20:
+                    position -= 1
+                if position > window_start:
+                    last = ord(folded[position - 1])
+                    line_start = last == 0x0A or last == 0x0D or last == 0x2C  # \n, \r, ","
+                else:
+                    line_start = window_start == 0
                 if after_street or line_start:
                     key = alnum_key(folded[start:end])
                     if not self._is_practice_key(key):
@@ -1336,6 +1340,19 @@ def _town_end(folded: str, start: int, end: int) -> int:
     return last
 
 
+def _is_address_gap(folded: str, start: int, end: int) -> bool:
+    """Whether folded[start:end] is 1-4 of " ,\\n\\r-", what may stand between a street
+    and its postcode. Read in place: compiled, integer tests, where the regex
+    `[ ,\\n\\r-]{1,4}` cost a generic call and a match object (~1k instructions)."""
+    if not 1 <= end - start <= 4:
+        return False
+    for position in range(start, end):
+        code = ord(folded[position])
+        if not (code == 0x20 or code == 0x2C or code == 0x0A or code == 0x0D or code == 0x2D):
+            return False
+    return True
+
+
 def _merge_addresses(spans: list[_Span], folded: str) -> list[_Span]:
     """Join a street and the postcode + town that follows it into one address."""
     addresses = [s for s in spans if s.kind is _Kind.ADDRESS]
@@ -1346,7 +1363,7 @@ def _merge_addresses(spans: list[_Span], folded: str) -> list[_Span]:
     bounds: list[list[int]] = []  # [start, end] of merged addresses; values computed once
     for span in addresses:
         if bounds and (
-            span.start <= bounds[-1][1] or _ADDRESS_GAP.fullmatch(folded, bounds[-1][1], span.start)
+            span.start <= bounds[-1][1] or _is_address_gap(folded, bounds[-1][1], span.start)
         ):
             bounds[-1][1] = max(bounds[-1][1], span.end)
         else:

@@ -104,7 +104,8 @@ def nir_check_digits(compact: str) -> str:
         body = compact[:5] + "18" + compact[7:13]
     else:
         body = compact[:13]
-    return f"{97 - int(body) % 97:02d}"
+    key = 97 - int(body) % 97  # 1-97, two digits: `str` (a format spec is a generic call)
+    return str(key) if key >= 10 else "0" + str(key)
 
 
 def iban_value(candidate: str) -> tuple[str, int] | None:

@@ -23,7 +23,7 @@ from gateway.scan import (
     validators,
 )
 from gateway.scan._fold import fold
-from gateway.scan.engine import _by_rank, _rank, _Span, _within_sole_iban
+from gateway.scan.engine import _by_rank, _is_address_gap, _rank, _Span, _within_sole_iban
 from gateway.scan.shapes import ShapeName
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -219,3 +219,17 @@ def test_normalised_name_is_the_regex_substitution(pieces: list[str]) -> None:
     expected = _NAME_SEPARATORS.sub(" ", text.lower()).strip()
     assert patients.normalise_folded_name(text) == expected
     assert patients.normalise_name(text) == _NAME_SEPARATORS.sub(" ", fold(text).lower()).strip()
+
+
+_ADDRESS_GAP = re.compile(r"[ ,\n\r-]{1,4}")  # what _is_address_gap reads in place
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.text(" ,\n\r-a1.\t", max_size=8),
+    cut=st.tuples(st.integers(-2, 10), st.integers(-2, 10)),
+)
+def test_address_gap_read_in_place_is_the_regex(text: str, cut: tuple[int, int]) -> None:
+    start, end = max(0, cut[0]), max(0, min(cut[1], len(text)))
+    expected = _ADDRESS_GAP.fullmatch(text, start, end) is not None
+    assert _is_address_gap(text, start, end) is expected
