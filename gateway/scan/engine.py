@@ -1155,30 +1155,31 @@ def name_digest_value(normalised_name: str) -> str:
     return " ".join(words)
 
 
-# The last letters of every civility or intro word _CIVILITY_BEFORE knows: a cheap test
-# that spares the regex for most roster words met in running text.
-_CIVILITY_TAILS: Final = (
-    "m.",
-    "mr",
-    "r.",
-    "me",
-    "e.",
-    "le",
-    "ur",
-    "lle",
-    "nt",
-    "te",
-    "er",
-    "re",
-    "om",
+# The last two letters of every civility or intro word _CIVILITY_BEFORE knows ("lle"
+# ends with "le"): a cheap test that spares the regex for most roster words met in
+# running text.
+_CIVILITY_TAILS: Final = frozenset(
+    ("m.", "mr", "r.", "me", "e.", "le", "ur", "nt", "te", "er", "re", "om")
 )
 
 
 def _after_civility(folded: str, start: int) -> bool:
-    before = folded[max(0, start - _CIVILITY_WINDOW) : start].lower()
-    if not before.rstrip(" :").endswith(_CIVILITY_TAILS):
+    """Whether a civility or intro word, then 1-3 of " :", ends at `start`.
+
+    Read backwards in place before the regex (compiled, integer tests): the run of
+    " :" must be 1-3 long (the regex's `$` may stand before a final newline, but no
+    tail ends with one), and the word's last two letters a known tail."""
+    low = max(0, start - _CIVILITY_WINDOW)
+    position = start
+    while position > low and (
+        ord(folded[position - 1]) == 0x20 or ord(folded[position - 1]) == 0x3A
+    ):
+        position -= 1  # " " or ":"
+    if not 1 <= start - position <= 3 or position - 2 < low:
         return False
-    return _CIVILITY_BEFORE.search(before) is not None
+    if folded[position - 2 : position].lower() not in _CIVILITY_TAILS:
+        return False
+    return _CIVILITY_BEFORE.search(folded[low:start].lower()) is not None
 
 
 def _is_word_code(code: int) -> bool:
@@ -1281,11 +1282,20 @@ def _street_end(text: str, folded: str, start: int, end: int) -> int:
             if word in _STREET_TYPE_WORDS:  # a word holds no "." ("av.")
                 type_end = last_end = word_end
             continue
-        low = word.strip("'-")
-        if low in _PARTICLES or low.split("'")[0] in _PARTICLES:
+        low = word
+        if _is_apostrophe_or_hyphen(ord(word[0])) or _is_apostrophe_or_hyphen(ord(word[-1])):
+            low = word.strip("'-")  # compiled, a generic method call: only where it strips
+        if low in _PARTICLES:
             continue
-        first = text[word_start]  # the written word's first character
-        if first.isupper() or first.isdigit():
+        apostrophe = low.find("'")
+        if apostrophe >= 0 and low[:apostrophe] in _PARTICLES:  # "d'Alsace"
+            continue
+        first = ord(text[word_start])  # the written word's first character
+        if first < 128:
+            upper_or_digit = 65 <= first <= 90 or 48 <= first <= 57
+        else:  # "É": Unicode's rules
+            upper_or_digit = text[word_start].isupper() or text[word_start].isdigit()
+        if upper_or_digit:
             last_end = word_end
             taken = True
             continue
@@ -1301,20 +1311,24 @@ def _address_words(folded: str, start: int, end: int) -> list[tuple[int, int]]:
     words: list[tuple[int, int]] = []
     position = start
     while position < end:
-        if _is_address_char(folded[position]):
+        if _is_address_code(ord(folded[position])):
             word_start = position
             position += 1
-            while position < end and _is_address_char(folded[position]):
+            while position < end and _is_address_code(ord(folded[position])):
                 position += 1
             words.append((word_start, position))
         position += 1  # past a character that is not a word's
     return words
 
 
-def _is_address_char(ch: str) -> bool:
-    """[A-Za-z'-], the characters of an address word."""
-    code = ord(ch)
+def _is_address_code(code: int) -> bool:
+    """[A-Za-z'-], the characters of an address word, read as codes (`ord(text[i])`):
+    compiled, no one-character string is made."""
     return 97 <= code <= 122 or 65 <= code <= 90 or code == 39 or code == 45
+
+
+def _is_apostrophe_or_hyphen(code: int) -> bool:
+    return code == 39 or code == 45
 
 
 _STREET_TYPE_WORDS: Final = frozenset(

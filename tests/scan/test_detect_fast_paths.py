@@ -22,6 +22,7 @@ from gateway.scan import (
     patients,
     validators,
 )
+from gateway.scan import engine as engine_module
 from gateway.scan._fold import fold
 from gateway.scan.engine import _by_rank, _is_address_gap, _rank, _Span, _within_sole_iban
 from gateway.scan.shapes import ShapeName
@@ -233,3 +234,62 @@ def test_address_gap_read_in_place_is_the_regex(text: str, cut: tuple[int, int])
     start, end = max(0, cut[0]), max(0, min(cut[1], len(text)))
     expected = _ADDRESS_GAP.fullmatch(text, start, end) is not None
     assert _is_address_gap(text, start, end) is expected
+
+
+# engine._after_civility and engine._street_end as written before they read their text
+# in place (a lower-cased slice, .rstrip(), .strip(), .split(), .isupper()).
+def _after_civility_by_slice(folded: str, start: int) -> bool:
+    tails = ("m.", "mr", "r.", "me", "e.", "le", "ur", "lle", "nt", "te", "er", "re", "om")
+    before = folded[max(0, start - 16) : start].lower()
+    if not before.rstrip(" :").endswith(tails):
+        return False
+    return engine_module._CIVILITY_BEFORE.search(before) is not None
+
+
+_ADDRESS_WORD = re.compile(r"[A-Za-z'-]+")
+
+
+def _street_end_by_strip(text: str, folded: str, start: int, end: int) -> int:
+    type_end = -1
+    last_end = start
+    taken = False
+    for m in _ADDRESS_WORD.finditer(folded, start, end):
+        word_start, word_end = m.span()
+        word = m.group().lower()
+        if type_end < 0:
+            if word in engine_module._STREET_TYPE_WORDS:
+                type_end = last_end = word_end
+            continue
+        low = word.strip("'-")
+        if low in engine_module._PARTICLES or low.split("'")[0] in engine_module._PARTICLES:
+            continue
+        first = text[word_start]
+        if first.isupper() or first.isdigit():
+            last_end = word_end
+            taken = True
+            continue
+        break
+    return last_end if taken else start
+
+
+_STREET_PIECES = [
+    *("12", "bis", "rue", "Rue", "AVENUE", "av.", "de", "la", "La", "d'", "D'Alsace", "l'Église"),
+    *("Saint-", "Éloi", "des", "Lilas", "x", "-", "'", "é", "É", ",", "Mme", "M.", "Mr", "pour"),
+    *("monsieur", "Patiente", "nom", "Bonjour", " ", " ", "  ", ":", " : ", "\n", "²", "Ⅻ"),
+]
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pieces=st.lists(st.sampled_from(_STREET_PIECES), max_size=14),
+    cut=st.tuples(st.integers(0, 80), st.integers(0, 80)),
+)
+def test_civility_and_street_reads_in_place_as_by_slice(
+    pieces: list[str], cut: tuple[int, int]
+) -> None:
+    text = "".join(pieces)
+    folded = fold(text)
+    start, end = min(cut[0], len(folded)), min(max(cut), len(folded))
+    assert engine_module._after_civility(folded, start) is _after_civility_by_slice(folded, start)
+    expected = _street_end_by_strip(text, folded, start, end)
+    assert engine_module._street_end(text, folded, start, end) == expected
