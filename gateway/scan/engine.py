@@ -29,7 +29,6 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from datetime import date
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -236,7 +235,13 @@ def _by_start_end(
 
 
 def _by_start(spans: list[_Span]) -> list[_Span]:
-    """Spans by start, stable."""
+    """Spans by start, stable: `spans` itself when already in order (a field's spans
+    often are: one stage's, in candidate order), where the sort would copy it."""
+    for i in range(1, len(spans)):
+        if spans[i].start < spans[i - 1].start:
+            break
+    else:
+        return spans
     count = len(spans)
     return _in_packed_order(spans, [span.start * count + i for i, span in enumerate(spans)])
 
@@ -491,9 +496,9 @@ class Engine:
                     )
                 )
         # Birth dates of the patients named in this message -> the patient.
-        born: dict[date, str] = {}
+        born: dict[str, str] = {}  # by ISO date: candidates are read as ISO dates
         for key in sorted(named):
-            day = self.roster.birth_dates.get(key)
+            day = self.roster.birth_isos.get(key)
             if day is not None:
                 born.setdefault(day, key)
         for index, field in enumerate(fields):
@@ -960,7 +965,7 @@ class Engine:
         folded: str,
         candidates: list[tuple[ShapeName, int, int]],
         protected: _SpanIndex,
-        born: dict[date, str],
+        born: dict[str, str],
         out: list[_Span],
     ) -> None:
         """Append to `out` the spans of the candidates (sorted by start, end) that pass."""
@@ -986,14 +991,14 @@ class Engine:
                     continue
                 text = folded[start:end]
                 day = (
-                    validators.parse_numeric_date(text)
+                    validators.numeric_date_iso(text)
                     if name is _Shape.DATE_NUMERIC
-                    else validators.parse_date(text)
+                    else validators.date_iso(text)
                 )
                 if day is None:
                     continue
                 if labelled or day in born or validators.is_birth_label_before(folded, start):
-                    out.append(_Span(_Kind.BIRTH_DATE, start, end, day.isoformat(), born.get(day)))
+                    out.append(_Span(_Kind.BIRTH_DATE, start, end, day, born.get(day)))
             elif name is _Shape.UPPER_FIRST or name is _Shape.FIRST_UPPER:
                 if (start, end) in names or (protected and protected.overlaps(start, end)):
                     continue  # a pair is all-or-nothing: its span is the candidate's

@@ -106,6 +106,7 @@ class RosterIndex:
     phone: dict[str, str] = field(default_factory=dict)
     email: dict[str, str] = field(default_factory=dict)
     birth_dates: dict[str, date] = field(default_factory=dict)
+    birth_isos: dict[str, str] = field(default_factory=dict)  # the same, in ISO form
     # Per name word: every patient bearing it, and (sorted) those bearing it as surname.
     word_patients: dict[str, frozenset[str]] = field(default_factory=dict)
     surname_patients: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -141,6 +142,7 @@ class RosterIndex:
             self.email[normalise_email(patient.email)] = patient.key
         if patient.birth_date is not None:
             self.birth_dates[patient.key] = patient.birth_date
+            self.birth_isos[patient.key] = patient.birth_date.isoformat()
 
     def literals(self) -> Sequence[str]:
         """Every name word sequence to find in text, sorted for a stable automaton."""

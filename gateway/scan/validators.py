@@ -239,6 +239,69 @@ def _is_word_code(code: int) -> bool:
     return _is_ascii_letter(code) or 0x30 <= code <= 0x39 or code == 0x5F
 
 
+def numeric_date_iso(candidate: str) -> str | None:
+    """`parse_numeric_date(candidate)` in ISO form ("1984-03-12"), or None.
+
+    A DATE_NUMERIC candidate (its three numbers 1-4 ASCII digits) is read and checked
+    here, in compiled code: building the `date` and its `isoformat()` cost ~8k
+    instructions a birth date (two generic calls). Anything else takes that path."""
+    parts = candidate.replace(".", "/").replace("-", "/").split("/")
+    if len(parts) != 3:
+        return None
+    if not (_short_digits(parts[0]) and _short_digits(parts[1]) and _short_digits(parts[2])):
+        day = parse_numeric_date(candidate)
+        return None if day is None else day.isoformat()
+    year = int(parts[2])
+    if len(parts[2]) == 2:
+        year += 2000 if year <= 30 else 1900  # as parse_numeric_date reads two-digit years
+    return iso_date(year, int(parts[1]), int(parts[0]))
+
+
+def date_iso(candidate: str) -> str | None:
+    """`parse_date(candidate)` in ISO form, or None; a DATE_ISO candidate ("1984-03-12",
+    ASCII digits) is checked in compiled code (see numeric_date_iso)."""
+    if (
+        len(candidate) == 10
+        and candidate[4] == "-"
+        and candidate[7] == "-"
+        and _short_digits(candidate[:4])
+        and _short_digits(candidate[5:7])
+        and _short_digits(candidate[8:])
+    ):
+        return iso_date(int(candidate[:4]), int(candidate[5:7]), int(candidate[8:]))
+    day = parse_date(candidate)
+    return None if day is None else day.isoformat()
+
+
+def iso_date(year: int, month: int, day: int) -> str | None:
+    """`date(year, month, day).isoformat()`, or None where `date` raises ValueError (the
+    arguments are not past 9999)."""
+    if not (1 <= year <= 9999 and 1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        if day > (29 if leap else 28):
+            return None
+    elif day > 30 and (month == 4 or month == 6 or month == 9 or month == 11):
+        return None
+    return _zero_padded(year, 4) + "-" + _zero_padded(month, 2) + "-" + _zero_padded(day, 2)
+
+
+def _zero_padded(number: int, width: int) -> str:
+    digits = str(number)
+    return "0" * (width - len(digits)) + digits
+
+
+def _short_digits(text: str) -> bool:
+    """1-4 ASCII digits: what `int` reads exactly, and no date part exceeds."""
+    if not 1 <= len(text) <= 4:
+        return False
+    for ch in text:
+        if not 0x30 <= ord(ch) <= 0x39:
+            return False
+    return True
+
+
 def parse_date(candidate: str) -> date | None:
     """A date written dd/mm/yyyy, dd.mm.yy, yyyy-mm-dd or "12 mars 1984"; None if invalid."""
     text = candidate.lower()

@@ -7,6 +7,8 @@ fast path decides exactly as it does.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from datetime import date
 from functools import lru_cache
 
 from hypothesis import HealthCheck, given, settings
@@ -293,3 +295,40 @@ def test_civility_and_street_reads_in_place_as_by_slice(
     assert engine_module._after_civility(folded, start) is _after_civility_by_slice(folded, start)
     expected = _street_end_by_strip(text, folded, start, end)
     assert engine_module._street_end(text, folded, start, end) == expected
+
+
+def _outcome(parse: Callable[[str], object], text: str) -> object:
+    """What `parse(text)` returns (a date in ISO form), or the type it raises (the date
+    parsers let a year past a C int overflow: no shape matches one)."""
+    try:
+        day = parse(text)
+    except OverflowError as error:
+        return type(error)
+    return day.isoformat() if isinstance(day, date) else day
+
+
+_DATE_PIECES = st.sampled_from(
+    ["0", "1", "2", "9", "00", "01", "12", "29", "30", "31", "02", "1984", "2000", "1900"]
+    + ["0000", "2024", "99", "/", "/", ".", "-", "-", " ", "a", "١", "12345", "+1", "er"]
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pieces=st.lists(_DATE_PIECES, max_size=7))
+def test_dates_in_iso_form_are_the_date_parsers(pieces: list[str]) -> None:
+    """numeric_date_iso and date_iso answer parse_numeric_date and parse_date (then
+    isoformat), whatever the text."""
+    text = "".join(pieces)
+    expected = _outcome(validators.parse_numeric_date, text)
+    assert _outcome(validators.numeric_date_iso, text) == expected
+    assert _outcome(validators.date_iso, text) == _outcome(validators.parse_date, text)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(year=st.integers(0, 9999), month=st.integers(0, 13), day=st.integers(0, 32))
+def test_iso_date_is_the_date_type(year: int, month: int, day: int) -> None:
+    try:
+        expected: str | None = date(year, month, day).isoformat()
+    except ValueError:
+        expected = None
+    assert validators.iso_date(year, month, day) == expected
