@@ -248,29 +248,25 @@ def numeric_date_iso(candidate: str) -> str | None:
     parts = candidate.replace(".", "/").replace("-", "/").split("/")
     if len(parts) != 3:
         return None
-    if not (_short_digits(parts[0]) and _short_digits(parts[1]) and _short_digits(parts[2])):
-        day = parse_numeric_date(candidate)
-        return None if day is None else day.isoformat()
-    year = int(parts[2])
+    day, month, year = _short_number(parts[0]), _short_number(parts[1]), _short_number(parts[2])
+    if day < 0 or month < 0 or year < 0:
+        parsed = parse_numeric_date(candidate)
+        return None if parsed is None else parsed.isoformat()
     if len(parts[2]) == 2:
         year += 2000 if year <= 30 else 1900  # as parse_numeric_date reads two-digit years
-    return iso_date(year, int(parts[1]), int(parts[0]))
+    return iso_date(year, month, day)
 
 
 def date_iso(candidate: str) -> str | None:
     """`parse_date(candidate)` in ISO form, or None; a DATE_ISO candidate ("1984-03-12",
     ASCII digits) is checked in compiled code (see numeric_date_iso)."""
-    if (
-        len(candidate) == 10
-        and candidate[4] == "-"
-        and candidate[7] == "-"
-        and _short_digits(candidate[:4])
-        and _short_digits(candidate[5:7])
-        and _short_digits(candidate[8:])
-    ):
-        return iso_date(int(candidate[:4]), int(candidate[5:7]), int(candidate[8:]))
-    day = parse_date(candidate)
-    return None if day is None else day.isoformat()
+    if len(candidate) == 10 and candidate[4] == "-" and candidate[7] == "-":
+        year = _short_number(candidate[:4])
+        month, day = _short_number(candidate[5:7]), _short_number(candidate[8:])
+        if year >= 0 and month >= 0 and day >= 0:
+            return iso_date(year, month, day)
+    parsed = parse_date(candidate)
+    return None if parsed is None else parsed.isoformat()
 
 
 def iso_date(year: int, month: int, day: int) -> str | None:
@@ -284,22 +280,25 @@ def iso_date(year: int, month: int, day: int) -> str | None:
             return None
     elif day > 30 and (month == 4 or month == 6 or month == 9 or month == 11):
         return None
-    return _zero_padded(year, 4) + "-" + _zero_padded(month, 2) + "-" + _zero_padded(day, 2)
+    pair = _TWO_DIGITS  # a local: read five times
+    return "".join([pair[year // 100], pair[year % 100], "-", pair[month], "-", pair[day]])
 
 
-def _zero_padded(number: int, width: int) -> str:
-    digits = str(number)
-    return "0" * (width - len(digits)) + digits
+_TWO_DIGITS: Final = tuple(f"{n:02d}" for n in range(100))  # "00" ... "99"
 
 
-def _short_digits(text: str) -> bool:
-    """1-4 ASCII digits: what `int` reads exactly, and no date part exceeds."""
+def _short_number(text: str) -> int:
+    """The value of `text` when it is 1-4 ASCII digits (what `int` reads, a digit at a
+    time: compiled, `int()` of a string costs ~500 instructions), else -1."""
     if not 1 <= len(text) <= 4:
-        return False
+        return -1
+    value = 0
     for ch in text:
-        if not 0x30 <= ord(ch) <= 0x39:
-            return False
-    return True
+        code = ord(ch)
+        if not 0x30 <= code <= 0x39:
+            return -1
+        value = value * 10 + code - 0x30
+    return value
 
 
 def parse_date(candidate: str) -> date | None:
