@@ -58,7 +58,8 @@ def name_words(folded: str, start: int, end: int) -> list[tuple[int, int]]:
     and file names are read on every message): every letter starts a match, so each
     word is the first occurrence of its text after the previous word. Most display names
     are letters one space apart ("Cabinet dentaire du Parc"): then the words are the
-    pieces between the spaces, split without the regex and its per-word look-ups.
+    pieces between the spaces, split without the regex and its per-word look-ups. Each
+    word is then tested in place (`is_name_word`).
     """
     texts: list[str]
     starts: list[int] = []
@@ -85,22 +86,20 @@ def name_words(folded: str, start: int, end: int) -> list[tuple[int, int]]:
             position += len(text)
     words: list[tuple[int, int]] = []
     for i in range(len(texts)):
-        text = texts[i]
-        word = text.lower().strip("'-")
-        if word in STOPWORDS or len(word) < 2 or not text[0].isupper():
-            words.append((-1, -1))  # a break: names are consecutive words
+        word_end = starts[i] + len(texts[i])
+        if is_name_word(folded, starts[i], word_end):
+            words.append((starts[i], word_end))
         else:
-            words.append((starts[i], starts[i] + len(text)))
+            words.append((-1, -1))  # a break: names are consecutive words
     for i in range(len(texts) - 2, -1, -1):
-        text = texts[i]
+        word_end = starts[i] + len(texts[i])
         if (
             words[i][0] < 0
             and words[i + 1][0] >= 0
-            and text[0].isupper()
-            and text.lower() in PARTICLES
-            and starts[i + 1] - (starts[i] + len(text)) == 1
+            and starts[i + 1] - word_end == 1
+            and _is_capital_particle(folded, starts[i], word_end)
         ):
-            words[i] = (starts[i], starts[i] + len(text))
+            words[i] = (starts[i], word_end)
     return words
 
 
@@ -136,35 +135,39 @@ def trigger_name_span(folded: str, start: int, end: int) -> tuple[int, int] | No
     reads each token without its trailing "." or ":" (":" alone: no word), and only
     name-shaped words (one space apart) can be particles.
 
-    The words after the trigger are read once, last to first: a particle is a name word
-    when the word after it is one, known by then, and the name is the first run of name
-    words, the last one begun when the walk ends. No list of the words is built.
+    The tokens after the trigger are read once, last to first, in place (no split, no
+    copy but each word's lower-cased text): a particle is a name word when the word
+    after it is one, known by then, and the name is the first run of name words, the
+    last one begun when the walk ends.
     """
-    tokens = folded[start:end].split(" ")
-    trigger = 0  # the first token holding a word: skipped, as skip_first does
-    while trigger < len(tokens) and not tokens[trigger].rstrip(".:"):
-        trigger += 1
+    # The trigger: the first token holding a character other than "." and ":" (skipped,
+    # as skip_first does); tokens of "." and ":" alone before it are no words either.
+    trigger_end = end
+    token_start = start
+    while token_start < end:
+        space = folded.find(" ", token_start, end)
+        token_end = space if space >= 0 else end
+        if _word_end(folded, token_start, token_end) > token_start:
+            trigger_end = token_end
+            break
+        token_start = token_end + 1
     name_start = name_end = -1  # the run of name words begun last in the walk
     next_is_name = False  # the next word (to the right) is a name word
     next_start = -1
     token_end = end
-    for i in range(len(tokens) - 1, trigger, -1):
-        token = tokens[i]
-        token_start = token_end - len(token)
-        token_end = token_start - 1  # the previous token ends before the space
-        word = token.rstrip(".:")
-        if not word:
+    while token_end > trigger_end:  # a space follows the trigger: every token has one before
+        space = folded.rfind(" ", trigger_end, token_end)
+        token_start = space + 1
+        word_end = _word_end(folded, token_start, token_end)
+        token_end = space
+        if word_end == token_start:
             continue
-        word_end = token_start + len(word)
-        low = word.lower()
-        bare = low.strip("'-")
-        is_name = not (bare in STOPWORDS or len(bare) < 2 or not word[0].isupper())
+        is_name = is_name_word(folded, token_start, word_end)
         if (
             not is_name
             and next_is_name
-            and word[0].isupper()
-            and low in PARTICLES
             and next_start - word_end == 1
+            and _is_capital_particle(folded, token_start, word_end)
         ):
             is_name = True  # a capitalised particle before a name word ("Le Roux")
         if is_name:
@@ -182,15 +185,55 @@ def pair_span(folded: str, start: int, end: int) -> tuple[int, int] | None:
     The candidate is an UPPER_FIRST or FIRST_UPPER match: capitalised words of letters,
     "'" and "-", one space apart. Split on that space they are exactly the words
     `name_words` reads, so this is `name_words` with every word a name word (a
-    capitalised particle counts when a name word follows), without its regex pass.
+    capitalised particle counts when a name word follows), without its regex pass. The
+    words are read in place, last to first.
     """
     name_follows = False
-    for word in reversed(folded[start:end].split(" ")):
-        low = word.lower()
-        bare = low.strip("'-")
-        if (bare in STOPWORDS or len(bare) < 2 or not word[:1].isupper()) and not (
-            name_follows and word[:1].isupper() and low in PARTICLES
+    word_end = end
+    while True:
+        space = folded.rfind(" ", start, word_end)
+        word_start = space + 1 if space >= 0 else start
+        if not is_name_word(folded, word_start, word_end) and not (
+            name_follows and _is_capital_particle(folded, word_start, word_end)
         ):
             return None
+        if space < 0:
+            return start, end
         name_follows = True
-    return start, end
+        word_end = space
+
+
+def is_name_word(folded: str, start: int, end: int) -> bool:
+    """Whether folded[start:end] can be part of a name: capitalised, and without its
+    outer "'" and "-" two characters or more and no stopword.
+
+    Compiled, the first and last characters are read as codes (a capital starts the word,
+    so only its end may hold "'" or "-"); `.isupper()` and `.strip()` are generic method
+    calls (~200 instructions each), and were two to three a word."""
+    if end - start < 2:
+        return False
+    if not 0x41 <= ord(folded[start]) <= 0x5A:  # A-Z: folded text is ASCII
+        return False
+    low = folded[start:end].lower()
+    last = ord(folded[end - 1])
+    if last == 0x27 or last == 0x2D:  # "'" or "-"
+        low = low.rstrip("'-")
+        if len(low) < 2:
+            return False
+    return low not in STOPWORDS
+
+
+def _is_capital_particle(folded: str, start: int, end: int) -> bool:
+    """A capitalised particle ("Le", "DE", "Van"): a name word when one follows."""
+    return (
+        end > start
+        and 0x41 <= ord(folded[start]) <= 0x5A
+        and folded[start:end].lower() in PARTICLES
+    )
+
+
+def _word_end(folded: str, start: int, end: int) -> int:
+    """The end of folded[start:end] without its trailing "." and ":" (`.rstrip(".:")`)."""
+    while end > start and (ord(folded[end - 1]) == 0x2E or ord(folded[end - 1]) == 0x3A):
+        end -= 1
+    return end

@@ -50,19 +50,20 @@ _BIRTH_WORDS_OPEN: Final = ("ne(e)", "ne (e)", "nee(e)", "nee (e)")
 # The rule: a label ends the window, then up to 4 of " :.,-", maybe "le" and 1-3 of " :":
 #     (?:\b(?:WORDS)\b|\b(?:OPEN))[ :.,-]{0,4}(?:le[ :]{1,3})?$
 # Searched for, that regex is tried from each of the window's 40 starts (~10k
-# instructions a window). This is its mirror image, matched once at the start of the
-# reversed window (`\b` reads the same both ways); tests/scan/test_properties.py checks
-# that both always agree.
-_BIRTH_LABEL_REVERSED: Final = re.compile(
-    r"(?:[ :]{1,3}el)?[ :.,-]{0,4}(?:\b(?:"
-    + "|".join(re.escape(word[::-1]) for word in _BIRTH_WORDS)
-    + ")|"
-    + "|".join(re.escape(word[::-1]) for word in _BIRTH_WORDS_OPEN)
-    + r")\b"
-)
-# What may follow a birth label (a superset of the rule's), and the last characters of
-# its labels: "nee", "nes", "ddn", "naissance", "naiss", "dob", "birth date",
-# "date of birth", "born", "ne (e)"; both as character codes (see is_birth_label_before).
+# instructions a window); matched on the reversed window, it still cost ~4k a date (the
+# copy, lower-case, reversal and match), and every fifth date of a lab order met it. It
+# is read here in place instead, from the window's end backwards (is_birth_label_before):
+# each separator run is decided by its characters, so the labels need only be compared
+# where the run before them ends. tests/scan/test_properties.py and
+# test_detect_fast_paths.py check that both always agree.
+# The labels by their last word (the run of letters before the separators) ...
+_BIRTH_LABELS_BY_LAST_WORD: Final = {
+    last: tuple(word for word in _BIRTH_WORDS if word.rsplit(" ", 1)[-1] == last)
+    for last in {word.rsplit(" ", 1)[-1] for word in _BIRTH_WORDS}
+}
+# ... what may follow a label, and the last characters of the labels: "nee", "nes",
+# "ddn", "naissance", "naiss", "dob", "birth date", "date of birth", "born", "ne (e)";
+# all as character codes.
 _BIRTH_TAIL: Final = frozenset(ord(c) for c in " :.,-")
 _BIRTH_LABEL_LAST: Final = frozenset(ord(c) for c in "esnbh)")
 _MONTHS: Final = {
@@ -103,7 +104,8 @@ def nir_check_digits(compact: str) -> str:
         body = compact[:5] + "18" + compact[7:13]
     else:
         body = compact[:13]
-    return f"{97 - int(body) % 97:02d}"
+    key = 97 - int(body) % 97  # 1-97, two digits: `str` (a format spec is a generic call)
+    return str(key) if key >= 10 else "0" + str(key)
 
 
 def iban_value(candidate: str) -> tuple[str, int] | None:
@@ -171,34 +173,132 @@ def is_birth_label_before(text: str, end: int) -> bool:
     """Whether a birth-date label ends `text[:end]` (only separators, and maybe "le",
     between it and `end`), within BIRTH_LABEL_WINDOW characters. `text` is folded (ASCII).
 
-    Every label ends with one of _BIRTH_LABEL_LAST, followed by separators and maybe
-    "le": that one character is looked at first, in place (most dates are not birth
-    dates), before the window is copied, reversed, for the regex. The characters are
-    read as codes: compiled, integer tests, where a one-character string's `.lower()`
-    and `in` cost a call each (about 3k instructions a date)."""
+    The rule's two readings, decided in place: "le" and 1-3 of " :" end the window and
+    the label stands before "le", or the label stands before the window's end. The
+    characters are read as codes: compiled, integer tests, where a one-character
+    string's `.lower()` and `in` cost a call each."""
     low = max(0, end - BIRTH_LABEL_WINDOW)
-    position = _before_birth_tail(text, low, end)
+    position = end
+    while position > low and (ord(text[position - 1]) == 0x20 or ord(text[position - 1]) == 0x3A):
+        position -= 1  # " " or ":"
     if (
-        position - 2 >= low
+        1 <= end - position <= 3
+        and position - 2 >= low
         and ord(text[position - 2]) | 0x20 == 0x6C  # "l" or "L"
         and ord(text[position - 1]) | 0x20 == 0x65  # "e" or "E"
+        and _birth_label_ends(text, low, position - 2, True)
     ):
-        position = _before_birth_tail(text, low, position - 2)
-    if position == low:
-        return False
-    last = ord(text[position - 1])
+        return True
+    return _birth_label_ends(text, low, end, False)
+
+
+def _birth_label_ends(text: str, low: int, position: int, before_le: bool) -> bool:
+    """Whether a label, then 0-4 of " :.,-", ends at `position`, not starting before
+    `low` (the window's start, where the rule's word boundary holds). `before_le`: "le"
+    follows `position`, so a word label needs a separator after it (a word boundary)."""
+    tail = position
+    while tail > low and ord(text[tail - 1]) in _BIRTH_TAIL:
+        tail -= 1
+    if position - tail > 4 or tail == low:
+        return False  # every label ends with a letter or ")", neither a separator
+    last = ord(text[tail - 1])
     if 0x41 <= last <= 0x5A:  # A-Z, lower-cased
         last |= 0x20
     if last not in _BIRTH_LABEL_LAST:
-        return False
-    return _BIRTH_LABEL_REVERSED.match(text[low:end].lower()[::-1]) is not None
+        return False  # most dates: no label ends with this character
+    labels: tuple[str, ...]
+    if last == 0x29:  # ")": "né(e)", "née (e)"
+        labels = _BIRTH_WORDS_OPEN
+    else:
+        if before_le and tail == position:
+            return False  # "nele": no word boundary after the label
+        word_start = tail - 1
+        while word_start > low and _is_ascii_letter(ord(text[word_start - 1])):
+            word_start -= 1
+        found = _BIRTH_LABELS_BY_LAST_WORD.get(text[word_start:tail].lower())
+        if found is None:
+            return False
+        labels = found
+    for label in labels:
+        start = tail - len(label)
+        if (
+            start >= low
+            and (start == low or not _is_word_code(ord(text[start - 1])))
+            and text[start:tail].lower() == label
+        ):
+            return True
+    return False
 
 
-def _before_birth_tail(text: str, low: int, position: int) -> int:
-    """Where the run of _BIRTH_TAIL characters ending at `position` starts, not before `low`."""
-    while position > low and ord(text[position - 1]) in _BIRTH_TAIL:
-        position -= 1
-    return position
+def _is_ascii_letter(code: int) -> bool:
+    return 0x61 <= code <= 0x7A or 0x41 <= code <= 0x5A
+
+
+def _is_word_code(code: int) -> bool:
+    """A regex word character of folded text: a letter, a digit or "_"."""
+    return _is_ascii_letter(code) or 0x30 <= code <= 0x39 or code == 0x5F
+
+
+def numeric_date_iso(candidate: str) -> str | None:
+    """`parse_numeric_date(candidate)` in ISO form ("1984-03-12"), or None.
+
+    A DATE_NUMERIC candidate (its three numbers 1-4 ASCII digits) is read and checked
+    here, in compiled code: building the `date` and its `isoformat()` cost ~8k
+    instructions a birth date (two generic calls). Anything else takes that path."""
+    parts = candidate.replace(".", "/").replace("-", "/").split("/")
+    if len(parts) != 3:
+        return None
+    day, month, year = _short_number(parts[0]), _short_number(parts[1]), _short_number(parts[2])
+    if day < 0 or month < 0 or year < 0:
+        parsed = parse_numeric_date(candidate)
+        return None if parsed is None else parsed.isoformat()
+    if len(parts[2]) == 2:
+        year += 2000 if year <= 30 else 1900  # as parse_numeric_date reads two-digit years
+    return iso_date(year, month, day)
+
+
+def date_iso(candidate: str) -> str | None:
+    """`parse_date(candidate)` in ISO form, or None; a DATE_ISO candidate ("1984-03-12",
+    ASCII digits) is checked in compiled code (see numeric_date_iso)."""
+    if len(candidate) == 10 and candidate[4] == "-" and candidate[7] == "-":
+        year = _short_number(candidate[:4])
+        month, day = _short_number(candidate[5:7]), _short_number(candidate[8:])
+        if year >= 0 and month >= 0 and day >= 0:
+            return iso_date(year, month, day)
+    parsed = parse_date(candidate)
+    return None if parsed is None else parsed.isoformat()
+
+
+def iso_date(year: int, month: int, day: int) -> str | None:
+    """`date(year, month, day).isoformat()`, or None where `date` raises ValueError (the
+    arguments are not past 9999)."""
+    if not (1 <= year <= 9999 and 1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        if day > (29 if leap else 28):
+            return None
+    elif day > 30 and (month == 4 or month == 6 or month == 9 or month == 11):
+        return None
+    pair = _TWO_DIGITS  # a local: read five times
+    return "".join([pair[year // 100], pair[year % 100], "-", pair[month], "-", pair[day]])
+
+
+_TWO_DIGITS: Final = tuple(f"{n:02d}" for n in range(100))  # "00" ... "99"
+
+
+def _short_number(text: str) -> int:
+    """The value of `text` when it is 1-4 ASCII digits (what `int` reads, a digit at a
+    time: compiled, `int()` of a string costs ~500 instructions), else -1."""
+    if not 1 <= len(text) <= 4:
+        return -1
+    value = 0
+    for ch in text:
+        code = ord(ch)
+        if not 0x30 <= code <= 0x39:
+            return -1
+        value = value * 10 + code - 0x30
+    return value
 
 
 def parse_date(candidate: str) -> date | None:
