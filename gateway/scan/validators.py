@@ -223,7 +223,7 @@ def _birth_label_ends(text: str, low: int, position: int, before_le: bool) -> bo
         start = tail - len(label)
         if (
             start >= low
-            and (start == low or not _is_word_code(ord(text[start - 1])))
+            and (start == low or not _is_regex_word_code(ord(text[start - 1])))
             and text[start:tail].lower() == label
         ):
             return True
@@ -234,8 +234,8 @@ def _is_ascii_letter(code: int) -> bool:
     return 0x61 <= code <= 0x7A or 0x41 <= code <= 0x5A
 
 
-def _is_word_code(code: int) -> bool:
-    """A regex word character of folded text: a letter, a digit or "_"."""
+def _is_regex_word_code(code: int) -> bool:
+    """re.ASCII's `\\w` in folded text: a letter, a digit or "_"."""
     return _is_ascii_letter(code) or 0x30 <= code <= 0x39 or code == 0x5F
 
 
