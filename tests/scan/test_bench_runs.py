@@ -9,6 +9,7 @@ installed.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -82,3 +83,34 @@ def test_callgrind_scan_quick_prints_instructions_per_order() -> None:
     figure = re.search(r"instructions per dense order: ([\d,.]+)k", out)
     assert figure is not None, out
     assert float(figure[1].replace(",", "")) > 100  # thousands: an order is ~0.9 M
+
+
+SCAN_OUTPUTS = BENCH.parent / "scan_outputs.py"
+
+
+def test_scan_outputs_dump_compares(tmp_path: Path) -> None:
+    """The dump behind "outputs byte-identical" (load-tests/README.md): a second dump of the
+    same code compares identical, and a changed digest is reported by place, no text."""
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    tiny = ("-n", "3", "--roster", "40")
+    out = run(sys.executable, str(SCAN_OUTPUTS), *tiny, "--out", str(first))
+    assert re.search(r"^hyperscan, roster: 6 messages, \d+ findings$", out, re.M)
+    assert re.search(r"^re, no roster: 6 messages, \d+ findings$", out, re.M)
+    out = run(
+        sys.executable, str(SCAN_OUTPUTS), *tiny, "--out", str(second), "--compare", str(first)
+    )
+    assert out.strip().endswith("identical")
+    dumped = json.loads(first.read_text())
+    # Both matchers give the same findings (the engine's invariant, seen in the dump).
+    assert dumped["hyperscan, roster"] == dumped["re, roster"]
+    row = next(r for r in dumped["re, roster"] if r["findings"])
+    row["findings"][0][4] = "0" * len(row["findings"][0][4])  # another digest
+    first.write_text(json.dumps(dumped))
+    done = subprocess.run(
+        [sys.executable, str(SCAN_OUTPUTS), *tiny, "--out", str(second), "--compare", str(first)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert re.search(r"^different: re, roster: message \d+, findings$", done.stdout, re.M)
