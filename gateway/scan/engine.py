@@ -341,9 +341,7 @@ class Engine:
                     literal_owner[variant] = _PRACTICE
         self._literals = sorted(literal_owner)
         self._literal_owner = [literal_owner[lit] for lit in self._literals]
-        self._practice_literals = frozenset(
-            i for i, owner in enumerate(self._literal_owner) if owner == _PRACTICE
-        )
+        self._has_practice_literals = _PRACTICE in self._literal_owner
         self.matcher: CandidateMatcher = make_matcher(engine, self._literals)
         # Per surname, the first and the last words of its patients' first names.
         heads: dict[str, set[str]] = {}
@@ -745,7 +743,7 @@ class Engine:
         hits: list[tuple[int, int, int]],
     ) -> _SpanIndex:
         spans = [(s, e) for name, s, e in candidates if name is _Shape.DOCTOR]
-        if self._practice_literals:
+        if self._has_practice_literals:
             # The owner read by index: compiled, a native list read, where the literal
             # index's look-up in the frozenset boxed it first (an allocation past 256).
             owners = self._literal_owner

@@ -105,8 +105,7 @@ class RosterIndex:
     nir: dict[str, str] = field(default_factory=dict)
     phone: dict[str, str] = field(default_factory=dict)
     email: dict[str, str] = field(default_factory=dict)
-    birth_dates: dict[str, date] = field(default_factory=dict)
-    birth_isos: dict[str, str] = field(default_factory=dict)  # the same, in ISO form
+    birth_isos: dict[str, str] = field(default_factory=dict)  # birth dates, in ISO form
     # Per name word: every patient bearing it, and (sorted) those bearing it as surname.
     word_patients: dict[str, frozenset[str]] = field(default_factory=dict)
     surname_patients: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -141,7 +140,6 @@ class RosterIndex:
         if patient.email:
             self.email[normalise_email(patient.email)] = patient.key
         if patient.birth_date is not None:
-            self.birth_dates[patient.key] = patient.birth_date
             self.birth_isos[patient.key] = patient.birth_date.isoformat()
 
     def literals(self) -> Sequence[str]:
