@@ -9,6 +9,9 @@ Invariant: `len(fold(text)) == len(text)`, so a span found in the folded text is
 same span in the original. Hyperscan then works on plain bytes (its UTF-8 mode is
 undefined on invalid input) and Python `re` with re.ASCII sees the same characters,
 which keeps both engines' findings identical.
+
+Also the character tests the scan core reads folded text with, as codes (`is_ascii_letter`,
+`is_regex_word_code`): one definition for the matchers and the validators.
 """
 
 from __future__ import annotations
@@ -70,6 +73,17 @@ def fold(text: str) -> str:
 def fold_key(text: str) -> str:
     """Lower-case folded form used to compare names and values ("Éloïse" -> "eloise")."""
     return fold(text).lower()
+
+
+def is_ascii_letter(code: int) -> bool:
+    """[A-Za-z], read as a character code (`ord(text[i])`, or a byte of folded bytes):
+    compiled, integer comparisons, where a one-character string's tests are C-API calls."""
+    return 0x61 <= code <= 0x7A or 0x41 <= code <= 0x5A
+
+
+def is_regex_word_code(code: int) -> bool:
+    """re.ASCII's `\\w` in folded text: a letter, a digit or "_" (see is_ascii_letter)."""
+    return is_ascii_letter(code) or 0x30 <= code <= 0x39 or code == 0x5F
 
 
 _ALNUM_ONLY: Final = bytes(c if chr(c).isalnum() else 0 for c in range(128)) + bytes(128)

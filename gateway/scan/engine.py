@@ -1180,11 +1180,7 @@ def _after_civility(folded: str, start: int) -> bool:
     " :" must be 1-3 long (the regex's `$` may stand before a final newline, but no
     tail ends with one), and the word's last two letters a known tail."""
     low = max(0, start - _CIVILITY_WINDOW)
-    position = start
-    while position > low and (
-        ord(folded[position - 1]) == 0x20 or ord(folded[position - 1]) == 0x3A
-    ):
-        position -= 1  # " " or ":"
+    position = validators.space_colon_run_start(folded, low, start)
     if not 1 <= start - position <= 3 or position - 2 < low:
         return False
     if folded[position - 2 : position].lower() not in _CIVILITY_TAILS:

@@ -32,6 +32,7 @@ from typing import Any, Final, Protocol
 
 import ahocorasick
 
+from gateway.scan._fold import is_regex_word_code
 from gateway.scan.shapes import SHAPES, Shape, ShapeName
 
 # Literal matching works on a word view of the folded text: letters and digits
@@ -368,16 +369,10 @@ def _located_starts(plan: _Plan, folded: str, data: bytes, triggers: list[int]) 
     return sorted(located)
 
 
-# re.ASCII's word characters (`\w`), as a byte table: 1 for letters, digits and "_".
-_WORD_BYTES: Final = bytes(
-    1 if chr(c).isascii() and (chr(c).isalnum() or chr(c) == "_") else 0 for c in range(256)
-)
-
-
 def _word_run(data: bytes, low: int, high: int) -> bool:
     """Every character of data[low:high] is a word character."""
     for position in range(low, high):
-        if not _WORD_BYTES[data[position]]:
+        if not is_regex_word_code(data[position]):
             return False
     return True
 

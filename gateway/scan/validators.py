@@ -18,6 +18,7 @@ from typing import Final
 
 import phonenumbers
 
+from gateway.scan._fold import is_ascii_letter, is_regex_word_code
 from gateway.scan.patients import normalise_phone
 
 # How far before a number its label may stand ("NIR : ", "n° sécu  "), in characters.
@@ -178,9 +179,7 @@ def is_birth_label_before(text: str, end: int) -> bool:
     characters are read as codes: compiled, integer tests, where a one-character
     string's `.lower()` and `in` cost a call each."""
     low = max(0, end - BIRTH_LABEL_WINDOW)
-    position = end
-    while position > low and (ord(text[position - 1]) == 0x20 or ord(text[position - 1]) == 0x3A):
-        position -= 1  # " " or ":"
+    position = space_colon_run_start(text, low, end)
     if (
         1 <= end - position <= 3
         and position - 2 >= low
@@ -190,6 +189,15 @@ def is_birth_label_before(text: str, end: int) -> bool:
     ):
         return True
     return _birth_label_ends(text, low, end, False)
+
+
+def space_colon_run_start(text: str, low: int, end: int) -> int:
+    """Where the run of " " and ":" ending at `end` starts, not before `low` (read as
+    codes: compiled, integer tests)."""
+    position = end
+    while position > low and (ord(text[position - 1]) == 0x20 or ord(text[position - 1]) == 0x3A):
+        position -= 1
+    return position
 
 
 def _birth_label_ends(text: str, low: int, position: int, before_le: bool) -> bool:
@@ -213,7 +221,7 @@ def _birth_label_ends(text: str, low: int, position: int, before_le: bool) -> bo
         if before_le and tail == position:
             return False  # "nele": no word boundary after the label
         word_start = tail - 1
-        while word_start > low and _is_ascii_letter(ord(text[word_start - 1])):
+        while word_start > low and is_ascii_letter(ord(text[word_start - 1])):
             word_start -= 1
         found = _BIRTH_LABELS_BY_LAST_WORD.get(text[word_start:tail].lower())
         if found is None:
@@ -223,20 +231,11 @@ def _birth_label_ends(text: str, low: int, position: int, before_le: bool) -> bo
         start = tail - len(label)
         if (
             start >= low
-            and (start == low or not _is_regex_word_code(ord(text[start - 1])))
+            and (start == low or not is_regex_word_code(ord(text[start - 1])))
             and text[start:tail].lower() == label
         ):
             return True
     return False
-
-
-def _is_ascii_letter(code: int) -> bool:
-    return 0x61 <= code <= 0x7A or 0x41 <= code <= 0x5A
-
-
-def _is_regex_word_code(code: int) -> bool:
-    """re.ASCII's `\\w` in folded text: a letter, a digit or "_"."""
-    return _is_ascii_letter(code) or 0x30 <= code <= 0x39 or code == 0x5F
 
 
 def numeric_date_iso(candidate: str) -> str | None:
