@@ -18,15 +18,18 @@ source beside the compiled build and require the same results.
 PORTIQUE_PURE_PYTHON=1 builds without compiling (no C compiler needed): the modules then
 run as plain Python, with the same results, slower.
 
-Beside them, two hand-written C modules, each built when pkg-config finds its library's
-headers (`make test` installs them), each with a Python fallback that gives the same
-results (see their headers for why they exist):
+Beside them, three hand-written C modules, each with a Python fallback that gives the
+same results (see their headers for why they exist). Two are built when pkg-config finds
+their library's headers (`make test` installs them):
 - gateway/scan/_hyperscan.c: Hyperscan scanning that returns its hits as a list. It links
   Debian's libhs (libhyperscan-dev); without it the scanner uses the python-hyperscan
   binding.
 - gateway/scan/_digest.c: the finding digests (HMAC-SHA256) in one call. It links OpenSSL's
   libcrypto (libssl-dev), the library Python's hashlib links already; without it the
   engine computes them with hashlib.
+The third needs no library:
+- gateway/scan/_native_text.c: the folding of text to ASCII and the word view, each in
+  one pass; without it gateway/scan/_fold.py and matchers.py translate in Python.
 """
 
 import os
@@ -84,5 +87,6 @@ if os.environ.get("PORTIQUE_PURE_PYTHON") != "1":
     ext_modules += pkg_config_extension(
         "gateway.scan._digest", "gateway/scan/_digest.c", "libcrypto"
     )
+    ext_modules.append(Extension("gateway.scan._native_text", ["gateway/scan/_native_text.c"]))
 
 setup(ext_modules=ext_modules)

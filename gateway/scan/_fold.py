@@ -10,12 +10,17 @@ same span in the original. Hyperscan then works on plain bytes (its UTF-8 mode i
 undefined on invalid input) and Python `re` with re.ASCII sees the same characters,
 which keeps both engines' findings identical.
 
+Where setup.py has built gateway/scan/_native_text.c, folding is one C pass over the str
+with the tables below (`_TABLE`, `_EXTRA`: the one definition of the mapping); elsewhere
+(run from source, PORTIQUE_PURE_PYTHON=1) the Python below gives the same results.
+
 Also the character tests the scan core reads folded text with, as codes (`is_ascii_letter`,
 `is_regex_word_code`): one definition for the matchers and the validators.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 _ACCENTED: Final = {
@@ -56,18 +61,54 @@ _TABLE: Final = _build_table()
 _EXTRA: Final = str.maketrans({"œ": "o", "Œ": "O", "\u2019": "'", "\u202f": " "})
 
 
-def fold_bytes(text: str) -> bytes:
-    """Accent-stripped, case-kept ASCII bytes of `text`, one byte per character."""
+# `_EXTRA` for gateway/scan/_native_text.c: pairs of characters, each and its folding.
+_EXTRA_PAIRS: Final = "".join(chr(code) + folded for code, folded in _EXTRA.items())
+
+
+def _native_fold() -> Callable[[str, bytes, str], str] | None:
+    """gateway/scan/_native_text.c's `fold`, or None where setup.py has not built it."""
+    try:
+        from gateway.scan._native_text import fold as native_fold
+    except ImportError:  # not built: the Python implementation, same results
+        return None
+    return native_fold
+
+
+def _native_fold_keep() -> Callable[[str, bytes, str, bytes], str] | None:
+    """gateway/scan/_native_text.c's `fold_keep`, or None where setup.py has not built it."""
+    try:
+        from gateway.scan._native_text import fold_keep
+    except ImportError:
+        return None
+    return fold_keep
+
+
+# Final: compiled, a static read, where a plain global is a dict lookup on every call.
+_NATIVE_FOLD: Final = _native_fold()
+_NATIVE_FOLD_KEEP: Final = _native_fold_keep()
+
+
+def _fold_bytes_py(text: str) -> bytes:
+    """`fold_bytes` in Python (and what gateway/scan/_native_text.c is tested against)."""
     if not text.isascii() and ("œ" in text or "Œ" in text or "\u2019" in text or "\u202f" in text):
         text = text.translate(_EXTRA)
     return text.encode("latin-1", "replace").translate(_TABLE)
+
+
+def fold_bytes(text: str) -> bytes:
+    """Accent-stripped, case-kept ASCII bytes of `text`, one byte per character."""
+    if _NATIVE_FOLD is not None:
+        return _NATIVE_FOLD(text, _TABLE, _EXTRA_PAIRS).encode("ascii")
+    return _fold_bytes_py(text)
 
 
 def fold(text: str) -> str:
     """Accent-stripped, case-kept ASCII text, one character per character of `text`."""
     if text.isascii():  # a flag of the str: its folding is itself (subjects, file names)
         return text
-    return fold_bytes(text).decode("ascii")
+    if _NATIVE_FOLD is not None:
+        return _NATIVE_FOLD(text, _TABLE, _EXTRA_PAIRS)
+    return _fold_bytes_py(text).decode("ascii")
 
 
 def fold_key(text: str) -> str:
@@ -87,8 +128,18 @@ def is_regex_word_code(code: int) -> bool:
 
 
 _ALNUM_ONLY: Final = bytes(c if chr(c).isalnum() else 0 for c in range(128)) + bytes(128)
+# For each folded (ASCII) character, its alnum_key character, or 0 (dropped): _native_text's
+# `keep` table.
+_ALNUM_KEEP: Final = bytes(range(128)).lower().translate(_ALNUM_ONLY)
+
+
+def _alnum_key_py(text: str) -> str:
+    """`alnum_key` in Python (and what gateway/scan/_native_text.c is tested against)."""
+    return _fold_bytes_py(text).lower().translate(_ALNUM_ONLY).replace(b"\x00", b"").decode("ascii")
 
 
 def alnum_key(text: str) -> str:
     """Folded, lower-case, with every separator removed ("01 23.45" -> "012345")."""
-    return fold_bytes(text).lower().translate(_ALNUM_ONLY).replace(b"\x00", b"").decode("ascii")
+    if _NATIVE_FOLD_KEEP is not None:
+        return _NATIVE_FOLD_KEEP(text, _TABLE, _EXTRA_PAIRS, _ALNUM_KEEP)
+    return _alnum_key_py(text)

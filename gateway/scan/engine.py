@@ -632,10 +632,11 @@ class Engine:
 
     @classmethod
     def _fold_fields(cls, fields: list[TextField]) -> list[str]:
-        """Every field folded, each alone. A text is stored one byte a character unless it
-        holds a character past U+00FF ("€", "’"), and only such a text takes the slow,
-        character by character, encoding path of `fold`: folded in one join, every
-        field of a message did as soon as one had a price in euros."""
+        """Every field folded, each alone: `fold` returns an ASCII field itself. (And where
+        gateway/scan/_native_text.c is not built, a text is stored one byte a character
+        unless it holds a character past U+00FF ("€", "’"), and only such a text takes
+        the slow, character by character, encoding path of the Python `fold`: folded in
+        one join, every field of a message did as soon as one had a price in euros.)"""
         return [cls._fold_field(field) for field in fields]
 
     @staticmethod

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 import ahocorasick
@@ -51,7 +51,21 @@ def literal_form(normalised: str) -> str:
     return " " + " ".join(w for w in _LITERAL_SPLIT.split(normalised.lower()) if w) + " "
 
 
+def _native_word_view() -> Callable[[bytes, bytes], bytes] | None:
+    """gateway/scan/_native_text.c's `word_view`, or None where setup.py has not built it."""
+    try:
+        from gateway.scan._native_text import word_view as native_word_view
+    except ImportError:  # not built: the Python below, same result
+        return None
+    return native_word_view
+
+
+_NATIVE_WORD_VIEW: Final = _native_word_view()  # Final: compiled, a static read
+
+
 def word_view(data: bytes) -> bytes:
+    if _NATIVE_WORD_VIEW is not None:  # one pass, one allocation
+        return _NATIVE_WORD_VIEW(data, _WORD_VIEW)
     return b" " + data.translate(_WORD_VIEW) + b" "
 
 
