@@ -114,3 +114,21 @@ def test_scan_outputs_dump_compares(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert re.search(r"^different: re, roster: message \d+, findings$", done.stdout, re.M)
+
+
+def test_hyperscan_cache_quick_prints_each_case_and_the_sizes() -> None:
+    """load-tests/hyperscan_cache.py (README "Performance": the shape pass alone and between
+    other work): a time for each case, and the database's size whole and per shape."""
+    out = run(sys.executable, str(BENCH.with_name("hyperscan_cache.py")), "--quick", "--sizes")
+    times = re.findall(r"^  before each scan: (.+?) +([\d.]+) us$", out, re.M)
+    assert [label for label, _ in times] == [
+        "nothing",
+        "code touching little data",
+        "a 256 KB read",
+        "a 1 MB read",
+        "another order's scan + rewrite",
+    ]
+    assert all(float(figure) > 0 for _, figure in times)
+    whole = re.search(r"^shape database: (\d+) KB", out, re.M)
+    assert whole is not None and int(whole[1]) > 10
+    assert re.search(r"^  phone_fr +-?[\d.]+ KB$", out, re.M)
