@@ -39,6 +39,7 @@ import dataclasses
 import gc
 import importlib.util
 import os
+import platform
 import random
 import statistics
 import sys
@@ -209,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"scan benchmark: engine={args.engine}, one core, CPU time, {len(messages)} dense messages "
         f"(avg {dense_bytes / len(messages):.0f} B), bulk {len(text) / 1e6:.1f} MB"
+    )
+    # The interpreter matters (load-tests/README.md, "Thirteenth session": an optimised
+    # build of the same 3.11 ran the dense orders 2-24 % faster): say which one ran.
+    print(
+        f"interpreter: {platform.python_implementation()} {platform.python_version()} ({sys.executable})"
     )
 
     roster = synthetic_roster(roster_main)

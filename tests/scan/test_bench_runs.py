@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import platform
 import re
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def run(*command: str) -> str:
 
 def test_bench_scan_quick_prints_every_row() -> None:
     out = run(sys.executable, str(BENCH), "--quick")
+    assert f"interpreter: CPython {platform.python_version()} ({sys.executable})" in out
     for row in (
         "us/msg",
         "MB/s",
