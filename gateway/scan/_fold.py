@@ -89,17 +89,11 @@ _NATIVE_FOLD_KEEP: Final = _native_fold_keep()
 
 
 def _fold_bytes_py(text: str) -> bytes:
-    """`fold_bytes` in Python (and what gateway/scan/_native_text.c is tested against)."""
+    """Accent-stripped, case-kept ASCII bytes of `text`, one byte per character: the
+    folding in Python (and what gateway/scan/_native_text.c is tested against)."""
     if not text.isascii() and ("œ" in text or "Œ" in text or "\u2019" in text or "\u202f" in text):
         text = text.translate(_EXTRA)
     return text.encode("latin-1", "replace").translate(_TABLE)
-
-
-def fold_bytes(text: str) -> bytes:
-    """Accent-stripped, case-kept ASCII bytes of `text`, one byte per character."""
-    if _NATIVE_FOLD is not None:
-        return _NATIVE_FOLD(text, _TABLE, _EXTRA_PAIRS).encode("ascii")
-    return _fold_bytes_py(text)
 
 
 def fold(text: str) -> str:

@@ -26,7 +26,6 @@ from gateway.scan._fold import (
     _fold_bytes_py,
     alnum_key,
     fold,
-    fold_bytes,
     fold_key,
 )
 from gateway.scan.matchers import _WORD_VIEW, word_view
@@ -66,7 +65,6 @@ def test_native_folding_is_the_python_folding(text: str) -> None:
     expected = _python_fold(text)
     assert _native_text.fold(text, _TABLE, _EXTRA_PAIRS) == expected
     assert fold(text) == expected and fold(text).isascii() and len(fold(text)) == len(text)
-    assert fold_bytes(text) == _fold_bytes_py(text)
     assert fold_key(text) == expected.lower()
     key = _alnum_key_py(text)
     assert _native_text.fold_keep(text, _TABLE, _EXTRA_PAIRS, _ALNUM_KEEP) == key
