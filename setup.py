@@ -18,8 +18,8 @@ source beside the compiled build and require the same results.
 PORTIQUE_PURE_PYTHON=1 builds without compiling (no C compiler needed): the modules then
 run as plain Python, with the same results, slower.
 
-Beside them, three hand-written C modules, each with a Python fallback that gives the
-same results (see their headers for why they exist). Two are built when pkg-config finds
+Beside them, four hand-written C modules, each with a Python fallback that gives the
+same results (see their headers for why they exist). Three are built when pkg-config finds
 their library's headers (`make test` installs them):
 - gateway/scan/_hyperscan.c: Hyperscan scanning that returns its hits as a list. It links
   Debian's libhs (libhyperscan-dev); without it the scanner uses the python-hyperscan
@@ -27,7 +27,10 @@ their library's headers (`make test` installs them):
 - gateway/scan/_digest.c: the finding digests (HMAC-SHA256) in one call. It links OpenSSL's
   libcrypto (libssl-dev), the library Python's hashlib links already; without it the
   engine computes them with hashlib.
-The third needs no library:
+- gateway/scan/_reread.c: the re-reads of the shapes' Hyperscan hits, with JIT-compiled
+  PCRE2 patterns. It links Debian's libpcre2-8 (libpcre2-dev); without it the matcher
+  re-reads with Python `re`.
+The fourth needs no library:
 - gateway/scan/_native_text.c: the folding of text to ASCII and the word view, each in
   one pass; without it gateway/scan/_fold.py and matchers.py translate in Python.
 """
@@ -86,6 +89,9 @@ if os.environ.get("PORTIQUE_PURE_PYTHON") != "1":
     )
     ext_modules += pkg_config_extension(
         "gateway.scan._digest", "gateway/scan/_digest.c", "libcrypto"
+    )
+    ext_modules += pkg_config_extension(
+        "gateway.scan._reread", "gateway/scan/_reread.c", "libpcre2-8"
     )
     ext_modules.append(Extension("gateway.scan._native_text", ["gateway/scan/_native_text.c"]))
 

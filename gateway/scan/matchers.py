@@ -164,9 +164,12 @@ class HyperscanMatcher:
 
     name = "hyperscan"
 
-    def __init__(self, literals: Sequence[str], *, native: bool | None = None) -> None:
+    def __init__(
+        self, literals: Sequence[str], *, native: bool | None = None, reread: bool = True
+    ) -> None:
         """`native`: scan through gateway.scan._hyperscan (True), the python-hyperscan
-        binding (False), or the first of them that is installed (None)."""
+        binding (False), or the first of them that is installed (None). `reread`: re-read
+        the hits with gateway.scan._reread where it is built (False: always with `re`)."""
         if native is None:
             native = native_hyperscan_available()
         self.binding = "native" if native else "python-hyperscan"
@@ -182,6 +185,9 @@ class HyperscanMatcher:
                 flags.append(HS_FLAG_SOM_LEFTMOST | (HS_FLAG_CASELESS if shape.caseless else 0))
                 ids.append(index)
         self._shape_db = _compile_database(native, expressions, ids, flags)
+        # The re-reads in C (PCRE2), where gateway/scan/_reread.c is built: the Python
+        # below cost a dense 2 KB order ~137k instructions, more than the Hyperscan scan.
+        self._rereader: Rereader | None = native_rereader(self._plans) if reread else None
         self._literal_db: HitScanner | None = None
         if literals:
             self._literal_db = _compile_database(
@@ -197,9 +203,17 @@ class HyperscanMatcher:
         # sorted by start and then end, only for the shapes that fired (a 2 KB order fires
         # a handful of its 17). Grouped in C: packing and sorting them per shape in Python
         # cost shapes() ~12k instructions per dense order (313k -> 302k).
+        groups = self._shape_db.scan_grouped(data)
+        if self._rereader is not None:
+            return self._rereader.candidates(data, groups)
+        return self._reread(folded, data, groups)
+
+    def _reread(self, folded: str, data: bytes, groups: list[HitGroup]) -> list[Candidate]:
+        """The candidates of the grouped hits, re-read with `re` (what
+        gateway/scan/_reread.c does with PCRE2, where it is built)."""
         plans = self._plans
         found: list[Candidate] = []
-        for shape_index, spans in self._shape_db.scan_grouped(data):
+        for shape_index, spans in groups:
             plan = plans[shape_index]
             mode = plan.mode
             if mode == _SPAN:
@@ -446,6 +460,44 @@ def native_hyperscan_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+class Rereader(Protocol):
+    def candidates(self, data: bytes, groups: list[HitGroup]) -> list[Candidate]:
+        """The candidates of `scan_grouped(data)`'s hits: `HyperscanMatcher._reread`'s."""
+
+
+def native_rereader(plans: list[_Plan]) -> Rereader | None:
+    """gateway/scan/_reread.c's re-reader of these plans' hits, or None where setup.py has
+    not built it (no libpcre2-dev): the Python re-read is then used, same result."""
+    try:
+        from gateway.scan._reread import Rereader as NativeRereader
+    except ImportError:
+        return None
+    rereader: Rereader = NativeRereader(
+        [
+            (
+                plan.name,
+                plan.mode,
+                pcre2_pattern(plan.pattern.pattern),
+                bool(plan.pattern.flags & re.IGNORECASE),
+                plan.before,
+                plan.max_len,
+                plan.alphabet or b"",
+                pcre2_pattern(plan.locate.pattern) if plan.locate is not None else b"",
+                plan.offset,
+            )
+            for plan in plans
+        ]
+    )
+    return rereader
+
+
+def pcre2_pattern(pattern: str) -> bytes:
+    """A shape pattern (Python `re` syntax, ASCII) as PCRE2 reads it the same way. Of what
+    the shapes use, only `\\Z` differs: Python's is the very end, PCRE2's `\\z`."""
+    assert "\\\\" not in pattern  # no escaped backslash could precede a Z
+    return pattern.replace("\\Z", "\\z").encode("ascii")
 
 
 def hyperscan_available() -> bool:

@@ -1,0 +1,195 @@
+"""gateway.scan._reread (the shape re-reads in C, with PCRE2) against the Python re-read it
+replaces (HyperscanMatcher._reread, with `re`): the same candidates, in the same order,
+for the hits Hyperscan reports on arbitrary folded text, on the corpus and on the dense
+benchmark orders, and for arbitrary hits of every shape; used by the compiled build;
+clear errors that never quote the text.
+
+(tests/scan/test_matchers.py compares the matcher, C re-reads included, with finditer over
+the whole text; tests/scan/test_compiled.py runs the plain-Python source, which re-reads
+with `re`.)"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+if os.environ.get("PORTIQUE_PURE_PYTHON") == "1":  # built without a compiler: no C module
+    pytest.skip("PORTIQUE_PURE_PYTHON=1 build", allow_module_level=True)
+
+from gateway.scan import _reread
+from gateway.scan._fold import fold
+from gateway.scan.matchers import (
+    _EXACT,
+    _LOCATE,
+    _SPAN,
+    _WINDOW,
+    HyperscanMatcher,
+    pcre2_pattern,
+)
+from gateway.scan.shapes import SHAPES
+from tests.scan.corpus import make_corpus
+from tests.scan.test_matchers import TOKENS
+
+SECRET = "Eloise DUPONT 284037510812347"  # patient data: never in an error
+
+
+@lru_cache(maxsize=1)
+def matcher() -> HyperscanMatcher:
+    return HyperscanMatcher([])
+
+
+def _both(folded: str, groups: list[tuple[int, list[int]]]) -> tuple[list, list]:  # type: ignore[type-arg]
+    data = folded.encode("ascii")
+    rereader = matcher()._rereader
+    assert rereader is not None
+    return rereader.candidates(data, groups), matcher()._reread(folded, data, groups)
+
+
+def test_the_native_module_is_built_and_used() -> None:
+    """`make test` installs libpcre2-dev before building: the matcher must not fall back to
+    the `re` re-reads unnoticed."""
+    assert str(_reread.__file__).endswith(".so"), "rebuild with libpcre2-dev: make clean venv"
+    assert isinstance(matcher()._rereader, _reread.Rereader)
+    assert HyperscanMatcher([], reread=False)._rereader is None
+    assert _reread.PCRE2_VERSION.startswith("10.")
+
+
+def test_every_mode_is_exercised() -> None:
+    """The shapes use every way of re-reading: exact starts, located starts, windows and
+    spans taken as reported."""
+    assert {plan.mode for plan in matcher()._plans} == {_EXACT, _LOCATE, _WINDOW, _SPAN}
+
+
+FOLDED_TEXTS = st.lists(
+    TOKENS | st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=12),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(folded=FOLDED_TEXTS)
+@example(folded="Jean-Pierre DUPONT, N'Diaye D'ARTAGNAN et l'Marie MARTIN-DUBOIS LE ")
+@example(folded="ecrire a jean.dupont@free.fr) ou au 07 10 87 54 21. " * 3 + "x a@cab.fr")
+@example(folded="06 12 34 56 78\n")  # PCRE2's \Z would match before the final newline
+def test_native_and_python_rereads_agree_on_hyperscan_hits(folded: str) -> None:
+    groups = matcher()._shape_db.scan_grouped(folded.encode("ascii"))
+    native, python = _both(folded, groups)
+    assert native == python
+
+
+def test_native_and_python_rereads_agree_on_the_corpus_and_the_dense_orders() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "load-tests"))
+    try:
+        import bench_scan
+    finally:
+        sys.path.pop(0)
+    messages, _ = make_corpus(200, seed=7)
+    orders = bench_scan.dense_messages(200).messages
+    texts = ["\0".join(fold(field.text) for field in m.fields) for m in messages]
+    texts += ["\0".join(fold(field.text) for field in fields) for fields in orders]
+    found = 0
+    for folded in texts:
+        groups = matcher()._shape_db.scan_grouped(folded.encode("ascii"))
+        native, python = _both(folded, groups)
+        assert native == python
+        found += len(native)
+    assert found > 5000  # every family, many times
+
+
+@st.composite
+def arbitrary_hits(draw: st.DrawFn) -> tuple[str, list[tuple[int, list[int]]]]:
+    """Folded text and hits anywhere in it (sorted, within the text, a start reported with
+    one or several ends), for any shapes: not only where Hyperscan would report them."""
+    folded = draw(FOLDED_TEXTS.filter(lambda text: len(text) >= 3))
+    groups = []
+    for shape_index in sorted(draw(st.sets(st.integers(0, len(SHAPES) - 1), max_size=5))):
+        pairs = draw(
+            st.lists(
+                st.integers(0, len(folded) - 2).flatmap(
+                    lambda start: st.tuples(st.just(start), st.integers(start + 2, len(folded)))
+                ),
+                min_size=1,
+                max_size=8,
+                unique=True,
+            )
+        )
+        groups.append((shape_index, [offset for pair in sorted(pairs) for offset in pair]))
+    return folded, groups
+
+
+@settings(max_examples=1000, deadline=None)
+@given(case=arbitrary_hits())
+def test_native_and_python_rereads_agree_on_arbitrary_hits(
+    case: tuple[str, list[tuple[int, list[int]]]],
+) -> None:
+    folded, groups = case
+    native, python = _both(folded, groups)
+    assert native == python
+
+
+def test_python_end_of_text_is_pcre2s_very_end() -> None:
+    assert pcre2_pattern(r"\bA{2,30}\Z") == rb"\bA{2,30}\z"
+    assert pcre2_pattern("[a-z]+") == b"[a-z]+"
+
+
+def _plan(pattern: bytes = b"[0-9]+", mode: int = _EXACT, **changes: object) -> tuple:  # type: ignore[type-arg]
+    plan = {
+        "name": "shape",
+        "mode": mode,
+        "pattern": pattern,
+        "caseless": False,
+        "before": 0,
+        "max_len": 40,
+        "alphabet": b"",
+        "locate": b"",
+        "offset": 0,
+    }
+    plan.update(changes)
+    return tuple(plan.values())
+
+
+def test_bad_plans_and_inputs_raise_clear_errors_that_quote_no_text() -> None:
+    with pytest.raises(TypeError):
+        _reread.Rereader([("shape",)])
+    with pytest.raises(TypeError, match="a plan is a tuple"):
+        _reread.Rereader([["shape"]])
+    with pytest.raises(ValueError, match="invalid plan"):
+        _reread.Rereader([_plan(mode=7)])
+    with pytest.raises(ValueError, match="invalid plan"):
+        _reread.Rereader([_plan(mode=_LOCATE)])  # a located shape needs its locator
+    with pytest.raises(ValueError, match="invalid plan"):
+        _reread.Rereader([_plan(alphabet=b"\x01" * 3)])
+    with pytest.raises(ValueError, match="pattern at offset 7: missing closing parenthesis"):
+        _reread.Rereader([_plan(b"[0-9]+(")])
+    rereader = _reread.Rereader([_plan()])
+    data = SECRET.encode("ascii")
+    bad_inputs: list[tuple[type[Exception], object, object]] = [
+        (TypeError, SECRET, []),  # str, not bytes
+        (TypeError, data, [(0,)]),
+        (TypeError, data, [(0, [1, 2, 3])]),  # not pairs
+        (ValueError, data, [(1, [0, 2])]),  # no such plan
+        (ValueError, data, [(0, [0, len(data) + 1])]),  # past the text
+        (ValueError, data, [(0, [5, 9, 1, 3])]),  # not sorted
+        (TypeError, data, [(0, ["DUPONT", 3])]),
+    ]
+    for error, text, groups in bad_inputs:
+        with pytest.raises(error) as raised:
+            rereader.candidates(text, groups)  # type: ignore[arg-type]
+        assert "DUPONT" not in str(raised.value) and "2840375" not in str(raised.value)
+    assert rereader.candidates(data, [(0, [14, 16])]) == [("shape", 14, 29)]
+
+
+def test_a_failed_match_raises_and_quotes_no_text() -> None:
+    """A match PCRE2 cannot complete (here: its JIT stack, 1 MB, runs out) raises, and the
+    scan fails (the message is held) rather than dropping the candidate."""
+    rereader = _reread.Rereader([_plan(rb"(?:(D)|U)*Z", max_len=10**7)])
+    data = b"DU" * 500_000
+    with pytest.raises(RuntimeError, match=r"PCRE2 error -\d+") as raised:
+        rereader.candidates(data, [(0, [0, 2])])
+    assert "DU" not in str(raised.value)
