@@ -4,11 +4,12 @@ Two interchangeable implementations of the same contract:
 - `HyperscanMatcher`: one Hyperscan database for the shapes (compiled once, at engine
   build), used as a prefilter; and one literal database for roster and practice names
   (caseless, literal mode: a regex database of 100,000 names takes minutes to
-  compile, the literal one seconds). A shape hit is re-read by Python `re`: at its
-  exact start (SOM, or a trigger that is the pattern's prefix), at the starts a
-  locator finds before a junction trigger, or in a bounded window; or, for the shapes
-  whose pattern allows one end per start (`Shape.span_is_match`: phone numbers and
-  dates), taken as Hyperscan reports it, start and end.
+  compile, the literal one seconds). A shape hit is re-read: at its exact start (SOM,
+  or a trigger that is the pattern's prefix), at the starts a locator finds before a
+  junction trigger, or in a bounded window; or, for the shapes whose pattern allows one
+  end per start (`Shape.span_is_match`: phone numbers and dates), taken as Hyperscan
+  reports it, start and end. The re-reads run in C with PCRE2 (gateway/scan/_reread.c)
+  where it is built, else in Python with `re` (`_reread`): same candidates.
 - `ReMatcher`: Python `re` over the whole text for shapes, and an Aho-Corasick
   automaton (pyahocorasick) for literals, on the same word view.
 
@@ -20,7 +21,7 @@ match taken without re-read is the one `re.match` finds at its start, the only o
 there. The corpus test, hypothesis tests and the engine tests compare both matchers.
 
 Input: folded text (ASCII, see `_fold`). No I/O. Thread-safe: Hyperscan scratch
-space is per thread.
+space is per thread, and the C re-reader keeps the GIL.
 """
 
 from __future__ import annotations

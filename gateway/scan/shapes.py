@@ -1,21 +1,23 @@
 """The identifier shapes: one regular expression per candidate family.
 
 Each pattern runs on folded text (see `_fold`: ASCII, accents stripped, case kept),
-in two engines with the same syntax: Hyperscan (as a one-pass prefilter over all
-shapes) and Python `re` (re.ASCII). Patterns therefore use only what both engines
-share: classes, bounded repeats, alternation and `\\b`; no look-around, no
+in engines with the same syntax: Hyperscan (as a one-pass prefilter over all shapes),
+Python `re` (re.ASCII) and PCRE2 (which re-reads Hyperscan's hits where
+gateway/scan/_reread.c is built). Patterns therefore use only what all of them share,
+with the same meaning: classes, bounded repeats, alternation and `\\b` (and, in the
+locators, which Hyperscan never runs, `\\Z`: PCRE2's `\\z`); no look-around, no
 backreferences. A match is only a *candidate*: checksums, labels and context are
 checked in Python afterwards (see `validators`).
 
-`max_len` bounds a match (characters) so that a Hyperscan hit can be re-read by
-Python `re` inside a small window. Where the full pattern is slow in Hyperscan (name
-patterns, e-mail: measured 0.2-1.4 GB/s alone, and slower together), Hyperscan looks
-for a cheaper `trigger` instead (see `Shape`). Every hit costs a Python callback and a
-re-read, so a trigger should fire about once per candidate: a street triggers on its
-head, a "Jean DUPONT" on its capitalised word and the capitals after it, with their
-exact start (one `re.match` each), not on a short fragment that fires on every
-"27-28", "CMD-2024" or "la patiente DUPONT". Phone numbers and dates, whose pattern
-allows one end per start, need no re-read at all (`span_is_match`).
+`max_len` bounds a match (characters) so that a Hyperscan hit can be re-read inside a
+small window. Where the full pattern is slow in Hyperscan (name patterns, e-mail:
+measured 0.2-1.4 GB/s alone, and slower together), Hyperscan looks for a cheaper
+`trigger` instead (see `Shape`). Every hit costs a re-read (a few hundred instructions
+in C, a few thousand with `re`), so a trigger should fire about once per candidate: a
+street triggers on its head with its exact start (one anchored match each), a "Jean
+DUPONT" or "DUPONT Jean" on the junction between its words; not on a short fragment
+that fires on every "27-28" or "CMD-2024". Phone numbers and dates, whose pattern allows
+one end per start, need no re-read at all (`span_is_match`).
 """
 
 from __future__ import annotations
