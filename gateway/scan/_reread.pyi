@@ -11,3 +11,11 @@ class Rereader:
     def candidates(
         self, data: bytes, groups: list[tuple[int, list[int]]], /
     ) -> list[tuple[ShapeName, int, int]]: ...
+    def candidates_by_field(
+        self,
+        data: bytes,
+        groups: list[tuple[int, list[int]]],
+        starts: list[int],
+        lengths: list[int],
+        /,
+    ) -> list[list[tuple[ShapeName, int, int]]]: ...

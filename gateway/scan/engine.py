@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final
 
 from crypto.pseudonym import (
     CROCKFORD,
@@ -43,7 +43,13 @@ from gateway.config import PracticeConfig
 from gateway.scan import names as name_rules
 from gateway.scan import validators
 from gateway.scan._fold import alnum_key, fold
-from gateway.scan.matchers import CandidateMatcher, literal_form, make_matcher, word_view
+from gateway.scan.matchers import (
+    CandidateMatcher,
+    in_packed_order,
+    literal_form,
+    make_matcher,
+    word_view,
+)
 from gateway.scan.model import (
     FieldKind,
     Finding,
@@ -209,29 +215,6 @@ _WHOLE_FIELD_KINDS: Final = {
 }
 # No roster word consumed (shared, never changed).
 _NONE_USED: Final[frozenset[int]] = frozenset()
-_T = TypeVar("_T")
-
-
-def _in_packed_order(items: list[_T], packed: list[int]) -> list[_T]:
-    """`items` sorted by a key, as stably as `sorted(items, key=...)`, where `packed[i]`
-    is `key(items[i]) * len(items) + i` (keys non-negative ints): one sort of plain ints.
-    No key function is called per item and no tuples are compared per pair: compiled,
-    sorting a dense order's candidates so costs ~10k instructions, ~35k with an
-    itemgetter key."""
-    count = len(items)
-    packed.sort()
-    return [items[p % count] for p in packed]
-
-
-def _by_start_end(
-    candidates: list[tuple[ShapeName, int, int]], length: int
-) -> list[tuple[ShapeName, int, int]]:
-    """Candidates by start, then end, stable: no end exceeds `length`, the text's."""
-    stride, count = length + 1, len(candidates)
-    return _in_packed_order(
-        candidates,
-        [(start * stride + end) * count + i for i, (_name, start, end) in enumerate(candidates)],
-    )
 
 
 def _by_start(spans: list[_Span]) -> list[_Span]:
@@ -243,7 +226,7 @@ def _by_start(spans: list[_Span]) -> list[_Span]:
     else:
         return spans
     count = len(spans)
-    return _in_packed_order(spans, [span.start * count + i for i, span in enumerate(spans)])
+    return in_packed_order(spans, [span.start * count + i for i, span in enumerate(spans)])
 
 
 @dataclass(init=False, slots=True, unsafe_hash=True)  # hashable (tests); never changed once built
@@ -670,35 +653,29 @@ class Engine:
         if len(scanned) == 1:  # one field (a document's text): no offsets to map back
             only = scanned[0]
             data = folded_fields[only].encode("ascii")
-            candidates[only] = _by_start_end(
-                self.matcher.shapes(folded_fields[only], data), len(folded_fields[only])
-            )
+            candidates[only] = self.matcher.shapes_by_field(
+                folded_fields[only], data, [0], [len(folded_fields[only])]
+            )[0]
             view = word_view(data)
             literal_hits[only] = self.matcher.literals(view)
             view_starts[only] = 0
             return view
         starts: list[int] = []
+        lengths: list[int] = []
         position = 0
         for index in scanned:
             starts.append(position)
             view_starts[index] = position
-            position += len(folded_fields[index]) + 1
+            length = len(folded_fields[index])
+            lengths.append(length)
+            position += length + 1
         joined = _FIELD_SEPARATOR.join([folded_fields[index] for index in scanned])
         data = joined.encode("ascii")
-        found = self.matcher.shapes(joined, data)
-        if found:
-            # By start: one sweep over the fields (and each field's list comes sorted).
-            found = _by_start_end(found, len(joined))
-            slot = 0
-            base, limit, target = 0, len(folded_fields[scanned[0]]), candidates[scanned[0]]
-            for name, start, end in found:
-                if start > limit:
-                    slot = bisect_right(starts, start, slot) - 1
-                    base = starts[slot]
-                    limit = base + len(folded_fields[scanned[slot]])
-                    target = candidates[scanned[slot]]
-                if end <= limit:
-                    target.append((name, start - base, end - base))
+        # Sorted by start and end, per field (re-read, sorted and split in one C call).
+        for slot, field_candidates in enumerate(
+            self.matcher.shapes_by_field(joined, data, starts, lengths)
+        ):
+            candidates[scanned[slot]] = field_candidates
         view = word_view(data)
         for literal, start, end in self.matcher.literals(view):
             slot = bisect_right(starts, start) - 1
@@ -1496,8 +1473,8 @@ def _rank(span: _Span) -> tuple[int, bool, int, int]:
 
 def _by_rank(spans: list[_Span]) -> list[_Span]:
     """`sorted(spans, key=_rank)` for spans none empty: each rank packed in one int, its
-    fields in turn (see _in_packed_order). Compiled, `sorted` with a key costs a generic
-    call per span and a tuple compare per pair (~5k instructions a dense order)."""
+    fields in turn (see matchers.in_packed_order). Compiled, `sorted` with a key costs a
+    generic call per span and a tuple compare per pair (~5k instructions a dense order)."""
     stride = max([span.end for span in spans]) + 1  # past every start and length
     count = len(spans)
     packed: list[int] = []
@@ -1506,7 +1483,7 @@ def _by_rank(spans: list[_Span]) -> list[_Span]:
         shorter = stride - (span.end - span.start)  # the longest first
         rank = ((_PRIORITY[span.kind] * 2 + unrostered) * stride + shorter) * stride + span.start
         packed.append(rank * count + i)
-    return _in_packed_order(spans, packed)
+    return in_packed_order(spans, packed)
 
 
 def _resolve_cluster(spans: list[_Span], folded: str) -> list[_Span]:

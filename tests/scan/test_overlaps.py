@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from gateway.scan import FieldKind, RosterPatient, TextField, build_engine
 from gateway.scan import engine as engine_module
-from gateway.scan.engine import _by_start, _by_start_end, _rank, _resolve_overlaps, _Span
+from gateway.scan.engine import _by_start, _rank, _resolve_overlaps, _Span
+from gateway.scan.matchers import split_by_field
 from gateway.scan.model import IdentifierKind
 from gateway.scan.shapes import ShapeName
 
@@ -62,7 +63,8 @@ def test_sorts_by_packed_keys_are_the_stable_sorts(spans: list[_Span]) -> None:
     assert _by_start(spans) == sorted(spans, key=lambda s: s.start)
     shapes = list(ShapeName)  # distinct items of equal keys: the stable order shows
     candidates = [(shapes[i % len(shapes)], s.start, s.end) for i, s in enumerate(spans)]
-    assert _by_start_end(candidates, 240) == sorted(candidates, key=lambda c: (c[1], c[2]))
+    by_start_end = sorted(candidates, key=lambda c: (c[1], c[2]))
+    assert split_by_field(candidates, [0], [240]) == [by_start_end]
 
 
 @settings(max_examples=300, deadline=None)

@@ -31,6 +31,7 @@ from gateway.scan.matchers import (
     _WINDOW,
     HyperscanMatcher,
     pcre2_pattern,
+    split_by_field,
 )
 from gateway.scan.shapes import SHAPES
 from tests.scan.corpus import make_corpus
@@ -45,10 +46,26 @@ def matcher() -> HyperscanMatcher:
 
 
 def _both(folded: str, groups: list[tuple[int, list[int]]]) -> tuple[list, list]:  # type: ignore[type-arg]
+    """The C and Python re-reads' candidates; checks their split by field on the way."""
     data = folded.encode("ascii")
     rereader = matcher()._rereader
     assert rereader is not None
-    return rereader.candidates(data, groups), matcher()._reread(folded, data, groups)
+    native, python = rereader.candidates(data, groups), matcher()._reread(folded, data, groups)
+    starts, lengths = _fields(folded)
+    assert rereader.candidates_by_field(data, groups, starts, lengths) == split_by_field(
+        python, starts, lengths
+    )
+    return native, python
+
+
+def _fields(joined: str) -> tuple[list[int], list[int]]:
+    """Where the NUL-joined fields of `joined` start, and their lengths."""
+    starts, lengths, position = [], [], 0
+    for field in joined.split("\0"):
+        starts.append(position)
+        lengths.append(len(field))
+        position += len(field) + 1
+    return starts, lengths
 
 
 def test_the_native_module_is_built_and_used() -> None:
@@ -67,7 +84,9 @@ def test_every_mode_is_exercised() -> None:
 
 
 FOLDED_TEXTS = st.lists(
-    TOKENS | st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=12),
+    TOKENS
+    | st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=12)
+    | st.just("\0"),  # a message's fields are joined by NUL
     max_size=40,
 ).map("".join)
 
@@ -131,6 +150,30 @@ def test_native_and_python_rereads_agree_on_arbitrary_hits(
     folded, groups = case
     native, python = _both(folded, groups)
     assert native == python
+
+
+def test_candidates_are_split_by_field_sorted_and_within_their_field() -> None:
+    rereader = matcher()._rereader
+    assert rereader is not None
+    joined = "tel 06 12 34 56 78 le 02/11/2024\0\0ecrire a jean@free.fr ou 01 02 03 04 05"
+    data = joined.encode("ascii")
+    groups = matcher()._shape_db.scan_grouped(data)
+    starts, lengths = _fields(joined)
+    fields = rereader.candidates_by_field(data, groups, starts, lengths)
+    assert [[(str(name), start, end) for name, start, end in f] for f in fields] == [
+        [("phone_fr", 4, 18), ("date_numeric", 22, 32)],
+        [],
+        [("email", 9, 21), ("phone_fr", 25, 39)],
+    ]
+    # A span across a field's end (no shape's, but a caller's) is dropped, as in Python.
+    span_shape = [plan.mode for plan in matcher()._plans].index(_SPAN)  # taken as reported
+    across = [(span_shape, [10, 40])]
+    assert len(rereader.candidates(data, across)) == 1
+    assert rereader.candidates_by_field(data, across, starts, lengths) == [[], [], []]
+    assert split_by_field(rereader.candidates(data, across), starts, lengths) == [[], [], []]
+    for bad_starts, bad_lengths in [([], []), ([0], [1, 2]), ([5, 0], [1, 1]), ([0], [999])]:
+        with pytest.raises(ValueError, match="starts and lengths|fields must be"):
+            rereader.candidates_by_field(data, groups, bad_starts, bad_lengths)
 
 
 def test_python_end_of_text_is_pcre2s_very_end() -> None:
