@@ -31,7 +31,8 @@ Contract (gateway/scan/matchers.py's HyperscanMatcher relies on it):
 Invariants. PCRE2 and Python's `re` (re.ASCII) agree on what the shapes use: classes,
 bounded greedy repeats, ordered alternation, `\b` and `\d` over ASCII, ASCII-only
 caselessness, `pos`/`endpos` as start offset and subject length. The text is the folded
-text, ASCII. Every offset read is checked against the text's length. The GIL is held
+text, ASCII. Every offset read is checked against the text's length, and no pattern
+may match the empty string (checked when built), so every walk advances. The GIL is held
 throughout (a message's re-reads take microseconds), so one match-data block and one JIT
 stack per Rereader serve every call: each match's bounds are read from the match data
 right after `pcre2_match` returns, before anything that could run Python code.
@@ -129,6 +130,14 @@ static int compile_pattern(Pattern *pattern, PyObject *source, int caseless, int
         pcre2_get_error_message(error, message, sizeof message);
         PyErr_Format(PyExc_ValueError, "pattern at offset %zu: %s", (size_t)error_offset,
                      (const char *)message);
+        return -1;
+    }
+    /* A pattern that may match the empty string would stall the window walk (as it
+       would the Python's): no shape's does. */
+    uint32_t shortest = 0;
+    if (pcre2_pattern_info(pattern->code, PCRE2_INFO_MINLENGTH, &shortest) != 0
+        || shortest == 0) {
+        PyErr_SetString(PyExc_ValueError, "a pattern must not match the empty string");
         return -1;
     }
     /* Without JIT support (another CPU), pcre2_match interprets: same results, slower. */

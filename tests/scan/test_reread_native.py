@@ -208,6 +208,8 @@ def test_bad_plans_and_inputs_raise_clear_errors_that_quote_no_text() -> None:
         _reread.Rereader([_plan(mode=_LOCATE)])  # a located shape needs its locator
     with pytest.raises(ValueError, match="invalid plan"):
         _reread.Rereader([_plan(alphabet=b"\x01" * 3)])
+    with pytest.raises(ValueError, match="must not match the empty string"):
+        _reread.Rereader([_plan(rb"\b[0-9]*")])
     with pytest.raises(ValueError, match="pattern at offset 7: missing closing parenthesis"):
         _reread.Rereader([_plan(b"[0-9]+(")])
     rereader = _reread.Rereader([_plan()])
