@@ -27,7 +27,8 @@ run: $(STAMP)
 	$(BIN)/portique serve
 
 ## make test: installs what the tests need (Debian packages when root), then lint, types, tests.
-# system-deps comes first: the build links the Debian libhs and libcrypto it installs.
+# system-deps comes first: the build links the Debian libhs, libcrypto and libpcre2-8 it
+# installs.
 test: system-deps $(STAMP) lint typecheck pytest
 
 system-deps:
