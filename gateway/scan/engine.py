@@ -680,7 +680,7 @@ class Engine:
         for literal, start, end in self.matcher.literals(view):
             slot = bisect_right(starts, start) - 1
             base = starts[slot]
-            if end <= base + len(folded_fields[scanned[slot]]):
+            if end <= base + lengths[slot]:
                 literal_hits[scanned[slot]].append((literal, start - base, end - base))
         return view
 
