@@ -7,7 +7,7 @@ Two interchangeable implementations of the same contract:
   compile, the literal one seconds). A shape hit is re-read: at its exact start (SOM,
   or a trigger that is the pattern's prefix), at the starts a locator finds before a
   junction trigger, or in a bounded window; or, for the shapes whose pattern allows one
-  end per start (`Shape.span_is_match`: phone numbers and dates), taken as Hyperscan
+  end per start (`Shape.span_is_match`: ISO dates, dates in words), taken as Hyperscan
   reports it, start and end. The re-reads run in C with PCRE2 (gateway/scan/_reread.c)
   where it is built, else in Python with `re` (`_reread`): same candidates.
 - `ReMatcher`: Python `re` over the whole text for shapes, and an Aho-Corasick

@@ -422,18 +422,19 @@ def test_start_triggers_match_where_every_match_starts(text: str) -> None:
 SPAN_TEXT = st.lists(
     st.sampled_from(
         ["1", "2", "3", "0", "9", "00", "19", "20", "+33 ", "(0) ", "0033", "/", ".", "-", " "]
-        + ["1er", "er", " mars ", " mai ", " juin ", "JUILLET", "x", "\n"]
+        + ["1er", "er", " mars ", " mai ", " juin ", "JUILLET", "x", "\n", "Paris", "A"]
     ),
     max_size=40,
 ).map("".join)
 
 
 @settings(max_examples=500, deadline=None)
-@given(text=st.one_of(SPAN_TEXT, NAME_TEXT))
+@given(text=st.one_of(SPAN_TEXT, NUMBER_TEXT, NAME_TEXT))
 def test_matchers_agree_on_candidates(text: str) -> None:
     """Both matchers give the same candidates where a Hyperscan hit is taken without a
-    re-read (Shape.span_is_match: phone numbers, dates) or re-read at its exact start
-    only (a capitalised word before capitals: "Jean-Pierre DUPONT", "N'Diaye MARTIN")."""
+    re-read (Shape.span_is_match: ISO dates, dates in words) or re-read at its exact start
+    only (a phone number's prefix, a numeric date's day and month, a postcode's digits; a
+    capitalised word before capitals: "Jean-Pierre DUPONT", "N'Diaye MARTIN")."""
     assert any(shape.span_is_match for shape in SHAPES)
     data = text.encode("ascii")
     assert sorted(engine("hyperscan").matcher.shapes(text, data)) == sorted(
