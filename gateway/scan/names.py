@@ -15,7 +15,11 @@ Rules (issue 3, "Patient names"):
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from gateway.scan._names import NameRules
 
 # Capitalised words that start sentences or name things in dental mail, and capitals
 # used as acronyms: never taken as a person's name on their own.
@@ -50,9 +54,62 @@ _WORD: Final = re.compile(r"[A-Za-z][A-Za-z'-]*")
 # when capitalised and followed by a name word, stopwords otherwise.
 PARTICLES: Final = frozenset("le la de du des da di dos das del della ben van von mac".split())
 
+# gateway/scan/_names.c reads the words of a candidate in place, in C (a slice, a
+# `.lower()` and a set look-up a word in compiled Python): the same results, on the same
+# word lists, for the ASCII folded text the engine passes. The functions below are the
+# Python fallback (PORTIQUE_PURE_PYTHON=1, or a build without it) and its test oracle
+# (tests/scan/test_names_native.py). Its methods are kept bound, each in a `Final`
+# (compiled, a static read and a direct vectorcall, no method look-up).
+_SpanRule = Callable[[str, int, int], tuple[int, int] | None]
+
+
+def _native_rules() -> NameRules | None:
+    """gateway/scan/_names.c's rules over STOPWORDS and PARTICLES, or None where setup.py
+    has not built it."""
+    try:
+        from gateway.scan._names import NameRules as NativeNameRules
+    except ImportError:  # not built: the Python below, same results
+        return None
+    return NativeNameRules(STOPWORDS, PARTICLES)
+
+
+_NATIVE: Final = _native_rules()
+_NATIVE_PAIR_SPAN: Final[_SpanRule | None] = None if _NATIVE is None else _NATIVE.pair_span
+_NATIVE_TRIGGER_NAME_SPAN: Final[_SpanRule | None] = (
+    None if _NATIVE is None else _NATIVE.trigger_name_span
+)
+_NATIVE_NAME_WORDS: Final[Callable[[str, int, int], list[tuple[int, int]]] | None] = (
+    None if _NATIVE is None else _NATIVE.name_words
+)
+
 
 def name_words(folded: str, start: int, end: int) -> list[tuple[int, int]]:
-    """Spans of the words of folded[start:end] that can be part of a name; (-1, -1) breaks.
+    """Spans of the words of folded[start:end] that can be part of a name; (-1, -1) breaks
+    (see `_name_words_py`). `folded` is folded text (ASCII); 0 <= start, 0 <= end."""
+    if _NATIVE_NAME_WORDS is not None:
+        return _NATIVE_NAME_WORDS(folded, start, end)
+    return _name_words_py(folded, start, end)
+
+
+def trigger_name_span(folded: str, start: int, end: int) -> tuple[int, int] | None:
+    """The name of a CIVILITY_NAME or INTRO_NAME match, if any (see
+    `_trigger_name_span_py`). `folded` is folded text; 0 <= start <= end <= len(folded)."""
+    if _NATIVE_TRIGGER_NAME_SPAN is not None:
+        return _NATIVE_TRIGGER_NAME_SPAN(folded, start, end)
+    return _trigger_name_span_py(folded, start, end)
+
+
+def pair_span(folded: str, start: int, end: int) -> tuple[int, int] | None:
+    """The span of an UPPER_FIRST or FIRST_UPPER match unless a word is a stopword (see
+    `_pair_span_py`). `folded` is folded text; 0 <= start <= end <= len(folded)."""
+    if _NATIVE_PAIR_SPAN is not None:
+        return _NATIVE_PAIR_SPAN(folded, start, end)
+    return _pair_span_py(folded, start, end)
+
+
+def _name_words_py(folded: str, start: int, end: int) -> list[tuple[int, int]]:
+    """`name_words` in Python: spans of the words of folded[start:end] that can be part of
+    a name; (-1, -1) breaks.
 
     The words are the `_WORD` matches, read as strings (no match objects: display names
     and file names are read on every message): every letter starts a match, so each
@@ -126,9 +183,9 @@ def context_name_span(
     return words[first][0], words[last][1]
 
 
-def trigger_name_span(folded: str, start: int, end: int) -> tuple[int, int] | None:
-    """`context_name_span(folded, start, end, skip_first=True)` for a CIVILITY_NAME or
-    INTRO_NAME match, without the word regex.
+def _trigger_name_span_py(folded: str, start: int, end: int) -> tuple[int, int] | None:
+    """`trigger_name_span` in Python: `context_name_span(folded, start, end,
+    skip_first=True)` for a CIVILITY_NAME or INTRO_NAME match, without the word regex.
 
     Such a match is tokens one space apart: the trigger word (maybe with ":" attached),
     maybe ":", maybe a civility ("M.", "Mme"), then name-shaped words. The word regex
@@ -179,8 +236,9 @@ def trigger_name_span(folded: str, start: int, end: int) -> tuple[int, int] | No
     return (name_start, name_end) if name_start >= 0 else None
 
 
-def pair_span(folded: str, start: int, end: int) -> tuple[int, int] | None:
-    """A "SURNAME Firstname" / "Firstname SURNAME" candidate, unless a word is a stopword.
+def _pair_span_py(folded: str, start: int, end: int) -> tuple[int, int] | None:
+    """`pair_span` in Python: a "SURNAME Firstname" / "Firstname SURNAME" candidate,
+    unless a word is a stopword.
 
     The candidate is an UPPER_FIRST or FIRST_UPPER match: capitalised words of letters,
     "'" and "-", one space apart. Split on that space they are exactly the words

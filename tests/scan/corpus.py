@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 
 from stdnum import iban as stdnum_iban
 from stdnum.fr import nir as stdnum_nir
@@ -576,3 +578,16 @@ def leaked(kind: str, value: str, output: str) -> bool:
         present = words(output)
         return all(part in present for part in parts)
     return comparable(value) in comparable(output)
+
+
+def corpus_and_dense_orders(count: int) -> list[list[TextField]]:
+    """The fields of `count` corpus messages (seed 7) and of `count` of
+    load-tests/bench_scan.py's dense lab orders: the texts the C modules' tests compare
+    with their Python fallbacks on."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "load-tests"))
+    try:
+        import bench_scan
+    finally:
+        sys.path.pop(0)
+    messages, _ = make_corpus(count, seed=7)
+    return [m.fields for m in messages] + bench_scan.dense_messages(count).messages

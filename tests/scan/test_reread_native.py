@@ -11,9 +11,7 @@ with `re`.)"""
 from __future__ import annotations
 
 import os
-import sys
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 from hypothesis import example, given, settings
@@ -34,7 +32,7 @@ from gateway.scan.matchers import (
     split_by_field,
 )
 from gateway.scan.shapes import SHAPES
-from tests.scan.corpus import make_corpus
+from tests.scan.corpus import corpus_and_dense_orders
 from tests.scan.test_matchers import TOKENS
 
 SECRET = "Eloise DUPONT 284037510812347"  # patient data: never in an error
@@ -103,15 +101,9 @@ def test_native_and_python_rereads_agree_on_hyperscan_hits(folded: str) -> None:
 
 
 def test_native_and_python_rereads_agree_on_the_corpus_and_the_dense_orders() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "load-tests"))
-    try:
-        import bench_scan
-    finally:
-        sys.path.pop(0)
-    messages, _ = make_corpus(200, seed=7)
-    orders = bench_scan.dense_messages(200).messages
-    texts = ["\0".join(fold(field.text) for field in m.fields) for m in messages]
-    texts += ["\0".join(fold(field.text) for field in fields) for fields in orders]
+    texts = [
+        "\0".join(fold(field.text) for field in fields) for fields in corpus_and_dense_orders(200)
+    ]
     found = 0
     for folded in texts:
         groups = matcher()._shape_db.scan_grouped(folded.encode("ascii"))

@@ -1,0 +1,552 @@
+/* gateway.scan._names: the scan core's name rules (gateway/scan/names.py), in C.
+
+Purpose. Every UPPER_FIRST, FIRST_UPPER, CIVILITY_NAME and INTRO_NAME candidate of a
+message is read word by word (names.pair_span, names.trigger_name_span), and every display
+name and file name too (names.name_words). In compiled Python each word costs a slice, a
+`.lower()`, a hash and a set look-up, and the walk around them boxes its offsets: some
+hundreds of instructions a word, on the dozens of candidates of a dense lab order. Here
+each word is read in place in the folded text's own storage: its letters are lower-cased
+and hashed on the fly, and looked up in a small open-addressing table built once. A dense
+2 KB order costs 20k instructions fewer (load-tests/callgrind_scan.py, 610.0k to 589.9k).
+
+Contract (gateway/scan/names.py relies on it; tests/scan/test_names_native.py checks it
+against the Python functions, which stay as the fallback and the oracle):
+- `NameRules(stopwords, particles)`: two iterables of ASCII str, names.STOPWORDS and
+  names.PARTICLES (one definition of the word lists: the Python's). A word is looked up
+  as its lower-cased text, compared with the stored words byte for byte (as `low in
+  STOPWORDS` compares str).
+- `is_name_word(folded, start, end)`, `pair_span(folded, start, end)` and
+  `trigger_name_span(folded, start, end)` return what names.is_name_word,
+  names._pair_span_py and names._trigger_name_span_py return, for
+  0 <= start <= end <= len(folded).
+- `name_words(folded, start, end)` returns what names._name_words_py returns for
+  0 <= start and 0 <= end: an end past the text is the text's end, a start at or past
+  the end gives [] (as the Python's slicing and `findall(folded, start, end)` read them).
+- `folded` must be an ASCII str (gateway/scan/_fold.py folds to ASCII), else ValueError;
+  offsets must be int (TypeError) within the ranges above (ValueError). A wrong argument
+  count or type raises TypeError. No message names a value: the texts are patient data.
+
+Invariants. Holds the GIL (a candidate takes well under a microsecond) and keeps no state
+but the two word tables, filled when the object is made and read-only after, so every
+thread may call it. Every offset is checked against the text's length before any byte is
+read: the walks then read only within [start, end). A word longer than the longest
+stored word is never looked up (it cannot be one).
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* A set of ASCII words: open addressing (linear probing) over their bytes in one pool. */
+typedef struct {
+    Py_ssize_t offset; /* in the pool */
+    Py_ssize_t length; /* 0: an empty slot (an empty word is never looked up) */
+} Slot;
+
+typedef struct {
+    char *pool;
+    Slot *slots;
+    size_t mask; /* slot count - 1, a power of two at least twice the word count */
+    Py_ssize_t max_length;
+} WordSet;
+
+typedef struct {
+    PyObject_HEAD
+    WordSet stopwords;
+    WordSet particles;
+} NameRules;
+
+static inline unsigned char lower_ascii(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 0x20) : c;
+}
+
+static inline int is_capital(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z';
+}
+
+static inline int is_letter(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/* FNV-1a over the lower-cased bytes. */
+static inline uint64_t hash_lower(const unsigned char *text, Py_ssize_t length)
+{
+    uint64_t hash = 14695981039346656037ULL;
+    for (Py_ssize_t i = 0; i < length; i++) {
+        hash = (hash ^ lower_ascii(text[i])) * 1099511628211ULL;
+    }
+    return hash;
+}
+
+/* Whether the lower-cased `text` is a word of `set`. */
+static int set_contains_lower(const WordSet *set, const unsigned char *text, Py_ssize_t length)
+{
+    if (length <= 0 || length > set->max_length) {
+        return 0;
+    }
+    size_t i = (size_t)hash_lower(text, length) & set->mask;
+    for (;; i = (i + 1) & set->mask) {
+        const Slot *slot = &set->slots[i];
+        if (slot->length == 0) {
+            return 0;
+        }
+        if (slot->length == length) {
+            const unsigned char *word = (const unsigned char *)set->pool + slot->offset;
+            Py_ssize_t k = 0;
+            while (k < length && word[k] == lower_ascii(text[k])) {
+                k++;
+            }
+            if (k == length) {
+                return 1;
+            }
+        }
+    }
+}
+
+static void set_clear(WordSet *set)
+{
+    PyMem_Free(set->pool);
+    PyMem_Free(set->slots);
+    set->pool = NULL;
+    set->slots = NULL;
+}
+
+/* Fills `set` with the words of `iterable` (ASCII str): 1, else 0 with an exception. */
+static int set_build(WordSet *set, PyObject *iterable, const char *what)
+{
+    PyObject *words = PySequence_List(iterable);
+    if (words == NULL) {
+        return 0;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(words);
+    Py_ssize_t pool_size = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *word = PyList_GET_ITEM(words, i);
+        if (!PyUnicode_Check(word)) {
+            PyErr_Format(PyExc_TypeError, "NameRules(): %s must be str", what);
+            goto fail;
+        }
+        if (!PyUnicode_IS_ASCII(word)) {
+            PyErr_Format(PyExc_ValueError, "NameRules(): %s must be ASCII", what);
+            goto fail;
+        }
+        if (PyUnicode_GET_LENGTH(word) > PY_SSIZE_T_MAX / 2 - pool_size) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        pool_size += PyUnicode_GET_LENGTH(word);
+    }
+    size_t slots = 8;
+    while (slots < (size_t)count * 2 + 1) {
+        slots *= 2;
+    }
+    set->pool = PyMem_Malloc(pool_size > 0 ? (size_t)pool_size : 1);
+    set->slots = PyMem_Calloc(slots, sizeof(Slot));
+    if (set->pool == NULL || set->slots == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    set->mask = slots - 1;
+    set->max_length = 0;
+    Py_ssize_t used = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *word = PyList_GET_ITEM(words, i);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(word);
+        const unsigned char *text = PyUnicode_1BYTE_DATA(word);
+        if (length == 0) {
+            continue; /* never looked up */
+        }
+        /* Stored as written: a word with a capital is never found, as in Python. */
+        size_t k = (size_t)hash_lower(text, length) & set->mask;
+        int stored = 0;
+        for (;; k = (k + 1) & set->mask) {
+            Slot *slot = &set->slots[k];
+            if (slot->length == 0) {
+                break;
+            }
+            if (slot->length == length && memcmp(set->pool + slot->offset, text, length) == 0) {
+                stored = 1; /* a duplicate (an iterable, not a set) */
+                break;
+            }
+        }
+        if (stored) {
+            continue;
+        }
+        memcpy(set->pool + used, text, (size_t)length);
+        set->slots[k].offset = used;
+        set->slots[k].length = length;
+        used += length;
+        if (length > set->max_length) {
+            set->max_length = length;
+        }
+    }
+    Py_DECREF(words);
+    return 1;
+fail:
+    Py_DECREF(words);
+    set_clear(set);
+    return 0;
+}
+
+/* names.is_name_word: capitalised, and without its trailing "'" and "-" two characters
+   or more and no stopword. 0 <= start <= end <= the text's length. */
+static int is_name_word(const NameRules *rules, const unsigned char *text, Py_ssize_t start,
+                        Py_ssize_t end)
+{
+    if (end - start < 2 || !is_capital(text[start])) {
+        return 0;
+    }
+    Py_ssize_t stop = end;
+    while (stop > start && (text[stop - 1] == '\'' || text[stop - 1] == '-')) {
+        stop--;
+    }
+    if (stop - start < 2) {
+        return 0;
+    }
+    return !set_contains_lower(&rules->stopwords, text + start, stop - start);
+}
+
+/* names._is_capital_particle. */
+static int is_capital_particle(const NameRules *rules, const unsigned char *text,
+                               Py_ssize_t start, Py_ssize_t end)
+{
+    return end > start && is_capital(text[start])
+           && set_contains_lower(&rules->particles, text + start, end - start);
+}
+
+/* names._word_end: the end of text[start:end] without its trailing "." and ":". */
+static Py_ssize_t word_end_of(const unsigned char *text, Py_ssize_t start, Py_ssize_t end)
+{
+    while (end > start && (text[end - 1] == '.' || text[end - 1] == ':')) {
+        end--;
+    }
+    return end;
+}
+
+/* str.find(" ", start, end) and str.rfind(" ", start, end), 0 <= start, end <= length. */
+static Py_ssize_t find_space(const unsigned char *text, Py_ssize_t start, Py_ssize_t end)
+{
+    if (end <= start) {
+        return -1;
+    }
+    const unsigned char *found = memchr(text + start, ' ', (size_t)(end - start));
+    return found != NULL ? found - text : -1;
+}
+
+static Py_ssize_t rfind_space(const unsigned char *text, Py_ssize_t start, Py_ssize_t end)
+{
+    for (Py_ssize_t i = end - 1; i >= start; i--) {
+        if (text[i] == ' ') {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Reads (folded, start, end): the text's bytes and length, the offsets. `clamp`: an end
+   past the text is its end (name_words), else start <= end <= length is required.
+   1, else 0 with TypeError or ValueError (no value quoted). */
+static int parse_span(const char *function, PyObject *const *args, Py_ssize_t nargs,
+                      int clamp, const unsigned char **text, Py_ssize_t *start,
+                      Py_ssize_t *end)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 3 arguments, %zd given", function, nargs);
+        return 0;
+    }
+    if (!PyUnicode_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "%s(): folded must be str", function);
+        return 0;
+    }
+    if (!PyLong_Check(args[1]) || !PyLong_Check(args[2])) {
+        PyErr_Format(PyExc_TypeError, "%s(): start and end must be int", function);
+        return 0;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(args[0]) < 0) {
+        return 0;
+    }
+#endif
+    if (!PyUnicode_IS_ASCII(args[0])) {
+        PyErr_Format(PyExc_ValueError, "%s(): folded must be ASCII", function);
+        return 0;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(args[0]);
+    Py_ssize_t first = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t last = first == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred()) {
+        PyErr_Clear(); /* OverflowError: out of range, as below */
+        first = -1;
+    }
+    if (clamp) {
+        if (first >= 0 && last > length) {
+            last = length;
+        }
+        if (first >= 0 && last >= 0 && first > last) {
+            first = last; /* an empty span */
+        }
+    }
+    if (first < 0 || first > last || last > length) {
+        PyErr_Format(PyExc_ValueError, "%s(): start and end out of range", function);
+        return 0;
+    }
+    *text = PyUnicode_1BYTE_DATA(args[0]);
+    *start = first;
+    *end = last;
+    return 1;
+}
+
+static PyObject *make_span(Py_ssize_t start, Py_ssize_t end)
+{
+    PyObject *first = PyLong_FromSsize_t(start);
+    if (first == NULL) {
+        return NULL;
+    }
+    PyObject *last = PyLong_FromSsize_t(end);
+    if (last == NULL) {
+        Py_DECREF(first);
+        return NULL;
+    }
+    PyObject *span = PyTuple_New(2);
+    if (span == NULL) {
+        Py_DECREF(first);
+        Py_DECREF(last);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(span, 0, first);
+    PyTuple_SET_ITEM(span, 1, last);
+    return span;
+}
+
+static PyObject *NameRules_is_name_word(NameRules *self, PyObject *const *args,
+                                        Py_ssize_t nargs)
+{
+    const unsigned char *text;
+    Py_ssize_t start, end;
+    if (!parse_span("is_name_word", args, nargs, 0, &text, &start, &end)) {
+        return NULL;
+    }
+    return PyBool_FromLong(is_name_word(self, text, start, end));
+}
+
+/* names._pair_span_py: the words one space apart, read last to first. */
+static PyObject *NameRules_pair_span(NameRules *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    const unsigned char *text;
+    Py_ssize_t start, end;
+    if (!parse_span("pair_span", args, nargs, 0, &text, &start, &end)) {
+        return NULL;
+    }
+    int name_follows = 0;
+    Py_ssize_t word_end = end;
+    for (;;) {
+        Py_ssize_t space = rfind_space(text, start, word_end);
+        Py_ssize_t word_start = space >= 0 ? space + 1 : start;
+        if (!is_name_word(self, text, word_start, word_end)
+            && !(name_follows && is_capital_particle(self, text, word_start, word_end))) {
+            Py_RETURN_NONE;
+        }
+        if (space < 0) {
+            return make_span(start, end);
+        }
+        name_follows = 1;
+        word_end = space;
+    }
+}
+
+/* names._trigger_name_span_py: the trigger token skipped, the tokens after it read last
+   to first, the name the first run of name words. */
+static PyObject *NameRules_trigger_name_span(NameRules *self, PyObject *const *args,
+                                             Py_ssize_t nargs)
+{
+    const unsigned char *text;
+    Py_ssize_t start, end;
+    if (!parse_span("trigger_name_span", args, nargs, 0, &text, &start, &end)) {
+        return NULL;
+    }
+    Py_ssize_t trigger_end = end;
+    Py_ssize_t token_start = start;
+    while (token_start < end) {
+        Py_ssize_t space = find_space(text, token_start, end);
+        Py_ssize_t token_end = space >= 0 ? space : end;
+        if (word_end_of(text, token_start, token_end) > token_start) {
+            trigger_end = token_end;
+            break;
+        }
+        token_start = token_end + 1;
+    }
+    Py_ssize_t name_start = -1, name_end = -1;
+    int next_is_name = 0;
+    Py_ssize_t next_start = -1;
+    Py_ssize_t token_end = end;
+    while (token_end > trigger_end) {
+        Py_ssize_t space = rfind_space(text, trigger_end, token_end);
+        token_start = space + 1; /* space >= trigger_end: a space follows the trigger */
+        Py_ssize_t word_end = word_end_of(text, token_start, token_end);
+        token_end = space;
+        if (word_end == token_start) {
+            continue;
+        }
+        int is_name = is_name_word(self, text, token_start, word_end);
+        if (!is_name && next_is_name && next_start - word_end == 1
+            && is_capital_particle(self, text, token_start, word_end)) {
+            is_name = 1; /* a capitalised particle before a name word ("Le Roux") */
+        }
+        if (is_name) {
+            if (!next_is_name) {
+                name_end = word_end;
+            }
+            name_start = token_start;
+        }
+        next_is_name = is_name;
+        next_start = token_start;
+    }
+    if (name_start < 0) {
+        Py_RETURN_NONE;
+    }
+    return make_span(name_start, name_end);
+}
+
+/* A word of name_words: its span, and whether it is (part of) a name. */
+typedef struct {
+    Py_ssize_t start;
+    Py_ssize_t end;
+    int is_name;
+} Word;
+
+/* names._name_words_py: the words of the regex [A-Za-z][A-Za-z'-]* in text[start:end],
+   each its span or (-1, -1). */
+static PyObject *NameRules_name_words(NameRules *self, PyObject *const *args,
+                                      Py_ssize_t nargs)
+{
+    const unsigned char *text;
+    Py_ssize_t start, end;
+    if (!parse_span("name_words", args, nargs, 1, &text, &start, &end)) {
+        return NULL;
+    }
+    /* A word is a letter and what follows it, words apart: at most (n + 1) / 2. */
+    Py_ssize_t most = (end - start + 1) / 2;
+    Word *words = PyMem_Malloc(sizeof(Word) * (size_t)(most > 0 ? most : 1));
+    if (words == NULL) {
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t count = 0;
+    Py_ssize_t i = start;
+    while (i < end) {
+        if (!is_letter(text[i])) {
+            i++;
+            continue;
+        }
+        Py_ssize_t j = i + 1;
+        while (j < end && (is_letter(text[j]) || text[j] == '\'' || text[j] == '-')) {
+            j++;
+        }
+        words[count].start = i;
+        words[count].end = j;
+        words[count].is_name = is_name_word(self, text, i, j);
+        count++;
+        i = j + 1; /* text[j], if any, is no word character */
+    }
+    for (Py_ssize_t k = count - 2; k >= 0; k--) {
+        if (!words[k].is_name && words[k + 1].is_name
+            && words[k + 1].start - words[k].end == 1
+            && is_capital_particle(self, text, words[k].start, words[k].end)) {
+            words[k].is_name = 1;
+        }
+    }
+    PyObject *result = PyList_New(count);
+    if (result == NULL) {
+        PyMem_Free(words);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *span = words[k].is_name ? make_span(words[k].start, words[k].end)
+                                          : make_span(-1, -1);
+        if (span == NULL) {
+            PyMem_Free(words);
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyList_SET_ITEM(result, k, span);
+    }
+    PyMem_Free(words);
+    return result;
+}
+
+static PyObject *NameRules_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *stopwords, *particles;
+    static char *keywords[] = {"stopwords", "particles", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:NameRules", keywords, &stopwords,
+                                     &particles)) {
+        return NULL;
+    }
+    NameRules *self = (NameRules *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    /* tp_alloc zeroes the object: the sets are empty until built. */
+    if (!set_build(&self->stopwords, stopwords, "stopwords")
+        || !set_build(&self->particles, particles, "particles")) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void NameRules_dealloc(NameRules *self)
+{
+    set_clear(&self->stopwords);
+    set_clear(&self->particles);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef NameRules_methods[] = {
+    {"is_name_word", (PyCFunction)(void (*)(void))NameRules_is_name_word, METH_FASTCALL,
+     "is_name_word(folded, start, end) -> whether folded[start:end] can be part of a name"},
+    {"pair_span", (PyCFunction)(void (*)(void))NameRules_pair_span, METH_FASTCALL,
+     "pair_span(folded, start, end) -> (start, end) of a name pair, or None"},
+    {"trigger_name_span", (PyCFunction)(void (*)(void))NameRules_trigger_name_span,
+     METH_FASTCALL,
+     "trigger_name_span(folded, start, end) -> the name after a trigger, or None"},
+    {"name_words", (PyCFunction)(void (*)(void))NameRules_name_words, METH_FASTCALL,
+     "name_words(folded, start, end) -> each word's span, or (-1, -1) when no name word"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject NameRulesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway.scan._names.NameRules",
+    .tp_doc = "The name rules of gateway/scan/names.py, over its stopwords and particles.",
+    .tp_basicsize = sizeof(NameRules),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = NameRules_new,
+    .tp_dealloc = (destructor)NameRules_dealloc,
+    .tp_methods = NameRules_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gateway.scan._names",
+    .m_doc = "The scan core's name rules, in C.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__names(void)
+{
+    if (PyType_Ready(&NameRulesType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "NameRules", (PyObject *)&NameRulesType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
