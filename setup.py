@@ -30,11 +30,14 @@ their library's headers (`make test` installs them):
 - gateway/scan/_reread.c: the re-reads of the shapes' Hyperscan hits, with JIT-compiled
   PCRE2 patterns. It links Debian's libpcre2-8 (libpcre2-dev); without it the matcher
   re-reads with Python `re`.
-The other two need no library:
+The other three need no library:
 - gateway/scan/_native_text.c: the folding of text to ASCII and the word view, each in
   one pass; without it gateway/scan/_fold.py and matchers.py translate in Python.
 - gateway/scan/_names.c: the name rules' word walks (pair and trigger candidates, display
   names), each word read in place; without it gateway/scan/names.py reads them in Python.
+- gateway/scan/_validators.c: the hot candidate validators (birth labels, dates, French
+  phones, NIR keys, IBANs), read in place; without it gateway/scan/validators.py runs its
+  Python code.
 """
 
 import os
@@ -97,5 +100,6 @@ if os.environ.get("PORTIQUE_PURE_PYTHON") != "1":
     )
     ext_modules.append(Extension("gateway.scan._native_text", ["gateway/scan/_native_text.c"]))
     ext_modules.append(Extension("gateway.scan._names", ["gateway/scan/_names.c"]))
+    ext_modules.append(Extension("gateway.scan._validators", ["gateway/scan/_validators.c"]))
 
 setup(ext_modules=ext_modules)

@@ -972,11 +972,10 @@ class Engine:
                 labelled = not born and validators.is_birth_label_before(folded, start)
                 if not born and not labelled:
                     continue
-                text = folded[start:end]
                 day = (
-                    validators.numeric_date_iso(text)
+                    validators.numeric_date_iso_at(folded, start, end)
                     if name is _Shape.DATE_NUMERIC
-                    else validators.date_iso(text)
+                    else validators.date_iso_at(folded, start, end)
                 )
                 if day is None:
                     continue
@@ -1074,14 +1073,12 @@ class Engine:
                     names.add(span)
                     out.append(self._context_name(folded, span[0], span[1]))
             elif name is _Shape.NIR:
-                nir = validators.nir_value(
-                    folded[start:end], folded[max(0, start - _CONTEXT_WINDOW) : start]
-                )
+                nir = validators.nir_value_at(folded, start, end)
                 if nir is not None:
                     patient = roster.nir.get(nir) or roster.nir.get(nir[:13])
                     out.append(_Span(_Kind.NIR, start, end, nir, patient))
             elif name is _Shape.IBAN:
-                iban = validators.iban_value(folded[start:end])
+                iban = validators.iban_value_at(folded, start, end)
                 if iban is not None:
                     ibans.append((start, start + iban[1], end))
                     out.append(_Span(_Kind.IBAN, start, start + iban[1], iban[0]))

@@ -8,18 +8,29 @@ Checksums follow python-stdnum (NIR key mod 97 with 2A/2B, IBAN ISO 7064 mod 97-
 python-phonenumbers (international numbers), as identifiers.md recommends. The NIR key
 and the IBAN check are stdnum's arithmetic written here, so that they run compiled (the
 IBAN's remainder taken a character at a time); tests compare both with stdnum.
+
+Where setup.py has built gateway/scan/_validators.c, the hot validators (the birth label,
+the dates, French phones, the NIR key, IBANs) run there, reading the candidate in place in
+the folded text (the `*_at` functions take the text and the candidate's offsets: no
+slice); each keeps its Python code here (`_*_py`) as the fallback, for the rare paths the C
+leaves undecided (int()'s rules, non-ASCII text), and as the oracle
+tests/scan/test_validators_native.py compares the C with. PORTIQUE_PURE_PYTHON=1 builds no
+C: the Python runs, with the same results.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import phonenumbers
 
 from gateway.scan._fold import is_ascii_letter, is_regex_word_code
 from gateway.scan.patients import normalise_phone
+
+if TYPE_CHECKING:
+    from gateway.scan._validators import Validators
 
 # How far before a number its label may stand ("NIR : ", "n° sécu  "), in characters.
 LABEL_WINDOW: Final = 32
@@ -56,7 +67,9 @@ _BIRTH_WORDS_OPEN: Final = ("ne(e)", "ne (e)", "nee(e)", "nee (e)")
 # is read here in place instead, from the window's end backwards (is_birth_label_before):
 # each separator run is decided by its characters, so the labels need only be compared
 # where the run before them ends. tests/scan/test_properties.py and
-# test_detect_fast_paths.py check that both always agree.
+# test_detect_fast_paths.py check that both always agree. Where it is built, the same
+# walk runs in C (gateway/scan/_validators.c, built with these constants): ~0.6k
+# instructions a date, the call included, where this compiled Python took ~1.9k.
 # The labels by their last word (the run of letters before the separators) ...
 _BIRTH_LABELS_BY_LAST_WORD: Final = {
     last: tuple(word for word in _BIRTH_WORDS if word.rsplit(" ", 1)[-1] == last)
@@ -76,9 +89,27 @@ _MONTHS: Final = {
 
 
 def nir_value(candidate: str, before: str) -> str | None:
-    """Normalised NIR if the candidate is key-valid, or labelled (a wrong key is still suspicious)."""
+    """Normalised NIR if the candidate is key-valid, or labelled (a wrong key is still
+    suspicious): `nir_value_at` of the candidate after the text before it."""
+    return nir_value_at(before + candidate, len(before), len(before) + len(candidate))
+
+
+def nir_value_at(text: str, start: int, end: int) -> str | None:
+    """`nir_value(text[start:end], text[:start])`, the key checked in place in C where
+    gateway/scan/_validators.c is built."""
+    if _NATIVE_NIR_KEY_VALID is not None:
+        nir = _NATIVE_NIR_KEY_VALID(text, start, end)
+        if nir is None:  # not key-valid: maybe labelled
+            return _labelled_nir(text[start:end], text[max(0, start - LABEL_WINDOW) : start])
+        if nir:
+            return nir
+    return _nir_value_py(text[start:end], text[max(0, start - LABEL_WINDOW) : start])
+
+
+def _nir_value_py(candidate: str, before: str) -> str | None:
+    """nir_value in Python (the fallback, and the C's oracle)."""
     # The NIR shape holds digits, "2A"/"2B" and the separators " ", "." and "-".
-    compact = candidate.upper().replace(" ", "").replace(".", "").replace("-", "")
+    compact = _nir_compact(candidate)
     # stdnum's key arithmetic on an already compact number: stdnum.fr.nir.is_valid would
     # first re-clean it, at 3x the cost.
     if (
@@ -89,8 +120,17 @@ def nir_value(candidate: str, before: str) -> str | None:
         and nir_check_digits(compact) == compact[13:]
     ):
         return compact
+    return _labelled_nir(candidate, before)
+
+
+def _nir_compact(candidate: str) -> str:
+    return candidate.upper().replace(" ", "").replace(".", "").replace("-", "")
+
+
+def _labelled_nir(candidate: str, before: str) -> str | None:
+    """The compact candidate when a NIR label ends `before`, else None."""
     if _NIR_LABEL.search(before[-LABEL_WINDOW:].lower()):
-        return compact
+        return _nir_compact(candidate)
     return None
 
 
@@ -115,6 +155,21 @@ def iban_value(candidate: str) -> tuple[str, int] | None:
     The shape may swallow a trailing group of capitals ("... 189 CMD1"), so shorter
     prefixes are tried, group by group.
     """
+    return iban_value_at(candidate, 0, len(candidate))
+
+
+def iban_value_at(text: str, start: int, end: int) -> tuple[str, int] | None:
+    """`iban_value(text[start:end])`, read in place in C where gateway/scan/_validators.c
+    is built."""
+    if _NATIVE_IBAN_VALUE is not None:
+        found = _NATIVE_IBAN_VALUE(text, start, end)
+        if not isinstance(found, str):  # "": undecided
+            return found
+    return _iban_value_py(text[start:end])
+
+
+def _iban_value_py(candidate: str) -> tuple[str, int] | None:
+    """iban_value in Python (the fallback, and the C's oracle)."""
     text = candidate
     while True:
         compact = text.replace(" ", "").upper()
@@ -150,6 +205,16 @@ def iban_checksum_valid(compact: str) -> bool:
 
 
 def phone_fr_value(candidate: str) -> str | None:
+    """The French national number (10 digits) of a PHONE_FR candidate, or None."""
+    if _NATIVE_PHONE_FR_VALUE is not None:
+        phone = _NATIVE_PHONE_FR_VALUE(candidate, 0, len(candidate))
+        if phone is None or phone:  # "": undecided
+            return phone
+    return _phone_fr_value_py(candidate)
+
+
+def _phone_fr_value_py(candidate: str) -> str | None:
+    """phone_fr_value in Python (the fallback, and the C's oracle)."""
     number = normalise_phone(candidate)
     if len(number) == 10 and number[0] == "0" and number[1] != "0":
         return number
@@ -173,6 +238,16 @@ def phone_intl_value(candidate: str) -> str | None:
 def is_birth_label_before(text: str, end: int) -> bool:
     """Whether a birth-date label ends `text[:end]` (only separators, and maybe "le",
     between it and `end`), within BIRTH_LABEL_WINDOW characters. `text` is folded (ASCII).
+    Read in C where gateway/scan/_validators.c is built."""
+    if _NATIVE_BIRTH_LABEL is not None:
+        found = _NATIVE_BIRTH_LABEL(text, end)
+        if found is not None:  # None: undecided
+            return found
+    return _is_birth_label_before_py(text, end)
+
+
+def _is_birth_label_before_py(text: str, end: int) -> bool:
+    """is_birth_label_before in Python (the fallback, and the C's oracle).
 
     The rule's two readings, decided in place: "le" and 1-3 of " :" end the window and
     the label stands before "le", or the label stands before the window's end. The
@@ -239,7 +314,22 @@ def _birth_label_ends(text: str, low: int, position: int, before_le: bool) -> bo
 
 
 def numeric_date_iso(candidate: str) -> str | None:
-    """`parse_numeric_date(candidate)` in ISO form ("1984-03-12"), or None.
+    """`parse_numeric_date(candidate)` in ISO form ("1984-03-12"), or None."""
+    return numeric_date_iso_at(candidate, 0, len(candidate))
+
+
+def numeric_date_iso_at(text: str, start: int, end: int) -> str | None:
+    """`numeric_date_iso(text[start:end])`, read in place in C where
+    gateway/scan/_validators.c is built."""
+    if _NATIVE_NUMERIC_DATE_ISO is not None:
+        day = _NATIVE_NUMERIC_DATE_ISO(text, start, end)
+        if day is None or day:  # "": undecided
+            return day
+    return _numeric_date_iso_py(text[start:end])
+
+
+def _numeric_date_iso_py(candidate: str) -> str | None:
+    """numeric_date_iso in Python (the fallback, and the C's oracle).
 
     A DATE_NUMERIC candidate (its three numbers 1-4 ASCII digits) is read and checked
     here, in compiled code: building the `date` and its `isoformat()` cost ~8k
@@ -257,8 +347,23 @@ def numeric_date_iso(candidate: str) -> str | None:
 
 
 def date_iso(candidate: str) -> str | None:
-    """`parse_date(candidate)` in ISO form, or None; a DATE_ISO candidate ("1984-03-12",
-    ASCII digits) is checked in compiled code (see numeric_date_iso)."""
+    """`parse_date(candidate)` in ISO form, or None."""
+    return date_iso_at(candidate, 0, len(candidate))
+
+
+def date_iso_at(text: str, start: int, end: int) -> str | None:
+    """`date_iso(text[start:end])`, read in place in C where gateway/scan/_validators.c
+    is built."""
+    if _NATIVE_DATE_ISO is not None:
+        day = _NATIVE_DATE_ISO(text, start, end)
+        if day is None or day:  # "": undecided
+            return day
+    return _date_iso_py(text[start:end])
+
+
+def _date_iso_py(candidate: str) -> str | None:
+    """date_iso in Python (the fallback, and the C's oracle): a DATE_ISO candidate
+    ("1984-03-12", ASCII digits) is checked in compiled code (see _numeric_date_iso_py)."""
     if len(candidate) == 10 and candidate[4] == "-" and candidate[7] == "-":
         year = _short_number(candidate[:4])
         month, day = _short_number(candidate[5:7]), _short_number(candidate[8:])
@@ -329,3 +434,23 @@ def parse_numeric_date(candidate: str) -> date | None:
         return date(year, month, day)
     except ValueError:
         return None
+
+
+def _native_validators() -> Validators | None:
+    """gateway/scan/_validators.c's validators, with this module's birth labels and month
+    names (their one definition), or None where setup.py has not built it."""
+    try:
+        from gateway.scan._validators import Validators
+    except ImportError:  # not built: the Python above, same results
+        return None
+    return Validators(_BIRTH_WORDS, _BIRTH_WORDS_OPEN, BIRTH_LABEL_WINDOW, tuple(_MONTHS))
+
+
+# Its methods, bound once. Final: compiled, a static read and a direct (vectorcall) call.
+_NATIVE: Final = _native_validators()
+_NATIVE_BIRTH_LABEL: Final = None if _NATIVE is None else _NATIVE.is_birth_label_before
+_NATIVE_NUMERIC_DATE_ISO: Final = None if _NATIVE is None else _NATIVE.numeric_date_iso
+_NATIVE_DATE_ISO: Final = None if _NATIVE is None else _NATIVE.date_iso
+_NATIVE_PHONE_FR_VALUE: Final = None if _NATIVE is None else _NATIVE.phone_fr_value
+_NATIVE_NIR_KEY_VALID: Final = None if _NATIVE is None else _NATIVE.nir_key_valid
+_NATIVE_IBAN_VALUE: Final = None if _NATIVE is None else _NATIVE.iban_value
