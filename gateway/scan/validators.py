@@ -100,7 +100,9 @@ def nir_value_at(text: str, start: int, end: int) -> str | None:
     if _NATIVE_NIR_KEY_VALID is not None:
         nir = _NATIVE_NIR_KEY_VALID(text, start, end)
         if nir is None:  # not key-valid: maybe labelled
-            return _labelled_nir(text[start:end], text[max(0, start - LABEL_WINDOW) : start])
+            if _is_nir_labelled(text[max(0, start - LABEL_WINDOW) : start]):
+                return _nir_compact(text[start:end])
+            return None
         if nir:
             return nir
     return _nir_value_py(text[start:end], text[max(0, start - LABEL_WINDOW) : start])
@@ -120,18 +122,16 @@ def _nir_value_py(candidate: str, before: str) -> str | None:
         and nir_check_digits(compact) == compact[13:]
     ):
         return compact
-    return _labelled_nir(candidate, before)
+    return compact if _is_nir_labelled(before) else None
 
 
 def _nir_compact(candidate: str) -> str:
     return candidate.upper().replace(" ", "").replace(".", "").replace("-", "")
 
 
-def _labelled_nir(candidate: str, before: str) -> str | None:
-    """The compact candidate when a NIR label ends `before`, else None."""
-    if _NIR_LABEL.search(before[-LABEL_WINDOW:].lower()):
-        return _nir_compact(candidate)
-    return None
+def _is_nir_labelled(before: str) -> bool:
+    """Whether a NIR label ends `before` (within LABEL_WINDOW characters)."""
+    return _NIR_LABEL.search(before[-LABEL_WINDOW:].lower()) is not None
 
 
 def nir_check_digits(compact: str) -> str:

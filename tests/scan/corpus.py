@@ -580,8 +580,8 @@ def leaked(kind: str, value: str, output: str) -> bool:
     return comparable(value) in comparable(output)
 
 
-def corpus_and_dense_orders(count: int) -> list[list[TextField]]:
-    """The fields of `count` corpus messages (seed 7) and of `count` of
+def corpus_and_dense_orders(count: int, orders: int | None = None) -> list[list[TextField]]:
+    """The fields of `count` corpus messages (seed 7) and of `orders` (default `count`) of
     load-tests/bench_scan.py's dense lab orders: the texts the C modules' tests compare
     with their Python fallbacks on."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "load-tests"))
@@ -590,4 +590,5 @@ def corpus_and_dense_orders(count: int) -> list[list[TextField]]:
     finally:
         sys.path.pop(0)
     messages, _ = make_corpus(count, seed=7)
-    return [m.fields for m in messages] + bench_scan.dense_messages(count).messages
+    dense = bench_scan.dense_messages(count if orders is None else orders).messages
+    return [m.fields for m in messages] + dense

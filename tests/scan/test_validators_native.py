@@ -13,11 +13,9 @@ from __future__ import annotations
 import os
 import random
 import re
-import sys
 from collections.abc import Callable
 from datetime import date
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -31,7 +29,13 @@ from gateway.scan import _validators, validators
 from gateway.scan._fold import fold
 from gateway.scan.matchers import HyperscanMatcher
 from gateway.scan.shapes import ShapeName
-from tests.scan.corpus import make_corpus, make_iban, write_iban, write_nir, write_phone
+from tests.scan.corpus import (
+    corpus_and_dense_orders,
+    make_iban,
+    write_iban,
+    write_nir,
+    write_phone,
+)
 
 SECRET = "Eloise DUPONT 284037510812347"  # patient data: never in an error
 MONTHS = tuple(validators._MONTHS)
@@ -317,15 +321,8 @@ def test_leap_years_and_month_lengths() -> None:
 
 
 def _corpus_texts() -> list[str]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "load-tests"))
-    try:
-        import bench_scan
-    finally:
-        sys.path.pop(0)
-    messages, _ = make_corpus(300, seed=7)
-    orders = bench_scan.dense_messages(200).messages
-    texts = [fold(field.text) for m in messages for field in m.fields]
-    return texts + [fold(field.text) for fields in orders for field in fields]
+    fields = corpus_and_dense_orders(300, orders=200)
+    return [fold(field.text) for message in fields for field in message]
 
 
 def test_native_and_python_agree_on_the_corpus_and_the_dense_orders() -> None:
