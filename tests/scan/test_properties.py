@@ -27,7 +27,7 @@ from gateway.scan import (
 )
 from gateway.scan._fold import fold
 from gateway.scan.matchers import compile_shape
-from gateway.scan.shapes import SHAPES
+from gateway.scan.shapes import SHAPES, STREET_TYPES
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONTEXT = st.sampled_from(
@@ -428,13 +428,27 @@ SPAN_TEXT = st.lists(
 ).map("".join)
 
 
+# Street heads: house numbers of any length (the pattern takes 1-4 digits after a word
+# boundary), "bis"/"ter" with or without a space, commas, every street type in any case.
+STREET_TEXT = st.lists(
+    st.one_of(
+        st.from_regex(r"\A[0-9]{1,6}\Z"),
+        st.sampled_from([" ", ",", ", ", "bis", " bis", "ter", " TER", "a", "x", "-", "\n"]),
+        st.sampled_from(STREET_TYPES.split("|")).map(lambda t: f" {t} "),
+        st.sampled_from(["Rue ", "AVENUE ", "des Lilas", "Gambetta", "de la Paix"]),
+    ),
+    max_size=16,
+).map("".join)
+
+
 @settings(max_examples=500, deadline=None)
-@given(text=st.one_of(SPAN_TEXT, NUMBER_TEXT, NAME_TEXT))
+@given(text=st.one_of(SPAN_TEXT, NUMBER_TEXT, NAME_TEXT, STREET_TEXT))
 def test_matchers_agree_on_candidates(text: str) -> None:
     """Both matchers give the same candidates where a Hyperscan hit is taken without a
-    re-read (Shape.span_is_match: ISO dates, dates in words) or re-read at its exact start
+    re-read (Shape.span_is_match: ISO dates, dates in words), re-read at its exact start
     only (a phone number's prefix, a numeric date's day and month, a postcode's digits; a
-    capitalised word before capitals: "Jean-Pierre DUPONT", "N'Diaye MARTIN")."""
+    capitalised word before capitals: "Jean-Pierre DUPONT", "N'Diaye MARTIN"), or at the
+    start a locator finds (a street's house number, back from its last digit)."""
     assert any(shape.span_is_match for shape in SHAPES)
     data = text.encode("ascii")
     assert sorted(engine("hyperscan").matcher.shapes(text, data)) == sorted(
