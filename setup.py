@@ -34,7 +34,8 @@ The other three need no library:
 - gateway/scan/_native_text.c: the folding of text to ASCII and the word view, each in
   one pass; without it gateway/scan/_fold.py and matchers.py translate in Python.
 - gateway/scan/_names.c: the name rules' word walks (pair and trigger candidates, display
-  names), each word read in place; without it gateway/scan/names.py reads them in Python.
+  names) and the street and town trims, each word read in place; without it
+  gateway/scan/names.py and engine.py read them in Python.
 - gateway/scan/_validators.c: the hot candidate validators (birth labels, dates, French
   phones, NIR keys, IBANs), read in place; without it gateway/scan/validators.py runs its
   Python code.

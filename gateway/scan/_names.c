@@ -1,16 +1,21 @@
-/* gateway.scan._names: the scan core's name rules (gateway/scan/names.py), in C.
+/* gateway.scan._names: the scan core's name rules (gateway/scan/names.py) and address
+rules (the street and town trims of gateway/scan/engine.py), in C.
 
 Purpose. Every UPPER_FIRST, FIRST_UPPER, CIVILITY_NAME and INTRO_NAME candidate of a
 message is read word by word (names.pair_span, names.trigger_name_span), and every display
-name and file name too (names.name_words). In compiled Python each word costs a slice, a
-`.lower()`, a hash and a set look-up, and the walk around them boxes its offsets: some
-hundreds of instructions a word, on the dozens of candidates of a dense lab order. Here
-each word is read in place in the folded text's own storage: its letters are lower-cased
-and hashed on the fly, and looked up in a small open-addressing table built once. A dense
-2 KB order costs 20k instructions fewer (load-tests/callgrind_scan.py, 610.0k to 589.9k).
+name and file name too (names.name_words); so is every STREET, STREET_CONTEXT and
+POSTCODE_TOWN candidate (engine._street_end, engine._town_end). In compiled Python each
+word costs a slice, a `.lower()`, a hash and a set look-up, and the walk around them boxes
+its offsets: some hundreds of instructions a word, on the dozens of candidates of a dense
+lab order. Here each word is read in place in the folded text's own storage: its letters
+are lower-cased and hashed on the fly, and looked up in a small open-addressing table
+built once. A dense 2 KB order costs 20k instructions fewer for the name rules
+(load-tests/callgrind_scan.py, 610.0k to 589.9k), and 6.7k fewer for the address rules
+(542.5k to 535.8k: the street and town trims, call included, from ~8k to ~1.4k).
 
-Contract (gateway/scan/names.py relies on it; tests/scan/test_names_native.py checks it
-against the Python functions, which stay as the fallback and the oracle):
+Contract (names.py and engine.py rely on it; tests/scan/test_names_native.py and
+test_addresses_native.py check it against the Python functions, which stay as the
+fallback and the oracle):
 - `NameRules(stopwords, particles)`: two iterables of ASCII str, names.STOPWORDS and
   names.PARTICLES (one definition of the word lists: the Python's). A word is looked up
   as its lower-cased text, compared with the stored words byte for byte (as `low in
@@ -22,15 +27,28 @@ against the Python functions, which stay as the fallback and the oracle):
 - `name_words(folded, start, end)` returns what names._name_words_py returns for
   0 <= start and 0 <= end: an end past the text is the text's end, a start at or past
   the end gives [] (as the Python's slicing and `findall(folded, start, end)` read them).
+- `AddressRules(street_types, street_particles, stopwords, town_particles)`: four
+  iterables of ASCII str, engine._STREET_TYPE_WORDS, engine._PARTICLES, names.STOPWORDS
+  and engine._TOWN_PARTICLES, looked up as NameRules looks up its words (the empty word
+  too: a word of "'" and "-" alone is stripped to it).
+- `street_end(text, folded, start, end)` returns what engine._street_end_py returns and
+  `town_end(folded, start, end)` what engine._town_end_py returns, for
+  0 <= start <= end <= len(folded). `text` is the field's text (any str) and `folded` its
+  folding, of the same length (else ValueError): a word's first character is read in
+  `text`, with Unicode's rules past ASCII (Py_UNICODE_ISUPPER and Py_UNICODE_ISDIGIT,
+  what str.isupper() and str.isdigit() read of one character). town_end returns
+  start + 5 when the span is shorter, as the Python does: the engine's spans start with
+  the five digits of a postcode.
 - `folded` must be an ASCII str (gateway/scan/_fold.py folds to ASCII), else ValueError;
   offsets must be int (TypeError) within the ranges above (ValueError). A wrong argument
   count or type raises TypeError. No message names a value: the texts are patient data.
 
 Invariants. Holds the GIL (a candidate takes well under a microsecond) and keeps no state
-but the two word tables, filled when the object is made and read-only after, so every
-thread may call it. Every offset is checked against the text's length before any byte is
-read: the walks then read only within [start, end). A word longer than the longest
-stored word is never looked up (it cannot be one).
+but the word tables, filled when the object is made and read-only after, so every thread
+may call it. Every offset is checked against the text's length before any byte is read
+(street_end's `text` against the same length): the walks then read only within
+[start, end). A word longer than the longest stored word is never looked up (it cannot
+be one).
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -40,7 +58,7 @@ stored word is never looked up (it cannot be one).
 /* A set of ASCII words: open addressing (linear probing) over their bytes in one pool. */
 typedef struct {
     Py_ssize_t offset; /* in the pool */
-    Py_ssize_t length; /* 0: an empty slot (an empty word is never looked up) */
+    Py_ssize_t length; /* 0: an empty slot (the empty word is the set's flag below) */
 } Slot;
 
 typedef struct {
@@ -48,6 +66,7 @@ typedef struct {
     Slot *slots;
     size_t mask; /* slot count - 1, a power of two at least twice the word count */
     Py_ssize_t max_length;
+    int has_empty; /* whether "" is a word: street_end looks up a stripped "'-" */
 } WordSet;
 
 typedef struct {
@@ -71,23 +90,29 @@ static inline int is_letter(unsigned char c)
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
 }
 
-/* FNV-1a over the lower-cased bytes. */
+/* FNV-1a over the lower-cased bytes, a byte at a time (hash_step). */
+#define HASH_START 14695981039346656037ULL
+
+static inline uint64_t hash_step(uint64_t hash, unsigned char low)
+{
+    return (hash ^ low) * 1099511628211ULL;
+}
+
 static inline uint64_t hash_lower(const unsigned char *text, Py_ssize_t length)
 {
-    uint64_t hash = 14695981039346656037ULL;
+    uint64_t hash = HASH_START;
     for (Py_ssize_t i = 0; i < length; i++) {
-        hash = (hash ^ lower_ascii(text[i])) * 1099511628211ULL;
+        hash = hash_step(hash, lower_ascii(text[i]));
     }
     return hash;
 }
 
-/* Whether the lower-cased `text` is a word of `set`. */
-static int set_contains_lower(const WordSet *set, const unsigned char *text, Py_ssize_t length)
+/* Whether the lower-cased `text`, of hash `hash` (hash_lower), is a word of `set`;
+   0 < length <= set->max_length. */
+static int set_find(const WordSet *set, const unsigned char *text, Py_ssize_t length,
+                    uint64_t hash)
 {
-    if (length <= 0 || length > set->max_length) {
-        return 0;
-    }
-    size_t i = (size_t)hash_lower(text, length) & set->mask;
+    size_t i = (size_t)hash & set->mask;
     for (;; i = (i + 1) & set->mask) {
         const Slot *slot = &set->slots[i];
         if (slot->length == 0) {
@@ -106,6 +131,18 @@ static int set_contains_lower(const WordSet *set, const unsigned char *text, Py_
     }
 }
 
+/* Whether the lower-cased `text` is a word of `set` (`low in words`, for any length). */
+static int set_contains_lower(const WordSet *set, const unsigned char *text, Py_ssize_t length)
+{
+    if (length <= 0) {
+        return length == 0 && set->has_empty;
+    }
+    if (length > set->max_length) {
+        return 0;
+    }
+    return set_find(set, text, length, hash_lower(text, length));
+}
+
 static void set_clear(WordSet *set)
 {
     PyMem_Free(set->pool);
@@ -114,8 +151,9 @@ static void set_clear(WordSet *set)
     set->slots = NULL;
 }
 
-/* Fills `set` with the words of `iterable` (ASCII str): 1, else 0 with an exception. */
-static int set_build(WordSet *set, PyObject *iterable, const char *what)
+/* Fills `set` with the words of `iterable` (ASCII str): 1, else 0 with an exception
+   (`owner`: the type whose argument `what` is). */
+static int set_build(WordSet *set, PyObject *iterable, const char *owner, const char *what)
 {
     PyObject *words = PySequence_List(iterable);
     if (words == NULL) {
@@ -126,11 +164,11 @@ static int set_build(WordSet *set, PyObject *iterable, const char *what)
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *word = PyList_GET_ITEM(words, i);
         if (!PyUnicode_Check(word)) {
-            PyErr_Format(PyExc_TypeError, "NameRules(): %s must be str", what);
+            PyErr_Format(PyExc_TypeError, "%s(): %s must be str", owner, what);
             goto fail;
         }
         if (!PyUnicode_IS_ASCII(word)) {
-            PyErr_Format(PyExc_ValueError, "NameRules(): %s must be ASCII", what);
+            PyErr_Format(PyExc_ValueError, "%s(): %s must be ASCII", owner, what);
             goto fail;
         }
         if (PyUnicode_GET_LENGTH(word) > PY_SSIZE_T_MAX / 2 - pool_size) {
@@ -151,13 +189,15 @@ static int set_build(WordSet *set, PyObject *iterable, const char *what)
     }
     set->mask = slots - 1;
     set->max_length = 0;
+    set->has_empty = 0;
     Py_ssize_t used = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *word = PyList_GET_ITEM(words, i);
         Py_ssize_t length = PyUnicode_GET_LENGTH(word);
         const unsigned char *text = PyUnicode_1BYTE_DATA(word);
         if (length == 0) {
-            continue; /* never looked up */
+            set->has_empty = 1;
+            continue;
         }
         /* Stored as written: a word with a capital is never found, as in Python. */
         size_t k = (size_t)hash_lower(text, length) & set->mask;
@@ -246,38 +286,35 @@ static Py_ssize_t rfind_space(const unsigned char *text, Py_ssize_t start, Py_ss
     return -1;
 }
 
-/* Reads (folded, start, end): the text's bytes and length, the offsets. `clamp`: an end
-   past the text is its end (name_words), else start <= end <= length is required.
-   1, else 0 with TypeError or ValueError (no value quoted). */
-static int parse_span(const char *function, PyObject *const *args, Py_ssize_t nargs,
-                      int clamp, const unsigned char **text, Py_ssize_t *start,
-                      Py_ssize_t *end)
+/* Reads `folded`, `start` and `end` (the arguments of `function`): the text's bytes, the
+   offsets. `clamp`: an end past the text is its end (name_words), else
+   start <= end <= length is required. 1, else 0 with TypeError or ValueError (no value
+   quoted). */
+static inline int read_span(const char *function, PyObject *folded, PyObject *start_arg,
+                            PyObject *end_arg, int clamp, const unsigned char **text,
+                            Py_ssize_t *start, Py_ssize_t *end)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "%s() takes 3 arguments, %zd given", function, nargs);
-        return 0;
-    }
-    if (!PyUnicode_Check(args[0])) {
+    if (!PyUnicode_Check(folded)) {
         PyErr_Format(PyExc_TypeError, "%s(): folded must be str", function);
         return 0;
     }
-    if (!PyLong_Check(args[1]) || !PyLong_Check(args[2])) {
+    if (!PyLong_Check(start_arg) || !PyLong_Check(end_arg)) {
         PyErr_Format(PyExc_TypeError, "%s(): start and end must be int", function);
         return 0;
     }
 #if PY_VERSION_HEX < 0x030C0000
-    if (PyUnicode_READY(args[0]) < 0) {
+    if (PyUnicode_READY(folded) < 0) {
         return 0;
     }
 #endif
-    if (!PyUnicode_IS_ASCII(args[0])) {
+    if (!PyUnicode_IS_ASCII(folded)) {
         PyErr_Format(PyExc_ValueError, "%s(): folded must be ASCII", function);
         return 0;
     }
-    Py_ssize_t length = PyUnicode_GET_LENGTH(args[0]);
-    Py_ssize_t first = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t last = first == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[2]);
-    if (PyErr_Occurred()) {
+    Py_ssize_t length = PyUnicode_GET_LENGTH(folded);
+    Py_ssize_t first = PyLong_AsSsize_t(start_arg);
+    Py_ssize_t last = first == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(end_arg);
+    if ((first == -1 || last == -1) && PyErr_Occurred()) {
         PyErr_Clear(); /* OverflowError: out of range, as below */
         first = -1;
     }
@@ -293,10 +330,22 @@ static int parse_span(const char *function, PyObject *const *args, Py_ssize_t na
         PyErr_Format(PyExc_ValueError, "%s(): start and end out of range", function);
         return 0;
     }
-    *text = PyUnicode_1BYTE_DATA(args[0]);
+    *text = PyUnicode_1BYTE_DATA(folded);
     *start = first;
     *end = last;
     return 1;
+}
+
+/* Reads the arguments (folded, start, end) of `function`, as read_span. */
+static int parse_span(const char *function, PyObject *const *args, Py_ssize_t nargs,
+                      int clamp, const unsigned char **text, Py_ssize_t *start,
+                      Py_ssize_t *end)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 3 arguments, %zd given", function, nargs);
+        return 0;
+    }
+    return read_span(function, args[0], args[1], args[2], clamp, text, start, end);
 }
 
 static PyObject *make_span(Py_ssize_t start, Py_ssize_t end)
@@ -489,8 +538,8 @@ static PyObject *NameRules_new(PyTypeObject *type, PyObject *args, PyObject *kwa
         return NULL;
     }
     /* tp_alloc zeroes the object: the sets are empty until built. */
-    if (!set_build(&self->stopwords, stopwords, "stopwords")
-        || !set_build(&self->particles, particles, "particles")) {
+    if (!set_build(&self->stopwords, stopwords, "NameRules", "stopwords")
+        || !set_build(&self->particles, particles, "NameRules", "particles")) {
         Py_DECREF(self);
         return NULL;
     }
@@ -528,23 +577,277 @@ static PyTypeObject NameRulesType = {
     .tp_methods = NameRules_methods,
 };
 
+/* The address rules: engine.py's street and town trims, over its word lists. */
+typedef struct {
+    PyObject_HEAD
+    WordSet street_types;
+    WordSet street_particles;
+    WordSet stopwords;
+    WordSet town_particles;
+} AddressRules;
+
+/* engine._is_address_code ([A-Za-z'-]) and lower_ascii in one read: each address
+   character lower-cased, any other byte 0. */
+static const unsigned char ADDRESS_LOWER[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, '\'', 0, 0, 0, 0, 0, '-', 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o',
+    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 0, 0, 0, 0, 0,
+    0, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o',
+    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 0, 0, 0, 0, 0,
+    /* 128-255: 0 (never read: `folded` is ASCII) */
+};
+
+/* A word of engine._address_words: its span, the hash of its lower-cased bytes, and
+   whether it is letters only (no "'" or "-" to strip or split at). */
+typedef struct {
+    Py_ssize_t start;
+    Py_ssize_t end;
+    uint64_t hash;
+    int letters_only;
+} AddressWord;
+
+/* The next word of engine._address_words in text[*position:end]: 1 with it and
+   *position past it and the character after it, else 0 (no word left). */
+static inline int next_address_word(const unsigned char *text, Py_ssize_t *position,
+                                    Py_ssize_t end, AddressWord *word)
+{
+    Py_ssize_t i = *position;
+    while (i < end && ADDRESS_LOWER[text[i]] == 0) {
+        i++;
+    }
+    if (i >= end) {
+        return 0;
+    }
+    unsigned char low = ADDRESS_LOWER[text[i]];
+    unsigned char all = low; /* 0x40 stays set while every byte is a letter ('a'-'z') */
+    uint64_t hash = hash_step(HASH_START, low);
+    Py_ssize_t j = i + 1;
+    while (j < end && (low = ADDRESS_LOWER[text[j]]) != 0) {
+        hash = hash_step(hash, low);
+        all &= low;
+        j++;
+    }
+    word->start = i;
+    word->end = j;
+    word->hash = hash;
+    word->letters_only = (all & 0x40) != 0;
+    *position = j + 1; /* text[j], if any, is no word character */
+    return 1;
+}
+
+/* Whether `word` is a word of `set` (set_contains_lower, its hash already read). */
+static inline int set_contains_word(const WordSet *set, const unsigned char *text,
+                                    const AddressWord *word)
+{
+    Py_ssize_t length = word->end - word->start; /* > 0 */
+    return length <= set->max_length && set_find(set, text + word->start, length, word->hash);
+}
+
+/* An int result: `start_arg` or `end_arg` itself where it is that int (no new object:
+   a street is mostly kept whole), else a new one. */
+static PyObject *offset_result(Py_ssize_t result, Py_ssize_t start, PyObject *start_arg,
+                               Py_ssize_t end, PyObject *end_arg)
+{
+    if (result == end && PyLong_CheckExact(end_arg)) {
+        return Py_NewRef(end_arg);
+    }
+    if (result == start && PyLong_CheckExact(start_arg)) {
+        return Py_NewRef(start_arg);
+    }
+    return PyLong_FromSsize_t(result);
+}
+
+/* Whether an address word with a "'" or "-" is a particle to skip: stripped of its
+   leading and trailing ones, a particle, or a particle and "'" ("d'Alsace"). */
+static int is_street_particle(const AddressRules *rules, const unsigned char *text,
+                              Py_ssize_t start, Py_ssize_t end)
+{
+    while (start < end && (text[start] == '\'' || text[start] == '-')) {
+        start++;
+    }
+    while (end > start && (text[end - 1] == '\'' || text[end - 1] == '-')) {
+        end--;
+    }
+    if (set_contains_lower(&rules->street_particles, text + start, end - start)) {
+        return 1;
+    }
+    Py_ssize_t apostrophe = start;
+    while (apostrophe < end && text[apostrophe] != '\'') {
+        apostrophe++;
+    }
+    return apostrophe < end
+           && set_contains_lower(&rules->street_particles, text + start, apostrophe - start);
+}
+
+/* engine._street_end_py: the words up to the street type, then the name's: particles
+   skipped, a word written with a capital or a digit first taken, any other the end.
+   0 <= start <= end <= the length of both texts; `original` is `text`'s str. */
+static Py_ssize_t street_end(const AddressRules *rules, PyObject *original,
+                             const unsigned char *text, Py_ssize_t start, Py_ssize_t end)
+{
+    int after_type = 0, taken = 0;
+    Py_ssize_t last_end = start;
+    Py_ssize_t position = start;
+    AddressWord word;
+    while (next_address_word(text, &position, end, &word)) {
+        if (!after_type) {
+            if (set_contains_word(&rules->street_types, text, &word)) {
+                after_type = 1;
+                last_end = word.end;
+            }
+            continue;
+        }
+        if (word.letters_only ? set_contains_word(&rules->street_particles, text, &word)
+                              : is_street_particle(rules, text, word.start, word.end)) {
+            continue;
+        }
+        /* The written word's first character: Unicode's rules past ASCII ("É"), as
+           str.isupper() and str.isdigit() read one character. */
+        Py_UCS4 first = PyUnicode_READ_CHAR(original, word.start);
+        int upper_or_digit = first < 128 ? (is_capital((unsigned char)first)
+                                            || (first >= '0' && first <= '9'))
+                                         : (Py_UNICODE_ISUPPER(first)
+                                            || Py_UNICODE_ISDIGIT(first));
+        if (!upper_or_digit) {
+            break;
+        }
+        last_end = word.end;
+        taken = 1;
+    }
+    return taken ? last_end : start;
+}
+
+static PyObject *AddressRules_street_end(AddressRules *self, PyObject *const *args,
+                                         Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "street_end() takes 4 arguments, %zd given", nargs);
+        return NULL;
+    }
+    PyObject *original = args[0];
+    if (!PyUnicode_Check(original)) {
+        PyErr_SetString(PyExc_TypeError, "street_end(): text must be str");
+        return NULL;
+    }
+    const unsigned char *text;
+    Py_ssize_t start, end;
+    if (!read_span("street_end", args[1], args[2], args[3], 0, &text, &start, &end)) {
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(original) < 0) {
+        return NULL;
+    }
+#endif
+    if (PyUnicode_GET_LENGTH(original) != PyUnicode_GET_LENGTH(args[1])) {
+        PyErr_SetString(PyExc_ValueError,
+                        "street_end(): text and folded must have the same length");
+        return NULL;
+    }
+    Py_ssize_t result = street_end(self, original, text, start, end);
+    return offset_result(result, start, args[2], end, args[3]);
+}
+
+/* engine._town_end_py: past the postcode's five characters, the words up to the first
+   stopword that is no town particle ("Merci"). */
+static PyObject *AddressRules_town_end(AddressRules *self, PyObject *const *args,
+                                       Py_ssize_t nargs)
+{
+    const unsigned char *text;
+    Py_ssize_t start, end;
+    if (!parse_span("town_end", args, nargs, 0, &text, &start, &end)) {
+        return NULL;
+    }
+    /* start + 5 may pass end (and the text): returned as the Python returns it, never read. */
+    Py_ssize_t last = start + 5;
+    Py_ssize_t position = last;
+    AddressWord word;
+    while (next_address_word(text, &position, end, &word)) {
+        if (set_contains_word(&self->stopwords, text, &word)
+            && !set_contains_word(&self->town_particles, text, &word)) {
+            break;
+        }
+        last = word.end;
+    }
+    return offset_result(last, start, args[1], end, args[2]);
+}
+
+static PyObject *AddressRules_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *street_types, *street_particles, *stopwords, *town_particles;
+    static char *keywords[] = {"street_types", "street_particles", "stopwords",
+                               "town_particles", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO:AddressRules", keywords,
+                                     &street_types, &street_particles, &stopwords,
+                                     &town_particles)) {
+        return NULL;
+    }
+    AddressRules *self = (AddressRules *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    /* tp_alloc zeroes the object: the sets are empty until built. */
+    if (!set_build(&self->street_types, street_types, "AddressRules", "street_types")
+        || !set_build(&self->street_particles, street_particles, "AddressRules",
+                      "street_particles")
+        || !set_build(&self->stopwords, stopwords, "AddressRules", "stopwords")
+        || !set_build(&self->town_particles, town_particles, "AddressRules",
+                      "town_particles")) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void AddressRules_dealloc(AddressRules *self)
+{
+    set_clear(&self->street_types);
+    set_clear(&self->street_particles);
+    set_clear(&self->stopwords);
+    set_clear(&self->town_particles);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef AddressRules_methods[] = {
+    {"street_end", (PyCFunction)(void (*)(void))AddressRules_street_end, METH_FASTCALL,
+     "street_end(text, folded, start, end) -> the end of a street candidate's name, or start"},
+    {"town_end", (PyCFunction)(void (*)(void))AddressRules_town_end, METH_FASTCALL,
+     "town_end(folded, start, end) -> the end of a postcode's town"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject AddressRulesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway.scan._names.AddressRules",
+    .tp_doc = "The street and town trims of gateway/scan/engine.py, over its word lists.",
+    .tp_basicsize = sizeof(AddressRules),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = AddressRules_new,
+    .tp_dealloc = (destructor)AddressRules_dealloc,
+    .tp_methods = AddressRules_methods,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "gateway.scan._names",
-    .m_doc = "The scan core's name rules, in C.",
+    .m_doc = "The scan core's name and address rules, in C.",
     .m_size = -1,
 };
 
 PyMODINIT_FUNC PyInit__names(void)
 {
-    if (PyType_Ready(&NameRulesType) < 0) {
+    if (PyType_Ready(&NameRulesType) < 0 || PyType_Ready(&AddressRulesType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(m, "NameRules", (PyObject *)&NameRulesType) < 0) {
+    if (PyModule_AddObjectRef(m, "NameRules", (PyObject *)&NameRulesType) < 0
+        || PyModule_AddObjectRef(m, "AddressRules", (PyObject *)&AddressRulesType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from hashlib import _Hash
 
     from gateway.scan._digest import Digester
+    from gateway.scan._names import AddressRules
 
 
 class _Shape:
@@ -1250,6 +1251,14 @@ def _within_sole_iban(
 
 
 def _street_end(text: str, folded: str, start: int, end: int) -> int:
+    """Trim a street candidate to its name (see `_street_end_py`). `text` is the field's
+    text, `folded` its folding (ASCII, the same length); 0 <= start <= end <= len(folded)."""
+    if _NATIVE_STREET_END is not None:
+        return _NATIVE_STREET_END(text, folded, start, end)
+    return _street_end_py(text, folded, start, end)
+
+
+def _street_end_py(text: str, folded: str, start: int, end: int) -> int:
     """Trim a street candidate to its name: capitalised words and particles.
 
     One pass over the words (read in place, no copy of the candidate): the words up to
@@ -1324,7 +1333,40 @@ _STREET_TYPE_WORDS: Final = frozenset(
 _TOWN_PARTICLES: Final = frozenset({"de", "la", "le", "sur", "les", "en"})  # "Saint-Cyr-sur-Loire"
 
 
+# gateway/scan/_names.c's AddressRules trims the street and town candidates in C, each
+# word read in place (a slice, a `.lower()` and a set look-up a word in compiled Python):
+# the same results, on the same word lists, for the folded text the engine passes. The
+# `_py` functions are the Python fallback (PORTIQUE_PURE_PYTHON=1, or a build without
+# it) and its test oracle (tests/scan/test_addresses_native.py). Its methods are kept
+# bound, each in a `Final` (compiled, a static read and a direct vectorcall).
+def _native_address_rules() -> AddressRules | None:
+    """gateway/scan/_names.c's address rules over this module's word lists and
+    names.STOPWORDS, or None where setup.py has not built it."""
+    try:
+        from gateway.scan._names import AddressRules as NativeAddressRules
+    except ImportError:  # not built: the Python, same results
+        return None
+    return NativeAddressRules(_STREET_TYPE_WORDS, _PARTICLES, name_rules.STOPWORDS, _TOWN_PARTICLES)
+
+
+_NATIVE_ADDRESS_RULES: Final = _native_address_rules()
+_NATIVE_STREET_END: Final[Callable[[str, str, int, int], int] | None] = (
+    None if _NATIVE_ADDRESS_RULES is None else _NATIVE_ADDRESS_RULES.street_end
+)
+_NATIVE_TOWN_END: Final[Callable[[str, int, int], int] | None] = (
+    None if _NATIVE_ADDRESS_RULES is None else _NATIVE_ADDRESS_RULES.town_end
+)
+
+
 def _town_end(folded: str, start: int, end: int) -> int:
+    """Trim a POSTCODE_TOWN candidate after the town's words (see `_town_end_py`).
+    `folded` is folded text (ASCII); 0 <= start <= end <= len(folded)."""
+    if _NATIVE_TOWN_END is not None:
+        return _NATIVE_TOWN_END(folded, start, end)
+    return _town_end_py(folded, start, end)
+
+
+def _town_end_py(folded: str, start: int, end: int) -> int:
     """Trim a "75012 Paris Merci" candidate after the town's words."""
     last = start + 5
     for word_start, word_end in _address_words(folded, start + 5, end):
