@@ -18,7 +18,7 @@ source beside the compiled build and require the same results.
 PORTIQUE_PURE_PYTHON=1 builds without compiling (no C compiler needed): the modules then
 run as plain Python, with the same results, slower.
 
-Beside them, five hand-written C modules, each with a Python fallback that gives the
+Beside them, seven hand-written C modules, each with a Python fallback that gives the
 same results (see their headers for why they exist). Three are built when pkg-config finds
 their library's headers (`make test` installs them):
 - gateway/scan/_hyperscan.c: Hyperscan scanning that returns its hits as a list. It links
@@ -30,7 +30,7 @@ their library's headers (`make test` installs them):
 - gateway/scan/_reread.c: the re-reads of the shapes' Hyperscan hits, with JIT-compiled
   PCRE2 patterns. It links Debian's libpcre2-8 (libpcre2-dev); without it the matcher
   re-reads with Python `re`.
-The other three need no library:
+The other four need no library:
 - gateway/scan/_native_text.c: the folding of text to ASCII and the word view, each in
   one pass; without it gateway/scan/_fold.py and matchers.py translate in Python.
 - gateway/scan/_names.c: the name rules' word walks (pair and trigger candidates, display
@@ -39,6 +39,8 @@ The other three need no library:
 - gateway/scan/_validators.c: the hot candidate validators (birth labels, dates, French
   phones, NIR keys, IBANs), read in place; without it gateway/scan/validators.py runs its
   Python code.
+- gateway/scan/_first_names.c: the first names read next to a rostered surname, and the
+  civility before one, read in place; without it gateway/scan/engine.py runs its Python.
 """
 
 import os
@@ -102,5 +104,6 @@ if os.environ.get("PORTIQUE_PURE_PYTHON") != "1":
     ext_modules.append(Extension("gateway.scan._native_text", ["gateway/scan/_native_text.c"]))
     ext_modules.append(Extension("gateway.scan._names", ["gateway/scan/_names.c"]))
     ext_modules.append(Extension("gateway.scan._validators", ["gateway/scan/_validators.c"]))
+    ext_modules.append(Extension("gateway.scan._first_names", ["gateway/scan/_first_names.c"]))
 
 setup(ext_modules=ext_modules)

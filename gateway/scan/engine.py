@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from hashlib import _Hash
 
     from gateway.scan._digest import Digester
+    from gateway.scan._first_names import Civilities, FirstNames
     from gateway.scan._names import AddressRules
 
 
@@ -172,9 +173,15 @@ _FIELD_SEPARATOR: Final = "\x00"  # never part of a shape; the literal word view
 _NAME_BEARING: Final = frozenset(
     {_Field.SUBJECT, _Field.DISPLAY_NAME, _Field.FILENAME, _Field.METADATA}
 )
+# The civility and intro words that may stand before a surname, each after a word
+# boundary and before 1-3 of " :": one definition, for the regex and for
+# gateway/scan/_first_names.c.
+_CIVILITY_WORDS: Final = (
+    *("m.", "mr", "mr.", "mme", "mme.", "mlle", "mlle.", "madame", "monsieur"),
+    *("mademoiselle", "patient", "patiente", "pour", "bonjour", "cher", "chere", "nom"),
+)
 _CIVILITY_BEFORE: Final = re.compile(
-    r"(?:\bm\.|\bmr\.?|\bmme\.?|\bmlle\.?|\bmadame|\bmonsieur|\bmademoiselle|\bpatiente?|"
-    r"\bpour|\bbonjour|\bcher|\bchere|\bnom)[ :]{1,3}$"
+    "(?:" + "|".join([r"\b" + re.escape(word) for word in _CIVILITY_WORDS]) + ")[ :]{1,3}$"
 )
 # How far back a civility may stand before a surname ("Mademoiselle : " is 14), and how
 # far back labels are looked for ("numéro de sécurité sociale : " is 30), in characters.
@@ -336,6 +343,11 @@ class Engine:
             tails.setdefault(last, set()).add(words[-1])
         self._first_heads = {last: frozenset(w) for last, w in heads.items()}
         self._first_tails = {last: frozenset(w) for last, w in tails.items()}
+        # gateway/scan/_first_names.c reads the first names next to a surname hit over
+        # these tables (never changed once built), or None: the Python methods below.
+        self._native_first_names = native_first_names(
+            self.roster.full_names, self._first_heads, self._first_tails
+        )
         # First words of every rostered last and first name (of patients with both).
         self._name_heads = frozenset(
             part.split(" ", 1)[0] for pair in self.roster.full_names for part in pair
@@ -774,14 +786,20 @@ class Engine:
         # where a first name of the surname's patients stands next to it (rare).
         in_file_name = field.kind is _Field.FILENAME
         after_re = _FIRST_AFTER_FILE if in_file_name else _FIRST_AFTER
+        native = self._native_first_names
         taken_until = -1
         for i, (start, end, surname) in enumerate(words):
             if start < taken_until:
                 used.add(i)
                 continue
-            match = self._first_name_before(folded, start, surname, in_file_name)
-            if match is None:
-                match = self._first_name_after(folded, end, surname, after_re, in_file_name)
+            if native is not None:  # gateway/scan/_first_names.c: the same results
+                match = native.before(folded, start, surname, in_file_name)
+                if match is None:
+                    match = native.after(folded, end, surname, in_file_name)
+            else:
+                match = self._first_name_before_py(folded, start, surname, in_file_name)
+                if match is None:
+                    match = self._first_name_after_py(folded, end, surname, after_re, in_file_name)
             if match is None:
                 continue
             name_start, name_end, first = match
@@ -793,7 +811,7 @@ class Engine:
             found.append(_Span(_Kind.NAME, span_start, span_end, f"{surname} {first}", patient))
         return found, used
 
-    def _first_name_after(
+    def _first_name_after_py(
         self, folded: str, end: int, surname: str, pattern: re.Pattern[str], in_file_name: bool
     ) -> tuple[int, int, str] | None:
         # Most surnames are followed by no first name of theirs: check the word after the
@@ -827,7 +845,7 @@ class Engine:
                 return parts[0].start(), parts[count - 1].end(), first
         return None
 
-    def _first_name_before(
+    def _first_name_before_py(
         self, folded: str, start: int, surname: str, in_file_name: bool
     ) -> tuple[int, int, str] | None:
         # Read backwards (a `$`-anchored search would try every start in the window):
@@ -1144,12 +1162,49 @@ def name_digest_value(normalised_name: str) -> str:
 # The last two letters of every civility or intro word _CIVILITY_BEFORE knows ("lle"
 # ends with "le"): a cheap test that spares the regex for most roster words met in
 # running text.
-_CIVILITY_TAILS: Final = frozenset(
-    ("m.", "mr", "r.", "me", "e.", "le", "ur", "nt", "te", "er", "re", "om")
+_CIVILITY_TAILS: Final = frozenset([word[-2:] for word in _CIVILITY_WORDS])
+
+
+def native_first_names(
+    full_names: dict[tuple[str, str], list[str]],
+    first_heads: dict[str, frozenset[str]],
+    first_tails: dict[str, frozenset[str]],
+) -> FirstNames | None:
+    """gateway.scan._first_names's reader of the first names next to a surname hit, over
+    the engine's roster tables, or None where setup.py has not built it."""
+    try:
+        from gateway.scan._first_names import FirstNames
+    except ImportError:  # not built: Engine._first_name_before_py and _after_py
+        return None
+    return FirstNames(full_names, first_heads, first_tails, _FIRST_NAME_WINDOW)
+
+
+def _native_civilities() -> Civilities | None:
+    """gateway.scan._first_names's civility reader over _CIVILITY_WORDS and
+    _CIVILITY_TAILS, or None where setup.py has not built it."""
+    try:
+        from gateway.scan._first_names import Civilities
+    except ImportError:  # not built: _after_civility_py, same results
+        return None
+    return Civilities(_CIVILITY_WORDS, _CIVILITY_TAILS, _CIVILITY_WINDOW)
+
+
+# Its method, bound once. Final: compiled, a static read and a direct (vectorcall) call.
+_NATIVE_CIVILITIES: Final = _native_civilities()
+_NATIVE_AFTER_CIVILITY: Final[Callable[[str, int], bool] | None] = (
+    None if _NATIVE_CIVILITIES is None else _NATIVE_CIVILITIES.after
 )
 
 
 def _after_civility(folded: str, start: int) -> bool:
+    """Whether a civility or intro word, then 1-3 of " :", ends at `start` (see
+    `_after_civility_py`; gateway/scan/_first_names.c where built)."""
+    if _NATIVE_AFTER_CIVILITY is not None:
+        return _NATIVE_AFTER_CIVILITY(folded, start)
+    return _after_civility_py(folded, start)
+
+
+def _after_civility_py(folded: str, start: int) -> bool:
     """Whether a civility or intro word, then 1-3 of " :", ends at `start`.
 
     Read backwards in place before the regex (compiled, integer tests): the run of

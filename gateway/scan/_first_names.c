@@ -1,0 +1,807 @@
+/* gateway.scan._first_names: the roster-name stage's first-name and civility reads, in C.
+
+Purpose. Every roster literal hit of a field (a rostered surname, a whole word) is read
+by gateway/scan/engine.py for a first name of the same patient just before it
+(Engine._first_name_before_py) or after it (_first_name_after_py), and a surname left
+alone for a civility before it (_after_civility_py). In compiled Python each read walks
+the text one boxed character at a time, slices and lower-cases the neighbouring word and
+looks it up in a frozenset, and, where it is a first name's end or start, lower-cases the
+whole field and runs a regex: ~13k instructions on a dense 2 KB order with a 10,000-
+patient roster, growing with the roster. Here the neighbours are read in place in the
+folded text's own bytes; the neighbouring word is first looked up, lower-cased on the
+fly, in a table of the words of every surname's first names (built once), and a Python
+str is made only where it is one of them, for the look-ups the Python makes. A dense
+order costs 6.8k instructions fewer with a 10,000-patient roster (load-tests/
+callgrind_scan.py, 542.5k to 535.7k; 536.7k without the word tables).
+
+Contract (gateway/scan/engine.py dispatches to it and keeps its Python as the fallback;
+tests/scan/test_first_names_native.py compares both at every roster hit of the corpus
+and the dense benchmark orders, and on arbitrary text at every offset):
+- `FirstNames(full_names, first_heads, first_tails, window)`: the engine's roster
+  tables, referenced as they are: `full_names` a dict keyed by (surname, first name)
+  tuples, `first_heads` and `first_tails` dicts from a surname to an iterable container
+  (frozenset) of str, the first and the last words of its patients' first names, and
+  engine._FIRST_NAME_WINDOW (int >= 0). The tables must not change afterwards (the
+  engine builds them once per roster): the containers' words are read once, when the
+  object is made, to pre-filter the look-ups.
+  - `after(folded, end, surname, in_file_name)` returns what
+    Engine._first_name_after_py(folded, end, surname, pattern, in_file_name) returns,
+    `pattern` the engine's _FIRST_AFTER_FILE if `in_file_name` else _FIRST_AFTER:
+    (start, end, first name) or None; 0 <= end <= len(folded).
+  - `before(folded, start, surname, in_file_name)` returns what
+    Engine._first_name_before_py returns; 0 <= start <= len(folded).
+- `Civilities(words, tails, window)`: engine._CIVILITY_WORDS (1-32 ASCII characters,
+  the last not " " or ":"; the words _CIVILITY_BEFORE is built from, each after a word
+  boundary and before 1-3 of " :"), _CIVILITY_TAILS (ASCII str: only those of two
+  characters can match) and _CIVILITY_WINDOW (int >= 0), copied. `after(folded, start)`
+  returns what engine._after_civility_py returns (a bool); 0 <= start <= len(folded).
+- `folded` must be an ASCII str (gateway/scan/_fold.py folds to ASCII), else ValueError;
+  offsets must be int (TypeError) within the ranges above (ValueError); `surname` must
+  be str and `in_file_name` bool (TypeError). A wrong argument count or type raises
+  TypeError. No message names a value: the texts are patient data.
+
+Invariants. Holds the GIL (a hit reads tens of characters) and keeps no state but what
+construction made: three references to the engine's tables (only looked up), the word
+tables built from two of them, and the civility words and tails copied; all read-only
+after, so every thread may call it. Every offset is checked against the text's length
+before any byte is read, and every read stays within what the Python reads: [end, len)
+after a hit (the window bounds the words, not the first one's look-up), [start - window,
+start) before one and for a civility. On folded (ASCII) text, str.isalnum and the
+regexes' [a-z0-9] once lower-cased are [A-Za-z0-9]; \w adds "_".
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_FIRST_WORDS 3  /* the regexes' word and {0,2} more */
+#define MAX_CIVILITIES 64  /* civility words kept */
+#define MAX_CIVILITY_LENGTH 32
+#define MAX_TAILS 64
+
+/* A set of ASCII words: open addressing (linear probing) over their bytes in one pool
+   (as gateway/scan/_names.c's). */
+typedef struct {
+    Py_ssize_t offset; /* in the pool */
+    Py_ssize_t length; /* 0: an empty slot (an empty word is never looked up) */
+} Slot;
+
+typedef struct {
+    char *pool;
+    Slot *slots;
+    size_t mask; /* slot count - 1, a power of two at least twice the word count */
+    Py_ssize_t max_length;
+} WordSet;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *full_names;  /* dict: (surname, first) -> patient keys */
+    PyObject *first_heads; /* dict: surname -> container of first words */
+    PyObject *first_tails; /* dict: surname -> container of last words */
+    Py_ssize_t window;
+    WordSet any_head; /* every word of first_heads' containers, of any surname */
+    WordSet any_tail; /* every word of first_tails' containers */
+} FirstNames;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t window;
+    int count;
+    int tail_count;
+    unsigned char lengths[MAX_CIVILITIES];
+    unsigned char words[MAX_CIVILITIES][MAX_CIVILITY_LENGTH];
+    unsigned char tails[MAX_TAILS][2];
+} Civilities;
+
+static inline unsigned char lower_ascii(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 0x20) : c;
+}
+
+/* [A-Za-z0-9]: str.isalnum on ASCII, the regexes' [a-z0-9] once lower-cased. */
+static inline int is_word(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* \w of a str pattern, on ASCII. */
+static inline int is_regex_word(unsigned char c)
+{
+    return is_word(c) || c == '_';
+}
+
+/* engine._is_first_name_separator. */
+static inline int is_separator(unsigned char c, int in_file_name)
+{
+    return c == ' ' || c == ',' || (in_file_name && (c == '_' || c == '.' || c == '-'));
+}
+
+/* Between the words of a first name: the regexes' [ '-]. */
+static inline int is_joiner(unsigned char c)
+{
+    return c == ' ' || c == '\'' || c == '-';
+}
+
+/* FNV-1a over the lower-cased bytes. */
+static inline uint64_t hash_lower(const unsigned char *text, Py_ssize_t length)
+{
+    uint64_t hash = 14695981039346656037ULL;
+    for (Py_ssize_t i = 0; i < length; i++) {
+        hash = (hash ^ lower_ascii(text[i])) * 1099511628211ULL;
+    }
+    return hash;
+}
+
+/* Whether the lower-cased `text` is a word of `set`. */
+static int set_contains_lower(const WordSet *set, const unsigned char *text, Py_ssize_t length)
+{
+    if (length <= 0 || length > set->max_length) {
+        return 0;
+    }
+    size_t i = (size_t)hash_lower(text, length) & set->mask;
+    for (;; i = (i + 1) & set->mask) {
+        const Slot *slot = &set->slots[i];
+        if (slot->length == 0) {
+            return 0;
+        }
+        if (slot->length == length) {
+            const unsigned char *word = (const unsigned char *)set->pool + slot->offset;
+            Py_ssize_t k = 0;
+            while (k < length && word[k] == lower_ascii(text[k])) {
+                k++;
+            }
+            if (k == length) {
+                return 1;
+            }
+        }
+    }
+}
+
+static void set_clear(WordSet *set)
+{
+    PyMem_Free(set->pool);
+    PyMem_Free(set->slots);
+    set->pool = NULL;
+    set->slots = NULL;
+    set->max_length = 0;
+}
+
+/* Fills `set` with the ASCII str of the containers that are `tables`' values (others can
+   never equal a lower-cased ASCII word): 1, else 0 with an exception. */
+static int set_build(WordSet *set, PyObject *tables)
+{
+    PyObject *words = PyList_New(0);
+    if (words == NULL) {
+        return 0;
+    }
+    Py_ssize_t at = 0, pool_size = 0;
+    PyObject *key, *container;
+    while (PyDict_Next(tables, &at, &key, &container)) {
+        Py_INCREF(container); /* held while iterated */
+        PyObject *iterator = PyObject_GetIter(container);
+        Py_DECREF(container);
+        if (iterator == NULL) {
+            goto fail;
+        }
+        PyObject *word;
+        while ((word = PyIter_Next(iterator)) != NULL) {
+            int keep = PyUnicode_Check(word) && PyUnicode_IS_ASCII(word)
+                       && PyUnicode_GET_LENGTH(word) > 0;
+            if (keep && (PyUnicode_GET_LENGTH(word) > PY_SSIZE_T_MAX / 2 - pool_size
+                         || PyList_Append(words, word) < 0)) {
+                if (!PyErr_Occurred()) {
+                    PyErr_NoMemory();
+                }
+                Py_DECREF(word);
+                Py_DECREF(iterator);
+                goto fail;
+            }
+            if (keep) {
+                pool_size += PyUnicode_GET_LENGTH(word);
+            }
+            Py_DECREF(word);
+        }
+        Py_DECREF(iterator);
+        if (PyErr_Occurred()) {
+            goto fail;
+        }
+    }
+    Py_ssize_t count = PyList_GET_SIZE(words);
+    size_t slots = 8;
+    while (slots < (size_t)count * 2 + 1) {
+        slots *= 2;
+    }
+    set->pool = PyMem_Malloc(pool_size > 0 ? (size_t)pool_size : 1);
+    set->slots = PyMem_Calloc(slots, sizeof(Slot));
+    if (set->pool == NULL || set->slots == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    set->mask = slots - 1;
+    set->max_length = 0;
+    Py_ssize_t used = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *word = PyList_GET_ITEM(words, i);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(word);
+        const unsigned char *text = PyUnicode_1BYTE_DATA(word);
+        /* Stored as written: a word with a capital is never found, as in Python. */
+        size_t k = (size_t)hash_lower(text, length) & set->mask;
+        int stored = 0;
+        for (;; k = (k + 1) & set->mask) {
+            Slot *slot = &set->slots[k];
+            if (slot->length == 0) {
+                break;
+            }
+            if (slot->length == length && memcmp(set->pool + slot->offset, text, length) == 0) {
+                stored = 1; /* the same word, of another surname */
+                break;
+            }
+        }
+        if (stored) {
+            continue;
+        }
+        memcpy(set->pool + used, text, (size_t)length);
+        set->slots[k].offset = used;
+        set->slots[k].length = length;
+        used += length;
+        if (length > set->max_length) {
+            set->max_length = length;
+        }
+    }
+    Py_DECREF(words);
+    return 1;
+fail:
+    Py_DECREF(words);
+    set_clear(set);
+    return 0;
+}
+
+/* Reads `folded` (ASCII str) and an offset 0 <= offset <= len(folded): 1, else 0 with
+   TypeError or ValueError (no value quoted). */
+static int parse_text_offset(const char *function, PyObject *folded, PyObject *offset,
+                             const unsigned char **text, Py_ssize_t *size, Py_ssize_t *at)
+{
+    if (!PyUnicode_Check(folded)) {
+        PyErr_Format(PyExc_TypeError, "%s(): folded must be str", function);
+        return 0;
+    }
+    if (!PyLong_Check(offset)) {
+        PyErr_Format(PyExc_TypeError, "%s(): the offset must be int", function);
+        return 0;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(folded) < 0) {
+        return 0;
+    }
+#endif
+    if (!PyUnicode_IS_ASCII(folded)) {
+        PyErr_Format(PyExc_ValueError, "%s(): folded must be ASCII", function);
+        return 0;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(folded);
+    Py_ssize_t value = PyLong_AsSsize_t(offset);
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* OverflowError: out of range, as below */
+    }
+    if (value < 0 || value > length) {
+        PyErr_Format(PyExc_ValueError, "%s(): the offset is out of range", function);
+        return 0;
+    }
+    *text = PyUnicode_1BYTE_DATA(folded);
+    *size = length;
+    *at = value;
+    return 1;
+}
+
+/* (folded, offset, surname, in_file_name) of after() and before(). */
+static int parse_hit(const char *function, PyObject *const *args, Py_ssize_t nargs,
+                     const unsigned char **text, Py_ssize_t *size, Py_ssize_t *at,
+                     int *in_file_name)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 4 arguments, %zd given", function, nargs);
+        return 0;
+    }
+    if (!PyUnicode_Check(args[2])) {
+        PyErr_Format(PyExc_TypeError, "%s(): surname must be str", function);
+        return 0;
+    }
+    if (!PyBool_Check(args[3])) {
+        PyErr_Format(PyExc_TypeError, "%s(): in_file_name must be bool", function);
+        return 0;
+    }
+    if (!parse_text_offset(function, args[0], args[1], text, size, at)) {
+        return 0;
+    }
+    *in_file_name = args[3] == Py_True;
+    return 1;
+}
+
+/* A new str: text[start:end] lower-cased, each joiner a space (the words joined by " "). */
+static PyObject *lower_words(const unsigned char *text, Py_ssize_t start, Py_ssize_t end)
+{
+    PyObject *word = PyUnicode_New(end - start, 127);
+    if (word == NULL) {
+        return NULL;
+    }
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(word);
+    for (Py_ssize_t i = start; i < end; i++) {
+        unsigned char c = text[i];
+        *out++ = is_word(c) ? lower_ascii(c) : ' ';
+    }
+    return word;
+}
+
+/* Whether text[start:end], lower-cased, is in the container `words`: 1, 0, or -1 with an
+   exception. */
+static int contains_lower(PyObject *words, const unsigned char *text, Py_ssize_t start,
+                          Py_ssize_t end)
+{
+    PyObject *word = lower_words(text, start, end);
+    if (word == NULL) {
+        return -1;
+    }
+    int found = PySequence_Contains(words, word);
+    Py_DECREF(word);
+    return found;
+}
+
+/* (start, end, first): a new tuple that takes `first`'s reference, or NULL (released). */
+static PyObject *make_match(Py_ssize_t start, Py_ssize_t end, PyObject *first)
+{
+    PyObject *match = PyTuple_New(3);
+    PyObject *from = PyLong_FromSsize_t(start);
+    PyObject *to = PyLong_FromSsize_t(end);
+    if (match == NULL || from == NULL || to == NULL) {
+        Py_XDECREF(match);
+        Py_XDECREF(from);
+        Py_XDECREF(to);
+        Py_DECREF(first);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(match, 0, from);
+    PyTuple_SET_ITEM(match, 1, to);
+    PyTuple_SET_ITEM(match, 2, first);
+    return match;
+}
+
+/* The longest first name of parts[from:to] (spans in order, `to` - `from` >= 1) that
+   (surname, first) is a key of full_names, tried from the most words to one: `last`
+   fixed (before: the words nearest the surname) or `first` fixed (after). Returns
+   (start, end, first), None, or NULL with an exception. */
+static PyObject *longest_first_name(FirstNames *self, PyObject *surname,
+                                    const unsigned char *text, const Py_ssize_t *starts,
+                                    const Py_ssize_t *ends, int count, int keep_last)
+{
+    for (int n = count; n >= 1; n--) {
+        Py_ssize_t start = keep_last ? starts[count - n] : starts[0];
+        Py_ssize_t end = keep_last ? ends[count - 1] : ends[n - 1];
+        PyObject *first = lower_words(text, start, end);
+        if (first == NULL) {
+            return NULL;
+        }
+        PyObject *key = PyTuple_Pack(2, surname, first);
+        if (key == NULL) {
+            Py_DECREF(first);
+            return NULL;
+        }
+        int found = PyDict_Contains(self->full_names, key);
+        Py_DECREF(key);
+        if (found < 0) {
+            Py_DECREF(first);
+            return NULL;
+        }
+        if (found) {
+            return make_match(start, end, first);
+        }
+        Py_DECREF(first);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Engine._first_name_after_py: 1-3 separators after `end`, then up to three words (the
+   first checked against first_heads[surname] first), the longest first name first. */
+static PyObject *FirstNames_after(FirstNames *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    const unsigned char *text;
+    Py_ssize_t size, end;
+    int in_file_name;
+    if (!parse_hit("after", args, nargs, &text, &size, &end, &in_file_name)) {
+        return NULL;
+    }
+    PyObject *heads = PyDict_GetItemWithError(self->first_heads, args[2]);
+    if (heads == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t position = end;
+    while (position < size && position - end < 4 && is_separator(text[position], in_file_name)) {
+        position++;
+    }
+    if (position - end < 1 || position - end > 3) {
+        Py_RETURN_NONE;
+    }
+    /* The whole first word, past the window too, as the Python reads it. */
+    Py_ssize_t word_end = position;
+    while (word_end < size && is_word(text[word_end])) {
+        word_end++;
+    }
+    if (!set_contains_lower(&self->any_head, text + position, word_end - position)) {
+        Py_RETURN_NONE; /* the first word of no first name: not one of this surname's */
+    }
+    Py_INCREF(heads); /* held across the look-up, which may run Python code */
+    int found = contains_lower(heads, text, position, word_end);
+    Py_DECREF(heads);
+    if (found <= 0) {
+        if (found < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    /* pattern.match(lower, end, end + window): the separators (not word characters, so
+       all of them), then words of [a-z0-9] joined by one of " '-", within the window. */
+    Py_ssize_t window_end = size - end > self->window ? end + self->window : size;
+    if (position >= window_end || !is_word(text[position])) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t starts[MAX_FIRST_WORDS], ends[MAX_FIRST_WORDS];
+    int count = 0;
+    Py_ssize_t i = position;
+    for (;;) {
+        starts[count] = i;
+        while (i < window_end && is_word(text[i])) {
+            i++;
+        }
+        ends[count] = i;
+        count++;
+        if (count == MAX_FIRST_WORDS || i + 1 >= window_end || !is_joiner(text[i])
+            || !is_word(text[i + 1])) {
+            break;
+        }
+        i++;
+    }
+    return longest_first_name(self, args[2], text, starts, ends, count, 0);
+}
+
+/* Engine._first_name_before_py: the mirror, read backwards within the window; a first
+   word the window cut is no whole word. */
+static PyObject *FirstNames_before(FirstNames *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    const unsigned char *text;
+    Py_ssize_t size, start;
+    int in_file_name;
+    if (!parse_hit("before", args, nargs, &text, &size, &start, &in_file_name)) {
+        return NULL;
+    }
+    Py_ssize_t window_start = start > self->window ? start - self->window : 0;
+    Py_ssize_t group_end = start;
+    while (group_end > window_start && is_separator(text[group_end - 1], in_file_name)) {
+        group_end--;
+    }
+    if (start - group_end < 1 || start - group_end > 3) {
+        Py_RETURN_NONE;
+    }
+    PyObject *tails = PyDict_GetItemWithError(self->first_tails, args[2]);
+    if (tails == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t word_start = group_end;
+    while (word_start > window_start && is_word(text[word_start - 1])) {
+        word_start--;
+    }
+    if (word_start == group_end
+        || !set_contains_lower(&self->any_tail, text + word_start, group_end - word_start)) {
+        Py_RETURN_NONE; /* the last word of no first name: not one of this surname's */
+    }
+    Py_INCREF(tails);
+    int found = contains_lower(tails, text, word_start, group_end);
+    Py_DECREF(tails);
+    if (found <= 0) {
+        if (found < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    /* _WORDS matched on the reversed window: the words from the last, read back. */
+    Py_ssize_t starts[MAX_FIRST_WORDS], ends[MAX_FIRST_WORDS]; /* last word first */
+    int count = 0;
+    Py_ssize_t i = group_end;
+    for (;;) {
+        ends[count] = i;
+        while (i > window_start && is_word(text[i - 1])) {
+            i--;
+        }
+        starts[count] = i;
+        count++;
+        if (count == MAX_FIRST_WORDS || i - 2 < window_start || !is_joiner(text[i - 1])
+            || !is_word(text[i - 2])) {
+            break;
+        }
+        i--;
+    }
+    /* In text order. */
+    for (int k = 0; k < count / 2; k++) {
+        Py_ssize_t s = starts[k], e = ends[k];
+        starts[k] = starts[count - 1 - k];
+        ends[k] = ends[count - 1 - k];
+        starts[count - 1 - k] = s;
+        ends[count - 1 - k] = e;
+    }
+    int first_word = 0;
+    if (starts[0] > 0 && is_word(text[starts[0] - 1])) {
+        first_word = 1; /* the window cut a word: not a whole one */
+    }
+    if (first_word == count) {
+        Py_RETURN_NONE;
+    }
+    return longest_first_name(self, args[2], text, starts + first_word, ends + first_word,
+                              count - first_word, 1);
+}
+
+static PyObject *FirstNames_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *full_names, *first_heads, *first_tails;
+    Py_ssize_t window;
+    static char *keywords[] = {"full_names", "first_heads", "first_tails", "window", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOn:FirstNames", keywords, &full_names,
+                                     &first_heads, &first_tails, &window)) {
+        return NULL;
+    }
+    if (!PyDict_Check(full_names) || !PyDict_Check(first_heads) || !PyDict_Check(first_tails)) {
+        PyErr_SetString(PyExc_TypeError, "FirstNames(): the roster tables must be dict");
+        return NULL;
+    }
+    if (window < 0) {
+        PyErr_SetString(PyExc_ValueError, "FirstNames(): window must be 0 or more");
+        return NULL;
+    }
+    FirstNames *self = (FirstNames *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->full_names = Py_NewRef(full_names);
+    self->first_heads = Py_NewRef(first_heads);
+    self->first_tails = Py_NewRef(first_tails);
+    self->window = window;
+    if (!set_build(&self->any_head, first_heads) || !set_build(&self->any_tail, first_tails)) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int FirstNames_traverse(FirstNames *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->full_names);
+    Py_VISIT(self->first_heads);
+    Py_VISIT(self->first_tails);
+    return 0;
+}
+
+static int FirstNames_clear(FirstNames *self)
+{
+    Py_CLEAR(self->full_names);
+    Py_CLEAR(self->first_heads);
+    Py_CLEAR(self->first_tails);
+    return 0;
+}
+
+static void FirstNames_dealloc(FirstNames *self)
+{
+    PyObject_GC_UnTrack(self);
+    FirstNames_clear(self);
+    set_clear(&self->any_head);
+    set_clear(&self->any_tail);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef FirstNames_methods[] = {
+    {"after", (PyCFunction)(void (*)(void))FirstNames_after, METH_FASTCALL,
+     "after(folded, end, surname, in_file_name) -> (start, end, first) of the first name "
+     "after a surname hit ending at end, or None"},
+    {"before", (PyCFunction)(void (*)(void))FirstNames_before, METH_FASTCALL,
+     "before(folded, start, surname, in_file_name) -> (start, end, first) of the first name "
+     "before a surname hit starting at start, or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FirstNamesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway.scan._first_names.FirstNames",
+    .tp_doc = "FirstNames(full_names, first_heads, first_tails, window): the first names "
+              "next to a surname hit, over the engine's roster tables.",
+    .tp_basicsize = sizeof(FirstNames),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = FirstNames_new,
+    .tp_dealloc = (destructor)FirstNames_dealloc,
+    .tp_traverse = (traverseproc)FirstNames_traverse,
+    .tp_clear = (inquiry)FirstNames_clear,
+    .tp_methods = FirstNames_methods,
+};
+
+/* engine._after_civility_py: a run of 1-3 of " :" ends at `start`, the two characters
+   before it a known tail, and a civility word, after a word boundary within the window,
+   ends where the run starts. */
+static PyObject *Civilities_after(Civilities *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "after() takes 2 arguments, %zd given", nargs);
+        return NULL;
+    }
+    const unsigned char *text;
+    Py_ssize_t size, start;
+    if (!parse_text_offset("after", args[0], args[1], &text, &size, &start)) {
+        return NULL;
+    }
+    Py_ssize_t low = start > self->window ? start - self->window : 0;
+    Py_ssize_t position = start;
+    while (position > low && (text[position - 1] == ' ' || text[position - 1] == ':')) {
+        position--;
+    }
+    if (start - position < 1 || start - position > 3 || position - 2 < low) {
+        Py_RETURN_FALSE;
+    }
+    unsigned char a = lower_ascii(text[position - 2]), b = lower_ascii(text[position - 1]);
+    int tail = 0;
+    for (int k = 0; k < self->tail_count; k++) {
+        if (self->tails[k][0] == a && self->tails[k][1] == b) {
+            tail = 1;
+            break;
+        }
+    }
+    if (!tail) {
+        Py_RETURN_FALSE;
+    }
+    for (int k = 0; k < self->count; k++) {
+        Py_ssize_t length = self->lengths[k];
+        Py_ssize_t word_start = position - length;
+        if (word_start < low) {
+            continue;
+        }
+        const unsigned char *word = self->words[k];
+        Py_ssize_t j = 0;
+        while (j < length && lower_ascii(text[word_start + j]) == word[j]) {
+            j++;
+        }
+        if (j < length) {
+            continue;
+        }
+        /* \b before the word, in the window's text (its start is a boundary). */
+        int word_before = word_start > low && is_regex_word(text[word_start - 1]);
+        if (word_before != is_regex_word(word[0])) {
+            Py_RETURN_TRUE;
+        }
+    }
+    Py_RETURN_FALSE;
+}
+
+/* Copies the ASCII str of `iterable` into the tables: 1, else 0 with an exception. */
+static int civilities_fill(Civilities *self, PyObject *iterable, int tails)
+{
+    PyObject *items = PySequence_List(iterable);
+    if (items == NULL) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyUnicode_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "Civilities(): words and tails must be str");
+            goto fail;
+        }
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(item) < 0) {
+            goto fail;
+        }
+#endif
+        if (!PyUnicode_IS_ASCII(item)) {
+            PyErr_SetString(PyExc_ValueError, "Civilities(): words and tails must be ASCII");
+            goto fail;
+        }
+        Py_ssize_t length = PyUnicode_GET_LENGTH(item);
+        const unsigned char *data = PyUnicode_1BYTE_DATA(item);
+        if (tails) {
+            if (length != 2) {
+                continue; /* a slice of two characters never equals it */
+            }
+            if (self->tail_count == MAX_TAILS) {
+                PyErr_SetString(PyExc_ValueError, "Civilities(): too many tails");
+                goto fail;
+            }
+            memcpy(self->tails[self->tail_count++], data, 2);
+        } else {
+            if (length < 1 || length > MAX_CIVILITY_LENGTH || data[length - 1] == ' '
+                || data[length - 1] == ':') {
+                PyErr_SetString(PyExc_ValueError, "Civilities(): a word must have 1 to 32 "
+                                                  "characters, the last not \" \" or \":\"");
+                goto fail;
+            }
+            if (self->count == MAX_CIVILITIES) {
+                PyErr_SetString(PyExc_ValueError, "Civilities(): too many words");
+                goto fail;
+            }
+            memcpy(self->words[self->count], data, (size_t)length);
+            self->lengths[self->count++] = (unsigned char)length;
+        }
+    }
+    Py_DECREF(items);
+    return 1;
+fail:
+    Py_DECREF(items);
+    return 0;
+}
+
+static PyObject *Civilities_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *words, *tails;
+    Py_ssize_t window;
+    static char *keywords[] = {"words", "tails", "window", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOn:Civilities", keywords, &words, &tails,
+                                     &window)) {
+        return NULL;
+    }
+    if (window < 0) {
+        PyErr_SetString(PyExc_ValueError, "Civilities(): window must be 0 or more");
+        return NULL;
+    }
+    Civilities *self = (Civilities *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->window = window;
+    if (!civilities_fill(self, words, 0) || !civilities_fill(self, tails, 1)) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void Civilities_dealloc(Civilities *self)
+{
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Civilities_methods[] = {
+    {"after", (PyCFunction)(void (*)(void))Civilities_after, METH_FASTCALL,
+     "after(folded, start) -> whether a civility word, then 1-3 of \" :\", ends at start"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CivilitiesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway.scan._first_names.Civilities",
+    .tp_doc = "Civilities(words, tails, window): the civility before a surname.",
+    .tp_basicsize = sizeof(Civilities),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Civilities_new,
+    .tp_dealloc = (destructor)Civilities_dealloc,
+    .tp_methods = Civilities_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gateway.scan._first_names",
+    .m_doc = "The roster-name stage's first-name and civility reads, in C.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__first_names(void)
+{
+    if (PyType_Ready(&FirstNamesType) < 0 || PyType_Ready(&CivilitiesType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "FirstNames", (PyObject *)&FirstNamesType) < 0
+        || PyModule_AddObjectRef(m, "Civilities", (PyObject *)&CivilitiesType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,381 @@
+"""gateway.scan._first_names (the roster-name stage's first-name and civility reads in C)
+against the Python it stands in for (Engine._first_name_before_py, _first_name_after_py,
+engine._after_civility_py, the oracle): the same answers at every roster literal hit of
+the corpus and of the dense benchmark orders with a real roster, both directions, in file
+names and not; on arbitrary texts of roster names, separators and civilities at every
+offset; the same findings with the C and without; used by the compiled build; clear
+errors that never quote the text.
+
+(tests/scan/test_detect_fast_paths.py compares engine._after_civility, C in the compiled
+build, with a slice-and-regex reading; tests/scan/test_compiled.py runs the plain-Python
+source.)"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+if os.environ.get("PORTIQUE_PURE_PYTHON") == "1":  # built without a compiler: no C module
+    pytest.skip("PORTIQUE_PURE_PYTHON=1 build", allow_module_level=True)
+
+from gateway.scan import _first_names, build_engine
+from gateway.scan import engine as engine_module
+from gateway.scan._fold import fold
+from gateway.scan.matchers import word_view
+from gateway.scan.model import FieldKind, TextField
+from gateway.scan.patients import RosterPatient
+from tests.scan.corpus import PRACTICE, corpus_and_dense_orders, make_corpus
+
+SECRET = "Eloise DUPONT 284037510812347"  # patient data: never in an error
+KEYS: dict[str, Any] = {"digest_key": b"d" * 32, "pseudonym_key": b"p" * 32}
+
+
+def _bench_scan() -> Any:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "load-tests"))
+    try:
+        import bench_scan
+    finally:
+        sys.path.pop(0)
+    return bench_scan
+
+
+@lru_cache(maxsize=1)
+def roster_engine() -> engine_module.Engine:
+    """An engine over bench_scan's 10,000 synthetic patients and the patients of the
+    corpus and dense orders corpus_and_dense_orders(200) returns (as scan_outputs.py)."""
+    bench_scan = _bench_scan()
+    patients = (
+        bench_scan.synthetic_roster(10_000)
+        + list(bench_scan.dense_messages(200).patients)
+        + make_corpus(200, seed=7)[1]
+    )
+    return build_engine(patients=patients, practice=PRACTICE, **KEYS)
+
+
+SMALL_ROSTER = [
+    ("Dupont", "Jean"),
+    ("Dupont", "Jean-Pierre"),
+    ("Dupont", "Marie Claire Anne"),
+    ("Dupont", "Pierre"),
+    ("Martin", "Anne"),
+    ("Martin", "Jean Pierre"),
+    ("Le Roux", "Jean"),
+    ("Da Silva", "Marie-Claire"),
+    ("Nguyen", "Van Anh"),
+    ("O'Neil", "Sean"),
+    ("Smith", "J2"),
+    ("Jean", "Dupont"),  # a first name that is a surname too
+]
+
+
+@lru_cache(maxsize=1)
+def small_engine() -> engine_module.Engine:
+    patients = [
+        RosterPatient(key=f"k-{i}", last_name=last, first_name=first)
+        for i, (last, first) in enumerate(SMALL_ROSTER)
+    ]
+    return build_engine(patients=patients, **KEYS)
+
+
+def check_hit(engine: engine_module.Engine, folded: str, start: int, end: int, surname: str) -> int:
+    """C and Python agree on a surname at folded[start:end], in a file name and not, and
+    on a civility before it. Returns how many first names were found."""
+    native = engine._native_first_names
+    assert native is not None
+    found = 0
+    for in_file_name in (False, True):
+        expected = engine._first_name_before_py(folded, start, surname, in_file_name)
+        assert native.before(folded, start, surname, in_file_name) == expected
+        found += expected is not None
+        pattern = engine_module._FIRST_AFTER_FILE if in_file_name else engine_module._FIRST_AFTER
+        expected = engine._first_name_after_py(folded, end, surname, pattern, in_file_name)
+        assert native.after(folded, end, surname, in_file_name) == expected
+        found += expected is not None
+    civilities = engine_module._NATIVE_CIVILITIES
+    assert civilities is not None
+    assert civilities.after(folded, start) is engine_module._after_civility_py(folded, start)
+    return found
+
+
+def test_the_native_module_is_built_and_used() -> None:
+    """setup.py builds it with the compiled scan core: the engine must not fall back to
+    its Python unnoticed, and builds it over its own roster tables and word lists."""
+    assert str(_first_names.__file__).endswith(".so")
+    assert str(engine_module.__file__).endswith(".so"), "the compiled build: make"
+    engine = small_engine()
+    assert isinstance(engine._native_first_names, _first_names.FirstNames)
+    assert isinstance(engine_module._NATIVE_CIVILITIES, _first_names.Civilities)
+    after = engine_module._NATIVE_AFTER_CIVILITY
+    assert getattr(after, "__self__", None) is engine_module._NATIVE_CIVILITIES
+    # The dispatcher is the C (which, unlike the Python, refuses text that is not ASCII).
+    with pytest.raises(ValueError, match="must be ASCII"):
+        engine_module._after_civility("Mme Éloïse", 4)
+    # The tables it reads are the engine's: a full name found, in both orders.
+    native = engine._native_first_names
+    assert native.after("dupont jean-pierre", 6, "dupont", False) == (7, 18, "jean pierre")
+    assert native.before("Jean DUPONT", 5, "dupont", False) == (0, 4, "jean")
+
+
+def test_the_engine_reads_first_names_through_the_c_with_the_same_findings() -> None:
+    """Scanning with the C and with the Python oracle (the engine's attribute set to None)
+    gives the same findings, and the C is what the engine calls."""
+    engine = small_engine()
+    native = engine._native_first_names
+    assert native is not None
+    calls: list[str] = []
+
+    class Spy:
+        def before(self, *args: Any) -> Any:
+            calls.append("before")
+            return native.before(*args)
+
+        def after(self, *args: Any) -> Any:
+            calls.append("after")
+            return native.after(*args)
+
+    texts = [
+        "Bonjour, patient DUPONT Jean-Pierre, vu avec Martin Anne et Anne MARTIN.",
+        "Mme Le Roux : Jean Le Roux, Marie-Claire DA SILVA; Van Anh Nguyen",
+        "Jean Pierre Martin, Smith J2, O'Neil Sean, Dupont",
+    ]
+    fields = [TextField(text) for text in texts] + [
+        TextField("dupont_jean-pierre.stl", FieldKind.FILENAME),
+        TextField("Martin-Anne_2024.pdf", FieldKind.FILENAME),
+    ]
+    with_c = engine.scan_fields(fields)
+    try:
+        engine._native_first_names = Spy()  # type: ignore[assignment]
+        assert engine.scan_fields(fields) == with_c
+        assert "before" in calls and "after" in calls
+        engine._native_first_names = None
+        assert engine.scan_fields(fields) == with_c
+    finally:
+        engine._native_first_names = native
+    assert sum(f.kind.value == "name" for f in with_c) >= 8
+
+
+def test_native_and_python_agree_at_every_roster_hit_of_the_corpus_and_dense_orders() -> None:
+    engine = roster_engine()
+    owners = engine._literal_owner
+    hits = found = 0
+    for fields in corpus_and_dense_orders(200):
+        for field in fields:
+            folded = fold(field.text)
+            for index, start, end in engine.matcher.literals(word_view(folded.encode("ascii"))):
+                if owners[index] == engine_module._PRACTICE:
+                    continue
+                found += check_hit(engine, folded, start, end, owners[index])
+                hits += 1
+    assert hits > 1500 and found > 1500  # names met often, with and without a first name
+
+
+def test_scanning_with_and_without_the_c_gives_the_same_findings() -> None:
+    engine = roster_engine()
+    native = engine._native_first_names
+    messages = corpus_and_dense_orders(60)
+    with_c = [engine.scan_fields(fields) for fields in messages]
+    as_file_names = [[TextField(f.text, FieldKind.FILENAME) for f in fields] for fields in messages]
+    with_c_files = [engine.scan_fields(fields) for fields in as_file_names]
+    try:
+        engine._native_first_names = None
+        assert [engine.scan_fields(fields) for fields in messages] == with_c
+        assert [engine.scan_fields(fields) for fields in as_file_names] == with_c_files
+    finally:
+        engine._native_first_names = native
+
+
+def test_after_civility_agrees_at_every_offset_of_the_corpus() -> None:
+    civilities = engine_module._NATIVE_CIVILITIES
+    assert civilities is not None
+    true = 0
+    for fields in corpus_and_dense_orders(40):
+        for field in fields:
+            folded = fold(field.text)
+            for start in range(len(folded) + 1):
+                expected = engine_module._after_civility_py(folded, start)
+                assert civilities.after(folded, start) is expected
+                true += expected
+    assert true > 100
+
+
+_SMALL_WORDS = sorted({w for pair in SMALL_ROSTER for part in pair for w in part.split()})
+PIECES = (
+    st.sampled_from(_SMALL_WORDS)
+    | st.sampled_from(_SMALL_WORDS).map(str.upper)
+    | st.sampled_from(_SMALL_WORDS).map(str.lower)
+    | st.sampled_from(["jean", "pierre", "anne", "marie", "claire", "le", "roux", "van", "anh"])
+    | st.sampled_from([" ", ",", "_", ".", "-", ":", "'", "  ", ", ", " - ", "__", " ,  ", "\n"])
+    | st.sampled_from([" ", ",", "_", ".", "-", ":", "'"])
+    | st.sampled_from(["M.", "Mme", "mme.", "MLLE.", "Madame", "Mademoiselle", "patiente"])
+    | st.sampled_from(["Bonjour", "pour", "nom", "Chere", "cher", "Mr.", "mr", "xm.", "_nom"])
+    | st.sampled_from(["jean" * 9, "x" * 40, "7", "2024", "J2", "a_b"])
+    | st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=4)
+)
+TEXTS = st.lists(PIECES, max_size=40).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(folded=TEXTS)
+@example(folded="Jean-Pierre DUPONT, Dupont jean pierre")
+@example(folded="x" * 66 + "jean dupont")  # the window cuts "xxx...jean"
+@example(folded="x" * 65 + " jean dupont")
+@example(folded="dupont " + "x" * 62 + "jean")
+@example(folded="dupont ,jean" + "a" * 70)
+@example(folded="Mademoiselle : Dupont, xmme Dupont, mme.:: Dupont, nom  :Dupont")
+@example(folded="Marie Claire Anne Dupont Marie Claire Anne")
+def test_native_and_python_agree_at_every_offset(folded: str) -> None:
+    engine = small_engine()
+    surnames = sorted({last for last, _ in engine.roster.full_names} | {"zz", "o'neil"})
+    for offset in range(len(folded) + 1):
+        for surname in surnames:
+            check_hit(engine, folded, offset, offset, surname)
+
+
+def _runs(*lengths: int) -> str:
+    return " ".join("a" * length for length in lengths)
+
+
+@lru_cache(maxsize=1)
+def window_engine() -> engine_module.Engine:
+    """A roster whose surname "long" has first names of one letter in runs of every
+    length: wherever the window cuts, what the reads keep is some patient's name."""
+    firsts = {_runs(i) for i in range(1, 75)}
+    firsts |= {_runs(30, i) for i in range(1, 75)} | {_runs(i, 30) for i in range(1, 75)}
+    firsts |= {_runs(30, 30, i) for i in range(1, 75)} | {_runs(i, 30, 30) for i in range(1, 75)}
+    patients = [
+        RosterPatient(key=f"w-{i}", last_name="Long", first_name=first)
+        for i, first in enumerate(sorted(firsts))
+    ]
+    return build_engine(patients=patients, **KEYS)
+
+
+def test_native_and_python_agree_wherever_the_window_cuts() -> None:
+    """The 70-character windows cut the first names at every character, both ways, with
+    every joiner and separator: the C keeps what the Python keeps, and drops a word the
+    window cut before a surname."""
+    engine = window_engine()
+    found = 0
+    for k in range(0, 80):
+        run = "a" * k
+        for joiner in (" ", "-", "'"):
+            after = "a" * 30 + joiner + "a" * 30 + joiner + run
+            before = run + joiner + "a" * 30 + joiner + "a" * 30
+            for separator in (" ", ", ", "_", ".-", "    "):
+                for text in (
+                    f"long{separator}{after}",
+                    f"x long{separator}{'a' * k}{joiner}{'a' * 30}",
+                    f"{before}{separator}long",
+                    f"x{joiner}{before}{separator}long",
+                    f"{'a' * 30}{joiner}{run}{separator}long",
+                ):
+                    for hit in range(len(text) - 3):
+                        if text.startswith("long", hit):
+                            found += check_hit(engine, text, hit, hit + 4, "long")
+    assert found > 2000
+
+
+def test_first_names_are_looked_up_lower_cased_and_as_stored() -> None:
+    """The tables' words are read when the object is made (a word that no surname's
+    container holds is never looked up); a word stored with a capital, not ASCII or not
+    a str is never found, as `in` a frozenset of them finds none."""
+    full_names = {("dupont", "jean"): ["k1"], ("dupont", "Marc"): ["k2"], ("nom", "eve"): ["k3"]}
+    heads = {"dupont": ["jean", "Marc", "élie", 3], "nom": frozenset(["eve"])}
+    tails = {"dupont": ("jean", "Marc"), "nom": {"eve"}}
+    table = _first_names.FirstNames(full_names, heads, tails, 70)
+    assert table.after("DUPONT JEAN", 6, "dupont", False) == (7, 11, "jean")
+    assert table.before("Jean Dupont", 5, "dupont", False) == (0, 4, "jean")
+    assert table.after("dupont Marc", 6, "dupont", False) is None
+    assert table.after("dupont eve", 6, "dupont", False) is None  # another surname's
+    assert table.after("nom eve", 3, "nom", False) == (4, 7, "eve")
+    assert table.after("nom eve", 3, "absent", False) is None
+    with pytest.raises(TypeError):
+        _first_names.FirstNames(full_names, {"dupont": 3}, tails, 70)
+
+
+def test_civility_words_and_tails_are_read_as_given() -> None:
+    table = _first_names.Civilities(["mme", "Xy", "_b", "m."], iter(["me", "y", "_b", "m."]), 16)
+    assert table.after("Mme Dupont", 4)
+    assert table.after("MME:Dupont", 4)
+    assert not table.after("xmme Dupont", 5)  # no word boundary before the word
+    assert table.after("xmme Dupont", 1) is False
+    assert not table.after("Xy Dupont", 3)  # stored with a capital: never found, as the regex
+    assert table.after("a_b Dupont", 4) is False  # "_b" after a word character: no \b
+    assert table.after(" _b Dupont", 4) is True  # "_" is a word character: \b after " "
+    assert table.after("m. Dupont", 3)
+    assert not table.after("mme    Dupont", 7)  # four of " :"
+    assert not _first_names.Civilities(["mme"], [], 16).after("mme Dupont", 4)  # no tail
+    assert not _first_names.Civilities(["mme"], ["me"], 3).after("mme Dupont", 4)  # window
+    assert _first_names.Civilities(["mme"], ["me"], 4).after("xmme Dupont", 5)  # cut: \b
+
+
+def test_bad_arguments_raise_clear_errors_that_quote_no_text() -> None:
+    engine = small_engine()
+    native = engine._native_first_names
+    civilities = engine_module._NATIVE_CIVILITIES
+    assert native is not None and civilities is not None
+    size = len(SECRET)
+    bad_hits: list[tuple[type[Exception], tuple[object, ...]]] = [
+        (TypeError, (SECRET.encode(), 0, "dupont", False)),  # bytes, not str
+        (TypeError, (SECRET, "0", "dupont", False)),
+        (TypeError, (SECRET, 1.0, "dupont", False)),
+        (TypeError, (SECRET, 0, b"dupont", False)),
+        (TypeError, (SECRET, 0, None, False)),
+        (TypeError, (SECRET, 0, "dupont", 1)),  # a bool, not any int
+        (TypeError, (SECRET, 0, "dupont")),
+        (TypeError, (SECRET, 0, "dupont", False, 1)),
+        (ValueError, ("Éloïse DUPONT 2840375", 7, "dupont", False)),  # not folded: not ASCII
+        (ValueError, (SECRET, -1, "dupont", False)),
+        (ValueError, (SECRET, size + 1, "dupont", False)),
+        (ValueError, (SECRET, 2**70, "dupont", False)),
+        (ValueError, (SECRET, -(2**70), "dupont", False)),
+    ]
+    calls = [(method, bad) for method in (native.before, native.after) for bad in bad_hits]
+    calls += [
+        (civilities.after, bad)
+        for bad in [
+            (TypeError, (SECRET.encode(), 0)),
+            (TypeError, (SECRET, "0")),
+            (TypeError, (SECRET,)),
+            (TypeError, (SECRET, 0, 1)),
+            (ValueError, ("Éloïse DUPONT 2840375", 7)),
+            (ValueError, (SECRET, -1)),
+            (ValueError, (SECRET, size + 1)),
+            (ValueError, (SECRET, 2**70)),
+        ]
+    ]
+    for method, (error, args) in calls:
+        with pytest.raises(error) as raised:
+            method(*args)  # type: ignore[operator]
+        message = str(raised.value)
+        assert "DUPONT" not in message and "2840375" not in message and "Elo" not in message
+    # At the text's ends, in range: answers, not errors.
+    assert native.before(SECRET, 0, "dupont", False) is None
+    assert native.after(SECRET, size, "dupont", True) is None
+    assert civilities.after(SECRET, size) is False
+
+    tables = (engine.roster.full_names, engine._first_heads, engine._first_tails)
+    with pytest.raises(TypeError):
+        _first_names.FirstNames(*tables)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="must be dict"):
+        _first_names.FirstNames(list(tables[0]), tables[1], tables[2], 70)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="0 or more"):
+        _first_names.FirstNames(*tables, -1)
+    with pytest.raises(TypeError, match="must be str"):
+        _first_names.Civilities([b"mme"], [], 16)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="must be ASCII"):
+        _first_names.Civilities(["Éloïse"], [], 16)
+    for word in ("", "mme:", "mme ", "x" * 33):
+        with pytest.raises(ValueError, match="1 to 32 characters") as raised:
+            _first_names.Civilities([word], [], 16)
+    assert "mme" not in str(raised.value)
+    with pytest.raises(ValueError, match="0 or more"):
+        _first_names.Civilities([], [], -1)
+    with pytest.raises(TypeError):
+        _first_names.Civilities(3, [], 16)  # type: ignore[arg-type]
