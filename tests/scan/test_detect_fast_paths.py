@@ -26,7 +26,14 @@ from gateway.scan import (
 )
 from gateway.scan import engine as engine_module
 from gateway.scan._fold import fold
-from gateway.scan.engine import _by_rank, _is_address_gap, _rank, _Span, _within_sole_iban
+from gateway.scan.engine import (
+    _by_rank,
+    _is_address_gap,
+    _rank,
+    _ranks_before,
+    _Span,
+    _within_sole_iban,
+)
 from gateway.scan.shapes import ShapeName
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -205,6 +212,24 @@ _NONEMPTY_SPAN = st.builds(
 def test_by_rank_is_the_stable_sort_by_rank(spans: list[_Span]) -> None:
     # By identity: among equal ranks, the order of arrival shows.
     assert [id(s) for s in _by_rank(spans)] == [id(s) for s in sorted(spans, key=_rank)]
+
+
+# Two spans of a cluster drawn close together, so that ties on priority, roster link,
+# length and start all occur.
+_CLOSE_SPAN = st.builds(
+    lambda kind, start, length, patient: _Span(kind, start, start + length, "v", patient),
+    st.sampled_from([IdentifierKind.NAME, IdentifierKind.NIR, IdentifierKind.IBAN]),
+    st.integers(min_value=0, max_value=3),
+    st.integers(min_value=1, max_value=3),
+    st.sampled_from([None, "p-a"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(span=_CLOSE_SPAN, other=st.one_of(_CLOSE_SPAN, _NONEMPTY_SPAN))
+def test_ranks_before_is_the_rank_order(span: _Span, other: _Span) -> None:
+    assert _ranks_before(span, other) == (_rank(span) < _rank(other))
+    assert _ranks_before(other, span) == (_rank(other) < _rank(span))
 
 
 # patients.normalise_folded_name as first written: one regex substitution, then strip.
