@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -321,3 +322,30 @@ def test_first_name_alone_in_every_kind_of_field(engine: str) -> None:
             if before.isalnum() or after.isalnum() or field.kind is FieldKind.PERSON_NAME:
                 continue
             assert any(f == index and s <= at and at + 5 <= e for f, s, e in found), (index, at)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_rewrite_takes_findings_in_any_order(engine: str) -> None:
+    """rewrite_fields walks each field's run of findings when they come in field order
+    (as scan_fields gives them); a caller's in another order, or naming no field, give the
+    same texts."""
+    scan = _engine(engine)
+    fields = [
+        TextField("Commande pour DUPONT Marie", FieldKind.SUBJECT),
+        TextField("NIR 1 84 12 75 108 123 45, tel 06 12 34 56 78."),
+        TextField("Rien ici."),
+        TextField("Mme DUPONT Marie, née le 12/03/1984, marie.dupont@example.org"),
+    ]
+    findings = scan.scan_fields(fields)
+    assert len({f.field for f in findings}) == 3
+    policy = TransformPolicy(audience="lab")
+    expected = scan.rewrite_fields(fields, findings, policy).texts
+    assert [text == field.text for text, field in zip(expected, fields, strict=True)] == [
+        False,
+        False,
+        True,
+        False,
+    ]
+    stray = [replace(findings[0], field=-1), replace(findings[0], field=len(fields))]
+    for shuffled in (findings[::-1], findings[1::2] + findings[::2], stray + findings + stray):
+        assert scan.rewrite_fields(fields, shuffled, policy).texts == expected
