@@ -32,6 +32,7 @@ from gateway.scan.engine import (
     _rank,
     _ranks_before,
     _Span,
+    _SpanIndex,
     _within_sole_iban,
 )
 from gateway.scan.shapes import ShapeName
@@ -357,3 +358,21 @@ def test_iso_date_is_the_date_type(year: int, month: int, day: int) -> None:
     except ValueError:
         expected = None
     assert validators.iso_date(year, month, day) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    spans=st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, 12)).map(lambda p: (p[0], p[0] + p[1])),
+        max_size=8,
+    ),
+    probe=st.tuples(st.integers(0, 50), st.integers(0, 12)).map(lambda p: (p[0], p[0] + p[1])),
+)
+def test_span_index_answers_as_a_scan_of_its_spans(
+    spans: list[tuple[int, int]], probe: tuple[int, int]
+) -> None:
+    index = _SpanIndex(spans)
+    start, end = probe
+    assert bool(index) == bool(spans)
+    assert index.overlaps(start, end) == any(s < end and start < e for s, e in spans)
+    assert index.contains(start, end) == any(s <= start and end <= e for s, e in spans)
