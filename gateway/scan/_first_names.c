@@ -1,4 +1,5 @@
-/* gateway.scan._first_names: the roster-name stage's first-name and civility reads, in C.
+/* gateway.scan._first_names: the roster-name stage's first-name and civility reads, and the
+   context names' value and roster look-up, in C.
 
 Purpose. Every roster literal hit of a field (a rostered surname, a whole word) is read
 by gateway/scan/engine.py for a first name of the same patient just before it
@@ -14,16 +15,42 @@ str is made only where it is one of them, for the look-ups the Python makes. A d
 order costs 6.8k instructions fewer with a 10,000-patient roster (load-tests/
 callgrind_scan.py, 542.5k to 535.7k; 536.7k without the word tables).
 
+The context names (Engine._context_name_py: each UPPER_FIRST, FIRST_UPPER, CIVILITY_NAME
+and INTRO_NAME name and each display name, ~4 a dense order) are lower-cased, split and
+looked up in the roster (Engine._patient_for_name_words_py: the first word a name head,
+then each cut of the words into two parts, both orders, a fresh str, tuple and hash for
+each, and min() of the keys found): ~15k instructions a dense order, ~6k of them the
+look-up. Here, where the name's words are letters and digits one space apart (most
+names; others are normalised by the Python first, then looked up here), the value is
+lower-cased in one pass, the first word of each part is looked up in place in a table
+of the roster's name heads, and a cut whose two parts' first words both are is looked
+up in a table of full_names' pairs as bytes, each with min() of its patient keys (both
+built once): no Python object is made but the value. A dense order costs 6.7k
+instructions fewer (load-tests/callgrind_scan.py, 522.0k to 515.3k; 521.9k where the
+pairs were still made as str and tuples and looked up in full_names: real names'
+words are mostly name heads, so the head filter alone spares little).
+
 Contract (gateway/scan/engine.py dispatches to it and keeps its Python as the fallback;
-tests/scan/test_first_names_native.py compares both at every roster hit of the corpus
-and the dense benchmark orders, and on arbitrary text at every offset):
-- `FirstNames(full_names, first_heads, first_tails, window)`: the engine's roster
-  tables, referenced as they are: `full_names` a dict keyed by (surname, first name)
-  tuples, `first_heads` and `first_tails` dicts from a surname to an iterable container
-  (frozenset) of str, the first and the last words of its patients' first names, and
-  engine._FIRST_NAME_WINDOW (int >= 0). The tables must not change afterwards (the
-  engine builds them once per roster): the containers' words are read once, when the
-  object is made, to pre-filter the look-ups.
+tests/scan/test_first_names_native.py compares both at every roster hit and every
+context name of the corpus and the dense benchmark orders, on arbitrary text at every
+offset and on word lists):
+- `FirstNames(full_names, first_heads, first_tails, name_heads, window)`: the engine's
+  roster tables, referenced as they are: `full_names` a dict keyed by (surname, first
+  name) tuples, its values lists of patient keys (str), `first_heads` and `first_tails`
+  dicts from a surname to an iterable container (frozenset) of str, the first and the
+  last words of its patients' first names, `name_heads` (Engine._name_heads, a frozenset
+  or set) the first word (`part.split(" ", 1)[0]`) of each part of every key of
+  full_names, else ValueError, and engine._FIRST_NAME_WINDOW (int >= 0). The tables
+  must not change afterwards (the engine builds them once per roster): the containers'
+  and name_heads' words are read once, when the object is made, to pre-filter the
+  look-ups.
+  - `context_name(folded, start, end)` returns (value, patient) of what
+    Engine._context_name_py(folded, start, end) returns where folded[start:end] is
+    words of [A-Za-z0-9] one space apart, else None (the caller then runs
+    normalise_folded_name and patient_for_words); 0 <= start <= end <= len(folded).
+  - `patient_for_words(words)` returns what Engine._patient_for_name_words_py(words)
+    returns (`min` of the first true full_names value found, or None); `words` a list
+    of ASCII str (TypeError, ValueError).
   - `after(folded, end, surname, in_file_name)` returns what
     Engine._first_name_after_py(folded, end, surname, pattern, in_file_name) returns,
     `pattern` the engine's _FIRST_AFTER_FILE if `in_file_name` else _FIRST_AFTER:
@@ -41,13 +68,17 @@ and the dense benchmark orders, and on arbitrary text at every offset):
   TypeError. No message names a value: the texts are patient data.
 
 Invariants. Holds the GIL (a hit reads tens of characters) and keeps no state but what
-construction made: three references to the engine's tables (only looked up), the word
-tables built from two of them, and the civility words and tails copied; all read-only
-after, so every thread may call it. Every offset is checked against the text's length
-before any byte is read, and every read stays within what the Python reads: [end, len)
-after a hit (the window bounds the words, not the first one's look-up), [start - window,
-start) before one and for a civility. On folded (ASCII) text, str.isalnum and the
-regexes' [a-z0-9] once lower-cased are [A-Za-z0-9]; \w adds "_".
+construction made: four references to the engine's tables (only looked up), the word
+tables built from three of them, and the civility words and tails copied; all read-only
+after, so every thread may call it. A cut of a name's words is skipped only where its
+second part's first word is no name head: then neither order is a key (checked, for
+every key of two ASCII str, when the object is made); a word is a name head exactly when
+`in` name_heads finds it (its ASCII words as written, and whether "" is one). Every
+offset is checked against the text's length before any byte is read, and every read
+stays within what the Python reads: [end, len) after a hit (the window bounds the words,
+not the first one's look-up), [start - window, start) before one and for a civility,
+[start, end) for a context name. On folded (ASCII) text, str.isalnum and the regexes'
+[a-z0-9] once lower-cased are [A-Za-z0-9]; \w adds "_".
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -73,6 +104,22 @@ typedef struct {
     Py_ssize_t max_length;
 } WordSet;
 
+/* The keys of full_names of two ASCII str whose value is true, as their bytes (the two
+   parts one after the other in one pool), each with min() of its value: open addressing
+   (linear probing). */
+typedef struct {
+    Py_ssize_t offset;      /* in the pool */
+    Py_ssize_t left_length; /* the first part's length */
+    Py_ssize_t length;      /* both parts' */
+    PyObject *patient;      /* NULL: an empty slot */
+} PairSlot;
+
+typedef struct {
+    char *pool;
+    PairSlot *slots;
+    size_t mask; /* slot count - 1, a power of two at least twice the pair count */
+} PairTable;
+
 typedef struct {
     PyObject_HEAD
     PyObject *full_names;  /* dict: (surname, first) -> patient keys */
@@ -81,6 +128,10 @@ typedef struct {
     Py_ssize_t window;
     WordSet any_head; /* every word of first_heads' containers, of any surname */
     WordSet any_tail; /* every word of first_tails' containers */
+    PyObject *name_heads; /* frozenset: the first word of each part of every key */
+    WordSet heads;        /* its ASCII words (never the empty one) */
+    int heads_has_empty;  /* whether "" is in name_heads */
+    PairTable pairs;      /* full_names' keys and least patient keys */
 } FirstNames;
 
 typedef struct {
@@ -157,6 +208,25 @@ static int set_contains_lower(const WordSet *set, const unsigned char *text, Py_
     }
 }
 
+/* Whether `text` is a word of `set`, as written (the hash is the same: stored words are
+   hashed lower-cased too). */
+static int set_contains_exact(const WordSet *set, const unsigned char *text, Py_ssize_t length)
+{
+    if (length <= 0 || length > set->max_length) {
+        return 0;
+    }
+    size_t i = (size_t)hash_lower(text, length) & set->mask;
+    for (;; i = (i + 1) & set->mask) {
+        const Slot *slot = &set->slots[i];
+        if (slot->length == 0) {
+            return 0;
+        }
+        if (slot->length == length && memcmp(set->pool + slot->offset, text, (size_t)length) == 0) {
+            return 1;
+        }
+    }
+}
+
 static void set_clear(WordSet *set)
 {
     PyMem_Free(set->pool);
@@ -166,46 +236,40 @@ static void set_clear(WordSet *set)
     set->max_length = 0;
 }
 
-/* Fills `set` with the ASCII str of the containers that are `tables`' values (others can
-   never equal a lower-cased ASCII word): 1, else 0 with an exception. */
-static int set_build(WordSet *set, PyObject *tables)
+/* Appends the ASCII, non-empty str of the iterable `container` to the list `words`,
+   adding their lengths to *pool_size: 1, else 0 with an exception. */
+static int collect_words(PyObject *words, PyObject *container, Py_ssize_t *pool_size)
 {
-    PyObject *words = PyList_New(0);
-    if (words == NULL) {
+    PyObject *iterator = PyObject_GetIter(container);
+    if (iterator == NULL) {
         return 0;
     }
-    Py_ssize_t at = 0, pool_size = 0;
-    PyObject *key, *container;
-    while (PyDict_Next(tables, &at, &key, &container)) {
-        Py_INCREF(container); /* held while iterated */
-        PyObject *iterator = PyObject_GetIter(container);
-        Py_DECREF(container);
-        if (iterator == NULL) {
-            goto fail;
-        }
-        PyObject *word;
-        while ((word = PyIter_Next(iterator)) != NULL) {
-            int keep = PyUnicode_Check(word) && PyUnicode_IS_ASCII(word)
-                       && PyUnicode_GET_LENGTH(word) > 0;
-            if (keep && (PyUnicode_GET_LENGTH(word) > PY_SSIZE_T_MAX / 2 - pool_size
-                         || PyList_Append(words, word) < 0)) {
-                if (!PyErr_Occurred()) {
-                    PyErr_NoMemory();
-                }
-                Py_DECREF(word);
-                Py_DECREF(iterator);
-                goto fail;
-            }
-            if (keep) {
-                pool_size += PyUnicode_GET_LENGTH(word);
+    PyObject *word;
+    while ((word = PyIter_Next(iterator)) != NULL) {
+        int keep = PyUnicode_Check(word) && PyUnicode_IS_ASCII(word)
+                   && PyUnicode_GET_LENGTH(word) > 0;
+        if (keep && (PyUnicode_GET_LENGTH(word) > PY_SSIZE_T_MAX / 2 - *pool_size
+                     || PyList_Append(words, word) < 0)) {
+            if (!PyErr_Occurred()) {
+                PyErr_NoMemory();
             }
             Py_DECREF(word);
+            Py_DECREF(iterator);
+            return 0;
         }
-        Py_DECREF(iterator);
-        if (PyErr_Occurred()) {
-            goto fail;
+        if (keep) {
+            *pool_size += PyUnicode_GET_LENGTH(word);
         }
+        Py_DECREF(word);
     }
+    Py_DECREF(iterator);
+    return !PyErr_Occurred();
+}
+
+/* Fills `set` with the str of the list `words` (ASCII, non-empty, `pool_size` characters
+   in all): 1, else 0 with an exception. */
+static int set_fill(WordSet *set, PyObject *words, Py_ssize_t pool_size)
+{
     Py_ssize_t count = PyList_GET_SIZE(words);
     size_t slots = 8;
     while (slots < (size_t)count * 2 + 1) {
@@ -215,7 +279,8 @@ static int set_build(WordSet *set, PyObject *tables)
     set->slots = PyMem_Calloc(slots, sizeof(Slot));
     if (set->pool == NULL || set->slots == NULL) {
         PyErr_NoMemory();
-        goto fail;
+        set_clear(set);
+        return 0;
     }
     set->mask = slots - 1;
     set->max_length = 0;
@@ -248,12 +313,45 @@ static int set_build(WordSet *set, PyObject *tables)
             set->max_length = length;
         }
     }
-    Py_DECREF(words);
     return 1;
-fail:
+}
+
+/* Fills `set` with the ASCII str of the containers that are `tables`' values (others can
+   never equal a lower-cased ASCII word): 1, else 0 with an exception. */
+static int set_build(WordSet *set, PyObject *tables)
+{
+    PyObject *words = PyList_New(0);
+    if (words == NULL) {
+        return 0;
+    }
+    Py_ssize_t at = 0, pool_size = 0;
+    PyObject *key, *container;
+    while (PyDict_Next(tables, &at, &key, &container)) {
+        Py_INCREF(container); /* held while iterated */
+        int collected = collect_words(words, container, &pool_size);
+        Py_DECREF(container);
+        if (!collected) {
+            Py_DECREF(words);
+            return 0;
+        }
+    }
+    int filled = set_fill(set, words, pool_size);
     Py_DECREF(words);
-    set_clear(set);
-    return 0;
+    return filled;
+}
+
+/* Fills `set` with the ASCII str of the iterable `container`: 1, else 0 with an
+   exception. */
+static int set_build_from(WordSet *set, PyObject *container)
+{
+    PyObject *words = PyList_New(0);
+    if (words == NULL) {
+        return 0;
+    }
+    Py_ssize_t pool_size = 0;
+    int filled = collect_words(words, container, &pool_size) && set_fill(set, words, pool_size);
+    Py_DECREF(words);
+    return filled;
 }
 
 /* Reads `folded` (ASCII str) and an offset 0 <= offset <= len(folded): 1, else 0 with
@@ -543,21 +641,405 @@ static PyObject *FirstNames_before(FirstNames *self, PyObject *const *args, Py_s
                               count - first_word, 1);
 }
 
+/* Whether the ASCII word text[0:length] is in name_heads: `in`, exactly. */
+static int is_name_head(const FirstNames *self, const unsigned char *text, Py_ssize_t length)
+{
+    return length == 0 ? self->heads_has_empty : set_contains_exact(&self->heads, text, length);
+}
+
+/* FNV-1a over the pair's bytes, a 0 between the parts (their lengths are compared too). */
+static inline uint64_t hash_pair(const unsigned char *left, Py_ssize_t left_length,
+                                 const unsigned char *right, Py_ssize_t right_length)
+{
+    uint64_t hash = 14695981039346656037ULL;
+    for (Py_ssize_t i = 0; i < left_length; i++) {
+        hash = (hash ^ left[i]) * 1099511628211ULL;
+    }
+    hash = hash * 1099511628211ULL;
+    for (Py_ssize_t i = 0; i < right_length; i++) {
+        hash = (hash ^ right[i]) * 1099511628211ULL;
+    }
+    return hash;
+}
+
+/* The slot of (left, right) in `table`: the pair's or the empty one that ends its probe. */
+static PairSlot *pair_slot(const PairTable *table, const unsigned char *left,
+                           Py_ssize_t left_length, const unsigned char *right,
+                           Py_ssize_t right_length)
+{
+    size_t i = (size_t)hash_pair(left, left_length, right, right_length) & table->mask;
+    for (;; i = (i + 1) & table->mask) {
+        PairSlot *slot = &table->slots[i];
+        if (slot->patient == NULL) {
+            return slot;
+        }
+        const char *stored = table->pool + slot->offset;
+        if (slot->left_length == left_length && slot->length == left_length + right_length
+            && memcmp(stored, left, (size_t)left_length) == 0
+            && memcmp(stored + left_length, right, (size_t)right_length) == 0) {
+            return slot;
+        }
+    }
+}
+
+/* The least patient key of the rostered (left, right), borrowed, or NULL. */
+static PyObject *pair_patient(const PairTable *table, const unsigned char *left,
+                              Py_ssize_t left_length, const unsigned char *right,
+                              Py_ssize_t right_length)
+{
+    return pair_slot(table, left, left_length, right, right_length)->patient;
+}
+
+static void pairs_clear(PairTable *table)
+{
+    if (table->slots != NULL) {
+        for (size_t i = 0; i <= table->mask; i++) {
+            Py_CLEAR(table->slots[i].patient);
+        }
+    }
+    PyMem_Free(table->pool);
+    PyMem_Free(table->slots);
+    table->pool = NULL;
+    table->slots = NULL;
+    table->mask = 0;
+}
+
+/* Fills `table` with the keys of `full_names` that are tuples of two ASCII str and whose
+   value is true, each with min() of its value (what the Python returns when it finds
+   the pair): 1, else 0 with an exception. */
+static int pairs_build(PairTable *table, PyObject *full_names)
+{
+    Py_ssize_t count = 0, pool_size = 0, at = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(full_names, &at, &key, &value)) {
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
+            continue;
+        }
+        PyObject *left = PyTuple_GET_ITEM(key, 0), *right = PyTuple_GET_ITEM(key, 1);
+        if (!PyUnicode_Check(left) || !PyUnicode_IS_ASCII(left) || !PyUnicode_Check(right)
+            || !PyUnicode_IS_ASCII(right)) {
+            continue;
+        }
+        Py_ssize_t length = PyUnicode_GET_LENGTH(left) + PyUnicode_GET_LENGTH(right);
+        if (length > PY_SSIZE_T_MAX / 2 - pool_size) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        pool_size += length;
+        count++;
+    }
+    size_t slots = 8;
+    while (slots < (size_t)count * 2 + 1) {
+        slots *= 2;
+    }
+    table->pool = PyMem_Malloc(pool_size > 0 ? (size_t)pool_size : 1);
+    table->slots = PyMem_Calloc(slots, sizeof(PairSlot));
+    table->mask = slots - 1;
+    if (table->pool == NULL || table->slots == NULL) {
+        PyErr_NoMemory();
+        pairs_clear(table);
+        return 0;
+    }
+    PyObject *min = PyDict_GetItemString(PyEval_GetBuiltins(), "min"); /* borrowed */
+    if (min == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FirstNames(): no builtin min");
+        return 0;
+    }
+    Py_ssize_t used = 0;
+    at = 0;
+    while (PyDict_Next(full_names, &at, &key, &value)) {
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
+            continue;
+        }
+        PyObject *left = PyTuple_GET_ITEM(key, 0), *right = PyTuple_GET_ITEM(key, 1);
+        if (!PyUnicode_Check(left) || !PyUnicode_IS_ASCII(left) || !PyUnicode_Check(right)
+            || !PyUnicode_IS_ASCII(right)) {
+            continue;
+        }
+        Py_ssize_t left_length = PyUnicode_GET_LENGTH(left);
+        Py_ssize_t right_length = PyUnicode_GET_LENGTH(right);
+        if (used + left_length + right_length > pool_size) {
+            PyErr_SetString(PyExc_RuntimeError, "FirstNames(): full_names changed");
+            return 0;
+        }
+        Py_INCREF(value); /* held while read */
+        int truth = PyObject_IsTrue(value);
+        PyObject *patient = truth > 0 ? PyObject_CallOneArg(min, value) : NULL;
+        Py_DECREF(value);
+        if (truth < 0 || (truth > 0 && patient == NULL)) {
+            return 0;
+        }
+        if (patient == NULL) {
+            continue; /* an empty list: the Python reads on, as if no key */
+        }
+        const unsigned char *left_text = PyUnicode_1BYTE_DATA(left);
+        const unsigned char *right_text = PyUnicode_1BYTE_DATA(right);
+        PairSlot *slot = pair_slot(table, left_text, left_length, right_text, right_length);
+        if (slot->patient != NULL) { /* equal keys: not in a dict */
+            Py_DECREF(patient);
+            continue;
+        }
+        memcpy(table->pool + used, left_text, (size_t)left_length);
+        memcpy(table->pool + used + left_length, right_text, (size_t)right_length);
+        slot->offset = used;
+        slot->left_length = left_length;
+        slot->length = left_length + right_length;
+        slot->patient = patient;
+        used += left_length + right_length;
+    }
+    return 1;
+}
+
+/* Engine._patient_for_name_words_py over `count` words, text[starts[i]:ends[i]] (ASCII),
+   one space apart in `text` (so text[starts[a]:ends[b]] is " ".join(words[a:b + 1])).
+   Returns the patient key (new) or None. */
+static PyObject *patient_for(FirstNames *self, const unsigned char *text,
+                             const Py_ssize_t *starts, const Py_ssize_t *ends,
+                             Py_ssize_t count)
+{
+    if (count == 0 || !is_name_head(self, text + starts[0], ends[0] - starts[0])) {
+        Py_RETURN_NONE; /* no rostered last or first name starts with the first word */
+    }
+    Py_ssize_t last = ends[count - 1];
+    for (Py_ssize_t cut = 1; cut < count; cut++) {
+        /* (left, right) or (right, left) is a key only if right's first word is the first
+           word of a part of a key: a name head (checked when the object was made). */
+        Py_ssize_t head_end = starts[cut];
+        while (head_end < last && text[head_end] != ' ') {
+            head_end++;
+        }
+        if (!is_name_head(self, text + starts[cut], head_end - starts[cut])) {
+            continue;
+        }
+        const unsigned char *left = text + starts[0], *right = text + starts[cut];
+        Py_ssize_t left_length = ends[cut - 1] - starts[0], right_length = last - starts[cut];
+        PyObject *patient = pair_patient(&self->pairs, left, left_length, right, right_length);
+        if (patient == NULL) {
+            patient = pair_patient(&self->pairs, right, right_length, left, left_length);
+        }
+        if (patient != NULL) {
+            return Py_NewRef(patient);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+#define STACK_WORDS 16
+
+/* starts and ends of `count` words: `stack` (2 * STACK_WORDS) or a new block (freed with
+   PyMem_Free), NULL with MemoryError. */
+static Py_ssize_t *word_spans(Py_ssize_t *stack, Py_ssize_t count)
+{
+    if (count <= STACK_WORDS) {
+        return stack;
+    }
+    if ((size_t)count > PY_SSIZE_T_MAX / (2 * sizeof(Py_ssize_t))) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t *spans = PyMem_Malloc(2 * (size_t)count * sizeof(Py_ssize_t));
+    if (spans == NULL) {
+        PyErr_NoMemory();
+    }
+    return spans;
+}
+
+/* Engine._context_name_py's simple case: folded[start:end] words of [A-Za-z0-9] one
+   space apart. Returns (value, patient), None (any other text: the Python's
+   normalise_folded_name decides), or NULL with an exception. */
+static PyObject *FirstNames_context_name(FirstNames *self, PyObject *const *args,
+                                         Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "context_name() takes 3 arguments, %zd given", nargs);
+        return NULL;
+    }
+    const unsigned char *text;
+    Py_ssize_t size, start, end;
+    if (!parse_text_offset("context_name", args[0], args[1], &text, &size, &start)
+        || !parse_text_offset("context_name", args[0], args[2], &text, &size, &end)) {
+        return NULL;
+    }
+    if (start > end) {
+        PyErr_SetString(PyExc_ValueError, "context_name(): start is after end");
+        return NULL;
+    }
+    /* value.split(" "), each piece isalnum: no empty piece (no space at an end, no two
+       together), only [A-Za-z0-9] between the spaces. */
+    if (start == end || text[start] == ' ' || text[end - 1] == ' ') {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t count = 1;
+    for (Py_ssize_t i = start; i < end; i++) {
+        if (text[i] == ' ') {
+            if (text[i - 1] == ' ') { /* i > start: text[start] is no space */
+                Py_RETURN_NONE;
+            }
+            count++;
+        } else if (!is_word(text[i])) {
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *value = PyUnicode_New(end - start, 127);
+    if (value == NULL) {
+        return NULL;
+    }
+    Py_UCS1 *lower = PyUnicode_1BYTE_DATA(value);
+    for (Py_ssize_t i = start; i < end; i++) {
+        lower[i - start] = lower_ascii(text[i]);
+    }
+    Py_ssize_t stack[2 * STACK_WORDS];
+    Py_ssize_t *starts = word_spans(stack, count);
+    if (starts == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    Py_ssize_t *ends = starts + count;
+    Py_ssize_t word = 0, length = end - start;
+    starts[0] = 0;
+    for (Py_ssize_t i = 0; i < length; i++) {
+        if (lower[i] == ' ') {
+            ends[word++] = i;
+            starts[word] = i + 1;
+        }
+    }
+    ends[word] = length;
+    PyObject *patient = patient_for(self, lower, starts, ends, count);
+    if (starts != stack) {
+        PyMem_Free(starts);
+    }
+    if (patient == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyObject *result = PyTuple_Pack(2, value, patient);
+    Py_DECREF(value);
+    Py_DECREF(patient);
+    return result;
+}
+
+/* Engine._patient_for_name_words_py(words), words a list of ASCII str. */
+static PyObject *FirstNames_patient_for_words(FirstNames *self, PyObject *words)
+{
+    if (!PyList_Check(words)) {
+        PyErr_SetString(PyExc_TypeError, "patient_for_words(): words must be a list");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(words), total = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *word = PyList_GET_ITEM(words, i);
+        if (!PyUnicode_Check(word)) {
+            PyErr_SetString(PyExc_TypeError, "patient_for_words(): the words must be str");
+            return NULL;
+        }
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(word) < 0) {
+            return NULL;
+        }
+#endif
+        if (!PyUnicode_IS_ASCII(word)) {
+            PyErr_SetString(PyExc_ValueError, "patient_for_words(): the words must be ASCII");
+            return NULL;
+        }
+        if (PyUnicode_GET_LENGTH(word) >= PY_SSIZE_T_MAX / 2 - total) {
+            return PyErr_NoMemory();
+        }
+        total += PyUnicode_GET_LENGTH(word) + 1;
+    }
+    if (count == 0) {
+        Py_RETURN_NONE;
+    }
+    /* The words joined by " " (no Python code runs below: the list stays as checked). */
+    Py_ssize_t stack[2 * STACK_WORDS];
+    Py_ssize_t *starts = word_spans(stack, count);
+    unsigned char *text = starts == NULL ? NULL : PyMem_Malloc((size_t)total);
+    PyObject *patient = NULL;
+    if (text == NULL) {
+        if (starts != NULL) {
+            PyErr_NoMemory();
+        }
+        goto done;
+    }
+    Py_ssize_t *ends = starts + count, at = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *word = PyList_GET_ITEM(words, i);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(word);
+        starts[i] = at;
+        memcpy(text + at, PyUnicode_1BYTE_DATA(word), (size_t)length);
+        at += length;
+        ends[i] = at;
+        text[at++] = ' '; /* the last one unread: the words end at ends[count - 1] */
+    }
+    patient = patient_for(self, text, starts, ends, count);
+done:
+    PyMem_Free(text);
+    if (starts != NULL && starts != stack) {
+        PyMem_Free(starts);
+    }
+    return patient;
+}
+
+/* Checks that the first word of each ASCII str part of every (str, str) key of
+   full_names is a name head (what lets patient_for skip a cut): 1, else 0 with
+   ValueError. Keys of other kinds are never equal to a pair of ASCII words. */
+static int check_name_heads(FirstNames *self)
+{
+    Py_ssize_t at = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(self->full_names, &at, &key, &value)) {
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
+            continue;
+        }
+        for (int k = 0; k < 2; k++) {
+            PyObject *part = PyTuple_GET_ITEM(key, k);
+            if (!PyUnicode_Check(part) || !PyUnicode_IS_ASCII(part)) {
+                continue;
+            }
+            const unsigned char *text = PyUnicode_1BYTE_DATA(part);
+            Py_ssize_t length = PyUnicode_GET_LENGTH(part), head = 0;
+            while (head < length && text[head] != ' ') {
+                head++;
+            }
+            if (!is_name_head(self, text, head)) {
+                PyErr_SetString(PyExc_ValueError,
+                                "FirstNames(): name_heads must hold the first word of each "
+                                "part of every key of full_names");
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
 static PyObject *FirstNames_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *full_names, *first_heads, *first_tails;
+    PyObject *full_names, *first_heads, *first_tails, *name_heads;
     Py_ssize_t window;
-    static char *keywords[] = {"full_names", "first_heads", "first_tails", "window", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOn:FirstNames", keywords, &full_names,
-                                     &first_heads, &first_tails, &window)) {
+    static char *keywords[] = {"full_names", "first_heads", "first_tails", "name_heads",
+                               "window", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOn:FirstNames", keywords, &full_names,
+                                     &first_heads, &first_tails, &name_heads, &window)) {
         return NULL;
     }
     if (!PyDict_Check(full_names) || !PyDict_Check(first_heads) || !PyDict_Check(first_tails)) {
         PyErr_SetString(PyExc_TypeError, "FirstNames(): the roster tables must be dict");
         return NULL;
     }
+    if (!PyAnySet_Check(name_heads)) {
+        PyErr_SetString(PyExc_TypeError, "FirstNames(): name_heads must be a frozenset");
+        return NULL;
+    }
     if (window < 0) {
         PyErr_SetString(PyExc_ValueError, "FirstNames(): window must be 0 or more");
+        return NULL;
+    }
+    PyObject *empty = PyUnicode_New(0, 0);
+    if (empty == NULL) {
+        return NULL;
+    }
+    int has_empty = PySet_Contains(name_heads, empty);
+    Py_DECREF(empty);
+    if (has_empty < 0) {
         return NULL;
     }
     FirstNames *self = (FirstNames *)type->tp_alloc(type, 0);
@@ -567,8 +1049,12 @@ static PyObject *FirstNames_new(PyTypeObject *type, PyObject *args, PyObject *kw
     self->full_names = Py_NewRef(full_names);
     self->first_heads = Py_NewRef(first_heads);
     self->first_tails = Py_NewRef(first_tails);
+    self->name_heads = Py_NewRef(name_heads);
+    self->heads_has_empty = has_empty;
     self->window = window;
-    if (!set_build(&self->any_head, first_heads) || !set_build(&self->any_tail, first_tails)) {
+    if (!set_build(&self->any_head, first_heads) || !set_build(&self->any_tail, first_tails)
+        || !set_build_from(&self->heads, name_heads) || !check_name_heads(self)
+        || !pairs_build(&self->pairs, full_names)) {
         Py_DECREF(self);
         return NULL;
     }
@@ -580,6 +1066,7 @@ static int FirstNames_traverse(FirstNames *self, visitproc visit, void *arg)
     Py_VISIT(self->full_names);
     Py_VISIT(self->first_heads);
     Py_VISIT(self->first_tails);
+    Py_VISIT(self->name_heads);
     return 0;
 }
 
@@ -588,6 +1075,7 @@ static int FirstNames_clear(FirstNames *self)
     Py_CLEAR(self->full_names);
     Py_CLEAR(self->first_heads);
     Py_CLEAR(self->first_tails);
+    Py_CLEAR(self->name_heads);
     return 0;
 }
 
@@ -597,6 +1085,8 @@ static void FirstNames_dealloc(FirstNames *self)
     FirstNames_clear(self);
     set_clear(&self->any_head);
     set_clear(&self->any_tail);
+    set_clear(&self->heads);
+    pairs_clear(&self->pairs);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -607,14 +1097,21 @@ static PyMethodDef FirstNames_methods[] = {
     {"before", (PyCFunction)(void (*)(void))FirstNames_before, METH_FASTCALL,
      "before(folded, start, surname, in_file_name) -> (start, end, first) of the first name "
      "before a surname hit starting at start, or None"},
+    {"context_name", (PyCFunction)(void (*)(void))FirstNames_context_name, METH_FASTCALL,
+     "context_name(folded, start, end) -> (value, patient) of the name folded[start:end] "
+     "where its words are letters and digits one space apart, else None"},
+    {"patient_for_words", (PyCFunction)FirstNames_patient_for_words, METH_O,
+     "patient_for_words(words) -> the patient key of the rostered full name the words "
+     "make, in either order, or None"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject FirstNamesType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "gateway.scan._first_names.FirstNames",
-    .tp_doc = "FirstNames(full_names, first_heads, first_tails, window): the first names "
-              "next to a surname hit, over the engine's roster tables.",
+    .tp_doc = "FirstNames(full_names, first_heads, first_tails, name_heads, window): the "
+              "first names next to a surname hit and the patients of names, over the "
+              "engine's roster tables.",
     .tp_basicsize = sizeof(FirstNames),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = FirstNames_new,

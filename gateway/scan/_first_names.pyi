@@ -8,6 +8,7 @@ class FirstNames:
         full_names: dict[tuple[str, str], list[str]],
         first_heads: dict[str, frozenset[str]],
         first_tails: dict[str, frozenset[str]],
+        name_heads: frozenset[str],
         window: int,
     ) -> None: ...
     def after(
@@ -16,6 +17,10 @@ class FirstNames:
     def before(
         self, folded: str, start: int, surname: str, in_file_name: bool, /
     ) -> tuple[int, int, str] | None: ...
+    def context_name(
+        self, folded: str, start: int, end: int, /
+    ) -> tuple[str, str | None] | None: ...
+    def patient_for_words(self, words: list[str], /) -> str | None: ...
 
 class Civilities:
     def __init__(self, words: Iterable[str], tails: Iterable[str], window: int) -> None: ...

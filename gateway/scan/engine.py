@@ -343,14 +343,15 @@ class Engine:
             tails.setdefault(last, set()).add(words[-1])
         self._first_heads = {last: frozenset(w) for last, w in heads.items()}
         self._first_tails = {last: frozenset(w) for last, w in tails.items()}
-        # gateway/scan/_first_names.c reads the first names next to a surname hit over
-        # these tables (never changed once built), or None: the Python methods below.
-        self._native_first_names = native_first_names(
-            self.roster.full_names, self._first_heads, self._first_tails
-        )
         # First words of every rostered last and first name (of patients with both).
         self._name_heads = frozenset(
             part.split(" ", 1)[0] for pair in self.roster.full_names for part in pair
+        )
+        # gateway/scan/_first_names.c reads the first names next to a surname hit and
+        # looks names up over these tables (never changed once built), or None: the
+        # Python methods below.
+        self._native_first_names = native_first_names(
+            self.roster.full_names, self._first_heads, self._first_tails, self._name_heads
         )
         # Tokens repeat across a lab's messages; the cache is bounded (entries) and
         # holds only opaque keys and tokens. lru_cache is safe to share across threads.
@@ -719,6 +720,14 @@ class Engine:
         return _Span(kind, start, end, alnum_key(stripped))
 
     def _patient_for_name_words(self, words: list[str]) -> str | None:
+        """The patient key of the rostered full name `words` (ASCII) make, in either
+        order, or None."""
+        native = self._native_first_names
+        if native is not None:  # gateway/scan/_first_names.c: the same results
+            return native.patient_for_words(words)
+        return self._patient_for_name_words_py(words)
+
+    def _patient_for_name_words_py(self, words: list[str]) -> str | None:
         if not words or words[0] not in self._name_heads:
             return None  # no rostered last or first name starts with the first word
         full_names = self.roster.full_names
@@ -1125,6 +1134,19 @@ class Engine:
         return found
 
     def _context_name(self, folded: str, start: int, end: int) -> _Span:
+        """The NAME span of folded[start:end]: its normalised value and patient."""
+        native = self._native_first_names
+        if native is None:
+            return self._context_name_py(folded, start, end)
+        # gateway/scan/_first_names.c, where the words are letters and digits one space
+        # apart (most names); else normalise_folded_name, then the C look-up.
+        found = native.context_name(folded, start, end)
+        if found is not None:
+            return _Span(_Kind.NAME, start, end, found[0], found[1])
+        value = normalise_folded_name(folded[start:end].lower())
+        return _Span(_Kind.NAME, start, end, value, native.patient_for_words(value.split()))
+
+    def _context_name_py(self, folded: str, start: int, end: int) -> _Span:
         value = folded[start:end].lower()
         # normalise_folded_name, whose regex has nothing to do on words one space apart
         # (the usual name reading): split on single spaces, every piece is letters and
@@ -1136,7 +1158,7 @@ class Engine:
                 value = normalise_folded_name(value)
                 words = value.split()
                 break
-        return _Span(_Kind.NAME, start, end, value, self._patient_for_name_words(words))
+        return _Span(_Kind.NAME, start, end, value, self._patient_for_name_words_py(words))
 
     def _is_practice_address(self, folded: str) -> bool:
         if not self._practice_addresses:
@@ -1176,14 +1198,16 @@ def native_first_names(
     full_names: dict[tuple[str, str], list[str]],
     first_heads: dict[str, frozenset[str]],
     first_tails: dict[str, frozenset[str]],
+    name_heads: frozenset[str],
 ) -> FirstNames | None:
-    """gateway.scan._first_names's reader of the first names next to a surname hit, over
-    the engine's roster tables, or None where setup.py has not built it."""
+    """gateway.scan._first_names's reader of the first names next to a surname hit and
+    look-up of names, over the engine's roster tables, or None where setup.py has not
+    built it."""
     try:
         from gateway.scan._first_names import FirstNames
-    except ImportError:  # not built: Engine._first_name_before_py and _after_py
+    except ImportError:  # not built: Engine._first_name_before_py, _after_py and others
         return None
-    return FirstNames(full_names, first_heads, first_tails, _FIRST_NAME_WINDOW)
+    return FirstNames(full_names, first_heads, first_tails, name_heads, _FIRST_NAME_WINDOW)
 
 
 def _native_civilities() -> Civilities | None:

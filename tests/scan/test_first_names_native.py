@@ -1,10 +1,12 @@
-"""gateway.scan._first_names (the roster-name stage's first-name and civility reads in C)
-against the Python it stands in for (Engine._first_name_before_py, _first_name_after_py,
-engine._after_civility_py, the oracle): the same answers at every roster literal hit of
-the corpus and of the dense benchmark orders with a real roster, both directions, in file
-names and not; on arbitrary texts of roster names, separators and civilities at every
-offset; the same findings with the C and without; used by the compiled build; clear
-errors that never quote the text.
+"""gateway.scan._first_names (the roster-name stage's first-name and civility reads, and the
+context names' value and roster look-up, in C) against the Python it stands in for
+(Engine._first_name_before_py, _first_name_after_py, engine._after_civility_py,
+Engine._context_name_py and _patient_for_name_words_py, the oracle): the same answers at
+every roster literal hit and every context name of the corpus and of the dense benchmark
+orders with a real roster, both directions, in file names and not; on arbitrary texts of
+roster names, separators and civilities at every offset, and on word lists; the same
+findings with the C and without; used by the compiled build; clear errors that never
+quote the text.
 
 (tests/scan/test_detect_fast_paths.py compares engine._after_civility, C in the compiled
 build, with a slice-and-regex reading; tests/scan/test_compiled.py runs the plain-Python
@@ -140,6 +142,14 @@ def test_the_engine_reads_first_names_through_the_c_with_the_same_findings() -> 
             calls.append("after")
             return native.after(*args)
 
+        def context_name(self, *args: Any) -> Any:
+            calls.append("context_name")
+            return native.context_name(*args)
+
+        def patient_for_words(self, *args: Any) -> Any:
+            calls.append("patient_for_words")
+            return native.patient_for_words(*args)
+
     texts = [
         "Bonjour, patient DUPONT Jean-Pierre, vu avec Martin Anne et Anne MARTIN.",
         "Mme Le Roux : Jean Le Roux, Marie-Claire DA SILVA; Van Anh Nguyen",
@@ -148,17 +158,20 @@ def test_the_engine_reads_first_names_through_the_c_with_the_same_findings() -> 
     fields = [TextField(text) for text in texts] + [
         TextField("dupont_jean-pierre.stl", FieldKind.FILENAME),
         TextField("Martin-Anne_2024.pdf", FieldKind.FILENAME),
+        TextField("Jean-Pierre DUPONT", FieldKind.DISPLAY_NAME),  # not simple: normalised
+        TextField("Anne Martin", FieldKind.DISPLAY_NAME),
+        TextField("Marie Claire Anne DUPONT", FieldKind.PERSON_NAME),  # a whole field
     ]
     with_c = engine.scan_fields(fields)
     try:
         engine._native_first_names = Spy()  # type: ignore[assignment]
         assert engine.scan_fields(fields) == with_c
-        assert "before" in calls and "after" in calls
+        assert {"before", "after", "context_name", "patient_for_words"} <= set(calls)
         engine._native_first_names = None
         assert engine.scan_fields(fields) == with_c
     finally:
         engine._native_first_names = native
-    assert sum(f.kind.value == "name" for f in with_c) >= 8
+    assert sum(f.kind.value == "name" for f in with_c) >= 11
 
 
 def test_native_and_python_agree_at_every_roster_hit_of_the_corpus_and_dense_orders() -> None:
@@ -288,7 +301,8 @@ def test_first_names_are_looked_up_lower_cased_and_as_stored() -> None:
     full_names = {("dupont", "jean"): ["k1"], ("dupont", "Marc"): ["k2"], ("nom", "eve"): ["k3"]}
     heads = {"dupont": ["jean", "Marc", "élie", 3], "nom": frozenset(["eve"])}
     tails = {"dupont": ("jean", "Marc"), "nom": {"eve"}}
-    table = _first_names.FirstNames(full_names, heads, tails, 70)
+    names = frozenset(p.split(" ", 1)[0] for pair in full_names for p in pair)
+    table = _first_names.FirstNames(full_names, heads, tails, names, 70)
     assert table.after("DUPONT JEAN", 6, "dupont", False) == (7, 11, "jean")
     assert table.before("Jean Dupont", 5, "dupont", False) == (0, 4, "jean")
     assert table.after("dupont Marc", 6, "dupont", False) is None
@@ -360,11 +374,16 @@ def test_bad_arguments_raise_clear_errors_that_quote_no_text() -> None:
     assert native.after(SECRET, size, "dupont", True) is None
     assert civilities.after(SECRET, size) is False
 
-    tables = (engine.roster.full_names, engine._first_heads, engine._first_tails)
+    tables = (
+        engine.roster.full_names,
+        engine._first_heads,
+        engine._first_tails,
+        engine._name_heads,
+    )
     with pytest.raises(TypeError):
         _first_names.FirstNames(*tables)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="must be dict"):
-        _first_names.FirstNames(list(tables[0]), tables[1], tables[2], 70)  # type: ignore[arg-type]
+        _first_names.FirstNames(list(tables[0]), *tables[1:], 70)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="0 or more"):
         _first_names.FirstNames(*tables, -1)
     with pytest.raises(TypeError, match="must be str"):
@@ -379,3 +398,288 @@ def test_bad_arguments_raise_clear_errors_that_quote_no_text() -> None:
         _first_names.Civilities([], [], -1)
     with pytest.raises(TypeError):
         _first_names.Civilities(3, [], 16)  # type: ignore[arg-type]
+
+
+# --- The context names' value and roster look-up (Engine._context_name_py and
+# _patient_for_name_words_py, the oracle) ---
+
+_CONTEXT_SHAPES = frozenset(
+    {
+        engine_module.ShapeName.UPPER_FIRST,
+        engine_module.ShapeName.FIRST_UPPER,
+        engine_module.ShapeName.CIVILITY_NAME,
+        engine_module.ShapeName.INTRO_NAME,
+    }
+)
+
+
+def check_context_name(
+    engine: engine_module.Engine, folded: str, start: int, end: int
+) -> tuple[bool, str | None]:
+    """The engine's context name of folded[start:end] (C) is the Python's, and so is the C
+    look-up of its words. Returns whether the C left it to the Python (not simple), and
+    the patient."""
+    native = engine._native_first_names
+    assert native is not None
+    expected = engine._context_name_py(folded, start, end)
+    got = engine._context_name(folded, start, end)
+    assert (got.kind, got.start, got.end, got.value, got.patient) == (
+        expected.kind,
+        start,
+        end,
+        expected.value,
+        expected.patient,
+    )
+    simple = native.context_name(folded, start, end)
+    if simple is not None:
+        assert simple == (expected.value, expected.patient)
+    words = expected.value.split()
+    assert native.patient_for_words(words) == expected.patient
+    assert engine._patient_for_name_words_py(words) == expected.patient
+    return simple is None, expected.patient
+
+
+def _both_orders(engine: engine_module.Engine, value: str) -> bool:
+    """Whether some cut of the name's words is rostered in both orders."""
+    words = value.split()
+    full_names = engine.roster.full_names
+    return any(
+        (" ".join(words[:cut]), " ".join(words[cut:])) in full_names
+        and (" ".join(words[cut:]), " ".join(words[:cut])) in full_names
+        for cut in range(1, len(words))
+    )
+
+
+@lru_cache(maxsize=1)
+def swapped_roster_engine() -> engine_module.Engine:
+    """roster_engine's patients, and one in three of the corpus and dense orders'
+    patients again with their first and last names swapped: names rostered in both
+    orders, under different keys."""
+    bench_scan = _bench_scan()
+    named = list(bench_scan.dense_messages(200).patients) + make_corpus(200, seed=7)[1]
+    swapped = [
+        RosterPatient(key=f"swap-{i}", last_name=p.first_name, first_name=p.last_name)
+        for i, p in enumerate(named[::3])
+        if p.first_name
+    ]
+    patients = bench_scan.synthetic_roster(10_000) + named + swapped
+    return build_engine(patients=patients, practice=PRACTICE, **KEYS)
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_context_names_agree_at_every_name_span_of_the_corpus_and_dense_orders(
+    swapped: bool,
+) -> None:
+    """Every UPPER_FIRST, FIRST_UPPER, CIVILITY_NAME and INTRO_NAME candidate (as found,
+    and the pair or trigger span the engine reads), every run of name words (display
+    names, file names with hyphens as spaces), and every span the engine's own scan
+    asks for, with the 10,000-patient roster (and names rostered in both orders)."""
+    engine = swapped_roster_engine() if swapped else roster_engine()
+    native = engine._native_first_names
+    assert native is not None
+    spans: set[tuple[str, int, int]] = set()
+
+    class Spy:
+        def before(self, *args: Any) -> Any:
+            return native.before(*args)
+
+        def after(self, *args: Any) -> Any:
+            return native.after(*args)
+
+        def context_name(self, folded: str, start: int, end: int) -> Any:
+            spans.add((folded, start, end))
+            return native.context_name(folded, start, end)
+
+        def patient_for_words(self, words: list[str]) -> Any:
+            assert native.patient_for_words(words) == engine._patient_for_name_words_py(words)
+            return native.patient_for_words(words)
+
+    messages = corpus_and_dense_orders(200)
+    try:
+        engine._native_first_names = Spy()  # type: ignore[assignment]
+        for fields in messages:
+            engine.scan_fields(fields)
+            engine.scan_fields([TextField(f.text, FieldKind.DISPLAY_NAME) for f in fields])
+    finally:
+        engine._native_first_names = native
+    scanned = len(spans)
+    for fields in messages:
+        for field in fields:
+            folded = fold(field.text)
+            for name, start, end in engine.matcher.shapes(folded, folded.encode("ascii")):
+                if name not in _CONTEXT_SHAPES:
+                    continue
+                spans.add((folded, start, end))
+                for span in (
+                    engine_module.name_rules.pair_span(folded, start, end),
+                    engine_module.name_rules.trigger_name_span(folded, start, end),
+                ):
+                    if span is not None:
+                        spans.add((folded, span[0], span[1]))
+            for text in (folded, folded.replace("-", " ")):
+                run: list[tuple[int, int]] = []
+                for word in [*engine_module.name_rules.name_words(text, 0, len(text)), (-1, -1)]:
+                    if word[0] >= 0:
+                        run.append(word)
+                    elif run:
+                        spans.add((text, run[0][0], run[-1][1]))
+                        run = []
+    left = patients = both = 0
+    for folded, start, end in sorted(spans):
+        not_simple, patient = check_context_name(engine, folded, start, end)
+        left += not_simple
+        if patient is not None:
+            patients += 1
+            both += _both_orders(engine, folded[start:end].lower())
+    assert scanned > 3000 and len(spans) > 6000
+    assert patients > 1000 and left > 100 and (both > 100 or not swapped)
+
+
+BOTH_ORDERS_TEXTS = [
+    "Jean DUPONT et Dupont Jean, DUPONT Jean-Pierre",
+    "Mme Marie Claire Anne DUPONT, Dupont Marie Claire Anne",
+    "Jean Pierre MARTIN; Martin Jean-Pierre; Anne  Martin",
+    "Le Roux Jean, Jean LE ROUX, Jean Le-Roux",
+    "Da Silva Marie-Claire; MARIE CLAIRE DA SILVA; Marie'Claire Da Silva",
+    "O'Neil Sean, Sean O'NEIL, Sean O Neil; Van Anh NGUYEN, Nguyen Van Anh",
+    "Smith J2 et J2 SMITH;  dupont   jean ; Jean_Dupont x2 jean dupont",
+]
+
+
+@pytest.mark.parametrize("text", BOTH_ORDERS_TEXTS)
+def test_context_names_agree_at_every_span_of_names_in_both_orders(text: str) -> None:
+    """Every (start, end) of texts of the small roster's names: both orders, first names
+    that are surnames too ("Jean", "Dupont"), multi-word names, hyphens, apostrophes,
+    double spaces and "_" (the cases the C leaves to normalise_folded_name)."""
+    engine = small_engine()
+    left = patients = 0
+    for start in range(len(text) + 1):
+        for end in range(start, len(text) + 1):
+            not_simple, patient = check_context_name(engine, text, start, end)
+            left += not_simple
+            patients += patient is not None
+    assert left > 0 and patients > 0
+
+
+def test_patients_are_the_least_key_of_the_first_pair_found() -> None:
+    """min() of the keys (not the first rostered); (left, right) before (right, left);
+    the shortest left part first; an empty list of keys is no patient, as in Python."""
+    full_names = {
+        ("dupont", "jean"): ["k9", "k10", "k5"],
+        ("jean", "dupont"): ["k1"],
+        ("le roux", "marie claire"): ["k7"],
+        ("marie", "claire le roux"): ["k8"],
+        ("vide", "eve"): [],
+        ("eve", "vide"): ["k3"],
+    }
+    heads = frozenset(p.split(" ", 1)[0] for pair in full_names for p in pair)
+    table = _first_names.FirstNames(full_names, {}, {}, heads, 70)
+    assert table.patient_for_words(["dupont", "jean"]) == "k10"
+    assert table.context_name("Dupont JEAN", 0, 11) == ("dupont jean", "k10")
+    assert table.patient_for_words(["jean", "dupont"]) == "k1"
+    assert table.context_name("x Jean Dupont", 2, 13) == ("jean dupont", "k1")
+    assert table.patient_for_words(["marie", "claire", "le", "roux"]) == "k8"
+    assert table.patient_for_words(["le", "roux", "marie", "claire"]) == "k7"
+    assert table.context_name("Le Roux Marie Claire", 0, 20) == ("le roux marie claire", "k7")
+    assert table.patient_for_words(["vide", "eve"]) == "k3"  # [] or ["k3"]
+    assert table.patient_for_words(["eve", "vide"]) == "k3"
+    assert table.patient_for_words(["jean"]) is None
+    assert table.patient_for_words([]) is None
+    assert table.patient_for_words(["dupont", "jean", "x"]) is None
+    assert table.patient_for_words(["Dupont", "jean"]) is None  # looked up as written
+    assert table.patient_for_words(["dupont jean"]) is None
+    # Words with spaces: the first is a name head only as a whole word, as in Python.
+    assert table.patient_for_words(["le roux", "marie claire"]) is None
+    assert table.patient_for_words(["marie", "claire le roux"]) == "k8"
+    assert table.context_name("Le Roux", 0, 7) == ("le roux", None)
+    assert table.context_name("", 0, 0) is None  # "".isalnum() is False: the Python decides
+    for not_simple in ("Jean-Dupont", "jean  dupont", " jean", "jean ", "jean_dupont", "a.b"):
+        assert table.context_name(not_simple, 0, len(not_simple)) is None
+
+
+_ROSTER_WORDS = sorted(
+    {
+        w
+        for pair in list(roster_engine().roster.full_names)[::37]
+        for part in pair
+        for w in part.split()
+    }
+)
+_SMALL_WORD_LISTS = sorted({part for pair in small_engine().roster.full_names for part in pair})
+NAME_WORDS = (
+    st.sampled_from(_ROSTER_WORDS)
+    | st.sampled_from(_SMALL_WORD_LISTS)
+    | st.sampled_from(["jean", "dupont", "marie", "le", "roux", "de", "la", "van", "anh"])
+    | st.text(st.sampled_from("abcdejlnoprtu019 -'_"), max_size=6)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(words=st.lists(NAME_WORDS, max_size=6), upper=st.booleans())
+@example(words=["jean", "dupont"], upper=False)
+@example(words=["dupont", "jean", "pierre"], upper=True)
+@example(words=["marie", "claire", "anne", "dupont"], upper=False)
+@example(words=["", "jean", "dupont"], upper=False)
+@example(words=["jean", "", "dupont"], upper=False)
+def test_native_and_python_agree_on_word_lists(words: list[str], upper: bool) -> None:
+    """Word lists of roster words (of the 10,000-patient roster and the small one) and
+    random ones, looked up as they are and as the text of a context name."""
+    for engine in (roster_engine(), small_engine()):
+        native = engine._native_first_names
+        assert native is not None
+        assert native.patient_for_words(words) == engine._patient_for_name_words_py(words)
+        text = " ".join(words)
+        folded = "Mme " + (text.upper() if upper else text.title()) + ", vu"
+        for start in (0, 4):
+            for end in (4 + len(text), len(folded)):
+                check_context_name(engine, folded, start, end)
+
+
+def test_context_name_and_patient_for_words_bad_arguments_quote_no_text() -> None:
+    engine = small_engine()
+    native = engine._native_first_names
+    assert native is not None
+    size = len(SECRET)
+    calls: list[tuple[Any, type[Exception], tuple[object, ...]]] = [
+        (native.context_name, error, args)
+        for error, args in [
+            (TypeError, (SECRET.encode(), 0, 6)),
+            (TypeError, (SECRET, "0", 6)),
+            (TypeError, (SECRET, 0, 6.0)),
+            (TypeError, (SECRET, 0)),
+            (TypeError, (SECRET, 0, 6, 7)),
+            (ValueError, ("Éloïse DUPONT 2840375", 0, 6)),
+            (ValueError, (SECRET, -1, 6)),
+            (ValueError, (SECRET, 0, size + 1)),
+            (ValueError, (SECRET, 7, 6)),  # start after end
+            (ValueError, (SECRET, 0, 2**70)),
+            (ValueError, (SECRET, -(2**70), 6)),
+        ]
+    ]
+    calls += [
+        (native.patient_for_words, error, args)
+        for error, args in [
+            (TypeError, (tuple(SECRET.split()),)),
+            (TypeError, (SECRET,)),
+            (TypeError, ([b"eloise", "dupont"],)),
+            (TypeError, (["eloise", None],)),
+            (TypeError, ()),
+            (TypeError, (SECRET.split(), 1)),
+            (ValueError, (["éloïse", "dupont", "2840375"],)),
+        ]
+    ]
+    for method, error, args in calls:
+        with pytest.raises(error) as raised:
+            method(*args)
+        message = str(raised.value)
+        assert "DUPONT" not in message and "2840375" not in message and "Elo" not in message
+        assert "dupont" not in message and "loïse" not in message
+    # At the text's ends, in range: answers, not errors.
+    assert native.context_name(SECRET, size, size) is None
+    assert native.context_name(SECRET, 0, 6) == ("eloise", None)
+    tables = (engine.roster.full_names, engine._first_heads, engine._first_tails)
+    with pytest.raises(TypeError, match="must be a frozenset"):
+        _first_names.FirstNames(*tables, list(engine._name_heads), 70)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="first word of each part") as missing:
+        _first_names.FirstNames(*tables, engine._name_heads - {"dupont"}, 70)
+    assert "dupont" not in str(missing.value)
