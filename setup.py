@@ -102,8 +102,12 @@ if os.environ.get("PORTIQUE_PURE_PYTHON") != "1":
         "gateway.scan._reread", "gateway/scan/_reread.c", "libpcre2-8"
     )
     ext_modules.append(Extension("gateway.scan._native_text", ["gateway/scan/_native_text.c"]))
-    ext_modules.append(Extension("gateway.scan._names", ["gateway/scan/_names.c"]))
+    # _names.c and _first_names.c share their word set (gateway/scan/_wordset.h).
+    wordset = ["gateway/scan/_wordset.h"]
+    ext_modules.append(Extension("gateway.scan._names", ["gateway/scan/_names.c"], depends=wordset))
     ext_modules.append(Extension("gateway.scan._validators", ["gateway/scan/_validators.c"]))
-    ext_modules.append(Extension("gateway.scan._first_names", ["gateway/scan/_first_names.c"]))
+    ext_modules.append(
+        Extension("gateway.scan._first_names", ["gateway/scan/_first_names.c"], depends=wordset)
+    )
 
 setup(ext_modules=ext_modules)

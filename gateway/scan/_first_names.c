@@ -85,24 +85,12 @@ not the first one's look-up), [start - window, start) before one and for a civil
 #include <stdint.h>
 #include <string.h>
 
+#include "_wordset.h"
+
 #define MAX_FIRST_WORDS 3  /* the regexes' word and {0,2} more */
 #define MAX_CIVILITIES 64  /* civility words kept */
 #define MAX_CIVILITY_LENGTH 32
 #define MAX_TAILS 64
-
-/* A set of ASCII words: open addressing (linear probing) over their bytes in one pool
-   (as gateway/scan/_names.c's). */
-typedef struct {
-    Py_ssize_t offset; /* in the pool */
-    Py_ssize_t length; /* 0: an empty slot (an empty word is never looked up) */
-} Slot;
-
-typedef struct {
-    char *pool;
-    Slot *slots;
-    size_t mask; /* slot count - 1, a power of two at least twice the word count */
-    Py_ssize_t max_length;
-} WordSet;
 
 /* The keys of full_names of two ASCII str whose value is true, as their bytes (the two
    parts one after the other in one pool), each with min() of its value: open addressing
@@ -144,11 +132,6 @@ typedef struct {
     unsigned char tails[MAX_TAILS][2];
 } Civilities;
 
-static inline unsigned char lower_ascii(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 0x20) : c;
-}
-
 /* [A-Za-z0-9]: str.isalnum on ASCII, the regexes' [a-z0-9] once lower-cased. */
 static inline int is_word(unsigned char c)
 {
@@ -171,69 +154,6 @@ static inline int is_separator(unsigned char c, int in_file_name)
 static inline int is_joiner(unsigned char c)
 {
     return c == ' ' || c == '\'' || c == '-';
-}
-
-/* FNV-1a over the lower-cased bytes. */
-static inline uint64_t hash_lower(const unsigned char *text, Py_ssize_t length)
-{
-    uint64_t hash = 14695981039346656037ULL;
-    for (Py_ssize_t i = 0; i < length; i++) {
-        hash = (hash ^ lower_ascii(text[i])) * 1099511628211ULL;
-    }
-    return hash;
-}
-
-/* Whether the lower-cased `text` is a word of `set`. */
-static int set_contains_lower(const WordSet *set, const unsigned char *text, Py_ssize_t length)
-{
-    if (length <= 0 || length > set->max_length) {
-        return 0;
-    }
-    size_t i = (size_t)hash_lower(text, length) & set->mask;
-    for (;; i = (i + 1) & set->mask) {
-        const Slot *slot = &set->slots[i];
-        if (slot->length == 0) {
-            return 0;
-        }
-        if (slot->length == length) {
-            const unsigned char *word = (const unsigned char *)set->pool + slot->offset;
-            Py_ssize_t k = 0;
-            while (k < length && word[k] == lower_ascii(text[k])) {
-                k++;
-            }
-            if (k == length) {
-                return 1;
-            }
-        }
-    }
-}
-
-/* Whether `text` is a word of `set`, as written (the hash is the same: stored words are
-   hashed lower-cased too). */
-static int set_contains_exact(const WordSet *set, const unsigned char *text, Py_ssize_t length)
-{
-    if (length <= 0 || length > set->max_length) {
-        return 0;
-    }
-    size_t i = (size_t)hash_lower(text, length) & set->mask;
-    for (;; i = (i + 1) & set->mask) {
-        const Slot *slot = &set->slots[i];
-        if (slot->length == 0) {
-            return 0;
-        }
-        if (slot->length == length && memcmp(set->pool + slot->offset, text, (size_t)length) == 0) {
-            return 1;
-        }
-    }
-}
-
-static void set_clear(WordSet *set)
-{
-    PyMem_Free(set->pool);
-    PyMem_Free(set->slots);
-    set->pool = NULL;
-    set->slots = NULL;
-    set->max_length = 0;
 }
 
 /* Appends the ASCII, non-empty str of the iterable `container` to the list `words`,
@@ -266,56 +186,6 @@ static int collect_words(PyObject *words, PyObject *container, Py_ssize_t *pool_
     return !PyErr_Occurred();
 }
 
-/* Fills `set` with the str of the list `words` (ASCII, non-empty, `pool_size` characters
-   in all): 1, else 0 with an exception. */
-static int set_fill(WordSet *set, PyObject *words, Py_ssize_t pool_size)
-{
-    Py_ssize_t count = PyList_GET_SIZE(words);
-    size_t slots = 8;
-    while (slots < (size_t)count * 2 + 1) {
-        slots *= 2;
-    }
-    set->pool = PyMem_Malloc(pool_size > 0 ? (size_t)pool_size : 1);
-    set->slots = PyMem_Calloc(slots, sizeof(Slot));
-    if (set->pool == NULL || set->slots == NULL) {
-        PyErr_NoMemory();
-        set_clear(set);
-        return 0;
-    }
-    set->mask = slots - 1;
-    set->max_length = 0;
-    Py_ssize_t used = 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *word = PyList_GET_ITEM(words, i);
-        Py_ssize_t length = PyUnicode_GET_LENGTH(word);
-        const unsigned char *text = PyUnicode_1BYTE_DATA(word);
-        /* Stored as written: a word with a capital is never found, as in Python. */
-        size_t k = (size_t)hash_lower(text, length) & set->mask;
-        int stored = 0;
-        for (;; k = (k + 1) & set->mask) {
-            Slot *slot = &set->slots[k];
-            if (slot->length == 0) {
-                break;
-            }
-            if (slot->length == length && memcmp(set->pool + slot->offset, text, length) == 0) {
-                stored = 1; /* the same word, of another surname */
-                break;
-            }
-        }
-        if (stored) {
-            continue;
-        }
-        memcpy(set->pool + used, text, (size_t)length);
-        set->slots[k].offset = used;
-        set->slots[k].length = length;
-        used += length;
-        if (length > set->max_length) {
-            set->max_length = length;
-        }
-    }
-    return 1;
-}
-
 /* Fills `set` with the ASCII str of the containers that are `tables`' values (others can
    never equal a lower-cased ASCII word): 1, else 0 with an exception. */
 static int set_build(WordSet *set, PyObject *tables)
@@ -335,7 +205,7 @@ static int set_build(WordSet *set, PyObject *tables)
             return 0;
         }
     }
-    int filled = set_fill(set, words, pool_size);
+    int filled = wordset_fill(set, words, pool_size);
     Py_DECREF(words);
     return filled;
 }
@@ -349,7 +219,7 @@ static int set_build_from(WordSet *set, PyObject *container)
         return 0;
     }
     Py_ssize_t pool_size = 0;
-    int filled = collect_words(words, container, &pool_size) && set_fill(set, words, pool_size);
+    int filled = collect_words(words, container, &pool_size) && wordset_fill(set, words, pool_size);
     Py_DECREF(words);
     return filled;
 }
@@ -526,7 +396,7 @@ static PyObject *FirstNames_after(FirstNames *self, PyObject *const *args, Py_ss
     while (word_end < size && is_word(text[word_end])) {
         word_end++;
     }
-    if (!set_contains_lower(&self->any_head, text + position, word_end - position)) {
+    if (!wordset_contains_lower(&self->any_head, text + position, word_end - position)) {
         Py_RETURN_NONE; /* the first word of no first name: not one of this surname's */
     }
     Py_INCREF(heads); /* held across the look-up, which may run Python code */
@@ -593,7 +463,7 @@ static PyObject *FirstNames_before(FirstNames *self, PyObject *const *args, Py_s
         word_start--;
     }
     if (word_start == group_end
-        || !set_contains_lower(&self->any_tail, text + word_start, group_end - word_start)) {
+        || !wordset_contains_lower(&self->any_tail, text + word_start, group_end - word_start)) {
         Py_RETURN_NONE; /* the last word of no first name: not one of this surname's */
     }
     Py_INCREF(tails);
@@ -644,7 +514,7 @@ static PyObject *FirstNames_before(FirstNames *self, PyObject *const *args, Py_s
 /* Whether the ASCII word text[0:length] is in name_heads: `in`, exactly. */
 static int is_name_head(const FirstNames *self, const unsigned char *text, Py_ssize_t length)
 {
-    return length == 0 ? self->heads_has_empty : set_contains_exact(&self->heads, text, length);
+    return length == 0 ? self->heads_has_empty : wordset_contains_exact(&self->heads, text, length);
 }
 
 /* FNV-1a over the pair's bytes, a 0 between the parts (their lengths are compared too). */
@@ -1083,9 +953,9 @@ static void FirstNames_dealloc(FirstNames *self)
 {
     PyObject_GC_UnTrack(self);
     FirstNames_clear(self);
-    set_clear(&self->any_head);
-    set_clear(&self->any_tail);
-    set_clear(&self->heads);
+    wordset_clear(&self->any_head);
+    wordset_clear(&self->any_tail);
+    wordset_clear(&self->heads);
     pairs_clear(&self->pairs);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }

@@ -55,30 +55,13 @@ be one).
 #include <stdint.h>
 #include <string.h>
 
-/* A set of ASCII words: open addressing (linear probing) over their bytes in one pool. */
-typedef struct {
-    Py_ssize_t offset; /* in the pool */
-    Py_ssize_t length; /* 0: an empty slot (the empty word is the set's flag below) */
-} Slot;
-
-typedef struct {
-    char *pool;
-    Slot *slots;
-    size_t mask; /* slot count - 1, a power of two at least twice the word count */
-    Py_ssize_t max_length;
-    int has_empty; /* whether "" is a word: street_end looks up a stripped "'-" */
-} WordSet;
+#include "_wordset.h"
 
 typedef struct {
     PyObject_HEAD
     WordSet stopwords;
     WordSet particles;
 } NameRules;
-
-static inline unsigned char lower_ascii(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 0x20) : c;
-}
 
 static inline int is_capital(unsigned char c)
 {
@@ -88,67 +71,6 @@ static inline int is_capital(unsigned char c)
 static inline int is_letter(unsigned char c)
 {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-}
-
-/* FNV-1a over the lower-cased bytes, a byte at a time (hash_step). */
-#define HASH_START 14695981039346656037ULL
-
-static inline uint64_t hash_step(uint64_t hash, unsigned char low)
-{
-    return (hash ^ low) * 1099511628211ULL;
-}
-
-static inline uint64_t hash_lower(const unsigned char *text, Py_ssize_t length)
-{
-    uint64_t hash = HASH_START;
-    for (Py_ssize_t i = 0; i < length; i++) {
-        hash = hash_step(hash, lower_ascii(text[i]));
-    }
-    return hash;
-}
-
-/* Whether the lower-cased `text`, of hash `hash` (hash_lower), is a word of `set`;
-   0 < length <= set->max_length. */
-static int set_find(const WordSet *set, const unsigned char *text, Py_ssize_t length,
-                    uint64_t hash)
-{
-    size_t i = (size_t)hash & set->mask;
-    for (;; i = (i + 1) & set->mask) {
-        const Slot *slot = &set->slots[i];
-        if (slot->length == 0) {
-            return 0;
-        }
-        if (slot->length == length) {
-            const unsigned char *word = (const unsigned char *)set->pool + slot->offset;
-            Py_ssize_t k = 0;
-            while (k < length && word[k] == lower_ascii(text[k])) {
-                k++;
-            }
-            if (k == length) {
-                return 1;
-            }
-        }
-    }
-}
-
-/* Whether the lower-cased `text` is a word of `set` (`low in words`, for any length). */
-static int set_contains_lower(const WordSet *set, const unsigned char *text, Py_ssize_t length)
-{
-    if (length <= 0) {
-        return length == 0 && set->has_empty;
-    }
-    if (length > set->max_length) {
-        return 0;
-    }
-    return set_find(set, text, length, hash_lower(text, length));
-}
-
-static void set_clear(WordSet *set)
-{
-    PyMem_Free(set->pool);
-    PyMem_Free(set->slots);
-    set->pool = NULL;
-    set->slots = NULL;
 }
 
 /* Fills `set` with the words of `iterable` (ASCII str): 1, else 0 with an exception
@@ -177,57 +99,14 @@ static int set_build(WordSet *set, PyObject *iterable, const char *owner, const 
         }
         pool_size += PyUnicode_GET_LENGTH(word);
     }
-    size_t slots = 8;
-    while (slots < (size_t)count * 2 + 1) {
-        slots *= 2;
-    }
-    set->pool = PyMem_Malloc(pool_size > 0 ? (size_t)pool_size : 1);
-    set->slots = PyMem_Calloc(slots, sizeof(Slot));
-    if (set->pool == NULL || set->slots == NULL) {
-        PyErr_NoMemory();
+    if (!wordset_fill(set, words, pool_size)) {
         goto fail;
-    }
-    set->mask = slots - 1;
-    set->max_length = 0;
-    set->has_empty = 0;
-    Py_ssize_t used = 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *word = PyList_GET_ITEM(words, i);
-        Py_ssize_t length = PyUnicode_GET_LENGTH(word);
-        const unsigned char *text = PyUnicode_1BYTE_DATA(word);
-        if (length == 0) {
-            set->has_empty = 1;
-            continue;
-        }
-        /* Stored as written: a word with a capital is never found, as in Python. */
-        size_t k = (size_t)hash_lower(text, length) & set->mask;
-        int stored = 0;
-        for (;; k = (k + 1) & set->mask) {
-            Slot *slot = &set->slots[k];
-            if (slot->length == 0) {
-                break;
-            }
-            if (slot->length == length && memcmp(set->pool + slot->offset, text, length) == 0) {
-                stored = 1; /* a duplicate (an iterable, not a set) */
-                break;
-            }
-        }
-        if (stored) {
-            continue;
-        }
-        memcpy(set->pool + used, text, (size_t)length);
-        set->slots[k].offset = used;
-        set->slots[k].length = length;
-        used += length;
-        if (length > set->max_length) {
-            set->max_length = length;
-        }
     }
     Py_DECREF(words);
     return 1;
 fail:
     Py_DECREF(words);
-    set_clear(set);
+    wordset_clear(set);
     return 0;
 }
 
@@ -246,7 +125,7 @@ static int is_name_word(const NameRules *rules, const unsigned char *text, Py_ss
     if (stop - start < 2) {
         return 0;
     }
-    return !set_contains_lower(&rules->stopwords, text + start, stop - start);
+    return !wordset_contains_lower(&rules->stopwords, text + start, stop - start);
 }
 
 /* names._is_capital_particle. */
@@ -254,7 +133,7 @@ static int is_capital_particle(const NameRules *rules, const unsigned char *text
                                Py_ssize_t start, Py_ssize_t end)
 {
     return end > start && is_capital(text[start])
-           && set_contains_lower(&rules->particles, text + start, end - start);
+           && wordset_contains_lower(&rules->particles, text + start, end - start);
 }
 
 /* names._word_end: the end of text[start:end] without its trailing "." and ":". */
@@ -548,8 +427,8 @@ static PyObject *NameRules_new(PyTypeObject *type, PyObject *args, PyObject *kwa
 
 static void NameRules_dealloc(NameRules *self)
 {
-    set_clear(&self->stopwords);
-    set_clear(&self->particles);
+    wordset_clear(&self->stopwords);
+    wordset_clear(&self->particles);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -623,10 +502,10 @@ static inline int next_address_word(const unsigned char *text, Py_ssize_t *posit
     }
     unsigned char low = ADDRESS_LOWER[text[i]];
     unsigned char all = low; /* 0x40 stays set while every byte is a letter ('a'-'z') */
-    uint64_t hash = hash_step(HASH_START, low);
+    uint64_t hash = wordset_hash_step(WORDSET_HASH_START, low);
     Py_ssize_t j = i + 1;
     while (j < end && (low = ADDRESS_LOWER[text[j]]) != 0) {
-        hash = hash_step(hash, low);
+        hash = wordset_hash_step(hash, low);
         all &= low;
         j++;
     }
@@ -638,12 +517,12 @@ static inline int next_address_word(const unsigned char *text, Py_ssize_t *posit
     return 1;
 }
 
-/* Whether `word` is a word of `set` (set_contains_lower, its hash already read). */
+/* Whether `word` is a word of `set` (wordset_contains_lower, its hash already read). */
 static inline int set_contains_word(const WordSet *set, const unsigned char *text,
                                     const AddressWord *word)
 {
     Py_ssize_t length = word->end - word->start; /* > 0 */
-    return length <= set->max_length && set_find(set, text + word->start, length, word->hash);
+    return length <= set->max_length && wordset_find(set, text + word->start, length, word->hash);
 }
 
 /* An int result: `start_arg` or `end_arg` itself where it is that int (no new object:
@@ -671,7 +550,7 @@ static int is_street_particle(const AddressRules *rules, const unsigned char *te
     while (end > start && (text[end - 1] == '\'' || text[end - 1] == '-')) {
         end--;
     }
-    if (set_contains_lower(&rules->street_particles, text + start, end - start)) {
+    if (wordset_contains_lower(&rules->street_particles, text + start, end - start)) {
         return 1;
     }
     Py_ssize_t apostrophe = start;
@@ -679,7 +558,7 @@ static int is_street_particle(const AddressRules *rules, const unsigned char *te
         apostrophe++;
     }
     return apostrophe < end
-           && set_contains_lower(&rules->street_particles, text + start, apostrophe - start);
+           && wordset_contains_lower(&rules->street_particles, text + start, apostrophe - start);
 }
 
 /* engine._street_end_py: the words up to the street type, then the name's: particles
@@ -804,10 +683,10 @@ static PyObject *AddressRules_new(PyTypeObject *type, PyObject *args, PyObject *
 
 static void AddressRules_dealloc(AddressRules *self)
 {
-    set_clear(&self->street_types);
-    set_clear(&self->street_particles);
-    set_clear(&self->stopwords);
-    set_clear(&self->town_particles);
+    wordset_clear(&self->street_types);
+    wordset_clear(&self->street_particles);
+    wordset_clear(&self->stopwords);
+    wordset_clear(&self->town_particles);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
