@@ -597,21 +597,28 @@ def test_patients_are_the_least_key_of_the_first_pair_found() -> None:
         assert table.context_name(not_simple, 0, len(not_simple)) is None
 
 
-_ROSTER_WORDS = sorted(
-    {
-        w
-        for pair in list(roster_engine().roster.full_names)[::37]
-        for part in pair
-        for w in part.split()
-    }
-)
-_SMALL_WORD_LISTS = sorted({part for pair in small_engine().roster.full_names for part in pair})
-NAME_WORDS = (
-    st.sampled_from(_ROSTER_WORDS)
-    | st.sampled_from(_SMALL_WORD_LISTS)
-    | st.sampled_from(["jean", "dupont", "marie", "le", "roux", "de", "la", "van", "anh"])
-    | st.text(st.sampled_from("abcdejlnoprtu019 -'_"), max_size=6)
-)
+def _name_words() -> st.SearchStrategy[str]:
+    """Words of the 10,000-patient roster (every 37th full name) and of the small one,
+    common name words and random ones. Drawn from the engines, so built at the first
+    draw (st.deferred), not when the tests are collected."""
+    roster_words = sorted(
+        {
+            w
+            for pair in list(roster_engine().roster.full_names)[::37]
+            for part in pair
+            for w in part.split()
+        }
+    )
+    small_word_lists = sorted({part for pair in small_engine().roster.full_names for part in pair})
+    return (
+        st.sampled_from(roster_words)
+        | st.sampled_from(small_word_lists)
+        | st.sampled_from(["jean", "dupont", "marie", "le", "roux", "de", "la", "van", "anh"])
+        | st.text(st.sampled_from("abcdejlnoprtu019 -'_"), max_size=6)
+    )
+
+
+NAME_WORDS = st.deferred(_name_words)
 
 
 @settings(max_examples=300, deadline=None)
