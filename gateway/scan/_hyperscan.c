@@ -19,6 +19,14 @@ Contract (gateway/scan/matchers.py relies on it):
   end, ...]` of its distinct (start, end) pairs sorted by start, then end. (The shape
   matcher reads each shape's hits in that order: sorting and packing them in Python cost
   it more than the re-reads of some shapes.)
+- `Database.scan_by_field(data, starts, lengths, trim)` returns the hits of a text made
+  of fields (field i is [starts[i], starts[i] + lengths[i]), `starts` ascending), per
+  field: a list per field of `(id, start - base, end - trim - base)` for each hit whose
+  start lies in the field (`base` its start) and whose end less `trim` does not pass its
+  end (nor falls before the start), in report order. (The roster literals: a hit on
+  " word " in the padded word view is the word at [start, end - 2) of the text, and a
+  word across two fields is none. Split in Python, each hit cost three tuples and a
+  bisect.)
 - Compile errors raise ValueError with Hyperscan's message (it names the expression's
   index, never the scanned data); a failed scan raises RuntimeError.
 
@@ -185,34 +193,45 @@ done:
     return status;
 }
 
+/* A new (id, start, end) tuple, or NULL with an exception set. Built directly:
+   Py_BuildValue parses its format string for every hit. */
+static PyObject *hit_tuple(unsigned int id, Py_ssize_t start, Py_ssize_t end)
+{
+    PyObject *item = PyTuple_New(3);
+    if (item == NULL) {
+        return NULL;
+    }
+    PyObject *values[3] = {PyLong_FromUnsignedLong(id), PyLong_FromSsize_t(start),
+                           PyLong_FromSsize_t(end)};
+    for (int i = 0; i < 3; i++) {
+        if (values[i] == NULL) {
+            for (int j = 0; j < 3; j++) {
+                Py_XDECREF(values[j]);
+            }
+            Py_DECREF(item);
+            return NULL;
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        PyTuple_SET_ITEM(item, i, values[i]);
+    }
+    return item;
+}
+
 static PyObject *hits_as_list(const HitBuffer *buffer)
 {
     PyObject *list = PyList_New((Py_ssize_t)buffer->count);
     if (list == NULL) {
         return NULL;
     }
-    /* Tuples built directly: Py_BuildValue parses its format string for every hit. */
     for (size_t i = 0; i < buffer->count; i++) {
         const Hit *hit = &buffer->hits[i];
-        PyObject *item = PyTuple_New(3);
+        PyObject *item = hit_tuple(hit->id, (Py_ssize_t)hit->start, (Py_ssize_t)hit->end);
         if (item == NULL) {
             Py_DECREF(list);
             return NULL;
         }
         PyList_SET_ITEM(list, (Py_ssize_t)i, item);
-        PyObject *id = PyLong_FromUnsignedLong(hit->id);
-        PyObject *start = PyLong_FromUnsignedLongLong(hit->start);
-        PyObject *end = PyLong_FromUnsignedLongLong(hit->end);
-        if (id == NULL || start == NULL || end == NULL) {
-            Py_XDECREF(id);
-            Py_XDECREF(start);
-            Py_XDECREF(end);
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(item, 0, id);
-        PyTuple_SET_ITEM(item, 1, start);
-        PyTuple_SET_ITEM(item, 2, end);
     }
     return list;
 }
@@ -394,11 +413,114 @@ static PyObject *Database_scan_grouped(Database *self, PyObject *data)
     return groups;
 }
 
+/* The first `count` items of `list` as Py_ssize_t, each >= 0; -1 with an exception set. */
+static int read_sizes(PyObject *list, Py_ssize_t count, Py_ssize_t *values)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        values[i] = PyLong_AsSsize_t(PyList_GET_ITEM(list, i));
+        if (values[i] < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "field starts and lengths must be >= 0");
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The hits as a list of lists, one per field: see the contract. */
+static PyObject *hits_by_field(const HitBuffer *buffer, const Py_ssize_t *starts,
+                               const Py_ssize_t *lengths, Py_ssize_t fields, Py_ssize_t trim)
+{
+    PyObject *lists = PyList_New(fields);
+    if (lists == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < fields; i++) {
+        PyObject *list = PyList_New(0);
+        if (list == NULL) {
+            Py_DECREF(lists);
+            return NULL;
+        }
+        PyList_SET_ITEM(lists, i, list);
+    }
+    for (size_t i = 0; i < buffer->count; i++) {
+        const Hit *hit = &buffer->hits[i];
+        Py_ssize_t start = (Py_ssize_t)hit->start, end = (Py_ssize_t)hit->end - trim;
+        if (end < start || start < starts[0]) {
+            continue;
+        }
+        /* The last field starting at or before the hit (hits come by end, not start). */
+        Py_ssize_t low = 0, high = fields;
+        while (high - low > 1) {
+            Py_ssize_t middle = low + (high - low) / 2;
+            if (starts[middle] <= start) {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        Py_ssize_t base = starts[low];
+        if (end > base + lengths[low]) {
+            continue;
+        }
+        PyObject *item = hit_tuple(hit->id, start - base, end - base);
+        int failed = item == NULL || PyList_Append(PyList_GET_ITEM(lists, low), item) < 0;
+        Py_XDECREF(item);
+        if (failed) {
+            Py_DECREF(lists);
+            return NULL;
+        }
+    }
+    return lists;
+}
+
+static PyObject *Database_scan_by_field(Database *self, PyObject *args)
+{
+    PyObject *data, *starts, *lengths;
+    Py_ssize_t trim;
+    if (!PyArg_ParseTuple(args, "OO!O!n:scan_by_field", &data, &PyList_Type, &starts,
+                          &PyList_Type, &lengths, &trim)) {
+        return NULL;
+    }
+    Py_ssize_t fields = PyList_GET_SIZE(starts);
+    if (fields == 0 || PyList_GET_SIZE(lengths) != fields || trim < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "starts and lengths must be non-empty and of one length, trim >= 0");
+        return NULL;
+    }
+    Py_ssize_t *values = PyMem_New(Py_ssize_t, 2 * (size_t)fields);
+    if (values == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *result = NULL;
+    HitBuffer buffer = {NULL, 0, 0, 0};
+    if (read_sizes(starts, fields, values) < 0
+        || read_sizes(lengths, fields, values + fields) < 0) {
+        goto done;
+    }
+    for (Py_ssize_t i = 1; i < fields; i++) {
+        if (values[i] < values[i - 1]) {
+            PyErr_SetString(PyExc_ValueError, "field starts must be ascending");
+            goto done;
+        }
+    }
+    if (scan_hits(self, data, &buffer) == 0) {
+        result = hits_by_field(&buffer, values, values + fields, fields, trim);
+    }
+done:
+    free(buffer.hits);
+    PyMem_Free(values);
+    return result;
+}
+
 static PyMethodDef Database_methods[] = {
     {"scan", (PyCFunction)Database_scan, METH_O,
      "scan(data) -> list of (id, start, end), in Hyperscan's report order"},
     {"scan_grouped", (PyCFunction)Database_scan_grouped, METH_O,
      "scan_grouped(data) -> list of (id, [start, end, ...]): distinct spans, sorted"},
+    {"scan_by_field", (PyCFunction)Database_scan_by_field, METH_VARARGS,
+     "scan_by_field(data, starts, lengths, trim) -> per field, list of (id, start, end)"},
     {NULL, NULL, 0, NULL},
 };
 

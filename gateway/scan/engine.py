@@ -698,11 +698,8 @@ class Engine:
         ):
             candidates[scanned[slot]] = field_candidates
         view = word_view(data)
-        for literal, start, end in self.matcher.literals(view):
-            slot = bisect_right(starts, start) - 1
-            base = starts[slot]
-            if end <= base + lengths[slot]:
-                literal_hits[scanned[slot]].append((literal, start - base, end - base))
+        for slot, field_hits in enumerate(self.matcher.literals_by_field(view, starts, lengths)):
+            literal_hits[scanned[slot]] = field_hits
         return view
 
     def _whole_field(self, field: TextField, folded: str) -> _Span:
@@ -1017,7 +1014,9 @@ class Engine:
                 if labelled or day in born or validators.is_birth_label_before(folded, start):
                     out.append(_Span(_Kind.BIRTH_DATE, start, end, day, born.get(day)))
             elif name is _Shape.UPPER_FIRST or name is _Shape.FIRST_UPPER:
-                if (start, end) in names or (protected and protected.overlaps(start, end)):
+                if (names and (start, end) in names) or (
+                    protected and protected.overlaps(start, end)
+                ):
                     continue  # a pair is all-or-nothing: its span is the candidate's
                 if name_rules.pair_span(folded, start, end) is not None:
                     names.add((start, end))  # "Mme Marie DUPONT" is also "Marie DUPONT": once
@@ -1102,7 +1101,7 @@ class Engine:
                 span = name_rules.trigger_name_span(folded, start, end)
                 if (
                     span is not None
-                    and span not in names
+                    and not (names and span in names)
                     and not protected.overlaps(span[0], span[1])
                 ):
                     names.add(span)

@@ -15,8 +15,10 @@ from gateway.scan.matchers import (
     HS_FLAG_CASELESS,
     HS_FLAG_SOM_LEFTMOST,
     HyperscanMatcher,
+    ReMatcher,
     group_hits,
     native_hyperscan_available,
+    split_hits_by_field,
     word_view,
 )
 from tests.scan.corpus import PRACTICE, make_corpus
@@ -41,6 +43,20 @@ def _corpus_texts() -> list[str]:
     return ["\0".join(fold(field.text) for field in message.fields) for message in messages]
 
 
+def _corpus_fields() -> list[list[str]]:
+    messages, _ = make_corpus(60, seed=5)
+    return [[fold(field.text) for field in message.fields] for message in messages]
+
+
+def _field_layout(fields: list[str]) -> tuple[list[int], list[int]]:
+    """Where each field starts in the fields joined by NUL, and its length."""
+    starts, position = [], 0
+    for field in fields:
+        starts.append(position)
+        position += len(field) + 1
+    return starts, [len(field) for field in fields]
+
+
 def test_native_and_binding_report_the_same_hits_on_the_corpus() -> None:
     native, binding = _matchers()
     compared = 0
@@ -55,6 +71,71 @@ def test_native_and_binding_report_the_same_hits_on_the_corpus() -> None:
         assert native.literals(view) == binding.literals(view)
         compared += len(native_hits)
     assert compared > 500  # the corpus fires every family many times
+
+
+def test_literal_hits_by_field_are_the_hits_split_as_in_python() -> None:
+    """`scan_by_field` (C) against `split_hits_by_field` over `scan`'s hits, and the
+    matchers' `literals_by_field` against a split of their `literals`, on the corpus
+    messages' fields joined by NUL: the same hits, each in its field, none across two."""
+    native, binding = _matchers()
+    _, roster = make_corpus(60, seed=5)
+    reference = ReMatcher(sorted({p.last_name for p in roster} | {p.first_name for p in roster}))
+    compared = 0
+    for fields in _corpus_fields():
+        starts, lengths = _field_layout(fields)
+        data = "\0".join(fields).encode("ascii")
+        view = word_view(data)
+        for database, text in ((native._literal_db, view), (native._shape_db, data)):
+            assert database is not None
+            for trim in (0, 2):
+                split = database.scan_by_field(text, starts, lengths, trim)
+                assert split == split_hits_by_field(database.scan(text), starts, lengths, trim)
+        by_field = native.literals_by_field(view, starts, lengths)
+        assert by_field == binding.literals_by_field(view, starts, lengths)
+        assert by_field == reference.literals_by_field(view, starts, lengths)
+        for field, hits in zip(fields, by_field, strict=True):
+            for _index, start, end in hits:
+                assert 0 <= start < end <= len(field)
+        compared += sum(len(hits) for hits in by_field)
+    assert compared > 200
+
+
+def test_hits_by_field_drop_what_crosses_a_field_and_check_their_arguments() -> None:
+    from gateway.scan import _hyperscan
+
+    som = HS_FLAG_SOM_LEFTMOST
+    database = _hyperscan.Database([b"ab", b"b c", b"c"], [0, 1, 2], [som] * 3)
+    data = b"ab c\0cab"  # fields [0, 4) and [5, 8)
+    hits = database.scan(data)
+    assert sorted(hits) == [(0, 0, 2), (0, 6, 8), (1, 1, 4), (2, 3, 4), (2, 5, 6)]
+    assert database.scan_by_field(data, [0, 5], [4, 3], 0) == [
+        [(0, 0, 2), (1, 1, 4), (2, 3, 4)],
+        [(2, 0, 1), (0, 1, 3)],
+    ]
+    # Trimmed ends: "ab" ending at 1, "b c" at 3, each "c" empty (kept: not before its
+    # start); trimmed by 2, they would end before it, and are dropped.
+    assert database.scan_by_field(data, [0, 5], [4, 3], 1) == [
+        [(0, 0, 1), (1, 1, 3), (2, 3, 3)],
+        [(2, 0, 0), (0, 1, 2)],
+    ]
+    assert database.scan_by_field(data, [0, 5], [4, 3], 2) == [[(0, 0, 0), (1, 1, 2)], [(0, 1, 1)]]
+    # A shorter first field: "b c" (to 4) and "c" (3-4) pass its end, and are dropped.
+    assert database.scan_by_field(data, [0, 5], [2, 3], 0) == [[(0, 0, 2)], [(2, 0, 1), (0, 1, 3)]]
+    # Hits before the first field are in none.
+    assert database.scan_by_field(data, [3], [5], 0) == [[(2, 0, 1), (2, 2, 3), (0, 3, 5)]]
+    assert database.scan_by_field(data, [3], [5], 0) == split_hits_by_field(hits, [3], [5], 0)
+    assert database.scan_by_field(b"", [0], [0], 2) == [[]]
+    for starts, lengths, trim in (([], [], 0), ([0], [1, 2], 0), ([0], [4], -1)):
+        with pytest.raises(ValueError, match="one length"):
+            database.scan_by_field(data, starts, lengths, trim)
+    with pytest.raises(ValueError, match="ascending"):
+        database.scan_by_field(data, [5, 0], [3, 4], 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        database.scan_by_field(data, [0, 5], [4, -3], 0)
+    with pytest.raises(TypeError):
+        database.scan_by_field(data, [0, "5"], [4, 3], 0)  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        database.scan_by_field("not bytes", [0], [4], 0)  # type: ignore[arg-type]
 
 
 def test_a_large_text_is_scanned_whole_with_the_gil_released() -> None:
