@@ -6,6 +6,7 @@ fast path decides exactly as it does.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable
 from datetime import date
@@ -28,6 +29,7 @@ from gateway.scan import engine as engine_module
 from gateway.scan._fold import fold
 from gateway.scan.engine import (
     _by_rank,
+    _count_below,
     _is_address_gap,
     _rank,
     _ranks_before,
@@ -358,6 +360,15 @@ def test_iso_date_is_the_date_type(year: int, month: int, day: int) -> None:
     except ValueError:
         expected = None
     assert validators.iso_date(year, month, day) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.integers(-5, 30), max_size=12), bound=st.integers(-8, 34))
+def test_count_below_is_bisect_left(values: list[int], bound: int) -> None:
+    """The compiled binary search the span indexes use instead of the bisect module's."""
+    values.sort()  # duplicates included: the count stops before the first equal value
+    assert _count_below(values, bound) == bisect.bisect_left(values, bound)
+    assert _count_below(values, bound) == sum(1 for value in values if value < bound)
 
 
 @settings(max_examples=400, deadline=None)
