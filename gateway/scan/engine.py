@@ -372,12 +372,13 @@ class Engine:
     def engine_name(self) -> str:
         return self.matcher.name
 
-    def _practice_shape_candidates(self, practice: PracticeConfig) -> frozenset[tuple[str, str]]:
-        """(shape, folded text) of the candidates the practice's own phones, e-mails and
-        addresses make when written as configured, kept only when validation rejects them
-        whatever their context: a signature's candidates are then dropped by one set look-up.
-        """
-        rejects: set[tuple[str, str]] = set()
+    def _practice_shape_candidates(self, practice: PracticeConfig) -> dict[str, frozenset[str]]:
+        """Per shape, the folded texts of the candidates the practice's own phones, e-mails
+        and addresses make when written as configured, kept only when validation rejects
+        them whatever their context: a signature's candidates are then dropped by one set
+        look-up (of the text itself: a (shape, text) key cost a tuple built and hashed per
+        candidate)."""
+        rejects: dict[str, set[str]] = {}
         for text in (*practice.phones, *practice.emails, *practice.addresses):
             folded = fold(text)
             for name, start, end in self.matcher.shapes(folded, folded.encode("ascii")):
@@ -396,8 +397,8 @@ class Engine:
                 else:
                     rejected = False
                 if rejected:
-                    rejects.add((name, value))
-        return frozenset(rejects)
+                    rejects.setdefault(name, set()).add(value)
+        return {name: frozenset(texts) for name, texts in rejects.items()}
 
     # -- ScanEngine ----------------------------------------------------------------
 
@@ -1033,7 +1034,8 @@ class Engine:
                 ):
                     continue  # "FR12 0072 4646 ...": the IBAN's digits, never kept
                 text = folded[start:end]
-                if (name, text) in practice:
+                texts = practice.get(name)
+                if texts is not None and text in texts:
                     continue
                 phone = (
                     validators.phone_fr_value(text)
@@ -1044,7 +1046,8 @@ class Engine:
                     out.append(_Span(_Kind.PHONE, start, end, phone, roster.phone.get(phone)))
             elif name is _Shape.EMAIL:
                 text = folded[start:end]
-                if (name, text) in practice:
+                texts = practice.get(name)
+                if texts is not None and text in texts:
                     continue
                 email = normalise_email(text)
                 if email not in self._practice_emails:
@@ -1052,7 +1055,8 @@ class Engine:
             elif name is _Shape.STREET:
                 # The practice's own street, as its config writes it: a trimmed span (a
                 # prefix of this one) would be the practice's too.
-                if (name, folded[start:end]) in practice:
+                texts = practice.get(name)
+                if texts is not None and folded[start:end] in texts:
                     continue
                 end = _street_end(field.text, folded, start, end)
                 if end > start:
@@ -1082,7 +1086,8 @@ class Engine:
                     if years is not None and years <= _MAX_AGE_YEARS:
                         out.append(_Span(_Kind.AGE, age.start(), age.end(), str(years)))
             elif name is _Shape.POSTCODE_TOWN:
-                if (name, folded[start:end]) in practice:
+                texts = practice.get(name)
+                if texts is not None and folded[start:end] in texts:
                     continue
                 end = _town_end(folded, start, end)
                 # The street it follows is among the last ones met (candidates come sorted).
