@@ -25,6 +25,10 @@ Contract (gateway/scan/matchers.py's HyperscanMatcher relies on it):
   list sorted by start, then end (stably), offsets relative to the field, a candidate
   not within one field dropped. (Sorting and splitting them in compiled Python cost a
   dense order ~27k instructions.)
+- `Rereader.candidates_by_field_packed(data, packed, starts, lengths)` returns the same
+  as `candidates_by_field` for the hits of `Database.scan_grouped_packed(data)` (the same
+  groups as native `long long` triples (id, start, end), grouped by id, each group's
+  spans sorted): no int objects made and read back per hit.
 - Wrong arguments raise TypeError or ValueError; a failed PCRE2 match raises
   RuntimeError with PCRE2's error code. No message quotes the text.
 
@@ -39,6 +43,7 @@ right after `pcre2_match` returns, before anything that could run Python code.
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <string.h>
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -475,6 +480,20 @@ static Py_ssize_t *read_offsets(PyObject *list, Py_ssize_t count)
     return values;
 }
 
+/* Whether `count` values are start, end pairs, sorted by start, within [0, length];
+   else ValueError. */
+static int check_spans(const Py_ssize_t *values, Py_ssize_t count, Py_ssize_t length)
+{
+    for (Py_ssize_t i = 0; i < count; i += 2) {
+        if (values[i] < 0 || values[i] > values[i + 1] || values[i + 1] > length
+            || (i > 0 && values[i] < values[i - 2])) {
+            PyErr_SetString(PyExc_ValueError, "spans must be sorted and within the text");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* A group's spans as C offsets, checked: pairs, each within the text. */
 static Py_ssize_t *read_spans(PyObject *spans, Py_ssize_t length, Py_ssize_t *count)
 {
@@ -484,16 +503,9 @@ static Py_ssize_t *read_spans(PyObject *spans, Py_ssize_t length, Py_ssize_t *co
     }
     *count = PyList_GET_SIZE(spans);
     Py_ssize_t *values = read_offsets(spans, *count);
-    if (values == NULL) {
+    if (values != NULL && check_spans(values, *count, length) < 0) {
+        PyMem_Free(values);
         return NULL;
-    }
-    for (Py_ssize_t i = 0; i < *count; i += 2) {
-        if (values[i] < 0 || values[i] > values[i + 1] || values[i + 1] > length
-            || (i > 0 && values[i] < values[i - 2])) {
-            PyErr_SetString(PyExc_ValueError, "spans must be sorted and within the text");
-            PyMem_Free(values);
-            return NULL;
-        }
     }
     return values;
 }
@@ -533,11 +545,28 @@ static int read_group(Reading *reading, const Plan *plan, const Py_ssize_t *span
     return result;
 }
 
-/* Every group's hits re-read into `reading` (candidates in group order). */
-static int read_groups(Rereader *self, Reading *reading, PyObject *groups)
+static int check_built(const Rereader *self)
 {
     if (self->plans == NULL || self->match_data == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Rereader is not built");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_plan_index(const Rereader *self, Py_ssize_t index)
+{
+    if (index < 0 || index >= self->plan_count) {
+        PyErr_SetString(PyExc_ValueError, "a group's id names no plan");
+        return -1;
+    }
+    return 0;
+}
+
+/* Every group's hits re-read into `reading` (candidates in group order). */
+static int read_groups(Rereader *self, Reading *reading, PyObject *groups)
+{
+    if (check_built(self) < 0) {
         return -1;
     }
     for (Py_ssize_t g = 0; g < PyList_GET_SIZE(groups); g++) {
@@ -547,11 +576,7 @@ static int read_groups(Rereader *self, Reading *reading, PyObject *groups)
             return -1;
         }
         Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(group, 0));
-        if (index == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-        if (index < 0 || index >= self->plan_count) {
-            PyErr_SetString(PyExc_ValueError, "a group's id names no plan");
+        if ((index == -1 && PyErr_Occurred()) || check_plan_index(self, index) < 0) {
             return -1;
         }
         Py_ssize_t count;
@@ -567,6 +592,54 @@ static int read_groups(Rereader *self, Reading *reading, PyObject *groups)
         }
     }
     return 0;
+}
+
+/* The packed groups' hits (see the contract) re-read into `reading`, as read_groups. */
+static int read_packed_groups(Rereader *self, Reading *reading, const Py_buffer *packed)
+{
+    const Py_ssize_t width = 3 * (Py_ssize_t)sizeof(long long);
+    if (check_built(self) < 0) {
+        return -1;
+    }
+    if (packed->len % width != 0) {
+        PyErr_SetString(PyExc_ValueError, "packed hits must be (id, start, end) triples");
+        return -1;
+    }
+    Py_ssize_t hits = packed->len / width;
+    /* The triples copied out (the buffer may not be aligned for long long); then one
+       group's spans at a time, as start, end pairs. */
+    long long *values = PyMem_Malloc((size_t)(hits ? 3 * hits : 1) * sizeof(long long));
+    Py_ssize_t *spans = PyMem_Malloc((size_t)(hits ? 2 * hits : 1) * sizeof(Py_ssize_t));
+    if (values == NULL || spans == NULL) {
+        PyMem_Free(values);
+        PyMem_Free(spans);
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (hits) {
+        memcpy(values, packed->buf, (size_t)packed->len);
+    }
+    int result = 0;
+    Py_ssize_t first = 0;
+    while (result == 0 && first < hits) {
+        long long id = values[3 * first];
+        Py_ssize_t count = 0, last = first;
+        for (; last < hits && values[3 * last] == id; last++) {
+            spans[count++] = (Py_ssize_t)values[3 * last + 1];
+            spans[count++] = (Py_ssize_t)values[3 * last + 2];
+        }
+        if (check_plan_index(self, (Py_ssize_t)id) < 0
+            || check_spans(spans, count, reading->length) < 0) {
+            result = -1;
+        } else {
+            reading->plan = (Py_ssize_t)id;
+            result = read_group(reading, &self->plans[id], spans, count);
+        }
+        first = last;
+    }
+    PyMem_Free(values);
+    PyMem_Free(spans);
+    return result;
 }
 
 /* (name, start - base, end - base) */
@@ -678,17 +751,16 @@ static PyObject *split_by_field(const Rereader *self, Reading *reading, const Py
     return lists;
 }
 
-static PyObject *Rereader_candidates_by_field(Rereader *self, PyObject *args)
+/* candidates_by_field and candidates_by_field_packed: the fields read and checked, the
+   hits (`groups`, a list, or `packed`, a buffer) re-read, then split. */
+static PyObject *candidates_of_fields(Rereader *self, const Py_buffer *view, PyObject *groups,
+                                      const Py_buffer *packed, PyObject *start_list,
+                                      PyObject *length_list)
 {
-    Py_buffer view;
-    PyObject *groups, *start_list, *length_list, *lists = NULL;
-    if (!PyArg_ParseTuple(args, "y*O!O!O!:candidates_by_field", &view, &PyList_Type, &groups,
-                          &PyList_Type, &start_list, &PyList_Type, &length_list)) {
-        return NULL;
-    }
+    PyObject *lists = NULL;
     Py_ssize_t fields = PyList_GET_SIZE(start_list);
     Py_ssize_t *starts = NULL, *lengths = NULL;
-    Reading reading = {view.buf, view.len, NULL, 0, 0, 0, self->match_data,
+    Reading reading = {view->buf, view->len, NULL, 0, 0, 0, self->match_data,
                        self->match_context};
     if (fields == 0 || PyList_GET_SIZE(length_list) != fields) {
         PyErr_SetString(PyExc_ValueError, "starts and lengths must be non-empty, of one length");
@@ -701,18 +773,45 @@ static PyObject *Rereader_candidates_by_field(Rereader *self, PyObject *args)
     }
     for (Py_ssize_t f = 0; f < fields; f++) {
         if (starts[f] < (f ? starts[f - 1] + lengths[f - 1] : 0) || lengths[f] < 0
-            || starts[f] + lengths[f] > view.len) {
+            || starts[f] + lengths[f] > view->len) {
             PyErr_SetString(PyExc_ValueError, "fields must be in order, apart, within the text");
             goto done;
         }
     }
-    if (read_groups(self, &reading, groups) == 0) {
+    if ((packed ? read_packed_groups(self, &reading, packed) : read_groups(self, &reading, groups))
+        == 0) {
         lists = split_by_field(self, &reading, starts, lengths, fields);
     }
 done:
     PyMem_Free(starts);
     PyMem_Free(lengths);
     PyMem_Free(reading.found);
+    return lists;
+}
+
+static PyObject *Rereader_candidates_by_field(Rereader *self, PyObject *args)
+{
+    Py_buffer view;
+    PyObject *groups, *start_list, *length_list;
+    if (!PyArg_ParseTuple(args, "y*O!O!O!:candidates_by_field", &view, &PyList_Type, &groups,
+                          &PyList_Type, &start_list, &PyList_Type, &length_list)) {
+        return NULL;
+    }
+    PyObject *lists = candidates_of_fields(self, &view, groups, NULL, start_list, length_list);
+    PyBuffer_Release(&view);
+    return lists;
+}
+
+static PyObject *Rereader_candidates_by_field_packed(Rereader *self, PyObject *args)
+{
+    Py_buffer view, packed;
+    PyObject *start_list, *length_list;
+    if (!PyArg_ParseTuple(args, "y*y*O!O!:candidates_by_field_packed", &view, &packed,
+                          &PyList_Type, &start_list, &PyList_Type, &length_list)) {
+        return NULL;
+    }
+    PyObject *lists = candidates_of_fields(self, &view, NULL, &packed, start_list, length_list);
+    PyBuffer_Release(&packed);
     PyBuffer_Release(&view);
     return lists;
 }
@@ -722,6 +821,9 @@ static PyMethodDef Rereader_methods[] = {
      "candidates(data, groups) -> list of (name, start, end): the hits re-read"},
     {"candidates_by_field", (PyCFunction)Rereader_candidates_by_field, METH_VARARGS,
      "candidates_by_field(data, groups, starts, lengths) -> per field, its candidates"},
+    {"candidates_by_field_packed", (PyCFunction)Rereader_candidates_by_field_packed,
+     METH_VARARGS,
+     "candidates_by_field_packed(data, packed, starts, lengths) -> per field, its candidates"},
     {NULL, NULL, 0, NULL},
 };
 

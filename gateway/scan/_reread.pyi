@@ -19,3 +19,6 @@ class Rereader:
         lengths: list[int],
         /,
     ) -> list[list[tuple[ShapeName, int, int]]]: ...
+    def candidates_by_field_packed(
+        self, data: bytes, packed: bytes, starts: list[int], lengths: list[int], /
+    ) -> list[list[tuple[ShapeName, int, int]]]: ...

@@ -30,7 +30,7 @@ import re
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import ahocorasick
 
@@ -273,6 +273,8 @@ class HyperscanMatcher:
         # The re-reads in C (PCRE2), where gateway/scan/_reread.c is built: the Python
         # below cost a dense 2 KB order ~137k instructions, more than the Hyperscan scan.
         self._rereader: Rereader | None = native_rereader(self._plans) if reread else None
+        # gateway.scan._hyperscan's databases also give their hits packed (the binding's not).
+        self._packed_db = cast(PackedScanner, self._shape_db) if native else None
         self._literal_db: HitScanner | None = None
         if literals:
             self._literal_db = _compile_database(
@@ -296,6 +298,11 @@ class HyperscanMatcher:
     def shapes_by_field(
         self, joined: str, data: bytes, starts: list[int], lengths: list[int]
     ) -> list[list[Candidate]]:
+        if self._packed_db is not None and self._rereader is not None:
+            # Both in C: the hits go from one module to the other packed in bytes, where
+            # as lists their ints were made and read back (~12k instructions an order).
+            packed = self._packed_db.scan_grouped_packed(data)
+            return self._rereader.candidates_by_field_packed(data, packed, starts, lengths)
         groups = self._shape_db.scan_grouped(data)
         if self._rereader is not None:  # re-read, sorted and split in one C call
             return self._rereader.candidates_by_field(data, groups, starts, lengths)
@@ -372,6 +379,13 @@ class HitScanner(Protocol):
         self, data: bytes, starts: list[int], lengths: list[int], trim: int
     ) -> list[list[Hit]]:
         """The same hits split by field: see `split_hits_by_field`."""
+
+
+class PackedScanner(Protocol):
+    """gateway.scan._hyperscan's Database: `scan_grouped`'s hits packed in bytes, for
+    gateway.scan._reread's `candidates_by_field_packed` (see both modules' contracts)."""
+
+    def scan_grouped_packed(self, data: bytes) -> bytes: ...
 
 
 def _compile_database(
@@ -581,6 +595,11 @@ class Rereader(Protocol):
         self, data: bytes, groups: list[HitGroup], starts: list[int], lengths: list[int]
     ) -> list[list[Candidate]]:
         """`split_by_field(self.candidates(data, groups), starts, lengths)`."""
+
+    def candidates_by_field_packed(
+        self, data: bytes, packed: bytes, starts: list[int], lengths: list[int]
+    ) -> list[list[Candidate]]:
+        """`candidates_by_field` of the same hits packed (`scan_grouped_packed(data)`)."""
 
 
 def native_rereader(plans: list[_Plan]) -> Rereader | None:

@@ -5,6 +5,7 @@ scratch) and large ones (the GIL released, a scratch per scan), from several thr
 
 from __future__ import annotations
 
+import struct
 import threading
 
 import pytest
@@ -43,6 +44,16 @@ def _corpus_texts() -> list[str]:
     return ["\0".join(fold(field.text) for field in message.fields) for message in messages]
 
 
+def _unpacked(packed: bytes) -> list[tuple[int, list[int]]]:
+    """`scan_grouped_packed`'s triples regrouped as `scan_grouped` gives them."""
+    groups: list[tuple[int, list[int]]] = []
+    for shape, start, end in struct.iter_unpack("=qqq", packed):
+        if not groups or groups[-1][0] != shape:
+            groups.append((shape, []))
+        groups[-1][1].extend((start, end))
+    return groups
+
+
 def _corpus_fields() -> list[list[str]]:
     messages, _ = make_corpus(60, seed=5)
     return [[fold(field.text) for field in message.fields] for message in messages]
@@ -67,6 +78,7 @@ def test_native_and_binding_report_the_same_hits_on_the_corpus() -> None:
         assert sorted(native_hits) == sorted(binding._shape_db.scan(data))
         grouped = native._shape_db.scan_grouped(data)
         assert grouped == group_hits(native_hits) == binding._shape_db.scan_grouped(data)
+        assert _unpacked(native._shape_db.scan_grouped_packed(data)) == grouped
         assert native.shapes(text, data) == binding.shapes(text, data)
         assert native.literals(view) == binding.literals(view)
         compared += len(native_hits)
@@ -147,6 +159,7 @@ def test_a_large_text_is_scanned_whole_with_the_gil_released() -> None:
     native_hits = native._shape_db.scan(data)
     assert sorted(native_hits) == sorted(binding._shape_db.scan(data))
     assert native._shape_db.scan_grouped(data) == group_hits(native_hits)
+    assert _unpacked(native._shape_db.scan_grouped_packed(data)) == group_hits(native_hits)
     assert max(end for _, _, end in native_hits) > 3 * _LARGE  # hits to the very end
 
 
@@ -216,6 +229,9 @@ def test_grouped_hits_come_by_id_then_span_each_span_once() -> None:
     many = data * 20
     assert len(database.scan(many)) > 64
     assert database.scan_grouped(many) == group_hits(database.scan(many))
+    for text in (data, many, b""):  # packed: the same groups, each span once, in order
+        assert _unpacked(database.scan_grouped_packed(text)) == database.scan_grouped(text)
+    assert _unpacked(large_ids.scan_grouped_packed(data)) == large_ids.scan_grouped(data)
     # A span reported twice (Hyperscan merges most such reports itself) is kept once.
     assert group_hits([(2, 4, 6), (1, 5, 6), (2, 4, 6), (2, 1, 3)]) == [
         (1, [5, 6]),

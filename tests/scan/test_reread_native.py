@@ -11,6 +11,7 @@ with `re`.)"""
 from __future__ import annotations
 
 import os
+import struct
 from functools import lru_cache
 
 import pytest
@@ -50,10 +51,20 @@ def _both(folded: str, groups: list[tuple[int, list[int]]]) -> tuple[list, list]
     assert rereader is not None
     native, python = rereader.candidates(data, groups), matcher()._reread(folded, data, groups)
     starts, lengths = _fields(folded)
-    assert rereader.candidates_by_field(data, groups, starts, lengths) == split_by_field(
-        python, starts, lengths
-    )
+    by_field = rereader.candidates_by_field(data, groups, starts, lengths)
+    assert by_field == split_by_field(python, starts, lengths)
+    packed = _packed(groups)
+    assert rereader.candidates_by_field_packed(data, packed, starts, lengths) == by_field
     return native, python
+
+
+def _packed(groups: list[tuple[int, list[int]]]) -> bytes:
+    """The groups as `_hyperscan.Database.scan_grouped_packed` packs them."""
+    return b"".join(
+        struct.pack("=qqq", shape, spans[i], spans[i + 1])
+        for shape, spans in groups
+        for i in range(0, len(spans), 2)
+    )
 
 
 def _fields(joined: str) -> tuple[list[int], list[int]]:
@@ -72,6 +83,9 @@ def test_the_native_module_is_built_and_used() -> None:
     assert str(_reread.__file__).endswith(".so"), "rebuild with libpcre2-dev: make clean venv"
     assert isinstance(matcher()._rereader, _reread.Rereader)
     assert HyperscanMatcher([], reread=False)._rereader is None
+    # The shape hits reach it packed from the C Hyperscan module; the binding's as lists.
+    assert matcher()._packed_db is matcher()._shape_db
+    assert HyperscanMatcher([], native=False)._packed_db is None
     assert _reread.PCRE2_VERSION.startswith("10.")
 
 
@@ -219,6 +233,25 @@ def test_bad_plans_and_inputs_raise_clear_errors_that_quote_no_text() -> None:
         with pytest.raises(error) as raised:
             rereader.candidates(text, groups)  # type: ignore[arg-type]
         assert "DUPONT" not in str(raised.value) and "2840375" not in str(raised.value)
+    # The packed form: triples of native long long, checked as the lists are.
+    field = ([0], [len(data)])
+    bad_packed: list[tuple[type[Exception], object, bytes]] = [
+        (TypeError, SECRET, _packed([(0, [14, 16])])),  # str, not bytes
+        (ValueError, data, _packed([(0, [14, 16])])[:-1]),  # not whole triples
+        (ValueError, data, _packed([(1, [0, 2])])),  # no such plan
+        (ValueError, data, _packed([(-1, [0, 2])])),
+        (ValueError, data, _packed([(0, [0, len(data) + 1])])),  # past the text
+        (ValueError, data, _packed([(0, [5, 9, 1, 3])])),  # not sorted
+        (ValueError, data, _packed([(0, [9, 5])])),  # ends before it starts
+    ]
+    for error, text, packed in bad_packed:
+        with pytest.raises(error) as raised:
+            rereader.candidates_by_field_packed(text, packed, *field)  # type: ignore[arg-type]
+        assert "DUPONT" not in str(raised.value) and "2840375" not in str(raised.value)
+    assert rereader.candidates_by_field_packed(data, b"", *field) == [[]]
+    assert rereader.candidates_by_field_packed(data, _packed([(0, [14, 16])]), *field) == [
+        [("shape", 14, 29)]
+    ]
     assert rereader.candidates(data, [(0, [14, 16])]) == [("shape", 14, 29)]
 
 
