@@ -24,7 +24,7 @@ Contract (gateway/scan/matchers.py relies on it):
   start, end), one after the other (what gateway/scan/_reread.c's
   `candidates_by_field_packed` reads; an in-process format, never stored). As lists, the
   hits cost two ints each, most of them allocated (offsets past 256), read back at once
-  by the re-reads: ~12k instructions a dense order.
+  by the re-reads: ~18k instructions a dense order.
 - `Database.scan_by_field(data, starts, lengths, trim)` returns the hits of a text made
   of fields (field i is [starts[i], starts[i] + lengths[i]), `starts` ascending), per
   field: a list per field of `(id, start - base, end - trim - base)` for each hit whose

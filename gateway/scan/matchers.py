@@ -300,7 +300,7 @@ class HyperscanMatcher:
     ) -> list[list[Candidate]]:
         if self._packed_db is not None and self._rereader is not None:
             # Both in C: the hits go from one module to the other packed in bytes, where
-            # as lists their ints were made and read back (~12k instructions an order).
+            # as lists their ints were made and read back (~18k instructions an order).
             packed = self._packed_db.scan_grouped_packed(data)
             return self._rereader.candidates_by_field_packed(data, packed, starts, lengths)
         groups = self._shape_db.scan_grouped(data)
