@@ -788,6 +788,26 @@ static PyObject *FirstNames_context_name(FirstNames *self, PyObject *const *args
     return result;
 }
 
+/* 0 where `item` is an ASCII str; else -1 with TypeError `not_str` or ValueError
+   `not_ascii` (the caller's messages: they name no value). */
+static int check_ascii_str(PyObject *item, const char *not_str, const char *not_ascii)
+{
+    if (!PyUnicode_Check(item)) {
+        PyErr_SetString(PyExc_TypeError, not_str);
+        return -1;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(item) < 0) {
+        return -1;
+    }
+#endif
+    if (!PyUnicode_IS_ASCII(item)) {
+        PyErr_SetString(PyExc_ValueError, not_ascii);
+        return -1;
+    }
+    return 0;
+}
+
 /* Engine._patient_for_name_words_py(words), words a list of ASCII str. */
 static PyObject *FirstNames_patient_for_words(FirstNames *self, PyObject *words)
 {
@@ -798,17 +818,8 @@ static PyObject *FirstNames_patient_for_words(FirstNames *self, PyObject *words)
     Py_ssize_t count = PyList_GET_SIZE(words), total = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *word = PyList_GET_ITEM(words, i);
-        if (!PyUnicode_Check(word)) {
-            PyErr_SetString(PyExc_TypeError, "patient_for_words(): the words must be str");
-            return NULL;
-        }
-#if PY_VERSION_HEX < 0x030C0000
-        if (PyUnicode_READY(word) < 0) {
-            return NULL;
-        }
-#endif
-        if (!PyUnicode_IS_ASCII(word)) {
-            PyErr_SetString(PyExc_ValueError, "patient_for_words(): the words must be ASCII");
+        if (check_ascii_str(word, "patient_for_words(): the words must be str",
+                            "patient_for_words(): the words must be ASCII") < 0) {
             return NULL;
         }
         if (PyUnicode_GET_LENGTH(word) >= PY_SSIZE_T_MAX / 2 - total) {
@@ -1056,17 +1067,8 @@ static int civilities_fill(Civilities *self, PyObject *iterable, int tails)
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
         PyObject *item = PyList_GET_ITEM(items, i);
-        if (!PyUnicode_Check(item)) {
-            PyErr_SetString(PyExc_TypeError, "Civilities(): words and tails must be str");
-            goto fail;
-        }
-#if PY_VERSION_HEX < 0x030C0000
-        if (PyUnicode_READY(item) < 0) {
-            goto fail;
-        }
-#endif
-        if (!PyUnicode_IS_ASCII(item)) {
-            PyErr_SetString(PyExc_ValueError, "Civilities(): words and tails must be ASCII");
+        if (check_ascii_str(item, "Civilities(): words and tails must be str",
+                            "Civilities(): words and tails must be ASCII") < 0) {
             goto fail;
         }
         Py_ssize_t length = PyUnicode_GET_LENGTH(item);

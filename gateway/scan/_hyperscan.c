@@ -305,12 +305,29 @@ static int same_span(const Hit *a, const Hit *b)
     return a->start == b->start && a->end == b->end;
 }
 
+/* Sorts the buffer's hits by id, start and end, and keeps each distinct hit once (a
+   span Hyperscan reports twice for one id). Both grouped forms read it so. */
+static void sort_distinct_hits(HitBuffer *buffer)
+{
+    Hit *hits = buffer->hits;
+    sort_hits(hits, buffer->count);
+    size_t distinct = 0;
+    for (size_t i = 0; i < buffer->count; i++) {
+        /* hits[i - 1] still holds its own hit: writes only reach index distinct - 1 < i. */
+        if (i > 0 && hits[i].id == hits[i - 1].id && same_span(&hits[i], &hits[i - 1])) {
+            continue;
+        }
+        hits[distinct++] = hits[i];
+    }
+    buffer->count = distinct;
+}
+
 /* The hits as (id, [start, end, ...]) per id: see the contract. Sorts the buffer. */
 static PyObject *hits_grouped(HitBuffer *buffer)
 {
+    sort_distinct_hits(buffer);
     Hit *hits = buffer->hits;
     size_t count = buffer->count;
-    sort_hits(hits, count);
     PyObject *groups = PyList_New(0);
     if (groups == NULL) {
         return NULL;
@@ -319,11 +336,10 @@ static PyObject *hits_grouped(HitBuffer *buffer)
     while (first < count) {
         unsigned int id = hits[first].id;
         size_t last = first + 1;
-        size_t distinct = 1;
-        for (; last < count && hits[last].id == id; last++) {
-            distinct += !same_span(&hits[last], &hits[last - 1]);
+        while (last < count && hits[last].id == id) {
+            last++;
         }
-        PyObject *spans = PyList_New((Py_ssize_t)(2 * distinct));
+        PyObject *spans = PyList_New((Py_ssize_t)(2 * (last - first)));
         PyObject *key = PyLong_FromUnsignedLong(id);
         PyObject *group = (spans != NULL && key != NULL) ? PyTuple_Pack(2, key, spans) : NULL;
         Py_XDECREF(key);
@@ -336,9 +352,6 @@ static PyObject *hits_grouped(HitBuffer *buffer)
         Py_DECREF(group);
         Py_ssize_t slot = 0;
         for (size_t i = first; i < last; i++) {
-            if (i > first && same_span(&hits[i], &hits[i - 1])) {
-                continue;
-            }
             PyObject *start = PyLong_FromUnsignedLongLong(hits[i].start);
             if (start == NULL) {
                 Py_DECREF(spans);
@@ -414,16 +427,8 @@ static PyObject *Database_scan(Database *self, PyObject *data)
 /* The sorted, distinct hits packed: see the contract. Sorts the buffer. */
 static PyObject *hits_packed(HitBuffer *buffer)
 {
-    sort_hits(buffer->hits, buffer->count);
-    size_t distinct = 0;
-    for (size_t i = 0; i < buffer->count; i++) {
-        const Hit *hit = &buffer->hits[i];
-        const Hit *previous = i > 0 ? &buffer->hits[i - 1] : NULL;
-        if (previous != NULL && hit->id == previous->id && same_span(hit, previous)) {
-            continue;
-        }
-        buffer->hits[distinct++] = *hit;
-    }
+    sort_distinct_hits(buffer);
+    size_t distinct = buffer->count;
     Py_ssize_t size = (Py_ssize_t)(distinct * 3 * sizeof(long long));
     PyObject *packed = PyBytes_FromStringAndSize(NULL, size);
     if (packed == NULL) {
