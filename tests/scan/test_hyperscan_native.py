@@ -5,10 +5,13 @@ scratch) and large ones (the GIL released, a scratch per scan), from several thr
 
 from __future__ import annotations
 
+import re
 import struct
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.scan import TransformPolicy, build_engine
 from gateway.scan._fold import fold
@@ -212,6 +215,49 @@ def test_bad_databases_and_inputs_raise_clear_errors() -> None:
         [b" a.b "], [3], HS_FLAG_CASELESS | HS_FLAG_SOM_LEFTMOST, literal=True
     )
     assert literal.scan(b"x A.B  axb ") == [(3, 1, 6)]  # a literal: "." is no wildcard
+
+
+# Fixed-width expressions (their start computed from the end, SOM dropped), variable ones
+# (Hyperscan's start), one id shared by both kinds, and one expression without SOM.
+_SOM_EXPRESSIONS = [rb"\b0[1-9]", rb"\d{1,2}/", rb"[a-c]\d", rb"(?:ab|ba)\d", rb"\d\d", rb"b"]
+_SOM_IDS = [4, 4, 9, 2, 5, 6]
+_SOM_FLAGS = [HS_FLAG_SOM_LEFTMOST] * 5 + [0]
+
+
+def _leftmost_hits(data: bytes) -> set[tuple[int, int, int]]:
+    """What HS_FLAG_SOM_LEFTMOST reports, by brute force: for each expression and each
+    end where a match ends, the leftmost start of a match ending there (0 without SOM).
+    (No expression ends with an assertion: `endpos` hides what follows.)"""
+    hits = set()
+    for expression, id_, flags in zip(_SOM_EXPRESSIONS, _SOM_IDS, _SOM_FLAGS, strict=True):
+        pattern = re.compile(expression)
+        for end in range(len(data) + 1):
+            starts = [s for s in range(end) if pattern.fullmatch(data, s, end)]
+            if starts:
+                hits.add((id_, starts[0] if flags else 0, end))
+    return hits
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=24).map(lambda raw: bytes(b"0123/ab9 "[byte % 9] for byte in raw)))
+def test_starts_are_hyperscans_whether_or_not_it_tracks_them(data: bytes) -> None:
+    from gateway.scan import _hyperscan
+
+    database = _hyperscan.Database(_SOM_EXPRESSIONS, _SOM_IDS, _SOM_FLAGS)
+    hits = database.scan(data)
+    assert len(hits) == len(set(hits))
+    assert set(hits) == _leftmost_hits(data)
+    literals = [b"ab", b"B9", b"0/ "]
+    literal = _hyperscan.Database(
+        literals, [1, 2, 3], HS_FLAG_CASELESS | HS_FLAG_SOM_LEFTMOST, literal=True
+    )
+    folded = data.lower()
+    assert sorted(literal.scan(data)) == sorted(
+        (id_, start, start + len(text))
+        for id_, text in enumerate(literals, 1)
+        for start in range(len(data))
+        if folded.startswith(text.lower(), start)
+    )
 
 
 def test_grouped_hits_come_by_id_then_span_each_span_once() -> None:
