@@ -377,13 +377,9 @@ static PyObject *FirstNames_after(FirstNames *self, PyObject *const *args, Py_ss
     if (!parse_hit("after", args, nargs, &text, &size, &end, &in_file_name)) {
         return NULL;
     }
-    PyObject *heads = PyDict_GetItemWithError(self->first_heads, args[2]);
-    if (heads == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
+    /* The text is read first: the surname's entry in first_heads, a dict as large as the
+       roster, is looked up only where a first name's first word follows (with 100,000
+       patients, each look-up a likely cache miss). */
     Py_ssize_t position = end;
     while (position < size && position - end < 4 && is_separator(text[position], in_file_name)) {
         position++;
@@ -398,6 +394,13 @@ static PyObject *FirstNames_after(FirstNames *self, PyObject *const *args, Py_ss
     }
     if (!wordset_contains_lower(&self->any_head, text + position, word_end - position)) {
         Py_RETURN_NONE; /* the first word of no first name: not one of this surname's */
+    }
+    PyObject *heads = PyDict_GetItemWithError(self->first_heads, args[2]);
+    if (heads == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
     }
     Py_INCREF(heads); /* held across the look-up, which may run Python code */
     int found = contains_lower(heads, text, position, word_end);
@@ -451,13 +454,6 @@ static PyObject *FirstNames_before(FirstNames *self, PyObject *const *args, Py_s
     if (start - group_end < 1 || start - group_end > 3) {
         Py_RETURN_NONE;
     }
-    PyObject *tails = PyDict_GetItemWithError(self->first_tails, args[2]);
-    if (tails == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
     Py_ssize_t word_start = group_end;
     while (word_start > window_start && is_word(text[word_start - 1])) {
         word_start--;
@@ -465,6 +461,13 @@ static PyObject *FirstNames_before(FirstNames *self, PyObject *const *args, Py_s
     if (word_start == group_end
         || !wordset_contains_lower(&self->any_tail, text + word_start, group_end - word_start)) {
         Py_RETURN_NONE; /* the last word of no first name: not one of this surname's */
+    }
+    PyObject *tails = PyDict_GetItemWithError(self->first_tails, args[2]); /* as in after() */
+    if (tails == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
     }
     Py_INCREF(tails);
     int found = contains_lower(tails, text, word_start, group_end);

@@ -340,6 +340,10 @@ class Engine:
         self._digest_states = keyed_hmac_states(digest_key)
         self._digester = native_digester(digest_key)
         self.roster = RosterIndex.build(patients)
+        # A NIR is also looked up by its 13-digit body where the roster holds some written
+        # without their key: only those can match it (each look-up in a dict as large as
+        # the roster is a likely cache miss).
+        self._roster_nir_bodies = any(len(nir) == 13 for nir in self.roster.nir)
         literal_owner: dict[str, str] = {}
         # Only surnames go in the automaton: every full name holds one, and first names
         # ("Marie", "Pierre", "Rose", "Claire") are the roster words most often met as
@@ -1140,7 +1144,9 @@ class Engine:
             elif name is _Shape.NIR:
                 nir = validators.nir_value_at(folded, start, end)
                 if nir is not None:
-                    patient = roster.nir.get(nir) or roster.nir.get(nir[:13])
+                    patient = roster.nir.get(nir)
+                    if patient is None and self._roster_nir_bodies:
+                        patient = roster.nir.get(nir[:13])
                     out.append(_Span(_Kind.NIR, start, end, nir, patient))
             elif name is _Shape.IBAN:
                 iban = validators.iban_value_at(folded, start, end)

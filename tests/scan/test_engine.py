@@ -93,6 +93,29 @@ def test_lab_order_rewritten_traps_kept(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_nir_links_to_the_patient_whose_roster_nir_it_is_with_or_without_key(
+    engine: str,
+) -> None:
+    keyed = replace(PATIENT, key="p-keyed", nir="2 84 03 75 108 123 47")
+    bodied = replace(PATIENT, key="p-body", last_name="Durand", nir="1840575108124")
+    fields = [TextField("NIR 284037510812347, puis NIR 1 84 05 75 108 124 31.")]
+    both = _engine(engine, (keyed, bodied)).scan_fields(fields)
+    assert [(f.kind, f.patient) for f in both] == [
+        (IdentifierKind.NIR, "p-keyed"),
+        (IdentifierKind.NIR, "p-body"),  # its 13-digit body is the roster's
+    ]
+    # Without any keyless roster NIR, the body is never looked up: the same findings.
+    keyed_only = _engine(engine, (keyed,)).scan_fields(fields)
+    assert [(f.kind, f.patient) for f in keyed_only] == [
+        (IdentifierKind.NIR, "p-keyed"),
+        (IdentifierKind.NIR, None),
+    ]
+    # A roster NIR with another key does not claim the body.
+    other_key = replace(bodied, nir="184057510812440")
+    assert [f.patient for f in _engine(engine, (other_key,)).scan_fields(fields)] == [None, None]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_tokens_stable_per_audience(engine: str) -> None:
     scan = _engine(engine)
     fields = [TextField("Patiente : DUPONT Marie")]
