@@ -295,10 +295,11 @@ class _PatientTokens:
             if token is not None:
                 return token
         token = self(patient, audience)
-        if by_patient is None or self._cached_count >= self._capacity:
-            if self._cached_count >= self._capacity:
-                self._cached.clear()
-                self._cached_count = 0
+        if self._cached_count >= self._capacity:  # full: start afresh
+            self._cached.clear()
+            self._cached_count = 0
+            by_patient = None
+        if by_patient is None:
             by_patient = self._cached.setdefault(audience, {})
         by_patient[patient] = token
         self._cached_count += 1
