@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # are prerequisites, so an edit recompiles them (an extension module is imported ahead of
 # the .py beside it). The build tools are installed first, locked, and the build uses
 # them (--no-build-isolation).
-COMPILED_SOURCES := setup.py gateway/scan/_hyperscan.c gateway/scan/_digest.c gateway/scan/_native_text.c gateway/scan/_names.c gateway/scan/_reread.c gateway/scan/_validators.c gateway/scan/_first_names.c gateway/scan/_wordset.h $(filter-out %/__init__.py,$(wildcard gateway/scan/*.py gateway/pipeline/*.py))
+COMPILED_SOURCES := setup.py gateway/scan/_hyperscan.c gateway/scan/_digest.c gateway/scan/_native_text.c gateway/scan/_names.c gateway/scan/_reread.c gateway/scan/_validators.c gateway/scan/_first_names.c gateway/scan/_wordset.h gateway/scan/_triggers.h $(filter-out %/__init__.py,$(wildcard gateway/scan/*.py gateway/pipeline/*.py))
 
 $(STAMP): pyproject.toml requirements.lock $(COMPILED_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

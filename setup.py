@@ -21,9 +21,10 @@ run as plain Python, with the same results, slower.
 Beside them, seven hand-written C modules, each with a Python fallback that gives the
 same results (see their headers for why they exist). Three are built when pkg-config finds
 their library's headers (`make test` installs them):
-- gateway/scan/_hyperscan.c: Hyperscan scanning that returns its hits as a list. It links
-  Debian's libhs (libhyperscan-dev); without it the scanner uses the python-hyperscan
-  binding.
+- gateway/scan/_hyperscan.c: Hyperscan scanning that returns its hits as a list, with the
+  digit-led and name-junction shape triggers found by a walk over the bytes in the same
+  scan (gateway/scan/_triggers.h). It links Debian's libhs (libhyperscan-dev); without it
+  the scanner uses the python-hyperscan binding, Hyperscan then running every trigger.
 - gateway/scan/_digest.c: the finding digests (HMAC-SHA256) in one call. It links OpenSSL's
   libcrypto (libssl-dev), the library Python's hashlib links already; without it the
   engine computes them with hashlib.
@@ -64,7 +65,9 @@ COMPILED_MODULES = [
 ]
 
 
-def pkg_config_extension(name: str, source: str, library: str) -> list[Extension]:
+def pkg_config_extension(
+    name: str, source: str, library: str, depends: list[str] | None = None
+) -> list[Extension]:
     """Extension `name` built from `source` and linked to `library` when pkg-config finds
     the library and its headers, else nothing (the module's Python fallback is used)."""
     try:
@@ -83,6 +86,7 @@ def pkg_config_extension(name: str, source: str, library: str) -> list[Extension
             include_dirs=[flag[2:] for flag in found if flag.startswith("-I")],
             libraries=[flag[2:] for flag in found if flag.startswith("-l")],
             library_dirs=[flag[2:] for flag in found if flag.startswith("-L")],
+            depends=depends or [],
         )
     ]
 
@@ -93,7 +97,10 @@ if os.environ.get("PORTIQUE_PURE_PYTHON") != "1":
 
     ext_modules = mypycify(COMPILED_MODULES, opt_level="3", group_name="portique_compiled")
     ext_modules += pkg_config_extension(
-        "gateway.scan._hyperscan", "gateway/scan/_hyperscan.c", "libhs"
+        "gateway.scan._hyperscan",
+        "gateway/scan/_hyperscan.c",
+        "libhs",
+        depends=["gateway/scan/_triggers.h"],  # the triggers found by a C walk
     )
     ext_modules += pkg_config_extension(
         "gateway.scan._digest", "gateway/scan/_digest.c", "libcrypto"

@@ -9,12 +9,16 @@ chance to hand it over and wait to get it back. This module does the same scan w
 C callback that only records the hit, and builds the result list once at the end.
 
 Contract (gateway/scan/matchers.py relies on it):
-- `Database(expressions, ids, flags, literal=False)` compiles a block-mode database:
-  regular expressions (`hs_compile_multi`) or, with `literal=True`, literals
-  (`hs_compile_lit_multi`; `flags` is then one int for all). Expressions are bytes.
+- `Database(expressions, ids, flags, literal=False, *, triggers=[])` compiles a
+  block-mode database: regular expressions (`hs_compile_multi`) or, with `literal=True`,
+  literals (`hs_compile_lit_multi`; `flags` is then one int for all). Expressions are
+  bytes. `triggers` lists `(shape name, id)` pairs: the shapes whose trigger hits the
+  walk of _triggers.h finds in the same scan, each reported with its id (TRIGGERS names
+  the shapes it knows). With triggers, `expressions` may be empty (never with literals).
 - `Database.scan(data)` returns every hit as an `(id, start, end)` tuple, in the order
   Hyperscan reports them (by end, but for a match whose start it tracks, which it may
-  report after later ones), as the binding's callback would have seen them.
+  report after later ones), as the binding's callback would have seen them; the walked
+  triggers' hits follow, by start.
 - `Database.scan_grouped(data)` returns the same hits grouped by id: one `(id, spans)`
   tuple per id that fired, by ascending id, `spans` the flat list `[start, end, start,
   end, ...]` of its distinct (start, end) pairs sorted by start, then end. (The shape
@@ -54,6 +58,8 @@ touches Python objects (it may run without the GIL).
 #include <Python.h>
 #include <hs.h>
 
+#include "_triggers.h"
+
 /* Above this size a scan releases the GIL (about 0.1-1 ms of scanning). */
 #define LARGE_SCAN 65536
 
@@ -74,27 +80,40 @@ typedef struct {
 
 #define HIT_BUFFER(database) {NULL, 0, 0, 0, (database)->ids, (database)->widths}
 
-static int record_hit(unsigned int index, unsigned long long from, unsigned long long to,
-                      unsigned int flags, void *context)
+/* Appends a hit; 0, or -1 when out of memory (flagged in the buffer). */
+static int push_hit(HitBuffer *buffer, unsigned int id, unsigned long long start,
+                    unsigned long long end)
 {
-    (void)flags;
-    HitBuffer *buffer = context;
     if (buffer->count == buffer->capacity) {
         size_t capacity = buffer->capacity ? buffer->capacity * 2 : 64;
         Hit *grown = realloc(buffer->hits, capacity * sizeof(Hit));
         if (grown == NULL) {
             buffer->out_of_memory = 1;
-            return 1; /* halt the scan */
+            return -1;
         }
         buffer->hits = grown;
         buffer->capacity = capacity;
     }
+    buffer->hits[buffer->count++] = (Hit){id, start, end};
+    return 0;
+}
+
+static int record_hit(unsigned int index, unsigned long long from, unsigned long long to,
+                      unsigned int flags, void *context)
+{
+    (void)flags;
+    HitBuffer *buffer = context;
     int width = buffer->widths[index];
     if (width >= 0) {
         from = to - (unsigned long long)width;
     }
-    buffer->hits[buffer->count++] = (Hit){buffer->ids[index], from, to};
-    return 0;
+    return push_hit(buffer, buffer->ids[index], from, to) < 0; /* 1 halts the scan */
+}
+
+/* find_triggers' sink (see _triggers.h). */
+static int record_trigger_hit(void *context, unsigned int id, size_t start, size_t end)
+{
+    return push_hit(context, id, start, end);
 }
 
 typedef struct {
@@ -103,6 +122,9 @@ typedef struct {
     hs_scratch_t *scratch;
     unsigned int *ids; /* see HitBuffer */
     int *widths;
+    int compiled;
+    int has_triggers;
+    int trigger_ids[TRIGGER_KINDS]; /* the id of each kind _triggers.h finds, or -1 */
 } Database;
 
 static void Database_dealloc(Database *self)
@@ -172,25 +194,65 @@ static int expression_arrays(PyObject *expressions, Py_ssize_t count, const char
     return 0;
 }
 
-static int Database_init(Database *self, PyObject *args, PyObject *kwargs)
+/* The kinds `triggers` (a list of (shape name, id)) asks find_triggers for. */
+static int read_triggers(Database *self, PyObject *triggers)
 {
-    static char *keywords[] = {"expressions", "ids", "flags", "literal", NULL};
-    PyObject *expressions, *ids, *flags;
-    int literal = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O|p", keywords, &PyList_Type,
-                                     &expressions, &PyList_Type, &ids, &flags, &literal)) {
+    for (int kind = 0; kind < TRIGGER_KINDS; kind++) {
+        self->trigger_ids[kind] = -1;
+    }
+    if (triggers == NULL) {
+        return 0;
+    }
+    if (!PyList_Check(triggers)) {
+        PyErr_SetString(PyExc_TypeError, "triggers must be a list of (name, id)");
         return -1;
     }
-    if (self->database != NULL) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(triggers); i++) {
+        const char *name;
+        int id;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(triggers, i), "si", &name, &id)) {
+            return -1;
+        }
+        int kind = trigger_kind(name);
+        if (kind < 0 || id < 0) {
+            PyErr_SetString(PyExc_ValueError, "a trigger names no built-in kind, or its id is < 0");
+            return -1;
+        }
+        self->trigger_ids[kind] = id;
+        self->has_triggers = 1;
+    }
+    return 0;
+}
+
+static int Database_init(Database *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"expressions", "ids", "flags", "literal", "triggers", NULL};
+    PyObject *expressions, *ids, *flags, *triggers = NULL;
+    int literal = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O|p$O", keywords, &PyList_Type,
+                                     &expressions, &PyList_Type, &ids, &flags, &literal,
+                                     &triggers)) {
+        return -1;
+    }
+    if (self->compiled) {
         PyErr_SetString(PyExc_RuntimeError, "Database is already compiled");
         return -1;
     }
-    Py_ssize_t count = PyList_GET_SIZE(expressions);
-    if (count == 0 || PyList_GET_SIZE(ids) != count
-        || (!literal && (!PyList_Check(flags) || PyList_GET_SIZE(flags) != count))) {
-        PyErr_SetString(PyExc_ValueError,
-                        "expressions, ids and flags must be non-empty and of one length");
+    if (read_triggers(self, triggers) < 0) {
         return -1;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(expressions);
+    if ((count == 0 && !self->has_triggers) || PyList_GET_SIZE(ids) != count
+        || (!literal && (!PyList_Check(flags) || PyList_GET_SIZE(flags) != count))
+        || (literal && self->has_triggers)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "expressions, ids and flags must be of one length, non-empty "
+                        "unless triggers are given (never with literals)");
+        return -1;
+    }
+    if (count == 0) { /* the built-in triggers alone */
+        self->compiled = 1;
+        return 0;
     }
     const char **texts = PyMem_Calloc((size_t)count, sizeof(char *));
     size_t *lengths = PyMem_Calloc((size_t)count, sizeof(size_t));
@@ -256,6 +318,7 @@ static int Database_init(Database *self, PyObject *args, PyObject *kwargs)
         goto done;
     }
     status = 0;
+    self->compiled = 1;
 done:
     if (status < 0) {
         PyMem_Free(self->ids);
@@ -444,10 +507,27 @@ static PyObject *hits_grouped(HitBuffer *buffer)
     return groups;
 }
 
+/* Hyperscan's hits, then the built-in triggers' (which never touch Python objects), into
+   `buffer`; a failed allocation is flagged there. */
+static hs_error_t scan_into(const Database *self, const Py_buffer *view, hs_scratch_t *scratch,
+                            HitBuffer *buffer)
+{
+    hs_error_t result = HS_SUCCESS;
+    if (self->database != NULL) {
+        result = hs_scan(self->database, view->buf, (unsigned int)view->len, 0, scratch,
+                         record_hit, buffer);
+    }
+    if (result == HS_SUCCESS && self->has_triggers && !buffer->out_of_memory) {
+        find_triggers(self->trigger_ids, view->buf, (size_t)view->len, record_trigger_hit,
+                      buffer);
+    }
+    return result;
+}
+
 /* Scans `data` into `buffer` (which the caller frees); -1 with an exception set on error. */
 static int scan_hits(Database *self, PyObject *data, HitBuffer *buffer)
 {
-    if (self->database == NULL) {
+    if (!self->compiled) {
         PyErr_SetString(PyExc_RuntimeError, "Database is not compiled");
         return -1;
     }
@@ -460,19 +540,21 @@ static int scan_hits(Database *self, PyObject *data, HitBuffer *buffer)
         PyErr_SetString(PyExc_ValueError, "Hyperscan scans less than 4 GiB at once");
         return -1;
     }
-    hs_error_t result;
+    hs_error_t result = HS_SUCCESS;
     if (view.len < LARGE_SCAN) {
-        result = hs_scan(self->database, view.buf, (unsigned int)view.len, 0, self->scratch,
-                         record_hit, buffer);
+        result = scan_into(self, &view, self->scratch, buffer);
     } else {
         hs_scratch_t *scratch = NULL;
-        result = hs_clone_scratch(self->scratch, &scratch);
+        if (self->scratch != NULL) {
+            result = hs_clone_scratch(self->scratch, &scratch);
+        }
         if (result == HS_SUCCESS) {
             Py_BEGIN_ALLOW_THREADS
-            result = hs_scan(self->database, view.buf, (unsigned int)view.len, 0, scratch,
-                             record_hit, buffer);
+            result = scan_into(self, &view, scratch, buffer);
             Py_END_ALLOW_THREADS
-            hs_free_scratch(scratch);
+            if (scratch != NULL) {
+                hs_free_scratch(scratch);
+            }
         }
     }
     PyBuffer_Release(&view);
@@ -662,12 +744,33 @@ static struct PyModuleDef module = {
     .m_size = -1,
 };
 
+/* TRIGGERS: the shape names find_triggers knows, as a tuple. */
+static int add_trigger_names(PyObject *module)
+{
+    PyObject *names = PyTuple_New(TRIGGER_KINDS);
+    if (names == NULL) {
+        return -1;
+    }
+    for (int kind = 0; kind < TRIGGER_KINDS; kind++) {
+        PyObject *name = PyUnicode_FromString(trigger_names[kind]);
+        if (name == NULL) {
+            Py_DECREF(names);
+            return -1;
+        }
+        PyTuple_SET_ITEM(names, kind, name);
+    }
+    int result = PyModule_AddObjectRef(module, "TRIGGERS", names);
+    Py_DECREF(names);
+    return result;
+}
+
 PyMODINIT_FUNC PyInit__hyperscan(void)
 {
     if (hs_valid_platform() != HS_SUCCESS) { /* Hyperscan needs SSSE3 */
         PyErr_SetString(PyExc_ImportError, "Hyperscan does not support this CPU");
         return NULL;
     }
+    triggers_init();
     if (PyType_Ready(&DatabaseType) < 0) {
         return NULL;
     }
@@ -678,7 +781,8 @@ PyMODINIT_FUNC PyInit__hyperscan(void)
     if (PyModule_AddObjectRef(m, "Database", (PyObject *)&DatabaseType) < 0
         || PyModule_AddIntConstant(m, "HS_FLAG_CASELESS", HS_FLAG_CASELESS) < 0
         || PyModule_AddIntConstant(m, "HS_FLAG_SOM_LEFTMOST", HS_FLAG_SOM_LEFTMOST) < 0
-        || PyModule_AddStringConstant(m, "HS_VERSION", hs_version()) < 0) {
+        || PyModule_AddStringConstant(m, "HS_VERSION", hs_version()) < 0
+        || add_trigger_names(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -2,9 +2,10 @@
 
 Two interchangeable implementations of the same contract:
 - `HyperscanMatcher`: one Hyperscan database for the shapes (compiled once, at engine
-  build), used as a prefilter; and one literal database for roster and practice names
-  (caseless, literal mode: a regex database of 100,000 names takes minutes to
-  compile, the literal one seconds). A shape hit is re-read: at its exact start (SOM,
+  build), used as a prefilter (the digit-led and name-junction triggers found in the
+  same scan by a C walk where gateway/scan/_hyperscan.c is built); and one literal
+  database for roster and practice names (caseless, literal mode: a regex database of
+  100,000 names takes minutes to compile, the literal one seconds). A shape hit is re-read: at its exact start (SOM,
   or a trigger that is the pattern's prefix), at the starts a locator finds before a
   junction trigger, or in a bounded window; or, for the shapes whose pattern allows one
   end per start (`Shape.span_is_match`: ISO dates, dates in words), taken as Hyperscan
@@ -264,12 +265,20 @@ class HyperscanMatcher:
         # Each expression's id is its shape's index: a shape's several triggers report
         # alike (Hyperscan allows shared ids), so a hit needs no look-up to find its shape.
         ids: list[int] = []
+        # The shapes whose triggers gateway/scan/_hyperscan.c finds by a walk over the
+        # bytes (_triggers.h: the same hits, ~40k instructions a dense order less than
+        # Hyperscan's automata on their digit and capital classes).
+        built_in = native_trigger_names() if native else frozenset()
+        triggers: list[tuple[str, int]] = []
         for index, shape in enumerate(SHAPES):
+            if shape.name.value in built_in:
+                triggers.append((shape.name.value, index))
+                continue
             for pattern in (shape.trigger or shape.pattern, *shape.extra_triggers):
                 expressions.append(pattern.encode("ascii"))
                 flags.append(HS_FLAG_SOM_LEFTMOST | (HS_FLAG_CASELESS if shape.caseless else 0))
                 ids.append(index)
-        self._shape_db = _compile_database(native, expressions, ids, flags)
+        self._shape_db = _compile_database(native, expressions, ids, flags, triggers=triggers)
         # The re-reads in C (PCRE2), where gateway/scan/_reread.c is built: the Python
         # below cost a dense 2 KB order ~137k instructions, more than the Hyperscan scan.
         self._rereader: Rereader | None = native_rereader(self._plans) if reread else None
@@ -395,14 +404,28 @@ def _compile_database(
     flags: list[int] | int,
     *,
     literal: bool = False,
+    triggers: list[tuple[str, int]] | None = None,
 ) -> HitScanner:
-    """A block-mode database of `expressions` (regular expressions, or literals)."""
+    """A block-mode database of `expressions` (regular expressions, or literals), and of
+    the built-in `triggers` (native only: see native_trigger_names)."""
     if native:
         from gateway.scan import _hyperscan
 
-        database: HitScanner = _hyperscan.Database(expressions, ids, flags, literal=literal)
+        database: HitScanner = _hyperscan.Database(
+            expressions, ids, flags, literal=literal, triggers=triggers or []
+        )
         return database
+    assert not triggers, "the python-hyperscan binding has no built-in triggers"
     return _BindingDatabase(expressions, ids, flags, literal)
+
+
+def native_trigger_names() -> frozenset[str]:
+    """The shapes (ShapeName values) whose triggers gateway/scan/_hyperscan.c finds by a
+    walk over the bytes instead of Hyperscan: the hits Hyperscan would report for the
+    shape's trigger expressions (tests/scan/test_hyperscan_native.py compares them)."""
+    from gateway.scan import _hyperscan
+
+    return frozenset(_hyperscan.TRIGGERS)
 
 
 class _BindingDatabase:
