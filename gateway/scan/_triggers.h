@@ -4,10 +4,12 @@ by _hyperscan.c.
 Purpose. Hyperscan runs the shapes' triggers (gateway/scan/shapes.py) as one database,
 and most of its time went to the triggers led by a digit or a capital: a class such as
 `\d` or `[a-z]` gives its literal matcher nothing to skip with, so its automata ran at
-every digit and every space. On a dense 2 KB lab order those twelve shapes cost 65k of
-the database's 85k instructions. Each of their triggers is a short run of classes whose
-every position is decided by the character there, so a walk over the bytes that looks
-at each digit, space and "+" finds the same hits for a fraction of that.
+every digit and every space, and the short titles before a name ("M.", "Nom", "Dr")
+fire at every such word. On a dense 2 KB lab order those fifteen shapes cost ~80k of the
+database's 85k instructions. Each of their triggers is a short run of classes or words
+whose every position is decided by the character there, so a walk over the bytes that
+stops at a digit, a "+" and a capital after a space finds the same hits for less (and,
+timed, for less still: ~6 % of a dense order's scan and rewrite).
 
 Contract:
 - `triggers_init()` fills the tables, once, before any scan.
@@ -19,9 +21,9 @@ Contract:
   trigger) compiled as shapes.py writes them, with HS_FLAG_SOM_LEFTMOST (and
   HS_FLAG_CASELESS where the shape is caseless): every (leftmost start, end) of a match.
   `ids[kind]` is the id hits of that kind carry; a kind whose id is negative is skipped.
-  Hits come by start, kinds interleaved, not in Hyperscan's order. Returns 0, or -1 as
-  soon as `sink` does.
-- tests/scan/test_hyperscan_native.py checks every kind against Hyperscan on generated
+  Hits come in no set order (the caller sorts them). Returns 0, or -1 as soon as `sink`
+  does.
+- tests/scan/test_triggers_native.py checks every kind against Hyperscan on generated
   texts: the same hits.
 
 Invariants. Reads only text[0:length]; a position past the end reads as NUL (a
@@ -30,7 +32,7 @@ non-word character, as Hyperscan's `\b` treats the end of the data). ASCII seman
 A-Z only. For each kind, the position of the hit's first character fixes every later
 character's role (no optional part can also be read as the next one), so a start has at
 most one end per expression and an end one start: the walk matches forward from each
-possible start, with no backtracking.
+possible start (a title, back from the space after it), with no backtracking.
 */
 #ifndef PORTIQUE_TRIGGERS_H
 #define PORTIQUE_TRIGGERS_H
@@ -52,12 +54,16 @@ enum {
     TRIGGER_POSTCODE_TOWN,
     TRIGGER_UPPER_FIRST,
     TRIGGER_FIRST_UPPER,
+    TRIGGER_CIVILITY_NAME,
+    TRIGGER_INTRO_NAME,
+    TRIGGER_DOCTOR,
     TRIGGER_KINDS
 };
 
 static const char *const trigger_names[TRIGGER_KINDS] = {
     "nir",         "iban",   "phone_fr", "phone_intl",    "date_numeric", "date_iso",
     "date_words",  "street", "age",      "postcode_town", "upper_first",  "first_upper",
+    "civility_name", "intro_name", "doctor",
 };
 
 typedef int (*TriggerSink)(void *context, unsigned int id, size_t start, size_t end);
@@ -440,7 +446,99 @@ static int triggers_at_digit(const int *ids, const TriggerText *t, size_t i, Tri
     return 0;
 }
 
-/* The hits around the space at `i`: a postcode and town's, a name pair's junction. */
+/* The words before a name (shapes._CIVILITY, _INTRO and _DOCTOR), case as written. The
+   civilities and titles a dot may follow, and those that stand without one. */
+static const TriggerWord trigger_civilities_dotted[] = {
+    TRIGGER_WORD("M"), TRIGGER_WORD("Mr"), TRIGGER_WORD("Mme"), TRIGGER_WORD("Mlle"), {NULL, 0},
+};
+static const TriggerWord trigger_civilities[] = {
+    TRIGGER_WORD("Mr"),     TRIGGER_WORD("Mme"),      TRIGGER_WORD("Mlle"),
+    TRIGGER_WORD("Madame"), TRIGGER_WORD("Monsieur"), TRIGGER_WORD("Mademoiselle"),
+    TRIGGER_WORD("MME"),    TRIGGER_WORD("MR"),       TRIGGER_WORD("MLLE"),
+    TRIGGER_WORD("MADAME"), TRIGGER_WORD("MONSIEUR"), {NULL, 0},
+};
+static const TriggerWord trigger_intros[] = {
+    TRIGGER_WORD("Patient"), TRIGGER_WORD("patient"), TRIGGER_WORD("Patiente"),
+    TRIGGER_WORD("patiente"), TRIGGER_WORD("PATIENT"), TRIGGER_WORD("PATIENTE"),
+    TRIGGER_WORD("Pour"),    TRIGGER_WORD("pour"),    TRIGGER_WORD("POUR"),
+    TRIGGER_WORD("Bonjour"), TRIGGER_WORD("bonjour"), TRIGGER_WORD("Bonsoir"),
+    TRIGGER_WORD("bonsoir"), TRIGGER_WORD("Cher"),    TRIGGER_WORD("cher"),
+    TRIGGER_WORD("Chere"),   TRIGGER_WORD("chere"),   TRIGGER_WORD("Nom"),
+    TRIGGER_WORD("nom"),     {NULL, 0},
+};
+static const TriggerWord trigger_doctors[] = {
+    TRIGGER_WORD("Dr"), TRIGGER_WORD("DR"), TRIGGER_WORD("Docteur"), TRIGGER_WORD("DOCTEUR"),
+    TRIGGER_WORD("Pr"), TRIGGER_WORD("Professeur"), {NULL, 0},
+};
+#define TRIGGER_LONGEST_TITLE 12 /* "Mademoiselle" */
+
+/* The run of letters ending at `end` when a word boundary opens it (no word character
+   before) and it is at most TRIGGER_LONGEST_TITLE long: its start, else `end` (never a
+   title's start: no title is empty). */
+static size_t trigger_title_run(const TriggerText *t, size_t end)
+{
+    size_t start = end;
+    while (start > 0 && end - start <= TRIGGER_LONGEST_TITLE
+           && (trigger_classes[t->text[start - 1]] & (T_UPPER | T_LOWER))) {
+        start--;
+    }
+    if (end - start > TRIGGER_LONGEST_TITLE
+        || (start > 0 && (trigger_classes[t->text[start - 1]] & T_WORD))) {
+        return end;
+    }
+    return start;
+}
+
+/* Whether text[start:end] is one of `words`, as written. */
+static int trigger_is_title(const TriggerText *t, size_t start, size_t end,
+                            const TriggerWord *words)
+{
+    for (size_t k = 0; words[k].text != NULL; k++) {
+        if (words[k].length == end - start
+            && memcmp(words[k].text, t->text + start, end - start) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The hits of the words before a name, ending at the capital after the space at `i`:
+   CIVILITY_NAME's \b(?:civilities) [A-Z], INTRO_NAME's \b(?:intros)(?: ?:)? [A-Z] and
+   DOCTOR's \b(?:titles)\.? [A-Z]. Every title opens with one of "BCDMNPbcnp". */
+static int triggers_before_name(const int *ids, const TriggerText *t, size_t i, TriggerSink sink,
+                                void *context)
+{
+    unsigned char last = t->text[i - 1];
+    /* The title ends at the space, or before the "." or ":" there, or before " :". */
+    size_t end = i;
+    if (last == '.' || last == ':') {
+        end = i - 1;
+        if (last == ':' && i >= 2 && t->text[i - 2] == ' ') {
+            end = i - 2;
+        }
+    }
+    size_t start = trigger_title_run(t, end);
+    if (start == end || strchr("BCDMNPbcnp", t->text[start]) == NULL) {
+        return 0;
+    }
+    if (ids[TRIGGER_CIVILITY_NAME] >= 0 && last != ':'
+        && trigger_is_title(t, start, end,
+                            last == '.' ? trigger_civilities_dotted : trigger_civilities)) {
+        TRIGGER_EMIT(TRIGGER_CIVILITY_NAME, start, i + 2);
+    }
+    if (ids[TRIGGER_INTRO_NAME] >= 0 && last != '.'
+        && trigger_is_title(t, start, end, trigger_intros)) {
+        TRIGGER_EMIT(TRIGGER_INTRO_NAME, start, i + 2);
+    }
+    if (ids[TRIGGER_DOCTOR] >= 0 && last != ':'
+        && trigger_is_title(t, start, end, trigger_doctors)) {
+        TRIGGER_EMIT(TRIGGER_DOCTOR, start, i + 2);
+    }
+    return 0;
+}
+
+/* The hits around the space at `i`: a postcode and town's, a name pair's junction, the
+   words before a name. */
 static int triggers_at_space(const int *ids, const TriggerText *t, size_t i, TriggerSink sink,
                              void *context)
 {
@@ -470,7 +568,7 @@ static int triggers_at_space(const int *ids, const TriggerText *t, size_t i, Tri
             TRIGGER_EMIT(TRIGGER_UPPER_FIRST, i - 2, i + 4);
         }
     }
-    return 0;
+    return triggers_before_name(ids, t, i, sink, context);
 }
 
 /* The hits at the "+" at `i`: PHONE_FR's \+33, PHONE_INTL's \+[1-9]. */

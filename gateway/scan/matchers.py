@@ -2,8 +2,8 @@
 
 Two interchangeable implementations of the same contract:
 - `HyperscanMatcher`: one Hyperscan database for the shapes (compiled once, at engine
-  build), used as a prefilter (the digit-led and name-junction triggers found in the
-  same scan by a C walk where gateway/scan/_hyperscan.c is built); and one literal
+  build), used as a prefilter (the digit-led, name-junction and title triggers found in
+  the same scan by a C walk where gateway/scan/_hyperscan.c is built); and one literal
   database for roster and practice names (caseless, literal mode: a regex database of
   100,000 names takes minutes to compile, the literal one seconds). A shape hit is re-read: at its exact start (SOM,
   or a trigger that is the pattern's prefix), at the starts a locator finds before a
@@ -266,8 +266,8 @@ class HyperscanMatcher:
         # alike (Hyperscan allows shared ids), so a hit needs no look-up to find its shape.
         ids: list[int] = []
         # The shapes whose triggers gateway/scan/_hyperscan.c finds by a walk over the
-        # bytes (_triggers.h: the same hits, ~40k instructions a dense order less than
-        # Hyperscan's automata on their digit and capital classes).
+        # bytes (_triggers.h: the same hits, ~37k instructions a dense order less than
+        # Hyperscan's automata on their digit and capital classes and short titles).
         built_in = native_trigger_names() if native else frozenset()
         triggers: list[tuple[str, int]] = []
         for index, shape in enumerate(SHAPES):

@@ -22,10 +22,11 @@ them, and Hyperscan's automata pay for every alternation and bounded repeat on e
 byte. ISO dates and dates in words, whose pattern allows one end per start, need no
 re-read at all (`span_is_match`).
 
-The triggers of the shapes led by a digit (NIR to postcode) and of the two name-pair
-junctions are also written in C (gateway/scan/_triggers.h): where gateway/scan/_hyperscan.c
-is built, a walk over the bytes finds their hits in the same scan, and Hyperscan runs the
-other shapes. A change to one of those triggers here is a change there too:
+The triggers of the shapes led by a digit (NIR to postcode), of the two name-pair
+junctions and of the titles before a name (civility, intro, doctor) are also written in
+C (gateway/scan/_triggers.h): where gateway/scan/_hyperscan.c is built, a walk over the
+bytes finds their hits in the same scan, and Hyperscan runs the other shapes (e-mail,
+residence street). A change to one of those triggers here is a change there too:
 tests/scan/test_triggers_native.py compares the two on generated texts.
 """
 

@@ -69,8 +69,29 @@ _SEEDS = (
     "LE GALL N'Diaye",
     "jean DU",
     "AB C'D",
+    "M. DUPONT",
+    "Mme Jean",
+    "Mlle. X",
+    "MME DUPONT",
+    "Madame Z",
+    "xMme D",
+    "1Mr D",
+    "Nom : DUPONT",
+    "nom: X",
+    "Pour M. D",
+    "patiente Marie",
+    "PATIENT Y",
+    "Bonjour Jean",
+    "Chere Anne",
+    "Dr. Martin",
+    "DR MARTIN",
+    "Professeur X",
+    "_Dr X",
+    "Mademoiselle Y",
+    "Cher Mr. D",
+    "Mme: D",
 )
-_EDITS = " .-/,'0123456789aAbBeErRnNsSmMoOiItTuUvVdDzZ_\0+\xe9"
+_EDITS = " .:-/,'0123456789aAbBeErRnNsSmMoOiItTuUvVdDzZ_\0+\xe9"
 _JOINS = ("", " ", "\0", ", ", "x", "\n")
 
 
@@ -109,6 +130,9 @@ _WALKED = frozenset(
         ShapeName.POSTCODE_TOWN,
         ShapeName.UPPER_FIRST,
         ShapeName.FIRST_UPPER,
+        ShapeName.CIVILITY_NAME,
+        ShapeName.INTRO_NAME,
+        ShapeName.DOCTOR,
     }
 )
 
@@ -139,7 +163,7 @@ def _databases(shapes: list[Shape]) -> tuple[object, object]:
     return hyperscan, walk
 
 
-def test_the_digit_led_and_name_junction_shapes_are_walked() -> None:
+def test_the_digit_led_name_junction_and_title_shapes_are_walked() -> None:
     assert native_trigger_names() == _WALKED
 
 
