@@ -1713,7 +1713,17 @@ def _resolve_cluster(spans: list[_Span], folded: str) -> list[_Span]:
         first, second = spans
         if _ranks_before(second, first):
             first, second = second, first
-        if second.kind is not _Kind.NAME or second.patient is None:
+        if (
+            second.kind is not _Kind.NAME
+            or second.patient is None
+            or first.kind is not _Kind.NAME
+            or first.patient != second.patient
+            or (first.start <= second.start and second.end <= first.end)
+        ):
+            # Nothing of the other is kept: it is no rostered name, or `first` is no
+            # reading of the same patient's name (_keep_uncovered_words keeps nothing
+            # then), or covers it whole (the roster's and the context's reading of one
+            # name, the usual pair with a roster).
             return [first]
     kept: _KeptSpans = _SmallKept() if len(spans) <= _SMALL_CLUSTER else _LargeKept(spans)
     for span in _by_rank(spans):
