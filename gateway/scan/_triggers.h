@@ -61,9 +61,9 @@ enum {
 };
 
 static const char *const trigger_names[TRIGGER_KINDS] = {
-    "nir",         "iban",   "phone_fr", "phone_intl",    "date_numeric", "date_iso",
-    "date_words",  "street", "age",      "postcode_town", "upper_first",  "first_upper",
-    "civility_name", "intro_name", "doctor",
+    "nir",        "iban",         "phone_fr",    "phone_intl",    "date_numeric",
+    "date_iso",   "date_words",   "street",      "age",           "postcode_town",
+    "upper_first", "first_upper", "civility_name", "intro_name",  "doctor",
 };
 
 typedef int (*TriggerSink)(void *context, unsigned int id, size_t start, size_t end);
@@ -103,7 +103,6 @@ static void trigger_classes_fill_table(void)
     trigger_classes['.'] = T_NIR_SEP | T_DATE_SEP;
     trigger_classes['-'] = T_NIR_SEP | T_DATE_SEP;
     trigger_classes['/'] = T_DATE_SEP;
-
 }
 
 typedef struct {
