@@ -22,9 +22,10 @@ Beside them, seven hand-written C modules, each with a Python fallback that give
 same results (see their headers for why they exist). Three are built when pkg-config finds
 their library's headers (`make test` installs them):
 - gateway/scan/_hyperscan.c: Hyperscan scanning that returns its hits as a list, with the
-  digit-led, name-junction and title shape triggers found by a walk over the bytes in the
-  same scan (gateway/scan/_triggers.h). It links Debian's libhs (libhyperscan-dev); without it
-  the scanner uses the python-hyperscan binding, Hyperscan then running every trigger.
+  digit-led, name-junction and title shape triggers found by a walk over the bytes in
+  the same scan (gateway/scan/_triggers.h). It links Debian's libhs (libhyperscan-dev);
+  without it the scanner uses the python-hyperscan binding, Hyperscan then running every
+  trigger.
 - gateway/scan/_digest.c: the finding digests (HMAC-SHA256) in one call. It links OpenSSL's
   libcrypto (libssl-dev), the library Python's hashlib links already; without it the
   engine computes them with hashlib.

@@ -5,12 +5,13 @@ Two interchangeable implementations of the same contract:
   build), used as a prefilter (the digit-led, name-junction and title triggers found in
   the same scan by a C walk where gateway/scan/_hyperscan.c is built); and one literal
   database for roster and practice names (caseless, literal mode: a regex database of
-  100,000 names takes minutes to compile, the literal one seconds). A shape hit is re-read: at its exact start (SOM,
-  or a trigger that is the pattern's prefix), at the starts a locator finds before a
-  junction trigger, or in a bounded window; or, for the shapes whose pattern allows one
-  end per start (`Shape.span_is_match`: ISO dates, dates in words), taken as Hyperscan
-  reports it, start and end. The re-reads run in C with PCRE2 (gateway/scan/_reread.c)
-  where it is built, else in Python with `re` (`_reread`): same candidates.
+  100,000 names takes minutes to compile, the literal one seconds). A shape hit is
+  re-read: at its exact start (SOM, or a trigger that is the pattern's prefix), at the
+  starts a locator finds before a junction trigger, or in a bounded window; or, for the
+  shapes whose pattern allows one end per start (`Shape.span_is_match`: ISO dates,
+  dates in words), taken as Hyperscan reports it, start and end. The re-reads run in C
+  with PCRE2 (gateway/scan/_reread.c) where it is built, else in Python with `re`
+  (`_reread`): same candidates.
 - `ReMatcher`: Python `re` over the whole text for shapes, and an Aho-Corasick
   automaton (pyahocorasick) for literals, on the same word view.
 
@@ -422,7 +423,7 @@ def _compile_database(
 def native_trigger_names() -> frozenset[str]:
     """The shapes (ShapeName values) whose triggers gateway/scan/_hyperscan.c finds by a
     walk over the bytes instead of Hyperscan: the hits Hyperscan would report for the
-    shape's trigger expressions (tests/scan/test_hyperscan_native.py compares them)."""
+    shape's trigger expressions (tests/scan/test_triggers_native.py compares them)."""
     from gateway.scan import _hyperscan
 
     return frozenset(_hyperscan.TRIGGERS)
