@@ -18,7 +18,7 @@ Contract (gateway/scan/matchers.py relies on it):
 - `Database.scan(data)` returns every hit as an `(id, start, end)` tuple, in the order
   Hyperscan reports them (by end, but for a match whose start it tracks, which it may
   report after later ones), as the binding's callback would have seen them; the walked
-  triggers' hits follow, by start.
+  triggers' hits follow, in the order the walk finds them.
 - `Database.scan_grouped(data)` returns the same hits grouped by id: one `(id, spans)`
   tuple per id that fired, by ascending id, `spans` the flat list `[start, end, start,
   end, ...]` of its distinct (start, end) pairs sorted by start, then end. (The shape
