@@ -200,6 +200,7 @@ static int read_triggers(Database *self, PyObject *triggers)
     for (int kind = 0; kind < TRIGGER_KINDS; kind++) {
         self->trigger_ids[kind] = -1;
     }
+    self->has_triggers = 0; /* a second __init__ after a failed one starts afresh */
     if (triggers == NULL) {
         return 0;
     }
