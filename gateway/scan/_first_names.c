@@ -10,10 +10,12 @@ looks it up in a frozenset, and, where it is a first name's end or start, lower-
 whole field and runs a regex: ~13k instructions on a dense 2 KB order with a 10,000-
 patient roster, growing with the roster. Here the neighbours are read in place in the
 folded text's own bytes; the neighbouring word is first looked up, lower-cased on the
-fly, in a table of the words of every surname's first names (built once), and a Python
-str is made only where it is one of them, for the look-ups the Python makes. A dense
-order costs 6.8k instructions fewer with a 10,000-patient roster (load-tests/
-callgrind_scan.py, 542.5k to 535.7k; 536.7k without the word tables).
+fly, in a filter of the (surname, word) pairs of the surnames' first names (built once),
+and a Python str is made only where the filter passes it, for the look-ups the Python
+makes. A dense order costs 6.8k instructions fewer with a 10,000-patient roster
+(load-tests/callgrind_scan.py, 542.5k to 535.7k; 536.7k without the word tables). The
+words of a field are walked in one call (`full_names`): called per word and side from
+compiled Python, the calls cost about as much as the reads.
 
 The context names (Engine._context_name_py: each UPPER_FIRST, FIRST_UPPER, CIVILITY_NAME
 and INTRO_NAME name and each display name, ~4 a dense order) are lower-cased, split and
@@ -57,6 +59,14 @@ offset and on word lists):
     (start, end, first name) or None; 0 <= end <= len(folded).
   - `before(folded, start, surname, in_file_name)` returns what
     Engine._first_name_before_py returns; 0 <= start <= len(folded).
+  - `full_names(folded, words, in_file_name)` walks a field's roster words as
+    Engine._full_names does without the C: `words` a list of (start, end, surname)
+    tuples (TypeError), 0 <= start <= end <= len(folded) (ValueError), each read with
+    before(), else after(), unless it starts before the end of the name taken last (its
+    surname and first name). Returns None where no word is taken, else a list of
+    (index in words, match) in word order, match what before() or after() returned, or
+    None for a word inside the name taken before it. One call a field: a call per word
+    and side, from compiled Python, cost about as much as the reads themselves.
 - `Civilities(words, tails, window)`: engine._CIVILITY_WORDS (1-32 ASCII characters,
   the last not " " or ":"; the words _CIVILITY_BEFORE is built from, each after a word
   boundary and before 1-3 of " :"), _CIVILITY_TAILS (ASCII str: only those of two
@@ -68,17 +78,23 @@ offset and on word lists):
   TypeError. No message names a value: the texts are patient data.
 
 Invariants. Holds the GIL (a hit reads tens of characters) and keeps no state but what
-construction made: four references to the engine's tables (only looked up), the word
-tables built from three of them, and the civility words and tails copied; all read-only
-after, so every thread may call it. A cut of a name's words is skipped only where its
-second part's first word is no name head: then neither order is a key (checked, for
-every key of two ASCII str, when the object is made); a word is a name head exactly when
-`in` name_heads finds it (its ASCII words as written, and whether "" is one). Every
-offset is checked against the text's length before any byte is read, and every read
-stays within what the Python reads: [end, len) after a hit (the window bounds the words,
-not the first one's look-up), [start - window, start) before one and for a civility,
-[start, end) for a context name. On folded (ASCII) text, str.isalnum and the regexes'
-[a-z0-9] once lower-cased are [A-Za-z0-9]; \w adds "_".
+construction made: four references to the engine's tables (only looked up), the word and
+pair tables and filters built from them, and the civility words and tails copied; all
+read-only after, so every thread may call it. first_heads and first_tails are read into
+Bloom filters of (surname, word) pairs, for every ASCII str surname and each ASCII str of
+its container: a pair that is in them always passes, one that is not rarely (two bits of
+one 64-bit block, about eight pairs a block). They only pre-filter, as the containers
+did: a first name is taken only where (surname, first) is a key of full_names. A surname
+that is not ASCII is looked up in the dict itself. With 100,000 patients a filter takes
+128 KB, where a table of the pairs took 8 MB, each probe a likely cache miss. A cut of a
+name's words is skipped only where its second part's first word is no name head: then
+neither order is a key (checked, for every key of two ASCII str, when the object is
+made); a word is a name head exactly when `in` name_heads finds it (its ASCII words as
+written, and whether "" is one). Every offset is checked against the text's length before
+any byte is read, and every read stays within what the Python reads: [end, len) after a
+hit (the window bounds the words, not the first one's look-up), [start - window, start)
+before one and for a civility, [start, end) for a context name. On folded (ASCII) text,
+str.isalnum and the regexes' [a-z0-9] once lower-cased are [A-Za-z0-9]; \w adds "_".
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -108,18 +124,26 @@ typedef struct {
     size_t mask; /* slot count - 1, a power of two at least twice the pair count */
 } PairTable;
 
+/* A Bloom filter of (surname, word) pairs: a pair sets two bits of one 64-bit block, so a
+   look-up reads one word of memory. With 100,000 patients, 128 KB where the table of the
+   pairs themselves took 8 MB and each probe of it a likely cache miss. */
+typedef struct {
+    uint64_t *blocks;
+    size_t mask; /* block count - 1, a power of two */
+} PairFilter;
+
 typedef struct {
     PyObject_HEAD
     PyObject *full_names;  /* dict: (surname, first) -> patient keys */
     PyObject *first_heads; /* dict: surname -> container of first words */
     PyObject *first_tails; /* dict: surname -> container of last words */
     Py_ssize_t window;
-    WordSet any_head; /* every word of first_heads' containers, of any surname */
-    WordSet any_tail; /* every word of first_tails' containers */
     PyObject *name_heads; /* frozenset: the first word of each part of every key */
     WordSet heads;        /* its ASCII words (never the empty one) */
     int heads_has_empty;  /* whether "" is in name_heads */
     PairTable pairs;      /* full_names' keys and least patient keys */
+    PairFilter head_filter; /* (surname, word) of first_heads' ASCII str */
+    PairFilter tail_filter; /* the same of first_tails */
 } FirstNames;
 
 typedef struct {
@@ -186,30 +210,6 @@ static int collect_words(PyObject *words, PyObject *container, Py_ssize_t *pool_
     return !PyErr_Occurred();
 }
 
-/* Fills `set` with the ASCII str of the containers that are `tables`' values (others can
-   never equal a lower-cased ASCII word): 1, else 0 with an exception. */
-static int set_build(WordSet *set, PyObject *tables)
-{
-    PyObject *words = PyList_New(0);
-    if (words == NULL) {
-        return 0;
-    }
-    Py_ssize_t at = 0, pool_size = 0;
-    PyObject *key, *container;
-    while (PyDict_Next(tables, &at, &key, &container)) {
-        Py_INCREF(container); /* held while iterated */
-        int collected = collect_words(words, container, &pool_size);
-        Py_DECREF(container);
-        if (!collected) {
-            Py_DECREF(words);
-            return 0;
-        }
-    }
-    int filled = wordset_fill(set, words, pool_size);
-    Py_DECREF(words);
-    return filled;
-}
-
 /* Fills `set` with the ASCII str of the iterable `container`: 1, else 0 with an
    exception. */
 static int set_build_from(WordSet *set, PyObject *container)
@@ -224,7 +224,29 @@ static int set_build_from(WordSet *set, PyObject *container)
     return filled;
 }
 
-/* Reads `folded` (ASCII str) and an offset 0 <= offset <= len(folded): 1, else 0 with
+/* Reads `folded`, an ASCII str: 1, else 0 with TypeError or ValueError (no value quoted). */
+static int parse_folded(const char *function, PyObject *folded, const unsigned char **text,
+                        Py_ssize_t *size)
+{
+    if (!PyUnicode_Check(folded)) {
+        PyErr_Format(PyExc_TypeError, "%s(): folded must be str", function);
+        return 0;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(folded) < 0) {
+        return 0;
+    }
+#endif
+    if (!PyUnicode_IS_ASCII(folded)) {
+        PyErr_Format(PyExc_ValueError, "%s(): folded must be ASCII", function);
+        return 0;
+    }
+    *text = PyUnicode_1BYTE_DATA(folded);
+    *size = PyUnicode_GET_LENGTH(folded);
+    return 1;
+}
+
+/* Reads `folded` (parse_folded) and an offset 0 <= offset <= len(folded): 1, else 0 with
    TypeError or ValueError (no value quoted). */
 static int parse_text_offset(const char *function, PyObject *folded, PyObject *offset,
                              const unsigned char **text, Py_ssize_t *size, Py_ssize_t *at)
@@ -237,26 +259,17 @@ static int parse_text_offset(const char *function, PyObject *folded, PyObject *o
         PyErr_Format(PyExc_TypeError, "%s(): the offset must be int", function);
         return 0;
     }
-#if PY_VERSION_HEX < 0x030C0000
-    if (PyUnicode_READY(folded) < 0) {
+    if (!parse_folded(function, folded, text, size)) {
         return 0;
     }
-#endif
-    if (!PyUnicode_IS_ASCII(folded)) {
-        PyErr_Format(PyExc_ValueError, "%s(): folded must be ASCII", function);
-        return 0;
-    }
-    Py_ssize_t length = PyUnicode_GET_LENGTH(folded);
     Py_ssize_t value = PyLong_AsSsize_t(offset);
     if (value == -1 && PyErr_Occurred()) {
         PyErr_Clear(); /* OverflowError: out of range, as below */
     }
-    if (value < 0 || value > length) {
+    if (value < 0 || value > *size) {
         PyErr_Format(PyExc_ValueError, "%s(): the offset is out of range", function);
         return 0;
     }
-    *text = PyUnicode_1BYTE_DATA(folded);
-    *size = length;
     *at = value;
     return 1;
 }
@@ -367,16 +380,16 @@ static PyObject *longest_first_name(FirstNames *self, PyObject *surname,
     Py_RETURN_NONE;
 }
 
+static int may_be_first_word(PyObject *tables, const PairFilter *filter, PyObject *surname,
+                             const unsigned char *text, Py_ssize_t length);
+
 /* Engine._first_name_after_py: 1-3 separators after `end`, then up to three words (the
-   first checked against first_heads[surname] first), the longest first name first. */
-static PyObject *FirstNames_after(FirstNames *self, PyObject *const *args, Py_ssize_t nargs)
+   first checked against first_heads[surname] first), the longest first name first.
+   0 <= end <= size; `surname` a str. Returns (start, end, first), None, or NULL with an
+   exception. */
+static PyObject *first_name_after(FirstNames *self, const unsigned char *text, Py_ssize_t size,
+                                  Py_ssize_t end, PyObject *surname, int in_file_name)
 {
-    const unsigned char *text;
-    Py_ssize_t size, end;
-    int in_file_name;
-    if (!parse_hit("after", args, nargs, &text, &size, &end, &in_file_name)) {
-        return NULL;
-    }
     /* The text is read first: the surname's entry in first_heads, a dict as large as the
        roster, is looked up only where a first name's first word follows (with 100,000
        patients, each look-up a likely cache miss). */
@@ -392,20 +405,9 @@ static PyObject *FirstNames_after(FirstNames *self, PyObject *const *args, Py_ss
     while (word_end < size && is_word(text[word_end])) {
         word_end++;
     }
-    if (!wordset_contains_lower(&self->any_head, text + position, word_end - position)) {
-        Py_RETURN_NONE; /* the first word of no first name: not one of this surname's */
-    }
-    PyObject *heads = PyDict_GetItemWithError(self->first_heads, args[2]);
-    if (heads == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(heads); /* held across the look-up, which may run Python code */
-    int found = contains_lower(heads, text, position, word_end);
-    Py_DECREF(heads);
-    if (found <= 0) {
+    int found = may_be_first_word(self->first_heads, &self->head_filter, surname,
+                                  text + position, word_end - position);
+    if (found <= 0) { /* the first word of none of this surname's first names */
         if (found < 0) {
             return NULL;
         }
@@ -433,19 +435,25 @@ static PyObject *FirstNames_after(FirstNames *self, PyObject *const *args, Py_ss
         }
         i++;
     }
-    return longest_first_name(self, args[2], text, starts, ends, count, 0);
+    return longest_first_name(self, surname, text, starts, ends, count, 0);
+}
+
+static PyObject *FirstNames_after(FirstNames *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    const unsigned char *text;
+    Py_ssize_t size, end;
+    int in_file_name;
+    if (!parse_hit("after", args, nargs, &text, &size, &end, &in_file_name)) {
+        return NULL;
+    }
+    return first_name_after(self, text, size, end, args[2], in_file_name);
 }
 
 /* Engine._first_name_before_py: the mirror, read backwards within the window; a first
-   word the window cut is no whole word. */
-static PyObject *FirstNames_before(FirstNames *self, PyObject *const *args, Py_ssize_t nargs)
+   word the window cut is no whole word. 0 <= start <= size; as first_name_after. */
+static PyObject *first_name_before(FirstNames *self, const unsigned char *text,
+                                   Py_ssize_t start, PyObject *surname, int in_file_name)
 {
-    const unsigned char *text;
-    Py_ssize_t size, start;
-    int in_file_name;
-    if (!parse_hit("before", args, nargs, &text, &size, &start, &in_file_name)) {
-        return NULL;
-    }
     Py_ssize_t window_start = start > self->window ? start - self->window : 0;
     Py_ssize_t group_end = start;
     while (group_end > window_start && is_separator(text[group_end - 1], in_file_name)) {
@@ -458,21 +466,9 @@ static PyObject *FirstNames_before(FirstNames *self, PyObject *const *args, Py_s
     while (word_start > window_start && is_word(text[word_start - 1])) {
         word_start--;
     }
-    if (word_start == group_end
-        || !wordset_contains_lower(&self->any_tail, text + word_start, group_end - word_start)) {
-        Py_RETURN_NONE; /* the last word of no first name: not one of this surname's */
-    }
-    PyObject *tails = PyDict_GetItemWithError(self->first_tails, args[2]); /* as in after() */
-    if (tails == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(tails);
-    int found = contains_lower(tails, text, word_start, group_end);
-    Py_DECREF(tails);
-    if (found <= 0) {
+    int found = may_be_first_word(self->first_tails, &self->tail_filter, surname,
+                                  text + word_start, group_end - word_start); /* as after() */
+    if (found <= 0) { /* the last word of none of this surname's first names */
         if (found < 0) {
             return NULL;
         }
@@ -510,8 +506,129 @@ static PyObject *FirstNames_before(FirstNames *self, PyObject *const *args, Py_s
     if (first_word == count) {
         Py_RETURN_NONE;
     }
-    return longest_first_name(self, args[2], text, starts + first_word, ends + first_word,
+    return longest_first_name(self, surname, text, starts + first_word, ends + first_word,
                               count - first_word, 1);
+}
+
+static PyObject *FirstNames_before(FirstNames *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    const unsigned char *text;
+    Py_ssize_t size, start;
+    int in_file_name;
+    if (!parse_hit("before", args, nargs, &text, &size, &start, &in_file_name)) {
+        return NULL;
+    }
+    return first_name_before(self, text, start, args[2], in_file_name);
+}
+
+/* A word of full_names()' list: (start, end, surname), 0 <= start <= end <= size, surname
+   a str. 1, else 0 with an exception. */
+static int parse_word(PyObject *word, Py_ssize_t size, Py_ssize_t *start, Py_ssize_t *end,
+                      PyObject **surname)
+{
+    if (!PyTuple_Check(word) || PyTuple_GET_SIZE(word) != 3
+        || !PyLong_Check(PyTuple_GET_ITEM(word, 0)) || !PyLong_Check(PyTuple_GET_ITEM(word, 1))
+        || !PyUnicode_Check(PyTuple_GET_ITEM(word, 2))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "full_names(): each word must be a (start, end, surname) tuple");
+        return 0;
+    }
+    *start = PyLong_AsSsize_t(PyTuple_GET_ITEM(word, 0));
+    *end = PyLong_AsSsize_t(PyTuple_GET_ITEM(word, 1));
+    if (PyErr_Occurred()) {
+        PyErr_Clear(); /* OverflowError: out of range, as below */
+        *start = -1;
+    }
+    if (*start < 0 || *start > *end || *end > size) {
+        PyErr_SetString(PyExc_ValueError, "full_names(): a word's offsets are out of range");
+        return 0;
+    }
+    *surname = PyTuple_GET_ITEM(word, 2);
+    return 1;
+}
+
+/* Engine._full_names' walk over a field's roster words (by start, none nested): each word
+   not inside the name taken before it is read for a first name of the same patient before
+   it, else after it. One call a field, where a call per word and side cost more than the
+   reads themselves. Returns None where no word is taken (most fields), else a list of
+   (index, match) in word order: match the (start, end, first) read, or None for a word
+   inside the name taken before it. */
+static PyObject *FirstNames_full_names(FirstNames *self, PyObject *const *args,
+                                       Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "full_names() takes 3 arguments, %zd given", nargs);
+        return NULL;
+    }
+    if (!PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "full_names(): words must be a list");
+        return NULL;
+    }
+    if (!PyBool_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "full_names(): in_file_name must be bool");
+        return NULL;
+    }
+    const unsigned char *text;
+    Py_ssize_t size;
+    if (!parse_folded("full_names", args[0], &text, &size)) {
+        return NULL;
+    }
+    PyObject *words = args[1];
+    int in_file_name = args[2] == Py_True;
+    PyObject *taken = NULL; /* made at the first word taken */
+    Py_ssize_t taken_until = -1;
+    /* The list is re-read at each step: a look-up may run Python code (a container's
+       __contains__), which could change it. */
+    for (Py_ssize_t index = 0; index < PyList_GET_SIZE(words); index++) {
+        PyObject *word = PyList_GET_ITEM(words, index);
+        Py_INCREF(word); /* and its items, held while read */
+        Py_ssize_t start, end;
+        PyObject *surname;
+        PyObject *match = NULL;
+        if (!parse_word(word, size, &start, &end, &surname)) {
+            goto fail;
+        }
+        if (start < taken_until) {
+            match = Py_NewRef(Py_None);
+        } else {
+            match = first_name_before(self, text, start, surname, in_file_name);
+            if (match == Py_None) {
+                Py_DECREF(match);
+                match = first_name_after(self, text, size, end, surname, in_file_name);
+            }
+            if (match == NULL) {
+                goto fail;
+            }
+            if (match == Py_None) {
+                Py_DECREF(match);
+                Py_DECREF(word);
+                continue;
+            }
+            Py_ssize_t name_end = PyLong_AsSsize_t(PyTuple_GET_ITEM(match, 1));
+            taken_until = name_end > end ? name_end : end;
+        }
+        if (taken == NULL && (taken = PyList_New(0)) == NULL) {
+            goto fail;
+        }
+        PyObject *item = Py_BuildValue("(nN)", index, match); /* takes match */
+        match = NULL;
+        if (item == NULL || PyList_Append(taken, item) < 0) {
+            Py_XDECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+        Py_DECREF(word);
+        continue;
+    fail:
+        Py_XDECREF(match);
+        Py_DECREF(word);
+        Py_XDECREF(taken);
+        return NULL;
+    }
+    if (taken == NULL) {
+        Py_RETURN_NONE;
+    }
+    return taken;
 }
 
 /* Whether the ASCII word text[0:length] is in name_heads: `in`, exactly. */
@@ -895,6 +1012,138 @@ static int check_name_heads(FirstNames *self)
     return 1;
 }
 
+/* The filter's hash of (surname, word): FNV-1a over the surname's bytes, a separator
+   (0xFF, in no ASCII text), and the word's bytes lower-cased, then mixed (MurmurHash3's
+   finaliser) so that every bit depends on every byte. */
+static inline uint64_t pair_filter_hash(const unsigned char *surname, Py_ssize_t surname_length,
+                                        const unsigned char *word, Py_ssize_t length)
+{
+    uint64_t hash = WORDSET_HASH_START;
+    for (Py_ssize_t i = 0; i < surname_length; i++) {
+        hash = wordset_hash_step(hash, surname[i]);
+    }
+    hash = wordset_hash_step(hash, 0xFF);
+    for (Py_ssize_t i = 0; i < length; i++) {
+        hash = wordset_hash_step(hash, lower_ascii(word[i]));
+    }
+    hash ^= hash >> 33;
+    hash *= 0xff51afd7ed558ccdULL;
+    hash ^= hash >> 33;
+    hash *= 0xc4ceb9fe1a85ec53ULL;
+    hash ^= hash >> 33;
+    return hash;
+}
+
+/* The block and the two bits of a hash. */
+static inline uint64_t *pair_filter_block(const PairFilter *filter, uint64_t hash)
+{
+    return &filter->blocks[(size_t)(hash >> 12) & filter->mask];
+}
+
+static inline uint64_t pair_filter_bits(uint64_t hash)
+{
+    return (1ULL << (hash & 63)) | (1ULL << ((hash >> 6) & 63));
+}
+
+static void pair_filter_clear(PairFilter *filter)
+{
+    PyMem_Free(filter->blocks);
+    filter->blocks = NULL;
+    filter->mask = 0;
+}
+
+/* Fills `filter` with the (surname, word) pairs of `tables` (first_heads or first_tails):
+   each ASCII str key with each ASCII, non-empty str of its container (other items never
+   equal a lower-cased ASCII word). About eight pairs a block: with two bits each, about
+   3 % of the pairs not in it pass. 1, else 0 with an exception. */
+static int pair_filter_build(PairFilter *filter, PyObject *tables)
+{
+    PyObject *pairs = PyList_New(0); /* (surname, words) of the ASCII surnames */
+    if (pairs == NULL) {
+        return 0;
+    }
+    Py_ssize_t count = 0, at = 0;
+    PyObject *key, *container;
+    while (PyDict_Next(tables, &at, &key, &container)) {
+        if (!PyUnicode_Check(key) || PyUnicode_READY(key) < 0 || !PyUnicode_IS_ASCII(key)) {
+            PyErr_Clear();
+            continue;
+        }
+        PyObject *words = PyList_New(0);
+        Py_ssize_t words_size = 0;
+        Py_INCREF(container); /* held while iterated */
+        int collected = words != NULL && collect_words(words, container, &words_size);
+        Py_DECREF(container);
+        PyObject *pair = collected ? PyTuple_Pack(2, key, words) : NULL;
+        Py_XDECREF(words);
+        if (pair == NULL || PyList_Append(pairs, pair) < 0) {
+            Py_XDECREF(pair);
+            Py_DECREF(pairs);
+            return 0;
+        }
+        count += PyList_GET_SIZE(PyTuple_GET_ITEM(pair, 1));
+        Py_DECREF(pair);
+    }
+    size_t blocks = 1;
+    while (blocks < (size_t)count / 8 + 1) {
+        blocks *= 2;
+    }
+    filter->blocks = PyMem_Calloc(blocks, sizeof(uint64_t));
+    filter->mask = blocks - 1;
+    if (filter->blocks == NULL) {
+        Py_DECREF(pairs);
+        PyErr_NoMemory();
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pairs); i++) {
+        PyObject *surname = PyTuple_GET_ITEM(PyList_GET_ITEM(pairs, i), 0);
+        PyObject *words = PyTuple_GET_ITEM(PyList_GET_ITEM(pairs, i), 1);
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(words); k++) {
+            PyObject *word = PyList_GET_ITEM(words, k);
+            /* Hashed lower-cased: a word stored with a capital, which `in` never finds
+               lower-cased, passes the filter, a false positive as any other. */
+            uint64_t hash = pair_filter_hash(PyUnicode_1BYTE_DATA(surname),
+                                             PyUnicode_GET_LENGTH(surname),
+                                             PyUnicode_1BYTE_DATA(word), PyUnicode_GET_LENGTH(word));
+            *pair_filter_block(filter, hash) |= pair_filter_bits(hash);
+        }
+    }
+    Py_DECREF(pairs);
+    return 1;
+}
+
+/* Whether text[0:length], lower-cased, may be in the container of `surname` (a str) in
+   `tables` (first_heads or first_tails): 0 where it is not, 1 where it is or, for an
+   ASCII surname, where `filter` cannot tell; -1 with an exception. A pre-filter only: a
+   first name is taken only where full_names holds (surname, first). For an ASCII surname
+   the filter answers, without the dict look-up (as large as the roster), the str made
+   and the container's `in`; a surname not ASCII is looked up in the dict. An empty word
+   is the word of no first name. */
+static int may_be_first_word(PyObject *tables, const PairFilter *filter, PyObject *surname,
+                             const unsigned char *text, Py_ssize_t length)
+{
+    if (length == 0) {
+        return 0;
+    }
+    if (PyUnicode_READY(surname) < 0) {
+        return -1;
+    }
+    if (PyUnicode_IS_ASCII(surname)) {
+        uint64_t hash = pair_filter_hash(PyUnicode_1BYTE_DATA(surname),
+                                         PyUnicode_GET_LENGTH(surname), text, length);
+        uint64_t bits = pair_filter_bits(hash);
+        return (*pair_filter_block(filter, hash) & bits) == bits;
+    }
+    PyObject *words = PyDict_GetItemWithError(tables, surname);
+    if (words == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_INCREF(words); /* held across the look-up, which may run Python code */
+    int found = contains_lower(words, text, 0, length);
+    Py_DECREF(words);
+    return found;
+}
+
 static PyObject *FirstNames_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *full_names, *first_heads, *first_tails, *name_heads;
@@ -936,9 +1185,10 @@ static PyObject *FirstNames_new(PyTypeObject *type, PyObject *args, PyObject *kw
     self->name_heads = Py_NewRef(name_heads);
     self->heads_has_empty = has_empty;
     self->window = window;
-    if (!set_build(&self->any_head, first_heads) || !set_build(&self->any_tail, first_tails)
-        || !set_build_from(&self->heads, name_heads) || !check_name_heads(self)
-        || !pairs_build(&self->pairs, full_names)) {
+    if (!set_build_from(&self->heads, name_heads) || !check_name_heads(self)
+        || !pairs_build(&self->pairs, full_names)
+        || !pair_filter_build(&self->head_filter, first_heads)
+        || !pair_filter_build(&self->tail_filter, first_tails)) {
         Py_DECREF(self);
         return NULL;
     }
@@ -967,10 +1217,10 @@ static void FirstNames_dealloc(FirstNames *self)
 {
     PyObject_GC_UnTrack(self);
     FirstNames_clear(self);
-    wordset_clear(&self->any_head);
-    wordset_clear(&self->any_tail);
     wordset_clear(&self->heads);
     pairs_clear(&self->pairs);
+    pair_filter_clear(&self->head_filter);
+    pair_filter_clear(&self->tail_filter);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -981,6 +1231,11 @@ static PyMethodDef FirstNames_methods[] = {
     {"before", (PyCFunction)(void (*)(void))FirstNames_before, METH_FASTCALL,
      "before(folded, start, surname, in_file_name) -> (start, end, first) of the first name "
      "before a surname hit starting at start, or None"},
+    {"full_names", (PyCFunction)(void (*)(void))FirstNames_full_names, METH_FASTCALL,
+     "full_names(folded, words, in_file_name) -> None where no roster word (start, end, "
+     "surname) of the list is taken, else [(index, (start, end, first) or None)]: each "
+     "word read for a first name before(), else after(), but those inside the name taken "
+     "before them (None)"},
     {"context_name", (PyCFunction)(void (*)(void))FirstNames_context_name, METH_FASTCALL,
      "context_name(folded, start, end) -> (value, patient) of the name folded[start:end] "
      "where its words are letters and digits one space apart, else None"},

@@ -17,6 +17,9 @@ class FirstNames:
     def before(
         self, folded: str, start: int, surname: str, in_file_name: bool, /
     ) -> tuple[int, int, str] | None: ...
+    def full_names(
+        self, folded: str, words: list[tuple[int, int, str]], in_file_name: bool, /
+    ) -> list[tuple[int, tuple[int, int, str] | None]] | None: ...
     def context_name(
         self, folded: str, start: int, end: int, /
     ) -> tuple[str, str | None] | None: ...

@@ -223,6 +223,21 @@ _WHOLE_FIELD_KINDS: Final = {
 _NONE_USED: Final[frozenset[int]] = frozenset()
 
 
+def _in_start_order(
+    hits: list[tuple[int, int, int]], length: int, literals: int
+) -> list[tuple[int, int, int]]:
+    """Literal hits (index, start, end) of a field of `length` characters, `literals`
+    literals in all, sorted by start, the longest first, then index: each packed in one
+    int, sorted as plain ints."""
+    stride = length + 1  # no hit ends past the field
+    packed = [(s * stride + length - e) * literals + i for i, s, e in hits]
+    packed.sort()
+    return [
+        (key % literals, key // literals // stride, length - key // literals % stride)
+        for key in packed
+    ]
+
+
 def _by_start(spans: list[_Span]) -> list[_Span]:
     """Spans by start, stable: `spans` itself when already in order (a field's spans
     often are: one stage's, in candidate order), where the sort would copy it."""
@@ -795,15 +810,21 @@ class Engine:
         words: list[tuple[int, int, str]] = []
         owners = self._literal_owner
         last_end = -1
-        # By start, longest first, then literal index: each hit packed in one int of
-        # those three, sorted as plain ints (no tuple built and compared per hit).
-        length, literals = len(folded), len(owners)
-        stride = length + 1  # no hit ends past the field
-        packed = [(s * stride + length - e) * literals + i for i, s, e in hits]
-        packed.sort()
-        for key in packed:
-            index = key % literals
-            start, end = key // literals // stride, length - key // literals % stride
+        # By start, longest first, then literal index. Hyperscan reports them by end, which
+        # for words none nested in another (most fields) is that order already: read as
+        # they are. Else each hit is packed in one int of those three, sorted as plain ints
+        # (no tuple built and compared per hit).
+        ordered = hits
+        for k in range(1, len(hits)):
+            index, start, end = hits[k]
+            index_before, start_before, end_before = hits[k - 1]
+            if start_before > start or (
+                start_before == start
+                and (end_before < end or (end_before == end and index_before > index))
+            ):
+                ordered = _in_start_order(hits, len(folded), len(owners))
+                break
+        for index, start, end in ordered:
             owner = owners[index]
             if owner == _PRACTICE or start < last_end:
                 continue  # the practice's names; or inside a longer name ("jean" in "jean pierre")
@@ -830,31 +851,45 @@ class Engine:
         # The hits' neighbours are read in `folded` itself; a lower-cased copy is made only
         # where a first name of the surname's patients stands next to it (rare).
         in_file_name = field.kind is _Field.FILENAME
-        after_re = _FIRST_AFTER_FILE if in_file_name else _FIRST_AFTER
         native = self._native_first_names
+        if native is not None:
+            # gateway/scan/_first_names.c walks the words in one call: the same results.
+            taken = native.full_names(folded, words, in_file_name)
+            if taken is not None:
+                for index, match in taken:
+                    used.add(index)
+                    if match is not None:
+                        found.append(self._full_name(words[index], match, named))
+            return found, used
+        after_re = _FIRST_AFTER_FILE if in_file_name else _FIRST_AFTER
         taken_until = -1
         for i, (start, end, surname) in enumerate(words):
             if start < taken_until:
                 used.add(i)
                 continue
-            if native is not None:  # gateway/scan/_first_names.c: the same results
-                match = native.before(folded, start, surname, in_file_name)
-                if match is None:
-                    match = native.after(folded, end, surname, in_file_name)
-            else:
-                match = self._first_name_before_py(folded, start, surname, in_file_name)
-                if match is None:
-                    match = self._first_name_after_py(folded, end, surname, after_re, in_file_name)
+            match = self._first_name_before_py(folded, start, surname, in_file_name)
+            if match is None:
+                match = self._first_name_after_py(folded, end, surname, after_re, in_file_name)
             if match is None:
                 continue
-            name_start, name_end, first = match
-            span_start, span_end = min(start, name_start), max(end, name_end)
-            patient = sorted(self.roster.full_names[(surname, first)])[0]
-            named.add(patient)
+            span = self._full_name(words[i], match, named)
             used.add(i)
-            taken_until = span_end
-            found.append(_Span(_Kind.NAME, span_start, span_end, f"{surname} {first}", patient))
+            taken_until = span.end
+            found.append(span)
         return found, used
+
+    def _full_name(
+        self, word: tuple[int, int, str], match: tuple[int, int, str], named: set[str]
+    ) -> _Span:
+        """The NAME span of a surname hit `word` and the first name `match` read next to it
+        (its patient added to `named`)."""
+        start, end, surname = word
+        name_start, name_end, first = match
+        patient = sorted(self.roster.full_names[(surname, first)])[0]
+        named.add(patient)
+        return _Span(
+            _Kind.NAME, min(start, name_start), max(end, name_end), f"{surname} {first}", patient
+        )
 
     def _first_name_after_py(
         self, folded: str, end: int, surname: str, pattern: re.Pattern[str], in_file_name: bool
@@ -982,26 +1017,29 @@ class Engine:
         """Surnames alone: of a patient named in this message, or after a civility, in
         capitals, or in a name-bearing field (subject, file name, display name)."""
         found: list[_Span] = []
+        text = field.text
+        name_bearing = field.kind in _NAME_BEARING
         for i, (start, end, word) in enumerate(words):
-            if i in used:
+            if used and i in used:
                 continue
             if named:
                 owners = self.roster.word_patients.get(word)
                 in_message = named.intersection(owners) if owners else None
                 if in_message:
-                    original = field.text[start:end]
-                    if original[:1].isupper() or field.kind in _NAME_BEARING:
+                    if name_bearing or _is_upper_char(text[start]):
                         found.append(_Span(_Kind.NAME, start, end, word, min(in_message)))
                     continue
-            surnames = self.roster.surname_patients.get(word)
-            if not surnames:
-                continue
-            original = field.text[start:end]
-            if (
-                field.kind in _NAME_BEARING
-                or (len(original) >= 3 and original.isupper())
+            # The text is read first: most words met are neither in capitals nor after a
+            # civility, and the surnames' dict is as large as the roster (with 100,000
+            # patients, each look-up a likely cache miss).
+            if not (
+                name_bearing
+                or (end - start >= 3 and _is_upper_word(text, start, end))
                 or _after_civility(folded, start)
             ):
+                continue
+            surnames = self.roster.surname_patients.get(word)
+            if surnames:
                 patient = surnames[0] if len(surnames) == 1 else None
                 found.append(_Span(_Kind.NAME, start, end, word, patient))
         return found
@@ -1270,6 +1308,25 @@ def _after_civility(folded: str, start: int) -> bool:
     if _NATIVE_AFTER_CIVILITY is not None:
         return _NATIVE_AFTER_CIVILITY(folded, start)
     return _after_civility_py(folded, start)
+
+
+def _is_upper_char(char: str) -> bool:
+    """`char.isupper()`, an ASCII letter answered without the call (compiled, a generic
+    method call)."""
+    code = ord(char)
+    if code < 0x80:
+        return 0x41 <= code <= 0x5A  # A-Z
+    return char.isupper()
+
+
+def _is_upper_word(text: str, start: int, end: int) -> bool:
+    """`text[start:end].isupper()` (end - start >= 2): most roster words met are written
+    "Fontaine" or "fontaine", an ASCII lower-case letter first or second, answered without
+    the slice and the call."""
+    first, second = ord(text[start]), ord(text[start + 1])
+    if 0x61 <= first <= 0x7A or 0x61 <= second <= 0x7A:  # a-z
+        return False
+    return text[start:end].isupper()
 
 
 def _after_civility_py(folded: str, start: int) -> bool:
@@ -1691,7 +1748,10 @@ def _by_rank(spans: list[_Span]) -> list[_Span]:
     """`sorted(spans, key=_rank)` for spans none empty: each rank packed in one int, its
     fields in turn (see matchers.in_packed_order). Compiled, `sorted` with a key costs a
     generic call per span and a tuple compare per pair (~5k instructions a dense order)."""
-    stride = max([span.end for span in spans]) + 1  # past every start and length
+    stride = 1  # past every start and length (a loop: compiled, max() is a generic call)
+    for span in spans:
+        if span.end >= stride:
+            stride = span.end + 1
     count = len(spans)
     packed: list[int] = []
     for i, span in enumerate(spans):
@@ -1703,28 +1763,43 @@ def _by_rank(spans: list[_Span]) -> list[_Span]:
 
 
 def _resolve_cluster(spans: list[_Span], folded: str) -> list[_Span]:
+    """The spans a cluster (spans by start, each overlapping an earlier one's reach) keeps:
+    `_resolve_cluster_ranked`'s, with its usual outcomes found without the rank sort."""
     if len(spans) == 1:
         return spans
+    # The best ranked span (the first of equals, as the stable rank sort keeps it) is kept
+    # first. Where it covers the whole cluster, every other span meets it and keeps nothing
+    # (a rostered name's uncovered words are those outside it): it is kept alone. The usual
+    # clusters are so: a name read twice, "Mme Marie DUPONT" over "Marie DUPONT" over the
+    # surname alone, a date that is also a number.
+    best = spans[0]
+    cluster_end = best.end
+    for i in range(1, len(spans)):
+        span = spans[i]
+        if _ranks_before(span, best):
+            best = span
+        if span.end > cluster_end:
+            cluster_end = span.end
+    if best.start <= spans[0].start and cluster_end <= best.end:
+        return [best]
     if len(spans) == 2:
-        # The usual cluster (a name read twice, a date that is also a number): the two
-        # overlap (the second starts before the first ends), so the better ranked is
-        # kept alone (the first on a tie, as a stable sort keeps it), unless the other is
-        # a rostered name, whose uncovered words the general path below keeps.
-        first, second = spans
-        if _ranks_before(second, first):
-            first, second = second, first
+        # Two that overlap (the second starts before the first ends), neither covering
+        # the other: the better ranked is kept alone unless the other is a rostered name
+        # read from the same patient, whose uncovered words the general path keeps.
+        other = spans[1] if best is spans[0] else spans[0]
         if (
-            second.kind is not _Kind.NAME
-            or second.patient is None
-            or first.kind is not _Kind.NAME
-            or first.patient != second.patient
-            or (first.start <= second.start and second.end <= first.end)
+            other.kind is not _Kind.NAME
+            or other.patient is None
+            or best.kind is not _Kind.NAME
+            or best.patient != other.patient
         ):
-            # Nothing of the other is kept: it is no rostered name, or `first` is no
-            # reading of the same patient's name (_keep_uncovered_words keeps nothing
-            # then), or covers it whole (the roster's and the context's reading of one
-            # name, the usual pair with a roster).
-            return [first]
+            return [best]
+    return _resolve_cluster_ranked(spans, folded)
+
+
+def _resolve_cluster_ranked(spans: list[_Span], folded: str) -> list[_Span]:
+    """The general rule: spans in rank order, each kept where it meets no kept one, and a
+    rostered name that meets only readings of the same patient keeps its uncovered words."""
     kept: _KeptSpans = _SmallKept() if len(spans) <= _SMALL_CLUSTER else _LargeKept(spans)
     for span in _by_rank(spans):
         if not kept.overlaps(span.start, span.end):

@@ -15,6 +15,7 @@ from typing import Final
 
 from gateway.scan._fold import alnum_key, fold_key
 
+_TWO_DIGITS: Final = [f"{n:02d}" for n in range(32)]  # a day or month, as identity() writes it
 _NON_DIGIT: Final = re.compile(r"\D")
 _ASCII_NON_DIGITS: Final = bytes(c for c in range(128) if not chr(c).isdigit())  # \D in ASCII
 
@@ -40,13 +41,13 @@ class RosterPatient:
         text = f"{self.last_name.upper()} {self.first_name}".strip()
         born = self.birth_date
         if born is not None:
-            # Sliced from the ISO form, one C call: formatting day, month and year as ints
-            # cost three attribute reads and three format calls (2.4 % of a dense order's
-            # scan and rewrite, timed), strftime five times that. strftime for years
-            # before 1000, which isoformat pads to four digits and %Y does not.
-            iso = born.isoformat()
-            if iso[0] != "0":
-                text += " (" + iso[8:10] + "/" + iso[5:7] + "/" + iso[:4] + ")"
+            # Day and month read from a table of two-digit str, the year as an int: about
+            # a third of slicing the ISO form (whose isoformat() call formats through
+            # sprintf), which was a fifth of strftime. strftime for years before 1000,
+            # which %Y does not pad.
+            year = born.year
+            if year >= 1000:
+                text += f" ({_TWO_DIGITS[born.day]}/{_TWO_DIGITS[born.month]}/{year})"
             else:
                 text += f" ({born:%d/%m/%Y})"
         return text

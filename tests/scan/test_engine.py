@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date
+from functools import lru_cache
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from crypto.pseudonym import TOKEN_PATTERN, patient_token, value_digest
 from gateway.config import PracticeConfig, Practitioner
@@ -18,7 +21,15 @@ from gateway.scan import (
     TypeAction,
     build_engine,
 )
-from gateway.scan.engine import _PatientTokens
+from gateway.scan.engine import (
+    _NO_SPANS,
+    _PRACTICE,
+    Engine,
+    _in_start_order,
+    _is_upper_char,
+    _is_upper_word,
+    _PatientTokens,
+)
 
 DIGEST_KEY = b"d" * 32
 PSEUDONYM_KEY = b"p" * 32
@@ -143,6 +154,11 @@ def test_tokens_stable_per_audience(engine: str) -> None:
 def test_identity_shows_name_and_birth_date(born: date | None, shown: str) -> None:
     assert replace(PATIENT, birth_date=born).identity() == shown
     assert replace(PATIENT, first_name="", birth_date=None).identity() == "DUPONT"
+
+
+@given(born=st.dates())
+def test_identity_writes_every_birth_date_as_strftime_does(born: date) -> None:
+    assert replace(PATIENT, birth_date=born).identity() == f"DUPONT Marie ({born:%d/%m/%Y})"
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -400,3 +416,52 @@ def test_rewrite_takes_findings_in_any_order(engine: str) -> None:
     stray = [replace(findings[0], field=-1), replace(findings[0], field=len(fields))]
     for shuffled in (findings[::-1], findings[1::2] + findings[::2], stray + findings + stray):
         assert scan.rewrite_fields(fields, shuffled, policy).texts == expected
+
+
+@given(text=st.text(min_size=2, max_size=12), cut=st.integers(min_value=0, max_value=10))
+@example(text="N°", cut=0)  # "°" folds to "o" but is no lower-case letter: isupper() holds
+@example(text="ÉMILE", cut=0)
+@example(text="Émile", cut=0)
+@example(text="A1", cut=0)
+@example(text="1a", cut=0)
+@example(text="ǅA", cut=0)  # a title-case letter
+def test_upper_case_tests_answer_as_str_isupper(text: str, cut: int) -> None:
+    """The single names' capitals tests, which answer ASCII letters without str.isupper(),
+    answer as it does."""
+    start = min(cut, len(text) - 2)
+    assert _is_upper_word(text, start, len(text)) is text[start:].isupper()
+    for char in text:
+        assert _is_upper_char(char) is char.isupper()
+
+
+@lru_cache(maxsize=1)
+def _one_patient_engine() -> Engine:
+    return build_engine(patients=[PATIENT], digest_key=b"d" * 32, pseudonym_key=b"p" * 32)
+
+
+_hit = st.tuples(
+    st.integers(min_value=0, max_value=5),  # literal index
+    st.integers(min_value=0, max_value=30),  # start
+    st.integers(min_value=0, max_value=6),  # length
+).map(lambda h: (h[0], h[1], h[1] + h[2]))
+
+
+@given(hits=st.lists(_hit, max_size=12), by_end=st.booleans())
+def test_roster_words_read_hits_by_start_longest_first(
+    hits: list[tuple[int, int, int]], by_end: bool
+) -> None:
+    """Roster words are read by start, the longest first, then literal index, whether the
+    hits come in that order already (read as they are) or not (sorted)."""
+    if by_end:  # as Hyperscan reports them
+        hits.sort(key=lambda h: h[2])
+    expected_order = sorted(hits, key=lambda h: (h[1], -h[2], h[0]))
+    assert _in_start_order(hits, 40, 6) == expected_order
+    engine = _one_patient_engine()
+    owners = engine._literal_owner
+    hits = [(index % len(owners), s, e) for index, s, e in hits]
+    words, last_end = [], -1
+    for index, start, end in sorted(hits, key=lambda h: (h[1], -h[2], h[0])):
+        if owners[index] != _PRACTICE and start >= last_end:
+            words.append((start, end, owners[index]))
+            last_end = end
+    assert engine._roster_words("x" * 40, hits, _NO_SPANS) == words

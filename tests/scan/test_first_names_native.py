@@ -106,6 +106,46 @@ def check_hit(engine: engine_module.Engine, folded: str, start: int, end: int, s
     return found
 
 
+def full_names_walk(
+    engine: engine_module.Engine, folded: str, words: list[tuple[int, int, str]], in_file: bool
+) -> list[tuple[int, tuple[int, int, str] | None]] | None:
+    """What FirstNames.full_names returns, from the Python oracle: Engine._full_names'
+    walk with the Python readers (a word inside the name taken before it: None)."""
+    pattern = engine_module._FIRST_AFTER_FILE if in_file else engine_module._FIRST_AFTER
+    taken: list[tuple[int, tuple[int, int, str] | None]] = []
+    taken_until = -1
+    for index, (start, end, surname) in enumerate(words):
+        if start < taken_until:
+            taken.append((index, None))
+            continue
+        match = engine._first_name_before_py(folded, start, surname, in_file)
+        if match is None:
+            match = engine._first_name_after_py(folded, end, surname, pattern, in_file)
+        if match is not None:
+            taken.append((index, match))
+            taken_until = max(end, match[1])
+    return taken or None
+
+
+def check_words(engine: engine_module.Engine, folded: str) -> int:
+    """C and Python agree on the walk over folded's roster words, in a file name and not
+    (and on overlapping, nested and repeated words, which the engine never passes).
+    Returns how many words were taken."""
+    native = engine._native_first_names
+    assert native is not None
+    owners = engine._literal_owner
+    hits = engine.matcher.literals(word_view(folded.encode("ascii")))
+    every = sorted((s, e, owners[i]) for i, s, e in hits if owners[i] != engine_module._PRACTICE)
+    words = engine._roster_words(folded, hits, engine_module._NO_SPANS)
+    taken = 0
+    for listed in (words, every):
+        for in_file in (False, True):
+            expected = full_names_walk(engine, folded, listed, in_file)
+            assert native.full_names(folded, listed, in_file) == expected
+            taken += len(expected or ())
+    return taken
+
+
 def test_the_native_module_is_built_and_used() -> None:
     """setup.py builds it with the compiled scan core: the engine must not fall back to
     its Python unnoticed, and builds it over its own roster tables and word lists."""
@@ -142,6 +182,10 @@ def test_the_engine_reads_first_names_through_the_c_with_the_same_findings() -> 
             calls.append("after")
             return native.after(*args)
 
+        def full_names(self, *args: Any) -> Any:
+            calls.append("full_names")
+            return native.full_names(*args)
+
         def context_name(self, *args: Any) -> Any:
             calls.append("context_name")
             return native.context_name(*args)
@@ -166,7 +210,7 @@ def test_the_engine_reads_first_names_through_the_c_with_the_same_findings() -> 
     try:
         engine._native_first_names = Spy()  # type: ignore[assignment]
         assert engine.scan_fields(fields) == with_c
-        assert {"before", "after", "context_name", "patient_for_words"} <= set(calls)
+        assert {"full_names", "context_name", "patient_for_words"} <= set(calls)
         engine._native_first_names = None
         assert engine.scan_fields(fields) == with_c
     finally:
@@ -187,6 +231,16 @@ def test_native_and_python_agree_at_every_roster_hit_of_the_corpus_and_dense_ord
                 found += check_hit(engine, folded, start, end, owners[index])
                 hits += 1
     assert hits > 1500 and found > 1500  # names met often, with and without a first name
+
+
+def test_native_and_python_walk_the_roster_words_of_the_corpus_and_dense_orders_alike() -> None:
+    engine = roster_engine()
+    taken = sum(
+        check_words(engine, fold(field.text))
+        for fields in corpus_and_dense_orders(200)
+        for field in fields
+    )
+    assert taken > 1500
 
 
 def test_scanning_with_and_without_the_c_gives_the_same_findings() -> None:
@@ -249,6 +303,12 @@ def test_native_and_python_agree_at_every_offset(folded: str) -> None:
     for offset in range(len(folded) + 1):
         for surname in surnames:
             check_hit(engine, folded, offset, offset, surname)
+    check_words(engine, folded)
+    # Every word at every offset: nested, repeated and overlapping ones too.
+    words = [(o, min(o + 6, len(folded)), s) for o in range(len(folded) + 1) for s in surnames]
+    for in_file in (False, True):
+        expected = full_names_walk(engine, folded, words, in_file)
+        assert engine._native_first_names.full_names(folded, words, in_file) == expected
 
 
 def _runs(*lengths: int) -> str:
@@ -309,6 +369,23 @@ def test_first_names_are_looked_up_lower_cased_and_as_stored() -> None:
     assert table.after("dupont eve", 6, "dupont", False) is None  # another surname's
     assert table.after("nom eve", 3, "nom", False) == (4, 7, "eve")
     assert table.after("nom eve", 3, "absent", False) is None
+    # A surname that is no ASCII str is looked up in the dicts themselves (the C tables of
+    # (surname, word) pairs hold the ASCII ones); a word longer than 64 letters is read
+    # lower-cased outside the stack buffer.
+    long_name = "b" * 80
+    full_names.update({("müller", "anna"): ["k4"], ("dupont", long_name): ["k5"]})
+    heads.update({"müller": frozenset(["anna"]), "dupont": ["jean", long_name]})
+    tails.update({"müller": frozenset(["anna"]), "dupont": ("jean", long_name)})
+    names = frozenset(p.split(" ", 1)[0] for pair in full_names for p in pair)
+    table = _first_names.FirstNames(full_names, heads, tails, names, 200)
+    assert table.after("x Anna", 1, "müller", False) == (2, 6, "anna")
+    assert table.before("ANNA x", 5, "müller", False) == (0, 4, "anna")
+    assert table.after("x anna", 1, "muller", False) is None
+    assert table.after("x jean", 1, "müller", False) is None
+    long_text = "dupont " + long_name.upper()
+    assert table.after(long_text, 6, "dupont", False) == (7, 87, long_name)
+    assert table.before(long_name + " dupont", 81, "dupont", False) == (0, 80, long_name)
+    assert table.after(long_text[:-1] + "c", 6, "dupont", False) is None
     with pytest.raises(TypeError):
         _first_names.FirstNames(full_names, {"dupont": 3}, tails, 70)
 
@@ -369,6 +446,32 @@ def test_bad_arguments_raise_clear_errors_that_quote_no_text() -> None:
             method(*args)  # type: ignore[operator]
         message = str(raised.value)
         assert "DUPONT" not in message and "2840375" not in message and "Elo" not in message
+    word = (0, 6, "dupont")
+    bad_walks: list[tuple[type[Exception], tuple[object, ...]]] = [
+        (TypeError, (SECRET.encode(), [word], False)),
+        (TypeError, (SECRET, (word,), False)),  # a tuple, not a list
+        (TypeError, (SECRET, [word], 0)),
+        (TypeError, (SECRET, [word])),
+        (TypeError, (SECRET, [word], False, 1)),
+        (TypeError, (SECRET, [(0, 6)], False)),
+        (TypeError, (SECRET, [[0, 6, "dupont"]], False)),
+        (TypeError, (SECRET, [(0, 6, b"dupont")], False)),
+        (TypeError, (SECRET, [(0, "6", "dupont")], False)),
+        (TypeError, (SECRET, [word, (0.0, 6, "dupont")], False)),
+        (ValueError, ("Éloïse DUPONT 2840375", [word], False)),
+        (ValueError, (SECRET, [(-1, 6, "dupont")], False)),
+        (ValueError, (SECRET, [(7, 6, "dupont")], False)),
+        (ValueError, (SECRET, [(0, size + 1, "dupont")], False)),
+        (ValueError, (SECRET, [word, (0, 2**70, "dupont")], False)),
+        (ValueError, (SECRET, [(-(2**70), 6, "dupont")], False)),
+    ]
+    for error, args in bad_walks:
+        with pytest.raises(error) as raised:
+            native.full_names(*args)  # type: ignore[arg-type]
+        message = str(raised.value)
+        assert "DUPONT" not in message and "2840375" not in message and "Elo" not in message
+    assert native.full_names(SECRET, [], False) is None
+    assert native.full_names(SECRET, [(size, size, "dupont")], True) is None
     # At the text's ends, in range: answers, not errors.
     assert native.before(SECRET, 0, "dupont", False) is None
     assert native.after(SECRET, size, "dupont", True) is None
@@ -485,6 +588,9 @@ def test_context_names_agree_at_every_name_span_of_the_corpus_and_dense_orders(
 
         def after(self, *args: Any) -> Any:
             return native.after(*args)
+
+        def full_names(self, *args: Any) -> Any:
+            return native.full_names(*args)
 
         def context_name(self, folded: str, start: int, end: int) -> Any:
             spans.add((folded, start, end))

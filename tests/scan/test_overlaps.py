@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 
 from gateway.scan import FieldKind, RosterPatient, TextField, build_engine
 from gateway.scan import engine as engine_module
-from gateway.scan.engine import _by_start, _rank, _resolve_overlaps, _Span
+from gateway.scan.engine import (
+    _by_start,
+    _rank,
+    _resolve_cluster,
+    _resolve_cluster_ranked,
+    _resolve_overlaps,
+    _Span,
+)
 from gateway.scan.matchers import split_by_field
 from gateway.scan.model import IdentifierKind
 from gateway.scan.shapes import ShapeName
@@ -97,6 +104,47 @@ def test_both_indexes_keep_what_the_greedy_rule_keeps(spans: list[_Span], small:
         )
     if not any(s.kind is IdentifierKind.NAME and s.patient for s in spans):
         assert kept == reference
+
+
+def _clusters(spans: list[_Span]) -> list[list[_Span]]:
+    """The clusters _resolve_overlaps forms: non-empty spans by start, each overlapping
+    the reach of the ones before it."""
+    clusters: list[list[_Span]] = []
+    reach = -1
+    for span in _by_start([s for s in spans if s.end > s.start]):
+        if clusters and span.start < reach:
+            clusters[-1].append(span)
+            reach = max(reach, span.end)
+        else:
+            clusters.append([span])
+            reach = span.end
+    return clusters
+
+
+# Few positions and kinds, names and patients often: ties, nested readings of one name,
+# and same-patient pieces are frequent.
+_cluster_span = st.builds(
+    lambda kind, start, length, patient: _Span(kind, start, start + length, "v", patient),
+    st.sampled_from([IdentifierKind.NAME, IdentifierKind.NAME, IdentifierKind.PHONE]),
+    st.integers(min_value=0, max_value=30),
+    st.integers(min_value=1, max_value=12),
+    st.sampled_from([None, "p-a", "p-a", "p-b"]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(spans=st.lists(_cluster_span, min_size=2, max_size=8))
+def test_cluster_shortcuts_keep_what_the_ranked_rule_keeps(spans: list[_Span]) -> None:
+    """`_resolve_cluster` answers the usual clusters (the best ranked span covering the
+    rest, two spans) without the rank sort: it keeps exactly the spans, the same objects,
+    that `_resolve_cluster_ranked` keeps."""
+    text = ("ab cd, " * 8)[:44]
+    for cluster in _clusters(spans):
+        fast = _resolve_cluster(cluster, text)
+        ranked = _resolve_cluster_ranked(cluster, text)
+        assert fast == ranked
+        if len(fast) == 1:
+            assert fast[0] is ranked[0]  # the first of equal spans, as the sort keeps it
 
 
 def test_same_patient_name_read_twice_leaves_no_word_in_clear() -> None:
