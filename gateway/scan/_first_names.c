@@ -59,8 +59,9 @@ offset and on word lists):
     (start, end, first name) or None; 0 <= end <= len(folded).
   - `before(folded, start, surname, in_file_name)` returns what
     Engine._first_name_before_py returns; 0 <= start <= len(folded).
-  - `full_names(folded, words, in_file_name)` walks a field's roster words as
-    Engine._full_names does without the C: `words` a list of (start, end, surname)
+  - `full_names(folded, words, in_file_name)` returns what
+    Engine._full_names_walk_py returns, the walk over a field's roster words: `words` a
+    list of (start, end, surname)
     tuples (TypeError), 0 <= start <= end <= len(folded) (ValueError), each read with
     before(), else after(), unless it starts before the end of the name taken last (its
     surname and first name). Returns None where no word is taken, else a list of
@@ -313,12 +314,11 @@ static PyObject *lower_words(const unsigned char *text, Py_ssize_t start, Py_ssi
     return word;
 }
 
-/* Whether text[start:end], lower-cased, is in the container `words`: 1, 0, or -1 with an
+/* Whether text[0:length], lower-cased, is in the container `words`: 1, 0, or -1 with an
    exception. */
-static int contains_lower(PyObject *words, const unsigned char *text, Py_ssize_t start,
-                          Py_ssize_t end)
+static int contains_lower(PyObject *words, const unsigned char *text, Py_ssize_t length)
 {
-    PyObject *word = lower_words(text, start, end);
+    PyObject *word = lower_words(text, 0, length);
     if (word == NULL) {
         return -1;
     }
@@ -547,7 +547,7 @@ static int parse_word(PyObject *word, Py_ssize_t size, Py_ssize_t *start, Py_ssi
     return 1;
 }
 
-/* Engine._full_names' walk over a field's roster words (by start, none nested): each word
+/* Engine._full_names_walk_py: the walk over a field's roster words (by start, none nested): each word
    not inside the name taken before it is read for a first name of the same patient before
    it, else after it. One call a field, where a call per word and side cost more than the
    reads themselves. Returns None where no word is taken (most fields), else a list of
@@ -1139,7 +1139,7 @@ static int may_be_first_word(PyObject *tables, const PairFilter *filter, PyObjec
         return PyErr_Occurred() ? -1 : 0;
     }
     Py_INCREF(words); /* held across the look-up, which may run Python code */
-    int found = contains_lower(words, text, 0, length);
+    int found = contains_lower(words, text, length);
     Py_DECREF(words);
     return found;
 }

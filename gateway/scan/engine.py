@@ -848,48 +848,57 @@ class Engine:
         used: set[int] = set()
         if not self.roster.full_names or not words:
             return found, used
-        # The hits' neighbours are read in `folded` itself; a lower-cased copy is made only
-        # where a first name of the surname's patients stands next to it (rare).
         in_file_name = field.kind is _Field.FILENAME
         native = self._native_first_names
-        if native is not None:
-            # gateway/scan/_first_names.c walks the words in one call: the same results.
-            taken = native.full_names(folded, words, in_file_name)
-            if taken is not None:
-                for index, match in taken:
-                    used.add(index)
-                    if match is not None:
-                        found.append(self._full_name(words[index], match, named))
+        # gateway/scan/_first_names.c walks the words in one call, with the same results.
+        taken = (
+            native.full_names(folded, words, in_file_name)
+            if native is not None
+            else self._full_names_walk_py(folded, words, in_file_name)
+        )
+        if taken is None:
             return found, used
+        for index, match in taken:
+            used.add(index)
+            if match is None:
+                continue  # inside the name taken before it
+            start, end, surname = words[index]
+            name_start, name_end, first = match
+            patient = sorted(self.roster.full_names[(surname, first)])[0]
+            named.add(patient)
+            found.append(
+                _Span(
+                    _Kind.NAME,
+                    min(start, name_start),
+                    max(end, name_end),
+                    f"{surname} {first}",
+                    patient,
+                )
+            )
+        return found, used
+
+    def _full_names_walk_py(
+        self, folded: str, words: list[tuple[int, int, str]], in_file_name: bool
+    ) -> list[tuple[int, tuple[int, int, str] | None]] | None:
+        """The roster words (by start, none nested) taken by a first name of the same
+        patient read before them, else after them, and those inside the name taken before
+        them: (index, match), match None for the latter; None where no word is taken.
+        The hits' neighbours are read in `folded` itself; a lower-cased copy is made only
+        where a first name of the surname's patients stands next to it (rare)."""
         after_re = _FIRST_AFTER_FILE if in_file_name else _FIRST_AFTER
+        taken: list[tuple[int, tuple[int, int, str] | None]] = []
         taken_until = -1
-        for i, (start, end, surname) in enumerate(words):
+        for index, (start, end, surname) in enumerate(words):
             if start < taken_until:
-                used.add(i)
+                taken.append((index, None))
                 continue
             match = self._first_name_before_py(folded, start, surname, in_file_name)
             if match is None:
                 match = self._first_name_after_py(folded, end, surname, after_re, in_file_name)
-            if match is None:
-                continue
-            span = self._full_name(words[i], match, named)
-            used.add(i)
-            taken_until = span.end
-            found.append(span)
-        return found, used
-
-    def _full_name(
-        self, word: tuple[int, int, str], match: tuple[int, int, str], named: set[str]
-    ) -> _Span:
-        """The NAME span of a surname hit `word` and the first name `match` read next to it
-        (its patient added to `named`)."""
-        start, end, surname = word
-        name_start, name_end, first = match
-        patient = sorted(self.roster.full_names[(surname, first)])[0]
-        named.add(patient)
-        return _Span(
-            _Kind.NAME, min(start, name_start), max(end, name_end), f"{surname} {first}", patient
-        )
+            if match is not None:
+                taken.append((index, match))
+                taken_until = max(end, match[1])
+        return taken or None
 
     def _first_name_after_py(
         self, folded: str, end: int, surname: str, pattern: re.Pattern[str], in_file_name: bool

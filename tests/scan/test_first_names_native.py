@@ -106,27 +106,6 @@ def check_hit(engine: engine_module.Engine, folded: str, start: int, end: int, s
     return found
 
 
-def full_names_walk(
-    engine: engine_module.Engine, folded: str, words: list[tuple[int, int, str]], in_file: bool
-) -> list[tuple[int, tuple[int, int, str] | None]] | None:
-    """What FirstNames.full_names returns, from the Python oracle: Engine._full_names'
-    walk with the Python readers (a word inside the name taken before it: None)."""
-    pattern = engine_module._FIRST_AFTER_FILE if in_file else engine_module._FIRST_AFTER
-    taken: list[tuple[int, tuple[int, int, str] | None]] = []
-    taken_until = -1
-    for index, (start, end, surname) in enumerate(words):
-        if start < taken_until:
-            taken.append((index, None))
-            continue
-        match = engine._first_name_before_py(folded, start, surname, in_file)
-        if match is None:
-            match = engine._first_name_after_py(folded, end, surname, pattern, in_file)
-        if match is not None:
-            taken.append((index, match))
-            taken_until = max(end, match[1])
-    return taken or None
-
-
 def check_words(engine: engine_module.Engine, folded: str) -> int:
     """C and Python agree on the walk over folded's roster words, in a file name and not
     (and on overlapping, nested and repeated words, which the engine never passes).
@@ -140,7 +119,7 @@ def check_words(engine: engine_module.Engine, folded: str) -> int:
     taken = 0
     for listed in (words, every):
         for in_file in (False, True):
-            expected = full_names_walk(engine, folded, listed, in_file)
+            expected = engine._full_names_walk_py(folded, listed, in_file)
             assert native.full_names(folded, listed, in_file) == expected
             taken += len(expected or ())
     return taken
@@ -307,7 +286,7 @@ def test_native_and_python_agree_at_every_offset(folded: str) -> None:
     # Every word at every offset: nested, repeated and overlapping ones too.
     words = [(o, min(o + 6, len(folded)), s) for o in range(len(folded) + 1) for s in surnames]
     for in_file in (False, True):
-        expected = full_names_walk(engine, folded, words, in_file)
+        expected = engine._full_names_walk_py(folded, words, in_file)
         assert engine._native_first_names.full_names(folded, words, in_file) == expected
 
 
