@@ -135,7 +135,7 @@ def bulk_text(size: int) -> str:
 clock = time.process_time
 REPEATS = 5
 COMPARE_REPEATS = 2
-SCALING_ROUNDS = 3  # alternations of the small and the large roster (median reported)
+SCALING_ROUNDS = 5  # alternations of the small and the large roster (median reported)
 
 
 def time_dense(engine, messages) -> float:  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
-/* gateway.scan._native_text: the scan core's text folding and word view, in one C pass.
+/* gateway.scan._native_text: the scan core's text folding and word view, in one C pass,
+and a search of the word view for several words.
 
 Purpose. The scan core folds every field of every message to ASCII (gateway/scan/_fold.py:
 accents stripped, case kept, one character per character) and reads the folded text's
@@ -20,6 +21,11 @@ checks it against their Python code for every code point and for arbitrary text)
   characters kept.
 - `word_view(data, table)` returns b" " + data.translate(table) + b" " (`table`: bytes of
   length 256).
+- `find_all(data, needles)` returns, for each needle of the list `needles` (non-empty
+  bytes) in turn, every start at which it occurs in the bytes `data`, ascending, overlaps
+  included: the `(needle index, start)` pairs of `data.find(needle, at + 1)` repeated from
+  `data.find(needle)` (glibc's memmem: 1.7 us for three first names over a dense order's
+  2 KB word view, against 4.3 us for `bytes.find`, slowed by the view's many spaces).
 - The tables and extras are the callers' (one definition of the mapping, in Python). A
   wrong argument type or count, or a table of the wrong length, raises TypeError or
   ValueError; so does a table or extras that would fold a character outside ASCII (the
@@ -220,6 +226,56 @@ static PyObject *word_view(PyObject *module, PyObject *const *args, Py_ssize_t n
     return result;
 }
 
+/* find_all(data, needles): see the header. */
+static PyObject *find_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "find_all() takes 2 arguments, %zd given", nargs);
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "find_all(): data must be bytes, needles a list");
+        return NULL;
+    }
+    const char *data = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t length = PyBytes_GET_SIZE(args[0]);
+    PyObject *needles = args[1];
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(needles); n++) {
+        PyObject *needle = PyList_GET_ITEM(needles, n);
+        if (!PyBytes_Check(needle) || PyBytes_GET_SIZE(needle) == 0) {
+            PyErr_SetString(PyExc_ValueError, "find_all(): each needle must be non-empty bytes");
+            return NULL;
+        }
+    }
+    PyObject *found = PyList_New(0);
+    if (found == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(needles); n++) {
+        PyObject *needle = PyList_GET_ITEM(needles, n);
+        const char *text = PyBytes_AS_STRING(needle);
+        size_t width = (size_t)PyBytes_GET_SIZE(needle);
+        const char *at = data;
+        const char *end = data + length;
+        while ((size_t)(end - at) >= width) {
+            const char *hit = memmem(at, (size_t)(end - at), text, width);
+            if (hit == NULL) {
+                break;
+            }
+            PyObject *item = Py_BuildValue("(nn)", n, (Py_ssize_t)(hit - data));
+            int failed = item == NULL || PyList_Append(found, item) < 0;
+            Py_XDECREF(item);
+            if (failed) {
+                Py_DECREF(found);
+                return NULL;
+            }
+            at = hit + 1;
+        }
+    }
+    return found;
+}
+
 static PyMethodDef methods[] = {
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
      "fold(text, table, extras) -> text folded one ASCII character per character"},
@@ -227,6 +283,8 @@ static PyMethodDef methods[] = {
      "fold_keep(text, table, extras, keep) -> text folded, mapped by keep, its 0s dropped"},
     {"word_view", (PyCFunction)(void (*)(void))word_view, METH_FASTCALL,
      "word_view(data, table) -> b' ' + data.translate(table) + b' '"},
+    {"find_all", (PyCFunction)(void (*)(void))find_all, METH_FASTCALL,
+     "find_all(data, needles) -> [(needle index, start)]: every occurrence, by needle"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -43,6 +43,7 @@ from gateway.scan import validators
 from gateway.scan._fold import alnum_key, fold
 from gateway.scan.matchers import (
     CandidateMatcher,
+    find_all,
     in_packed_order,
     literal_form,
     make_matcher,
@@ -168,6 +169,7 @@ _TOKEN_KINDS: Final = frozenset(
 _PRACTICE: Final = "\x00practice"  # literal owner marking the practice's own names
 _FIELD_SEPARATOR: Final = "\x00"  # never part of a shape; the literal word view reads it as a space
 # Fields where a rostered surname alone is a name: short, name-bearing places.
+_FIRST_NAME_FORMS: Final = 65_536  # distinct first names whose forms an engine keeps
 _NAME_BEARING: Final = frozenset(
     {_Field.SUBJECT, _Field.DISPLAY_NAME, _Field.FILENAME, _Field.METADATA}
 )
@@ -402,6 +404,10 @@ class Engine:
             self.roster.full_names, self._first_heads, self._first_tails, self._name_heads
         )
         self._tokens = _PatientTokens(pseudonym_key)
+        # A first name's normalised and word-view forms, by the first name as rostered
+        # (see _first_name_literals): filled as messages name patients, at most
+        # _FIRST_NAME_FORMS of them. Threads may add the same entry twice: the same value.
+        self._first_name_forms: dict[str, tuple[str, bytes]] = {}
         self._practice_phones = {normalise_phone(p) for p in practice.phones}
         self._practice_emails = {normalise_email(e) for e in practice.emails}
         self._practice_addresses = [alnum_key(a) for a in practice.addresses if alnum_key(a)]
@@ -524,6 +530,16 @@ class Engine:
             )
             spans[index].extend(names)
         first_names = self._first_name_literals(named)
+        # The named patients' first names alone, looked for once in the message's word
+        # view (per field, a decode and a find per name cost ~27k instructions an order
+        # whose patients are rostered), then told to their fields.
+        first_name_spans = (
+            self._first_names_in_view(
+                fields, folded_fields, view, scanned, view_starts, first_names, protected
+            )
+            if first_names
+            else {}
+        )
         for index in range(count) if named else with_words:
             tick()
             field = fields[index]
@@ -534,16 +550,16 @@ class Engine:
                     )
                 )
             if first_names:
-                spans[index].extend(
-                    self._first_names_of_named(
-                        field,
-                        folded_fields[index],
-                        view,
-                        view_starts[index],
-                        first_names,
-                        protected[index],
+                in_view = first_name_spans.get(index)
+                if in_view is not None:
+                    spans[index].extend(in_view)
+                elif view_starts[index] < 0 and folded_fields[index]:
+                    # A whole field (_WHOLE_FIELD_KINDS): the matchers did not read it.
+                    spans[index].extend(
+                        self._first_names_of_named(
+                            field, folded_fields[index], first_names, protected[index]
+                        )
                     )
-                )
         # Birth dates of the patients named in this message -> the patient.
         born: dict[str, str] = {}  # by ISO date: candidates are read as ISO dates
         for key in sorted(named):
@@ -972,47 +988,76 @@ class Engine:
                 return parts[-count].start(), parts[-1].end(), first
         return None
 
-    def _first_name_literals(self, named: set[str]) -> list[tuple[str, str, str]]:
+    def _first_name_literals(self, named: set[str]) -> list[tuple[str, str, bytes]]:
         """(patient key, normalised first name, its word-view literal) of each patient
         named in the message, in key order: computed once per message, then looked for
-        in every field (_first_names_of_named)."""
-        found: list[tuple[str, str, str]] = []
+        in every field (_first_names_in_view, _first_names_of_named)."""
+        found: list[tuple[str, str, bytes]] = []
+        forms = self._first_name_forms
         for key in sorted(named):
             patient = self.roster.patients.get(key)
-            first = normalise_name(patient.first_name) if patient else ""
-            if first:
-                found.append((key, first, literal_form(first)))
+            if patient is None or not patient.first_name:
+                continue
+            form = forms.get(patient.first_name)
+            if form is None:
+                first = normalise_name(patient.first_name)
+                form = (first, literal_form(first).encode("ascii")) if first else ("", b"")
+                if len(forms) < _FIRST_NAME_FORMS:
+                    forms[patient.first_name] = form
+            if form[0]:
+                found.append((key, form[0], form[1]))
+        return found
+
+    def _first_names_in_view(
+        self,
+        fields: list[TextField],
+        folded_fields: list[str],
+        view: bytes,
+        scanned: list[int],
+        view_starts: list[int],
+        first_names: list[tuple[str, str, bytes]],
+        protected: list[_SpanIndex],
+    ) -> dict[int, list[_Span]]:
+        """By field index, the first names alone, capitalised, of the patients named in
+        this message (`first_names`: see _first_name_literals), in the fields the matchers
+        read (`scanned`), whose word views are slices of `view` (`view_starts`). Each
+        field's, in the order a search of its own view finds them: by name, then start."""
+        found: dict[int, list[_Span]] = {}
+        if not scanned:
+            return found
+        starts = [view_starts[index] for index in scanned]  # ascending
+        for name, at in find_all(view, [literal for _key, _first, literal in first_names]):
+            key, first, literal = first_names[name]
+            slot = _count_below(starts, at + 1) - 1  # the field whose view holds `at`
+            index = scanned[slot]
+            start = at - starts[slot]  # the field's view is padded by one space
+            end = start + len(literal) - 2
+            field = fields[index]
+            if (
+                end <= len(folded_fields[index])  # not across the next field
+                and (field.text[start : start + 1].isupper() or field.kind in _NAME_BEARING)
+                and not protected[index].overlaps(start, end)
+            ):
+                found.setdefault(index, []).append(_Span(_Kind.NAME, start, end, first, key))
         return found
 
     def _first_names_of_named(
         self,
         field: TextField,
         folded: str,
-        view: bytes,
-        view_start: int,
-        first_names: list[tuple[str, str, str]],
+        first_names: list[tuple[str, str, bytes]],
         protected: _SpanIndex,
     ) -> list[_Span]:
-        """A first name alone, capitalised, of a patient named in this message
-        (`first_names`: see _first_name_literals). The field's word view starts at
-        `view_start` in `view`, the message's (-1: the matchers did not read the field)."""
+        """_first_names_in_view for one field the matchers did not read (a whole field)."""
         found: list[_Span] = []
-        if not first_names:
-            return found
-        if view_start < 0:
-            field_view = word_view(folded.encode("ascii"))
-        else:
-            field_view = view[view_start : view_start + len(folded) + 2]
-        words = field_view.decode("ascii")
-        for key, first, literal in first_names:
-            at = words.find(literal)
-            while at >= 0:
-                start, end = at, at + len(literal) - 2  # the view is padded by one space
-                if (
-                    field.text[start : start + 1].isupper() or field.kind in _NAME_BEARING
-                ) and not protected.overlaps(start, end):
-                    found.append(_Span(_Kind.NAME, start, end, first, key))
-                at = words.find(literal, at + 1)
+        view = word_view(folded.encode("ascii"))
+        for name, start in find_all(view, [literal for _key, _first, literal in first_names]):
+            key, first, literal = first_names[name]
+            end = start + len(literal) - 2  # the view is padded by one space
+            if (
+                field.text[start : start + 1].isupper() or field.kind in _NAME_BEARING
+            ) and not protected.overlaps(start, end):
+                found.append(_Span(_Kind.NAME, start, end, first, key))
         return found
 
     def _single_names(

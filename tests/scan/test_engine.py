@@ -30,6 +30,7 @@ from gateway.scan.engine import (
     _is_upper_word,
     _PatientTokens,
 )
+from tests.scan.corpus import make_corpus
 
 DIGEST_KEY = b"d" * 32
 PSEUDONYM_KEY = b"p" * 32
@@ -389,6 +390,48 @@ def test_first_name_alone_in_every_kind_of_field(engine: str) -> None:
             if before.isalnum() or after.isalnum() or field.kind is FieldKind.PERSON_NAME:
                 continue
             assert any(f == index and s <= at and at + 5 <= e for f, s, e in found), (index, at)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_first_names_found_once_in_the_message_view_are_each_fields_own(engine: str) -> None:
+    """`_first_names_in_view` (one search of the message's word view) finds, for each
+    field the matchers read, what `_first_names_of_named` finds in that field's own view,
+    in the same order; a name across two fields is in neither."""
+    messages, roster = make_corpus(40, seed=5, extra_roster=0)
+    marie_claire = replace(PATIENT, key="marie-claire", first_name="Marie Claire")
+    scan = _engine(engine, (*roster, marie_claire))
+    named = {p.key for p in roster} | {marie_claire.key}
+    first_names = scan._first_name_literals(named)
+    assert scan._first_name_literals(named) == first_names  # the cached forms alike
+    compared = 0
+    for message in messages:
+        fields = [
+            *message.fields,
+            TextField("Pour DUPONT Marie", FieldKind.SUBJECT),  # "marie claire" across two
+            TextField("Claire, Marie et MARIE CLAIRE", FieldKind.BODY),
+            TextField("Marie Claire", FieldKind.PERSON_NAME),  # a whole field: not in view
+        ]
+        folded = scan._fold_fields(fields)
+        count = len(fields)
+        scanned = [
+            i for i in range(count) if folded[i] and fields[i].kind is not FieldKind.PERSON_NAME
+        ]
+        view_starts = [-1] * count
+        view = scan._match_message(
+            folded, scanned, [[] for _ in fields], [[] for _ in fields], view_starts
+        )
+        protected = [_NO_SPANS] * count
+        in_view = scan._first_names_in_view(
+            fields, folded, view, scanned, view_starts, first_names, protected
+        )
+        assert set(in_view) <= set(scanned)
+        for index in scanned:
+            own = scan._first_names_of_named(fields[index], folded[index], first_names, _NO_SPANS)
+            assert in_view.get(index, []) == own, (index, fields[index].kind)
+            compared += len(own)
+        spans = in_view[count - 2]
+        assert [(s.start, s.end) for s in spans if s.patient == marie_claire.key] == [(17, 29)]
+    assert compared > 100
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -28,7 +28,7 @@ from gateway.scan._fold import (
     fold,
     fold_key,
 )
-from gateway.scan.matchers import _WORD_VIEW, word_view
+from gateway.scan.matchers import _WORD_VIEW, find_all, find_all_py, word_view
 
 # The characters the mapping singles out, and neighbours of the storage kinds' limits.
 SPECIAL = "œŒ\u2019\u202f\u00a0°ºªßÆæ€\u00ff\u0100\u0152\u0153\ud800\udbff\udc00\udfff\uffff"
@@ -53,6 +53,7 @@ def test_the_native_module_is_built_and_used() -> None:
     assert _fold._NATIVE_FOLD is _native_text.fold
     assert _fold._NATIVE_FOLD_KEEP is _native_text.fold_keep
     assert matchers._NATIVE_WORD_VIEW is _native_text.word_view
+    assert matchers._NATIVE_FIND_ALL is _native_text.find_all
 
 
 @settings(max_examples=1500, deadline=None)
@@ -89,6 +90,25 @@ def test_native_word_view_is_the_python_word_view(data: bytes) -> None:
     expected = b" " + data.translate(_WORD_VIEW) + b" "
     assert _native_text.word_view(data, _WORD_VIEW) == expected
     assert word_view(data) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.binary(max_size=200) | st.text(" ab", max_size=200).map(str.encode),
+    needles=st.lists(st.binary(min_size=1, max_size=4) | st.sampled_from([b" a ", b"aa", b" "])),
+)
+@example(data=b" marie  marie claire ", needles=[b" marie ", b" marie claire ", b"zz"])
+@example(data=b"aaaa", needles=[b"aa", b"a"])
+def test_native_find_all_is_the_python_find_all(data: bytes, needles: list[bytes]) -> None:
+    """Every occurrence of each needle, overlapping ones too, needle by needle."""
+    expected = find_all_py(data, needles)
+    assert _native_text.find_all(data, needles) == expected
+    assert find_all(data, needles) == expected
+    for index, start in expected:
+        assert data[start : start + len(needles[index])] == needles[index]
+    assert len(expected) == sum(
+        data.startswith(needle, at) for needle in needles for at in range(len(data))
+    )
 
 
 def _chunks(step: int = 0x10000) -> list[str]:
@@ -134,6 +154,11 @@ def test_bad_arguments_raise_clear_errors() -> None:
         (TypeError, "2 arguments", _native_text.word_view, (SECRET.encode(),)),
         (TypeError, "must be bytes", _native_text.word_view, (SECRET, _WORD_VIEW)),
         (TypeError, "length 256", _native_text.word_view, (SECRET.encode(), b"")),
+        (TypeError, "2 arguments", _native_text.find_all, (SECRET.encode(),)),
+        (TypeError, "must be bytes", _native_text.find_all, (SECRET, [b"a"])),
+        (TypeError, "must be bytes", _native_text.find_all, (SECRET.encode(), (b"a",))),
+        (ValueError, "non-empty bytes", _native_text.find_all, (SECRET.encode(), [b""])),
+        (ValueError, "non-empty bytes", _native_text.find_all, (SECRET.encode(), [SECRET])),
     ]
     for error, message, function, args in bad_calls:
         with pytest.raises(error, match=message) as raised:
