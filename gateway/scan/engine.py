@@ -263,15 +263,25 @@ class _Span:
     end: int
     value: str  # normalised value: digest input, never stored
     patient: str | None
+    # A patient guessed from a surname alone that one rostered patient bears (the patient
+    # is not named in the message): ranked as a reading, not as a rostered name.
+    guessed: bool
 
     def __init__(
-        self, kind: IdentifierKind, start: int, end: int, value: str, patient: str | None = None
+        self,
+        kind: IdentifierKind,
+        start: int,
+        end: int,
+        value: str,
+        patient: str | None = None,
+        guessed: bool = False,
     ) -> None:
         self.kind = kind
         self.start = start
         self.end = end
         self.value = value
         self.patient = patient
+        self.guessed = guessed
 
 
 def _hmac_sha256(states: tuple[_Hash, _Hash], message: str) -> bytes:
@@ -1094,8 +1104,12 @@ class Engine:
                 continue
             surnames = self.roster.surname_patients.get(word)
             if surnames:
-                patient = surnames[0] if len(surnames) == 1 else None
-                found.append(_Span(_Kind.NAME, start, end, word, patient))
+                # One rostered patient bears it: theirs, as a guess. "Noah CHEVALLIER",
+                # read in context, is another Chevallier: the longer reading wins (_rank).
+                if len(surnames) == 1:
+                    found.append(_Span(_Kind.NAME, start, end, word, surnames[0], True))
+                else:
+                    found.append(_Span(_Kind.NAME, start, end, word))
         return found
 
     def _validate(
@@ -1730,7 +1744,10 @@ def _no_check() -> None:
 
 def _resolve_overlaps(spans: list[_Span], folded: str) -> list[_Span]:
     """Keep non-overlapping spans: by kind priority, then roster-linked before context
-    guesses ("LEGRAND Sophie" from the roster beats "Ordonnance LEGRAND"), then longest.
+    guesses ("LEGRAND Sophie" from the roster beats "Ordonnance LEGRAND"), then longest
+    (see _rank). A surname alone whose patient is only guessed (the one rostered patient
+    who bears it) counts as a guess: "Noah CHEVALLIER", read in context, beats the
+    surname alone, whose guess would link another Chevallier and leave "Noah" in clear.
 
     A rostered name that loses to readings of the same patient's name keeps the words they
     do not cover: "DUPONT Jean, DUPONT Jean" also reads "Jean, DUPONT", which wins (longer)
@@ -1779,8 +1796,17 @@ def _add_resolved(result: list[_Span], cluster: list[_Span], folded: str) -> Non
 _SMALL_CLUSTER: Final = 64
 
 
-def _rank(span: _Span) -> tuple[int, bool, int, int]:
-    return (_PRIORITY[span.kind], span.patient is None, span.start - span.end, span.start)
+def _rank(span: _Span) -> tuple[int, bool, int, bool, int]:
+    """Kind priority; a rostered name (not guessed) first; the longest; of equal length,
+    one with a patient (guessed) first; the leftmost."""
+    unlinked = span.patient is None
+    return (
+        _PRIORITY[span.kind],
+        unlinked or span.guessed,
+        span.start - span.end,
+        unlinked,
+        span.start,
+    )
 
 
 def _ranks_before(span: _Span, other: _Span) -> bool:
@@ -1789,12 +1815,15 @@ def _ranks_before(span: _Span, other: _Span) -> bool:
     priority, other_priority = _PRIORITY[span.kind], _PRIORITY[other.kind]
     if priority != other_priority:
         return priority < other_priority
-    unrostered, other_unrostered = span.patient is None, other.patient is None
-    if unrostered != other_unrostered:
-        return other_unrostered  # False (rostered) ranks first
+    unlinked, other_unlinked = span.patient is None, other.patient is None
+    reading, other_reading = unlinked or span.guessed, other_unlinked or other.guessed
+    if reading != other_reading:
+        return other_reading  # False (rostered) ranks first
     length, other_length = span.end - span.start, other.end - other.start
     if length != other_length:
         return length > other_length  # the longest first
+    if unlinked != other_unlinked:
+        return other_unlinked  # a guessed patient before none
     return span.start < other.start
 
 
@@ -1809,9 +1838,11 @@ def _by_rank(spans: list[_Span]) -> list[_Span]:
     count = len(spans)
     packed: list[int] = []
     for i, span in enumerate(spans):
-        unrostered = 1 if span.patient is None else 0
+        unlinked = 1 if span.patient is None else 0
+        reading = 1 if unlinked or span.guessed else 0
         shorter = stride - (span.end - span.start)  # the longest first
-        rank = ((_PRIORITY[span.kind] * 2 + unrostered) * stride + shorter) * stride + span.start
+        rank = (_PRIORITY[span.kind] * 2 + reading) * stride + shorter
+        rank = (rank * 2 + unlinked) * stride + span.start
         packed.append(rank * count + i)
     return in_packed_order(spans, packed)
 
@@ -1886,7 +1917,8 @@ def _keep_uncovered_words(span: _Span, kept: _KeptSpans, folded: str) -> None:
         if start < end:
             # The slot (with its separators) is what the piece occupies; it starts at the
             # name's start or a kept span's end, both known to the large index.
-            kept.add(slot_start, slot_end, _Span(span.kind, start, end, span.value, span.patient))
+            piece = _Span(span.kind, start, end, span.value, span.patient, span.guessed)
+            kept.add(slot_start, slot_end, piece)
 
 
 class _KeptSpans:

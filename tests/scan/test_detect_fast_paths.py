@@ -201,12 +201,20 @@ def test_name_spans_read_in_place_as_split(pieces: list[str], cut: tuple[int, in
     assert names.trigger_name_span(folded, start, end) == expected
 
 
+def _built_span(
+    kind: IdentifierKind, start: int, length: int, patient: str | None, guessed: bool
+) -> _Span:
+    """A span; a patient guessed from a surname alone where `guessed` (and a patient)."""
+    return _Span(kind, start, start + length, "v", patient, guessed and patient is not None)
+
+
 _NONEMPTY_SPAN = st.builds(
-    lambda kind, start, length, patient: _Span(kind, start, start + length, "v", patient),
+    _built_span,
     st.sampled_from(list(IdentifierKind)),
     st.integers(min_value=0, max_value=300),
     st.integers(min_value=1, max_value=60),
     st.sampled_from([None, "p-a", "p-b"]),
+    st.booleans(),
 )
 
 
@@ -217,14 +225,15 @@ def test_by_rank_is_the_stable_sort_by_rank(spans: list[_Span]) -> None:
     assert [id(s) for s in _by_rank(spans)] == [id(s) for s in sorted(spans, key=_rank)]
 
 
-# Two spans of a cluster drawn close together, so that ties on priority, roster link,
-# length and start all occur.
+# Two spans of a cluster drawn close together, so that ties on priority, roster link
+# (rostered, guessed or none), length and start all occur.
 _CLOSE_SPAN = st.builds(
-    lambda kind, start, length, patient: _Span(kind, start, start + length, "v", patient),
+    _built_span,
     st.sampled_from([IdentifierKind.NAME, IdentifierKind.NIR, IdentifierKind.IBAN]),
     st.integers(min_value=0, max_value=3),
     st.integers(min_value=1, max_value=3),
     st.sampled_from([None, "p-a"]),
+    st.booleans(),
 )
 
 

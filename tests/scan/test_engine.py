@@ -393,6 +393,38 @@ def test_first_name_alone_in_every_kind_of_field(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_a_surname_alone_guesses_its_one_patient_but_yields_to_a_longer_reading(
+    engine: str,
+) -> None:
+    """A surname alone that one rostered patient bears is theirs ("Madame CHEVALLIER"),
+    but "Noah CHEVALLIER", read in context, is another Chevallier: the whole name is
+    replaced, by a token of its own (found by bench_scan: with a 10,000-patient roster,
+    "Patient : PAT-... Mehdi" kept the first names of unrostered patients in clear)."""
+    marc = RosterPatient(key="p-marc", last_name="Chevallier", first_name="Marc")
+    scan = _engine(engine, (PATIENT, marc))
+    policy = TransformPolicy(audience="lab")
+    marc_token = scan.token_for_patient("p-marc", "lab")
+    alone = [TextField("Bonjour Madame CHEVALLIER,", FieldKind.BODY)]
+    out = scan.rewrite_fields(alone, scan.scan_fields(alone), policy).texts[0]
+    assert out == f"Bonjour Madame {marc_token},"
+    for text, kind in (
+        ("Adressage patient - Noah CHEVALLIER", FieldKind.SUBJECT),
+        ("Patient : CHEVALLIER Noah\nActe : couronne", FieldKind.BODY),
+        ("Bonjour,\nNoah CHEVALLIER est attendu.", FieldKind.BODY),
+    ):
+        fields = [TextField(text, kind)]
+        findings = scan.scan_fields(fields)
+        out = scan.rewrite_fields(fields, findings, policy).texts[0]
+        assert "Noah" not in out and "CHEVALLIER" not in out, text
+        assert marc_token not in out
+        assert [f.patient for f in findings if f.kind is IdentifierKind.NAME] == [None]
+    # The rostered Marc is still Marc, by full name or by surname alone.
+    fields = [TextField("Pour CHEVALLIER Marc ; M. CHEVALLIER viendra", FieldKind.BODY)]
+    out = scan.rewrite_fields(fields, scan.scan_fields(fields), policy).texts[0]
+    assert out == f"Pour {marc_token} ; M. {marc_token} viendra"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_first_names_found_once_in_the_message_view_are_each_fields_own(engine: str) -> None:
     """`_first_names_in_view` (one search of the message's word view) finds, for each
     field the matchers read, what `_first_names_of_named` finds in that field's own view,

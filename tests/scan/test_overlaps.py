@@ -52,12 +52,20 @@ def greedy_reference(spans: list[_Span]) -> list[_Span]:
     return sorted(kept, key=lambda s: s.start)
 
 
+def _built_span(
+    kind: IdentifierKind, start: int, length: int, patient: str | None, guessed: bool
+) -> _Span:
+    """A span; a patient guessed from a surname alone where `guessed` (and a patient)."""
+    return _Span(kind, start, start + length, "v", patient, guessed and patient is not None)
+
+
 _span = st.builds(
-    lambda kind, start, length, patient: _Span(kind, start, start + length, "v", patient),
+    _built_span,
     st.sampled_from(KINDS),
     st.integers(min_value=0, max_value=200),
     st.integers(min_value=0, max_value=40),
     st.sampled_from([None, "p-a", "p-b"]),
+    st.booleans(),
 )
 _TEXT = ("abc de, " * 40)[:260]
 
@@ -124,11 +132,12 @@ def _clusters(spans: list[_Span]) -> list[list[_Span]]:
 # Few positions and kinds, names and patients often: ties, nested readings of one name,
 # and same-patient pieces are frequent.
 _cluster_span = st.builds(
-    lambda kind, start, length, patient: _Span(kind, start, start + length, "v", patient),
+    _built_span,
     st.sampled_from([IdentifierKind.NAME, IdentifierKind.NAME, IdentifierKind.PHONE]),
     st.integers(min_value=0, max_value=30),
     st.integers(min_value=1, max_value=12),
     st.sampled_from([None, "p-a", "p-a", "p-b"]),
+    st.booleans(),
 )
 
 
