@@ -168,8 +168,8 @@ _TOKEN_KINDS: Final = frozenset(
 )
 _PRACTICE: Final = "\x00practice"  # literal owner marking the practice's own names
 _FIELD_SEPARATOR: Final = "\x00"  # never part of a shape; the literal word view reads it as a space
-# Fields where a rostered surname alone is a name: short, name-bearing places.
 _FIRST_NAME_FORMS: Final = 65_536  # distinct first names whose forms an engine keeps
+# Fields where a rostered surname alone is a name: short, name-bearing places.
 _NAME_BEARING: Final = frozenset(
     {_Field.SUBJECT, _Field.DISPLAY_NAME, _Field.FILENAME, _Field.METADATA}
 )
@@ -417,6 +417,7 @@ class Engine:
         # A first name's normalised and word-view forms, by the first name as rostered
         # (see _first_name_literals): filled as messages name patients, at most
         # _FIRST_NAME_FORMS of them. Threads may add the same entry twice: the same value.
+        # (Unlike the token cache it holds roster data, first names, as self.roster does.)
         self._first_name_forms: dict[str, tuple[str, bytes]] = {}
         self._practice_phones = {normalise_phone(p) for p in practice.phones}
         self._practice_emails = {normalise_email(e) for e in practice.emails}
@@ -545,7 +546,13 @@ class Engine:
         # whose patients are rostered), then told to their fields.
         first_name_spans = (
             self._first_names_in_view(
-                fields, folded_fields, view, scanned, view_starts, first_names, protected
+                fields,
+                folded_fields,
+                view,
+                scanned,
+                [view_starts[index] for index in scanned],
+                first_names,
+                protected,
             )
             if first_names
             else {}
@@ -565,10 +572,11 @@ class Engine:
                     spans[index].extend(in_view)
                 elif view_starts[index] < 0 and folded_fields[index]:
                     # A whole field (_WHOLE_FIELD_KINDS): the matchers did not read it.
+                    own_view = word_view(folded_fields[index].encode("ascii"))
                     spans[index].extend(
-                        self._first_names_of_named(
-                            field, folded_fields[index], first_names, protected[index]
-                        )
+                        self._first_names_in_view(
+                            fields, folded_fields, own_view, [index], [0], first_names, protected
+                        ).get(index, [])
                     )
         # Birth dates of the patients named in this message -> the patient.
         born: dict[str, str] = {}  # by ISO date: candidates are read as ISO dates
@@ -1001,7 +1009,7 @@ class Engine:
     def _first_name_literals(self, named: set[str]) -> list[tuple[str, str, bytes]]:
         """(patient key, normalised first name, its word-view literal) of each patient
         named in the message, in key order: computed once per message, then looked for
-        in every field (_first_names_in_view, _first_names_of_named)."""
+        in every field (_first_names_in_view)."""
         found: list[tuple[str, str, bytes]] = []
         forms = self._first_name_forms
         for key in sorted(named):
@@ -1024,18 +1032,18 @@ class Engine:
         folded_fields: list[str],
         view: bytes,
         scanned: list[int],
-        view_starts: list[int],
+        starts: list[int],
         first_names: list[tuple[str, str, bytes]],
         protected: list[_SpanIndex],
     ) -> dict[int, list[_Span]]:
         """By field index, the first names alone, capitalised, of the patients named in
-        this message (`first_names`: see _first_name_literals), in the fields the matchers
-        read (`scanned`), whose word views are slices of `view` (`view_starts`). Each
-        field's, in the order a search of its own view finds them: by name, then start."""
+        this message (`first_names`: see _first_name_literals), in the fields `scanned`,
+        whose word views are slices of `view` starting at `starts` (ascending; one field's
+        own view: [index], [0]). Each field's, in the order a search of its own view finds
+        them: by name, then start."""
         found: dict[int, list[_Span]] = {}
         if not scanned:
             return found
-        starts = [view_starts[index] for index in scanned]  # ascending
         for name, at in find_all(view, [literal for _key, _first, literal in first_names]):
             key, first, literal = first_names[name]
             slot = _count_below(starts, at + 1) - 1  # the field whose view holds `at`
@@ -1049,25 +1057,6 @@ class Engine:
                 and not protected[index].overlaps(start, end)
             ):
                 found.setdefault(index, []).append(_Span(_Kind.NAME, start, end, first, key))
-        return found
-
-    def _first_names_of_named(
-        self,
-        field: TextField,
-        folded: str,
-        first_names: list[tuple[str, str, bytes]],
-        protected: _SpanIndex,
-    ) -> list[_Span]:
-        """_first_names_in_view for one field the matchers did not read (a whole field)."""
-        found: list[_Span] = []
-        view = word_view(folded.encode("ascii"))
-        for name, start in find_all(view, [literal for _key, _first, literal in first_names]):
-            key, first, literal = first_names[name]
-            end = start + len(literal) - 2  # the view is padded by one space
-            if (
-                field.text[start : start + 1].isupper() or field.kind in _NAME_BEARING
-            ) and not protected.overlaps(start, end):
-                found.append(_Span(_Kind.NAME, start, end, first, key))
         return found
 
     def _single_names(

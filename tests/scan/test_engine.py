@@ -22,6 +22,7 @@ from gateway.scan import (
     build_engine,
 )
 from gateway.scan.engine import (
+    _NAME_BEARING,
     _NO_SPANS,
     _PRACTICE,
     Engine,
@@ -30,6 +31,7 @@ from gateway.scan.engine import (
     _is_upper_word,
     _PatientTokens,
 )
+from gateway.scan.matchers import word_view
 from tests.scan.corpus import make_corpus
 
 DIGEST_KEY = b"d" * 32
@@ -424,11 +426,29 @@ def test_a_surname_alone_guesses_its_one_patient_but_yields_to_a_longer_reading(
     assert out == f"Pour {marc_token} ; M. {marc_token} viendra"
 
 
+def _first_names_in_own_view(
+    field: TextField, folded: str, first_names: list[tuple[str, str, bytes]]
+) -> list[tuple[int, int, str, str]]:
+    """The reference: each name searched in the field's own word view, by name then start,
+    kept where capitalised or in a name-bearing field."""
+    words = word_view(folded.encode("ascii")).decode("ascii")
+    found = []
+    for key, first, literal in first_names:
+        needle = literal.decode("ascii")
+        at = words.find(needle)
+        while at >= 0:
+            start, end = at, at + len(needle) - 2  # the view is padded by one space
+            if field.text[start : start + 1].isupper() or field.kind in _NAME_BEARING:
+                found.append((start, end, first, key))
+            at = words.find(needle, at + 1)
+    return found
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_first_names_found_once_in_the_message_view_are_each_fields_own(engine: str) -> None:
-    """`_first_names_in_view` (one search of the message's word view) finds, for each
-    field the matchers read, what `_first_names_of_named` finds in that field's own view,
-    in the same order; a name across two fields is in neither."""
+    """`_first_names_in_view` finds, for each field of one search of the message's word
+    view, what a search of that field's own view finds, in the same order; a name across
+    two fields is in neither. A whole field is searched in its own view ([index], [0])."""
     messages, roster = make_corpus(40, seed=5, extra_roster=0)
     marie_claire = replace(PATIENT, key="marie-claire", first_name="Marie Claire")
     scan = _engine(engine, (*roster, marie_claire))
@@ -453,14 +473,24 @@ def test_first_names_found_once_in_the_message_view_are_each_fields_own(engine: 
             folded, scanned, [[] for _ in fields], [[] for _ in fields], view_starts
         )
         protected = [_NO_SPANS] * count
+        starts = [view_starts[index] for index in scanned]
         in_view = scan._first_names_in_view(
-            fields, folded, view, scanned, view_starts, first_names, protected
+            fields, folded, view, scanned, starts, first_names, protected
         )
         assert set(in_view) <= set(scanned)
-        for index in scanned:
-            own = scan._first_names_of_named(fields[index], folded[index], first_names, _NO_SPANS)
-            assert in_view.get(index, []) == own, (index, fields[index].kind)
+        for index in range(count):
+            if index not in scanned:  # the whole field, in its own view
+                own_view = word_view(folded[index].encode("ascii"))
+                in_view.update(
+                    scan._first_names_in_view(
+                        fields, folded, own_view, [index], [0], first_names, protected
+                    )
+                )
+            found = [(s.start, s.end, s.value, s.patient) for s in in_view.get(index, [])]
+            own = _first_names_in_own_view(fields[index], folded[index], first_names)
+            assert found == own, (index, fields[index].kind)
             compared += len(own)
+        assert in_view[count - 1]  # "Marie Claire", the whole field
         spans = in_view[count - 2]
         assert [(s.start, s.end) for s in spans if s.patient == marie_claire.key] == [(17, 29)]
     assert compared > 100
